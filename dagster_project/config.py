@@ -1,0 +1,67 @@
+"""Paths and environment settings: the one place nudge reads ``NUDGE_*`` variables.
+
+Secrets (the ESP API key) are read here only to be handed to a provider; they are never put in
+logs, Dagster metadata, errors or the ledger. In Dagster they arrive through ``EnvVar`` on the
+ESP resource instead (see ``resources.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
+MODELS_DIR = PROJECT_ROOT / "models"
+SQL_DIR = PROJECT_ROOT / "sql"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+STATE_DIR = PROJECT_ROOT / ".nudge"
+
+DEFAULT_WAREHOUSE = STATE_DIR / "warehouse.duckdb"
+DEFAULT_OUTBOX_DIR = STATE_DIR / "outbox"
+DEFAULT_ESP = "outbox"
+DEFAULT_SENDGRID_BASE_URL = "https://api.sendgrid.com"
+DEFAULT_FROM_EMAIL = "hello@nudge.example"
+
+# DuckDB names a file's catalog after the file, so `nudge.duckdb` would make `nudge.send_ledger`
+# ambiguous between the catalog and the schema. Refuse those names with a clear message.
+RESERVED_WAREHOUSE_STEMS = frozenset(
+    {"nudge", "raw", "staging", "intermediate", "triggers", "audience", "main"}
+)
+
+
+class ConfigError(ValueError):
+    """A NUDGE_* setting is invalid; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings, resolved from the environment with documented defaults."""
+
+    warehouse: Path
+    esp: str
+    esp_base_url: str
+    esp_api_key: str | None
+    outbox_dir: Path
+    from_email: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        esp = env.get("NUDGE_ESP", DEFAULT_ESP).strip().lower()
+        warehouse = Path(env.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
+        if warehouse.stem.lower() in RESERVED_WAREHOUSE_STEMS:
+            raise ConfigError(
+                f"NUDGE_WAREHOUSE={warehouse}: DuckDB would name the catalog {warehouse.stem!r}, "
+                f"which clashes with nudge's schema of that name; rename the file "
+                f"(e.g. warehouse.duckdb)"
+            )
+        return cls(
+            warehouse=warehouse,
+            esp=esp,
+            esp_base_url=env.get("NUDGE_ESP_BASE_URL") or DEFAULT_SENDGRID_BASE_URL,
+            esp_api_key=env.get("NUDGE_ESP_API_KEY") or None,
+            outbox_dir=Path(env.get("NUDGE_OUTBOX_DIR") or DEFAULT_OUTBOX_DIR).resolve(),
+            from_email=env.get("NUDGE_FROM_EMAIL") or DEFAULT_FROM_EMAIL,
+        )

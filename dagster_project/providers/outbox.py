@@ -1,0 +1,277 @@
+"""A provider that "sends" by writing ``.eml`` files, for local runs, demos and tests.
+
+Nobody should need an ESP account to see what nudge would send. The outbox writes each message
+as a real RFC 5322 file (open it in any mail client), a browser-friendly ``.html`` copy of its
+HTML body, one JSON line in ``index.jsonl``, and an ``index.html`` page that lists them all.
+
+Layout::
+
+    outbox_dir/
+        index.jsonl                     one line per send, append-only (re-sends add a line)
+        index.html                      table of every message, newest first, links below
+        <trigger>/<send_id>.eml         the message itself
+        <trigger>/<send_id>.html        its HTML body, for a browser
+
+It mirrors a real provider's contract so the pipeline cannot tell the difference: per-message
+failures are ``failed`` results, never exceptions, and re-sending a ``send_id`` is harmless (the
+same file is replaced atomically, the Message-ID is derived from the send_id so it is stable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from dagster_project.masking import mask_email
+from dagster_project.providers.base import Message, SendResult
+
+logger = logging.getLogger(__name__)
+
+INDEX_JSONL = "index.jsonl"
+INDEX_HTML = "index.html"
+MESSAGE_ID_DOMAIN = "outbox.nudge.invalid"
+
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _safe_component(value: str) -> str:
+    """Turn a send_id or trigger into one safe path component (and Message-ID local part).
+
+    Both come from the warehouse, so they are data, not trusted paths: "../x" must not escape
+    the outbox. Clean values are kept as they are so files are easy to find; anything changed
+    by cleaning gets a short hash suffix so two different raw values never share a file.
+    """
+    cleaned = _SAFE_CHARS.sub("_", value).lstrip(".") or "_"
+    if cleaned == value:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+    return f"{cleaned[:100]}-{digest}"
+
+
+def message_id_for(send_id: str) -> str:
+    """The RFC 5322 Message-ID for a send: derived from send_id so a re-send keeps it."""
+    return f"<{_safe_component(send_id)}@{MESSAGE_ID_DOMAIN}>"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file + ``os.replace``.
+
+    A crash mid-write leaves at worst a stray temp file, never a truncated ``.eml`` that a
+    later reader would take for a complete message. No fsync: this is a local preview outbox,
+    and an fsync per file would make large batches crawl for protection against power loss only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def build_email(message: Message, *, sent_at: datetime) -> EmailMessage:
+    """Build the multipart/alternative RFC 5322 message for ``message``.
+
+    Raises ``ValueError`` for values that cannot be headers (e.g. a subject with a newline),
+    which the caller turns into a failed result.
+    """
+    msg = EmailMessage()
+    msg["From"] = message.from_email
+    msg["To"] = message.to_email
+    msg["Subject"] = message.subject
+    msg["Date"] = format_datetime(sent_at)
+    msg["Message-ID"] = message_id_for(message.send_id)
+    msg["X-Nudge-Send-Id"] = message.send_id
+    msg["X-Nudge-Trigger"] = message.trigger
+    msg["X-Nudge-Step"] = message.step
+    msg.set_content(message.text)
+    msg.add_alternative(message.html, subtype="html")
+    return msg
+
+
+class OutboxProvider:
+    """Write messages to ``outbox_dir`` instead of sending them."""
+
+    name = "outbox"
+
+    def __init__(self, outbox_dir: Path) -> None:
+        self.outbox_dir = Path(outbox_dir)
+        # index.jsonl lines must not interleave if two threads share one provider.
+        self._index_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OutboxProvider(outbox_dir={str(self.outbox_dir)!r})"
+
+    def paths_for(self, message: Message) -> tuple[Path, Path]:
+        """Return the ``(.eml, .html)`` paths a message is written to."""
+        folder = self.outbox_dir / _safe_component(message.trigger)
+        stem = _safe_component(message.send_id)
+        return folder / f"{stem}.eml", folder / f"{stem}.html"
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Write every message; one result per message, in input order.
+
+        Also refreshes ``index.html`` once at the end, so the preview page is always current.
+        """
+        results = [self._write_one(m) for m in messages]
+        if messages:
+            try:
+                self.write_index_page()
+            except OSError as exc:
+                # The messages themselves are written; a stale preview page is not a failed send.
+                logger.warning("outbox: could not refresh %s: %s", INDEX_HTML, exc)
+        return results
+
+    def _write_one(self, message: Message) -> SendResult:
+        sent_at = datetime.now(UTC)
+        eml_path, html_path = self.paths_for(message)
+        try:
+            email_msg = build_email(message, sent_at=sent_at)
+            data = email_msg.as_bytes(policy=policy.SMTP)  # CRLF line endings, per RFC 5322
+            _atomic_write(eml_path, data)
+            # A UTF-8 BOM makes browsers opening a file:// page decode it as UTF-8 even when the
+            # template has no <meta charset>, so accented names do not turn into mojibake.
+            _atomic_write(html_path, message.html.encode("utf-8-sig"))
+            self._append_index(
+                {
+                    "send_id": message.send_id,
+                    "trigger": message.trigger,
+                    "step": message.step,
+                    "customer_id": message.customer_id,
+                    "to": mask_email(message.to_email),
+                    "subject": message.subject,
+                    "path": eml_path.relative_to(self.outbox_dir).as_posix(),
+                    "html_path": html_path.relative_to(self.outbox_dir).as_posix(),
+                    "sent_at": sent_at.isoformat(),
+                }
+            )
+        except Exception as exc:  # one bad message must not stop the batch
+            reason = f"outbox write failed: {type(exc).__name__}: {exc}"
+            logger.warning(
+                "outbox: send %s to %s failed: %s",
+                message.send_id,
+                mask_email(message.to_email),
+                reason,
+            )
+            return SendResult(send_id=message.send_id, status="failed", error=reason)
+        logger.debug("outbox: wrote send %s to %s", message.send_id, eml_path)
+        return SendResult(
+            send_id=message.send_id,
+            status="sent",
+            provider_message_id=message_id_for(message.send_id),
+        )
+
+    def _append_index(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            self._index_lock,
+            open(self.outbox_dir / INDEX_JSONL, "a", encoding="utf-8") as fh,
+        ):
+            fh.write(line)
+
+    def write_index_page(self) -> Path:
+        """(Re)build ``index.html`` from ``index.jsonl``; return its path."""
+        return write_outbox_index_html(self.outbox_dir)
+
+    def close(self) -> None:
+        """Nothing to release: files are closed after every write."""
+
+
+def read_outbox_index(outbox_dir: Path) -> list[dict[str, Any]]:
+    """Return the latest index entry per send_id, newest first.
+
+    Skips lines that are not valid JSON objects: a crash during an append can leave a partial
+    last line, and the preview page should still render everything else.
+    """
+    path = Path(outbox_dir) / INDEX_JSONL
+    if not path.exists():
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for raw in fh:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and "send_id" in entry:
+                latest[str(entry["send_id"])] = entry
+    return sorted(latest.values(), key=lambda e: str(e.get("sent_at", "")), reverse=True)
+
+
+def _href(relative_path: str) -> str:
+    return html.escape(quote(relative_path, safe="/"), quote=True)
+
+
+def write_outbox_index_html(outbox_dir: Path) -> Path:
+    """Build ``outbox_dir/index.html``: a table of every message with links to its body.
+
+    Every value is HTML-escaped (subjects and triggers come from templates and the warehouse),
+    and link targets are URL-quoted too. Recipients are shown masked: the page is meant to be
+    shared in a chat or a screenshot.
+    """
+    outbox_dir = Path(outbox_dir)
+    entries = read_outbox_index(outbox_dir)
+    rows = []
+    for e in entries:
+        esc = {k: html.escape(str(e.get(k, "")), quote=True) for k in e}
+        html_path = str(e.get("html_path") or str(e.get("path", "")).removesuffix(".eml") + ".html")
+        rows.append(
+            "    <tr>"
+            f"<td>{esc.get('sent_at', '')}</td>"
+            f"<td>{esc.get('trigger', '')}</td>"
+            f"<td>{esc.get('step', '')}</td>"
+            f"<td>{esc.get('to', '')}</td>"
+            f'<td><a href="{_href(html_path)}">{esc.get("subject", "") or "(no subject)"}</a></td>'
+            f'<td><a href="{_href(str(e.get("path", "")))}">.eml</a></td>'
+            f"<td><code>{esc.get('send_id', '')}</code></td>"
+            "</tr>"
+        )
+    body = "\n".join(rows) if rows else '    <tr><td colspan="7">No messages yet.</td></tr>'
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>nudge outbox ({len(entries)} messages)</title>
+  <style>
+    body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+    table {{ border-collapse: collapse; width: 100%; }}
+    th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; }}
+    th {{ background: #f4f4f4; }}
+    code {{ font-size: .85em; color: #555; }}
+  </style>
+</head>
+<body>
+  <h1>nudge outbox</h1>
+  <p>{len(entries)} messages written by the outbox provider, newest first.</p>
+  <table>
+    <thead><tr><th>Sent at (UTC)</th><th>Trigger</th><th>Step</th><th>To</th><th>Subject</th>
+    <th>File</th><th>Send id</th></tr></thead>
+    <tbody>
+{body}
+    </tbody>
+  </table>
+</body>
+</html>
+"""
+    target = outbox_dir / INDEX_HTML
+    _atomic_write(target, page.encode("utf-8"))
+    return target

@@ -1,0 +1,105 @@
+"""Jinja2 rendering of ``templates/<trigger>/<step>.{subject,html,txt}.j2``.
+
+Templates run in a sandbox with ``StrictUndefined``: a typo or a missing column is an error for
+that row (recorded in the ledger), never an email with a blank where a name should be. Customer
+data (names, product names) is passed as *values*, never compiled as template source, and HTML
+parts are autoescaped, so ``<script>`` in a first name arrives as text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+from .config import TEMPLATES_DIR
+
+PARTS = ("subject", "html", "txt")
+
+
+class RenderError(Exception):
+    """One row could not be rendered; the message says which template and why."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+def _money(value: Any, currency: str = "USD") -> str:
+    """Format a price for display: ``12.5`` -> ``$12.50`` (other currencies as ``12.50 EUR``)."""
+    if value is None:
+        return ""
+    amount = f"{float(value):,.2f}"
+    return f"${amount}" if (currency or "USD").upper() == "USD" else f"{amount} {currency.upper()}"
+
+
+def _date(value: Any, fmt: str = "%d %B %Y") -> str:
+    """Format an ISO timestamp or date string from the eligibility row."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.strftime(fmt)
+
+
+class Renderer:
+    """Renders one trigger step for one eligibility row."""
+
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
+        self.templates_dir = templates_dir
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["money"] = _money
+        self.env.filters["date"] = _date
+
+    def template_names(self, trigger: str, step: str) -> dict[str, str]:
+        return {part: f"{trigger}/{step}.{part}.j2" for part in PARTS}
+
+    def check(self, trigger: str, step: str) -> None:
+        """Fail fast, before anything is planned, when a step's templates are missing or broken."""
+        for name in self.template_names(trigger, step).values():
+            try:
+                self.env.get_template(name)
+            except TemplateNotFound:
+                raise RenderError(
+                    f"template {self.templates_dir / name} is missing for trigger {trigger!r} "
+                    f"step {step!r}"
+                ) from None
+            except TemplateError as exc:
+                raise RenderError(f"template {name} does not compile: {exc}") from exc
+
+    def render(self, trigger: str, step: str, context: dict[str, Any]) -> RenderedEmail:
+        """Render the three parts; raise :class:`RenderError` naming the part and the cause."""
+        parts: dict[str, str] = {}
+        for part, name in self.template_names(trigger, step).items():
+            try:
+                parts[part] = self.env.get_template(name).render(**context)
+            except Exception as exc:  # any template failure is this row's failure
+                raise RenderError(f"{name}: {type(exc).__name__}: {exc}") from exc
+        # A subject is one header line: collapse whitespace so a newline in customer data can
+        # never inject headers.
+        subject = " ".join(parts["subject"].split())
+        if not subject:
+            raise RenderError(f"{trigger}/{step}.subject.j2 rendered an empty subject")
+        return RenderedEmail(subject=subject, html=parts["html"], text=parts["txt"].strip() + "\n")
+
+
+def context_from_json(context_json: str) -> dict[str, Any]:
+    """The template variables of a ledger row: every column of its eligibility row."""
+    context = json.loads(context_json)
+    if not isinstance(context, dict):
+        raise RenderError("ledger context is not a JSON object")
+    return context

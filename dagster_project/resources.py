@@ -1,0 +1,123 @@
+"""Dagster resources: the warehouse, the ESP, and the tick's clock.
+
+Each is a ``ConfigurableResource`` so tests and run config swap values instead of patching.
+The ESP API key only ever arrives through ``EnvVar("NUDGE_ESP_API_KEY")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from pydantic import Field
+
+from .config import Settings
+from .providers import Provider, build_provider
+from .warehouse import connect, warehouse_lock
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB file nudge reads and writes, behind the cross-process warehouse lock."""
+
+    path: str = Field(description="DuckDB file (NUDGE_WAREHOUSE).")
+    lock_timeout_seconds: float = Field(
+        default=1800.0, description="How long a step waits for another run to release the file."
+    )
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path).resolve()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with warehouse_lock(self.file, timeout=self.lock_timeout_seconds):
+            yield
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open connection; call inside ``locked()``."""
+        con = connect(self.file)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class EspResource(ConfigurableResource):
+    """Which email provider to push to, and how hard to try."""
+
+    provider: str = Field(default="outbox", description="outbox | sendgrid (NUDGE_ESP).")
+    base_url: str = Field(description="Provider API base URL (NUDGE_ESP_BASE_URL).")
+    api_key: str | None = Field(default=None, description="From EnvVar NUDGE_ESP_API_KEY only.")
+    outbox_dir: str = Field(description="Folder of the outbox provider (NUDGE_OUTBOX_DIR).")
+    from_email: str = Field(description="Sender address (NUDGE_FROM_EMAIL).")
+    timeout_seconds: float = 10.0
+    max_concurrency: int = 8
+    max_attempts: int = 5
+    batch_size: int = Field(default=500, description="Sends settled in the ledger per batch.")
+
+    def build(self) -> Provider:
+        settings = Settings(
+            warehouse=Path("."),
+            esp=self.provider,
+            esp_base_url=self.base_url,
+            esp_api_key=self.api_key,
+            outbox_dir=Path(self.outbox_dir),
+            from_email=self.from_email,
+        )
+        return build_provider(
+            settings,
+            timeout=self.timeout_seconds,
+            max_concurrency=self.max_concurrency,
+            max_attempts=self.max_attempts,
+        )
+
+
+class TickResource(ConfigurableResource):
+    """The tick's instant. Schedules set it to the scheduled time; manual runs leave it empty."""
+
+    as_of: str | None = Field(
+        default=None, description="ISO-8601 instant of the tick; empty means the run's start."
+    )
+
+    def resolve(self, context: InitResourceContext | object) -> datetime:
+        """``as_of`` from config, else the run's creation time, so every step agrees."""
+        if self.as_of:
+            return parse_as_of(self.as_of)
+        instance = getattr(context, "instance", None)
+        run_id = getattr(context, "run_id", None)
+        record = instance.get_run_record_by_id(run_id) if instance and run_id else None
+        created = record.create_timestamp if record else datetime.now(UTC)
+        return created.astimezone(UTC).replace(microsecond=0)
+
+
+def parse_as_of(value: str) -> datetime:
+    """Parse an ISO-8601 instant; a value without an offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"as_of must be an ISO-8601 instant, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    """The live resources, from NUDGE_* environment variables."""
+    api_key = EnvVar("NUDGE_ESP_API_KEY") if os.environ.get("NUDGE_ESP_API_KEY") else None
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse)),
+        "esp": EspResource(
+            provider=settings.esp,
+            base_url=settings.esp_base_url,
+            api_key=api_key,
+            outbox_dir=str(settings.outbox_dir),
+            from_email=settings.from_email,
+        ),
+        "tick": TickResource(),
+    }

@@ -1,0 +1,143 @@
+{#-
+    The shared half of every trigger: turns a trigger's entries into this tick's candidates with
+    `is_eligible` and one `exclusion_reason`. A trigger model only decides *who entered and when
+    the email is due*; consent, email validity, timing windows and the ledger are decided here,
+    once, for every trigger.
+
+    Usage, in models/audience/<trigger>_eligibility.sql:
+        {{ eligibility('<trigger>_entries', trigger='<trigger>', step='<step>') }}
+
+    Entries must have: trigger, trigger_key, customer_id, entered_at, due_at, expires_at; any
+    other column is passed through as personalization for the templates.
+
+    Reasons are checked in this order, so each candidate gets the most useful one:
+    already_sent / already_failed / delivery_unknown / in_flight (what the ledger knows),
+    unknown_customer, invalid_email, no_consent / unsubscribed (marketing only),
+    not_due, expired.
+-#}
+{% macro eligibility(entries_model, trigger, step, category='marketing') %}
+{#- This call is the trigger's one declaration: it also writes `config.meta.nudge`, which
+    Dagster reads from the manifest to create the trigger's send asset. -#}
+{{ config(meta={'nudge': {'trigger': trigger, 'step': step, 'category': category}}) }}
+
+with
+
+entries as (
+
+    select * from {{ ref(entries_model) }}
+
+),
+
+customers as (
+
+    select * from {{ ref('stg_raw__customers') }}
+
+),
+
+consent as (
+
+    select * from {{ ref('int_subscriptions__latest') }}
+    where list = '{{ var("marketing_list") }}'
+
+),
+
+ledger as (
+
+    select
+        send_id,
+        status
+    from {{ source('nudge', 'send_ledger') }}
+
+),
+
+-- Only entries whose window touches this tick: upcoming ones (lookahead) and recently expired
+-- ones (lookback), so the table shows what is coming and what was missed without all history.
+candidates as (
+
+    select
+        *,
+        '{{ step }}' as step,
+        {{ send_id('trigger', 'trigger_key', "'" ~ step ~ "'") }} as send_id
+    from entries
+    where
+        due_at <= {{ as_of() }} + to_hours({{ var('eligibility_lookahead_hours') }})
+        and expires_at > {{ as_of() }} - to_days({{ var('eligibility_lookback_days') }})
+
+),
+
+joined as (
+
+    select
+        candidates.*,
+        customers.customer_id is not null as is_known_customer,
+        customers.email,
+        coalesce(customers.is_valid_email, false) as is_valid_email,
+        customers.first_name,
+        customers.timezone,
+        consent.status as consent_status,
+        ledger.status as ledger_status
+    from candidates
+    left join customers
+        on candidates.customer_id = customers.customer_id
+    left join consent
+        on candidates.customer_id = consent.customer_id
+    left join ledger
+        on candidates.send_id = ledger.send_id
+
+),
+
+reasoned as (
+
+    select
+        *,
+        case
+            when ledger_status = 'sent' then 'already_sent'
+            when ledger_status = 'failed' then 'already_failed'
+            when ledger_status = 'unknown' then 'delivery_unknown'
+            when ledger_status = 'expired' then 'expired'
+            when ledger_status in ('planned', 'sending') then 'in_flight'
+            when not is_known_customer then 'unknown_customer'
+            when not is_valid_email then 'invalid_email'
+            {%- if category == 'marketing' %}
+            when consent_status is null then 'no_consent'
+            when consent_status != 'subscribed' then 'unsubscribed'
+            {%- endif %}
+            when due_at > {{ as_of() }} then 'not_due'
+            when {{ as_of() }} > expires_at then 'expired'
+        end as exclusion_reason
+    from joined
+
+),
+
+final as (
+
+    select
+        send_id,
+        trigger,
+        trigger_key,
+        step,
+        '{{ category }}' as category,
+        customer_id,
+        email,
+        first_name,
+        timezone,
+        entered_at,
+        due_at,
+        expires_at,
+        exclusion_reason is null as is_eligible,
+        exclusion_reason,
+        consent_status,
+        ledger_status,
+        {{ as_of() }} as as_of,
+        * exclude (
+            send_id, trigger, trigger_key, step, customer_id, email, first_name, timezone,
+            entered_at, due_at, expires_at, exclusion_reason, consent_status, ledger_status,
+            is_known_customer, is_valid_email
+        )
+    from reasoned
+
+)
+
+select * from final
+
+{% endmacro %}

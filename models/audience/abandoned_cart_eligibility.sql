@@ -1,0 +1,1 @@
+{{ eligibility('abandoned_cart_entries', trigger='abandoned_cart', step='reminder', category='marketing') }}

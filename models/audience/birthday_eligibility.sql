@@ -1,0 +1,1 @@
+{{ eligibility('birthday_entries', trigger='birthday', step='greeting', category='marketing') }}

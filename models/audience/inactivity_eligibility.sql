@@ -1,0 +1,1 @@
+{{ eligibility('inactivity_entries', trigger='inactivity', step='we_miss_you', category='marketing') }}

@@ -1,0 +1,131 @@
+with
+
+events as (
+
+    select * from {{ ref('stg_raw__events') }}
+
+),
+
+cart_events as (
+
+    select * from events
+    where
+        cart_id is not null
+        and event_name in ('product_added', 'product_removed', 'cart_viewed', 'checkout_started')
+
+),
+
+-- A cart id seen under two customers is an upstream bug; the customer with the latest activity
+-- keeps it so one cart never yields two emails.
+cart_owners as (
+
+    select
+        cart_id,
+        customer_id
+    from cart_events
+    qualify row_number() over (partition by cart_id order by occurred_at desc, customer_id) = 1
+
+),
+
+owned_cart_events as (
+
+    select cart_events.*
+    from cart_events
+    inner join cart_owners
+        on
+            cart_events.cart_id = cart_owners.cart_id
+            and cart_events.customer_id = cart_owners.customer_id
+
+),
+
+line_items as (
+
+    select
+        cart_id,
+        product_id,
+        sum(
+            case
+                when event_name = 'product_added' then quantity
+                when event_name = 'product_removed' then -quantity
+                else 0
+            end
+        ) as net_quantity,
+        -- The latest add carries the current name and price shown to the shopper.
+        arg_max(product_name, occurred_at) filter (where event_name = 'product_added') as name,
+        arg_max(price, occurred_at) filter (where event_name = 'product_added') as price,
+        arg_max(url, occurred_at) filter (where event_name = 'product_added') as url,
+        arg_max(image_url, occurred_at) filter (where event_name = 'product_added') as image_url,
+        arg_max(currency, occurred_at) filter (where event_name = 'product_added') as currency
+    from owned_cart_events
+    where
+        product_id is not null
+        and event_name in ('product_added', 'product_removed')
+    group by cart_id, product_id
+
+),
+
+contents as (
+
+    select
+        cart_id,
+        list(
+            {
+                'product_id': product_id,
+                'name': coalesce(name, product_id),
+                'quantity': net_quantity,
+                'price': price,
+                'url': url,
+                'image_url': image_url
+            }
+            order by name, product_id
+        ) as items,
+        sum(net_quantity) as item_count,
+        sum(net_quantity * coalesce(price, 0)) as cart_value,
+        coalesce(max(currency), 'USD') as currency
+    from line_items
+    where net_quantity > 0
+    group by cart_id
+
+),
+
+activity as (
+
+    select
+        cart_id,
+        any_value(customer_id) as customer_id,
+        min(occurred_at) as started_at,
+        max(occurred_at) as last_activity_at
+    from owned_cart_events
+    group by cart_id
+
+),
+
+ordered_carts as (
+
+    select distinct cart_id
+    from events
+    where event_name = 'order_completed' and cart_id is not null
+
+),
+
+final as (
+
+    select
+        activity.cart_id,
+        activity.customer_id,
+        activity.started_at,
+        activity.last_activity_at,
+        contents.items,
+        coalesce(contents.item_count, 0) as item_count,
+        coalesce(contents.cart_value, 0) as cart_value,
+        coalesce(contents.currency, 'USD') as currency,
+        ordered_carts.cart_id is not null as is_ordered
+    from activity
+    left join contents
+        on activity.cart_id = contents.cart_id
+    left join ordered_carts
+        on activity.cart_id = ordered_carts.cart_id
+
+)
+
+select * from final

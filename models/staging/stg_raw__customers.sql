@@ -1,0 +1,57 @@
+with
+
+source as (
+
+    select * from {{ source('raw', 'customers') }}
+
+),
+
+time_zones as (
+
+    select name as timezone from pg_timezone_names()
+
+),
+
+cleaned as (
+
+    select
+        cast(source.customer_id as varchar) as customer_id,
+        {{ normalize_email('source.email') }} as email,
+        nullif(trim(source.first_name), '') as first_name,
+        nullif(trim(source.timezone), '') as timezone_raw,
+        cast(source.birthday as date) as birthday,
+        cast(source.created_at as timestamptz) as created_at
+    from source
+    where source.customer_id is not null
+
+),
+
+-- A customer loaded twice keeps its most recently created row: later loads carry corrections.
+deduplicated as (
+
+    select * from cleaned
+    qualify row_number() over (
+        partition by customer_id order by created_at desc nulls last, email
+    ) = 1
+
+),
+
+final as (
+
+    select
+        deduplicated.customer_id,
+        deduplicated.email,
+        {{ is_valid_email('deduplicated.email') }} as is_valid_email,
+        deduplicated.first_name,
+        coalesce(time_zones.timezone, '{{ var("default_timezone") }}') as timezone,
+        time_zones.timezone is not null as has_valid_timezone,
+        deduplicated.timezone_raw,
+        deduplicated.birthday,
+        deduplicated.created_at
+    from deduplicated
+    left join time_zones
+        on deduplicated.timezone_raw = time_zones.timezone
+
+)
+
+select * from final

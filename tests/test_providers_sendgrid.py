@@ -1,0 +1,499 @@
+"""The SendGrid adapter against a real HTTP server on loopback (tests/esp_server.py).
+
+Waits between retries go through an injected recorder instead of ``time.sleep``, so these tests
+assert the exact backoff and ``Retry-After`` handling without spending the time.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import ValidationError
+
+from dagster_project.config import Settings
+from dagster_project.providers import (
+    Message,
+    ProviderConfigError,
+    ProviderError,
+    SendGridProvider,
+    build_provider,
+)
+from dagster_project.providers.sendgrid import build_sendgrid_payload, parse_retry_after
+from tests.esp_server import EspServer, Reply, bad_request
+from tests.sendgrid_schema import validate_sendgrid_payload
+
+API_KEY = "SG.unit-test-secret.0123456789abcdefghijklmnopqrstuvwxyz"
+TIMEOUT = 0.3
+
+
+class SleepRecorder:
+    """Stands in for ``time.sleep``: records the requested waits, sleeps not at all."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.calls.append(seconds)
+
+
+def make_message(n: int = 1, **overrides: Any) -> Message:
+    fields: dict[str, Any] = {
+        "send_id": f"send-{n:04d}",
+        "trigger": "welcome",
+        "step": "day0",
+        "customer_id": f"cust-{n}",
+        "to_email": f"customer{n}@example.com",
+        "from_email": "Nudge Team <hello@nudge.example>",
+        "subject": f"Welcome aboard #{n} — café ☕",
+        "html": f"<p>Hello customer {n}</p>",
+        "text": f"Hello customer {n}",
+        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
+    }
+    fields.update(overrides)
+    return Message(**fields)
+
+
+@pytest.fixture
+def server() -> Iterator[EspServer]:
+    with EspServer(api_key=API_KEY) as srv:
+        yield srv
+        assert srv.errors == []
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def provider(server: EspServer, sleeps: SleepRecorder) -> Iterator[SendGridProvider]:
+    with make_provider(server.url, sleeps) as p:
+        yield p
+
+
+def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> SendGridProvider:
+    kwargs: dict[str, Any] = {
+        "timeout": TIMEOUT,
+        "max_concurrency": 4,
+        "max_attempts": 3,
+        "backoff_base": 0.5,
+        "backoff_max": 5.0,
+        "sleep": sleeps,
+        "jitter": lambda: 1.0,  # top of the jitter range: waits are exactly the ceiling
+    }
+    kwargs.update(overrides)
+    return SendGridProvider(API_KEY, url, **kwargs)
+
+
+# -- payload and protocol ------------------------------------------------------------------
+
+
+def test_request_matches_sendgrids_published_schema(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    results = provider.send([make_message(1)])
+
+    assert results[0].status == "sent"
+    (request,) = server.send_requests()
+    validate_sendgrid_payload(request.body)
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    body = request.body
+    assert body["from"] == {"email": "hello@nudge.example", "name": "Nudge Team"}
+    assert body["personalizations"] == [
+        {
+            "to": [{"email": "customer1@example.com"}],
+            "custom_args": {"send_id": "send-0001", "trigger": "welcome", "step": "day0"},
+        }
+    ]
+    assert body["subject"] == "Welcome aboard #1 — café ☕"
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert "custom_args" not in body  # the top-level one is typed as a string in the spec
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        make_message(1),
+        make_message(2, from_email="plain@nudge.example", custom_args={}),
+        make_message(3, text=""),  # HTML-only
+        make_message(4, html=""),  # text-only
+        make_message(5, custom_args={"campaign": "spring", "variant": 2}),
+    ],
+)
+def test_built_payloads_validate(message: Message) -> None:
+    payload = build_sendgrid_payload(message)
+    validate_sendgrid_payload(payload)
+    assert payload["personalizations"][0]["custom_args"]["send_id"] == message.send_id
+
+
+def test_custom_args_always_carry_the_ledger_keys_as_strings() -> None:
+    payload = build_sendgrid_payload(make_message(1, custom_args={"variant": 2}))
+    assert payload["personalizations"][0]["custom_args"] == {
+        "variant": "2",
+        "send_id": "send-0001",
+        "trigger": "welcome",
+        "step": "day0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (lambda p: p.pop("from"), "missing from"),
+        (lambda p: p.pop("personalizations"), "missing personalizations"),
+        (lambda p: p["personalizations"][0].pop("to"), "personalization without to"),
+        (lambda p: p["personalizations"][0]["to"][0].update(email="nope"), "bad email"),
+        (lambda p: p["personalizations"][0].update(custom_args="x"), "custom_args not object"),
+        (lambda p: p.update(subject=""), "empty subject"),
+        (lambda p: p["content"].reverse(), "html before text"),
+        (lambda p: p.update(custom_args={"a": "b"}), "top-level custom_args (spec quirk)"),
+    ],
+)
+def test_validator_rejects_bad_payloads(mutate: Any, why: str) -> None:
+    payload = copy.deepcopy(build_sendgrid_payload(make_message(1)))
+    mutate(payload)
+    with pytest.raises(ValidationError):
+        validate_sendgrid_payload(payload)
+
+
+def test_message_id_comes_from_the_response_header(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    server.script([202, Reply(status=202, include_message_id=False)])
+    first, second = provider.send([make_message(1)]) + provider.send([make_message(2)])
+    assert first.provider_message_id  # a server-generated id
+    assert second.status == "sent"
+    assert second.provider_message_id is None
+
+
+def test_unsendable_message_fails_without_a_request(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    results = provider.send([make_message(1, html="", text=""), make_message(2, to_email="")])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert [r.attempts for r in results] == [0, 0]
+    assert server.send_requests() == []
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def test_429_honours_retry_after_then_sends(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script([Reply(status=429, retry_after="1"), 202])
+
+    (result,) = provider.send([make_message(1)])
+
+    assert result.status == "sent"
+    assert result.attempts == 2
+    assert result.error is None
+    assert sleeps.calls == [1.0]
+    assert server.received_send_ids() == ["send-0001", "send-0001"]
+
+
+def test_429_retry_after_is_capped_at_backoff_max(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script([Reply(status=429, retry_after="3600"), 202])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "sent"
+    assert sleeps.calls == [5.0]
+
+
+def test_429_with_http_date_retry_after(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=3)
+    server.script([Reply(status=429, retry_after=format_datetime(when, usegmt=True)), 202])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "sent"
+    assert len(sleeps.calls) == 1
+    assert 1.0 <= sleeps.calls[0] <= 3.0  # HTTP-dates have one-second resolution
+
+
+def test_429_without_retry_after_falls_back_to_backoff(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script([429, 202])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "sent"
+    assert sleeps.calls == [0.5]
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert parse_retry_after("7", now=now) == 7.0
+    assert parse_retry_after(" 2.5 ", now=now) == 2.5
+    assert parse_retry_after("Wed, 01 Jan 2025 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now=now) == 0.0  # in the past
+    assert parse_retry_after("-5", now=now) == 0.0
+    for junk in (None, "", "soon", "nan", "inf"):
+        assert parse_retry_after(junk, now=now) is None
+
+
+def test_500_then_202_is_sent(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script([500, 202])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "sent"
+    assert result.attempts == 2
+    assert sleeps.calls == [0.5]
+
+
+def test_backoff_is_jittered_within_half_to_full_ceiling(server: EspServer) -> None:
+    sleeps = SleepRecorder()
+    server.script([500, 500, 500, 202])
+    with make_provider(server.url, sleeps, max_attempts=4, jitter=lambda: 0.0) as p:
+        (result,) = p.send([make_message(1)])
+    assert result.status == "sent"
+    assert sleeps.calls == [0.25, 0.5, 1.0]  # bottom of the range: half of 0.5, 1, 2
+
+
+def test_timeout_then_202_is_sent_after_retry(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script([Reply(delay=TIMEOUT * 3), 202])
+
+    started = time.monotonic()
+    (result,) = provider.send([make_message(1)])
+    elapsed = time.monotonic() - started
+
+    assert result.status == "sent"
+    assert result.attempts == 2
+    assert len(server.send_requests()) == 2
+    assert sleeps.calls == [0.5]
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT * 3  # gave up on the slow answer, did not wait
+
+
+def test_400_fails_at_once_with_the_providers_message(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.script(
+        [
+            Reply(
+                status=400,
+                errors=[
+                    {
+                        "message": "The from address does not match a verified Sender Identity.",
+                        "field": "from",
+                    },
+                    {"message": "Invalid subject.", "field": None},
+                ],
+            )
+        ]
+    )
+
+    (result,) = provider.send([make_message(1)])
+
+    assert result.status == "failed"
+    assert result.attempts == 1
+    assert result.error == (
+        "HTTP 400: The from address does not match a verified Sender Identity. (field: from); "
+        "Invalid subject."
+    )
+    assert len(server.send_requests()) == 1
+    assert sleeps.calls == []
+
+
+def test_non_json_error_body_falls_back_to_status_and_truncated_body(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    server.script([Reply(status=413, body="<html>" + "x" * 1000 + "</html>")])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.startswith("HTTP 413: <html>xxx")
+    assert result.error.endswith("...")
+    assert len(result.error) < 350
+
+
+def test_persistent_500_fails_after_max_attempts(
+    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+) -> None:
+    server.set_default(500)
+
+    (result,) = provider.send([make_message(1)])
+
+    assert result.status == "failed"
+    assert result.attempts == 3
+    assert result.error == "HTTP 500: Internal Server Error"
+    assert len(server.send_requests()) == 3
+    assert sleeps.calls == [0.5, 1.0]  # no wait after the last attempt
+
+
+def test_connection_refused_is_retried_then_fails(sleeps: SleepRecorder) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on the port any more.
+    with make_provider(f"http://127.0.0.1:{port}", sleeps) as p:
+        (result,) = p.send([make_message(1)])
+    assert result.status == "failed"
+    assert result.attempts == 3
+    assert result.error is not None and result.error.startswith("ConnectError")
+    assert len(sleeps.calls) == 2
+
+
+def test_one_bad_message_in_a_batch_fails_alone(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    messages = [make_message(n) for n in range(1, 7)]
+    server.script(
+        [bad_request("Does not contain a valid address.", "personalizations.0.to.0")],
+        send_id="send-0004",
+    )
+
+    results = provider.send(messages)
+
+    assert [r.send_id for r in results] == [m.send_id for m in messages]  # input order
+    assert [r.status for r in results] == ["sent"] * 3 + ["failed"] + ["sent"] * 2
+    assert results[3].error is not None
+    assert "Does not contain a valid address." in results[3].error
+    assert sorted(server.received_send_ids()) == sorted(m.send_id for m in messages)
+
+
+# -- secrets and personal data -------------------------------------------------------------
+
+
+def test_api_key_never_leaks_into_errors_repr_or_logs(
+    server: EspServer, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
+    server.script([bad_request(f"echoing your header: Bearer {API_KEY}")], send_id="send-0001")
+    server.script([500, 500, 500], send_id="send-0002")
+    server.script([Reply(delay=TIMEOUT * 2)] * 2, send_id="send-0003")
+    server.script([Reply(status=429, retry_after="0")] * 2, send_id="send-0004")
+
+    with make_provider(server.url, sleeps, max_attempts=2) as p:
+        results = p.send([make_message(n) for n in range(1, 6)])
+        text = repr(p) + str(p)
+
+    assert [r.status for r in results] == ["failed"] * 4 + ["sent"]
+    # A server that echoes the key back (some proxies do) still cannot make us leak it.
+    assert results[0].error is not None and "[REDACTED]" in results[0].error
+    # Wrong key: SendGrid's 401 is a non-retryable failure.
+    with SendGridProvider(
+        "SG.wrong-key", server.url, timeout=TIMEOUT, max_concurrency=1, max_attempts=3
+    ) as wrong:
+        (unauthorized,) = wrong.send([make_message(6)])
+    assert unauthorized.status == "failed" and unauthorized.attempts == 1
+    assert unauthorized.error is not None and "authorization grant is invalid" in unauthorized.error
+
+    everything = [r.error or "" for r in [*results, unauthorized]]
+    everything += [text, caplog.text]
+    everything += [str(rec.args) for rec in caplog.records]
+    assert caplog.records, "expected retry/failure log lines"
+    for blob in everything:
+        assert API_KEY not in blob
+        assert "unit-test-secret" not in blob
+    assert "api_key=<hidden>" in repr(p)
+    # Recipients are masked in our log lines.
+    assert "customer1@example.com" not in caplog.text
+    assert "c***@e***.com" in caplog.text
+
+
+def test_config_errors_do_not_echo_the_key() -> None:
+    for bad_key in ("", "   ", "SG.abc\ndef", "SG.abc def", "SG.clé"):
+        with pytest.raises(ProviderConfigError) as info:
+            SendGridProvider(
+                bad_key, "https://api.sendgrid.com", timeout=1, max_concurrency=1, max_attempts=1
+            )
+        if bad_key.strip():
+            assert bad_key.strip() not in str(info.value)
+    with pytest.raises(ProviderConfigError, match="http"):
+        SendGridProvider(API_KEY, "ftp://x", timeout=1, max_concurrency=1, max_attempts=1)
+    with pytest.raises(ProviderConfigError, match="max_concurrency"):
+        SendGridProvider(API_KEY, "https://x", timeout=1, max_concurrency=0, max_attempts=1)
+
+
+# -- concurrency and lifecycle -------------------------------------------------------------
+
+
+def test_concurrency_is_bounded(sleeps: SleepRecorder) -> None:
+    with (
+        EspServer(api_key=API_KEY, default=Reply(delay=0.1)) as server,
+        make_provider(server.url, sleeps, max_concurrency=2, timeout=2.0) as p,
+    ):
+        results = p.send([make_message(n) for n in range(1, 7)])
+    assert all(r.status == "sent" for r in results)
+    # Never more than two at once, and really two at once (not accidentally serial).
+    assert server.max_in_flight == 2
+    assert server.errors == []
+
+
+def test_connections_are_reused_across_messages(server: EspServer, sleeps: SleepRecorder) -> None:
+    with make_provider(server.url, sleeps, max_concurrency=1) as p:
+        results = p.send([make_message(n) for n in range(1, 6)])
+    assert all(r.status == "sent" for r in results)
+    # One worker, one shared client: every request rode the same keep-alive connection.
+    assert len(server.send_requests()) == 5
+    assert len({r.client_port for r in server.send_requests()}) == 1
+
+
+def test_send_after_close_raises_and_close_is_idempotent(
+    server: EspServer, sleeps: SleepRecorder
+) -> None:
+    p = make_provider(server.url, sleeps)
+    p.close()
+    p.close()
+    with pytest.raises(ProviderError):
+        p.send([make_message(1)])
+
+
+def test_empty_batch_sends_nothing(server: EspServer, provider: SendGridProvider) -> None:
+    assert provider.send([]) == []
+    assert server.requests == []
+
+
+def test_injected_transport_is_used(sleeps: SleepRecorder) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, headers={"X-Message-Id": "mock-1"})
+
+    with make_provider(
+        "https://api.sendgrid.test", sleeps, transport=httpx.MockTransport(handler)
+    ) as p:
+        (result,) = p.send([make_message(1)])
+    assert result.provider_message_id == "mock-1"
+    assert str(seen[0].url) == "https://api.sendgrid.test/v3/mail/send"
+
+
+# -- factory -------------------------------------------------------------------------------
+
+
+def test_build_provider_sendgrid_requires_a_key() -> None:
+    settings = Settings.from_env({"NUDGE_ESP": "sendgrid"})
+    with pytest.raises(ProviderConfigError, match=r"^NUDGE_ESP_API_KEY is not set"):
+        build_provider(settings)
+
+
+def test_build_provider_sendgrid(server: EspServer) -> None:
+    settings = Settings.from_env(
+        {"NUDGE_ESP": "SendGrid", "NUDGE_ESP_API_KEY": API_KEY, "NUDGE_ESP_BASE_URL": server.url}
+    )
+    provider = build_provider(settings, timeout=2.0, max_concurrency=2, max_attempts=2)
+    try:
+        assert isinstance(provider, SendGridProvider)
+        assert provider.name == "sendgrid"
+        assert API_KEY not in repr(provider)
+        (result,) = provider.send([make_message(1)])
+        assert result.status == "sent"
+    finally:
+        provider.close()
