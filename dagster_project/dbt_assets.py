@@ -1,6 +1,5 @@
 """The dbt project as Dagster assets (one asset per model, dbt tests as asset checks)."""
 
-from __future__ import annotations
 
 import json
 import os
@@ -35,7 +34,7 @@ def ensure_manifest(project: DbtProject = nudge_dbt_project) -> Path:
     manifest = project.manifest_path
     if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
         subprocess.run(
-            [_dbt_executable(), "parse", "--quiet"],
+            [dbt_executable(), "parse", "--quiet"],
             cwd=project.project_dir,
             check=True,
             env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
@@ -43,7 +42,7 @@ def ensure_manifest(project: DbtProject = nudge_dbt_project) -> Path:
     return manifest
 
 
-def _dbt_executable() -> str:
+def dbt_executable() -> str:
     # The dbt next to this interpreter, so a venv's dbt is used even when it is not on PATH.
     import sys
 

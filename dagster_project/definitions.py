@@ -6,7 +6,7 @@ from dagster import Definitions
 from dagster_dbt import DbtCliResource, get_asset_key_for_model
 
 from .config import Settings
-from .dbt_assets import nudge_dbt_models, nudge_dbt_project
+from .dbt_assets import dbt_executable, nudge_dbt_models, nudge_dbt_project
 from .resources import resources_from_settings
 from .schedules import hourly_tick, nudge_tick_job
 from .send_assets import build_send_asset
@@ -27,7 +27,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         jobs=[nudge_tick_job],
         schedules=[hourly_tick],
         resources={
-            "dbt": DbtCliResource(project_dir=nudge_dbt_project),
+            "dbt": DbtCliResource(project_dir=nudge_dbt_project, dbt_executable=dbt_executable()),
             **resources_from_settings(settings),
         },
     )

@@ -1,0 +1,272 @@
+"""The ``nudge`` command: one tick in process (``run``), the demo (``demo``), setup (``init``).
+
+``nudge run`` executes the same Dagster job the hourly schedule launches, so what a person runs
+by hand is exactly what production runs. With ``DAGSTER_HOME`` set the run is recorded in that
+instance (and shows in ``dagster dev``); otherwise an ephemeral instance is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, Settings
+from .resources import parse_as_of
+
+SUMMARY_COLUMNS = ("candidates", "eligible", "already_sent", "new", "sent", "failed", "unknown")
+
+
+@dataclass
+class TickOutcome:
+    """What one tick did: success, its as_of, and each trigger's summary."""
+
+    success: bool
+    as_of: str | None
+    run_id: str
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "as_of": self.as_of,
+            "run_id": self.run_id,
+            "triggers": self.triggers,
+            "error": self.error,
+        }
+
+
+def run_tick(as_of: str | None = None, *, verbose: bool = False) -> TickOutcome:
+    """Execute the tick job in this process and collect each send asset's summary."""
+    from dagster import DagsterInstance
+
+    from .definitions import defs
+    from .schedules import TICK_JOB_NAME, tick_run_config
+
+    run_config: dict[str, Any] = tick_run_config(as_of)
+    if not verbose:
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+    job = defs.resolve_job_def(TICK_JOB_NAME)
+    # dagster-dbt echoes every dbt event to stdout (for Dagster's compute logs); the CLI keeps
+    # that out of the way and shows it only with --verbose or when the tick fails.
+    captured = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if not verbose:
+            stack.enter_context(contextlib.redirect_stdout(captured))
+        instance = (
+            DagsterInstance.get()
+            if os.environ.get("DAGSTER_HOME")
+            else stack.enter_context(DagsterInstance.ephemeral())
+        )
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+    if not result.success and not verbose:
+        sys.stderr.write(captured.getvalue()[-20000:])
+
+    summaries: list[dict[str, Any]] = []
+    for event in result.get_asset_materialization_events():
+        materialization = getattr(event.event_specific_data, "materialization", None)
+        if materialization is None or "summary" not in materialization.metadata:
+            continue
+        value = materialization.metadata["summary"].value
+        if isinstance(value, dict):
+            summaries.append(value)
+    summaries.sort(key=lambda s: s["trigger"])
+    error = None
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        error = "; ".join(
+            f"{e.step_key}: {e.step_failure_data.error.message.strip()}"  # type: ignore[union-attr]
+            for e in failures
+            if e.step_failure_data and e.step_failure_data.error
+        ) or "the run failed"
+    resolved_as_of = summaries[0]["as_of"] if summaries else as_of
+    return TickOutcome(result.success, resolved_as_of, result.run_id, summaries, error)
+
+
+def format_summary(triggers: list[dict[str, Any]]) -> str:
+    """A fixed-width table of per-trigger counts, plus exclusions by reason."""
+    header = ["trigger", *SUMMARY_COLUMNS, "excluded (by reason)"]
+    rows = [
+        [
+            t["trigger"],
+            *(str(t.get(c, 0)) for c in SUMMARY_COLUMNS),
+            ", ".join(f"{k} {v}" for k, v in sorted(t.get("excluded", {}).items())) or "-",
+        ]
+        for t in triggers
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    as_of = parse_as_of(args.as_of).isoformat() if args.as_of else None
+    outcome = run_tick(as_of, verbose=args.verbose)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2, default=str))
+    else:
+        print(f"tick as_of {outcome.as_of}  run {outcome.run_id}")
+        if outcome.triggers:
+            print(format_summary(outcome.triggers))
+        for t in outcome.triggers:
+            if t.get("skipped_reason"):
+                print(f"  {t['trigger']}: skipped: {t['skipped_reason']}")
+            for err in t.get("errors", [])[:5]:
+                print(f"  {t['trigger']}: failed send {err}")
+        if not outcome.success:
+            print(f"run failed: {outcome.error}", file=sys.stderr)
+    return 0 if outcome.success else 1
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from . import ledger
+    from .warehouse import connect, warehouse_lock
+
+    settings = Settings.from_env()
+    with warehouse_lock(settings.warehouse):
+        con = connect(settings.warehouse)
+        try:
+            ledger.ensure_ledger(con)
+        finally:
+            con.close()
+    print(f"ledger ready in {settings.warehouse}")
+    return 0
+
+
+DEMO_MARKER = "nudge_demo"
+
+
+def _prepare_demo_warehouse(settings: Settings, *, customers: int, end: datetime, seed: int) -> None:
+    """Create a fresh demo warehouse, refusing to overwrite one the demo did not create."""
+    import duckdb
+
+    from . import ledger
+    from .demo_data import generate_demo_warehouse
+
+    if settings.warehouse.exists():
+        con = duckdb.connect(str(settings.warehouse), read_only=True)
+        try:
+            is_demo = bool(
+                con.execute(
+                    "select count(*) from duckdb_tables() "
+                    "where schema_name = 'nudge' and table_name = $name",
+                    {"name": DEMO_MARKER},
+                ).fetchone()[0]  # type: ignore[index]
+            )
+        finally:
+            con.close()
+        if not is_demo:
+            raise ConfigError(
+                f"{settings.warehouse} exists and was not created by `nudge demo`; refusing to "
+                f"overwrite it. Point NUDGE_WAREHOUSE at another file for the demo."
+            )
+        settings.warehouse.unlink()
+        settings.warehouse.with_name(settings.warehouse.name + ".wal").unlink(missing_ok=True)
+    if settings.outbox_dir.exists():
+        shutil.rmtree(settings.outbox_dir)
+    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(settings.warehouse))
+    try:
+        counts = generate_demo_warehouse(con, customers=customers, end=end, seed=seed)
+        ledger.ensure_ledger(con)
+        con.execute(f"create table nudge.{DEMO_MARKER} as select now() as created_at")
+    finally:
+        con.close()
+    print(
+        f"demo warehouse {settings.warehouse}: {counts['customers']} customers, "
+        f"{counts['events']} events, {counts['subscriptions']} consent changes (with bad rows)"
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .providers import write_outbox_index_html
+
+    settings = Settings.from_env()
+    end = (
+        parse_as_of(args.end)
+        if args.end
+        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    )
+    _prepare_demo_warehouse(settings, customers=args.customers, end=end, seed=args.seed)
+    if settings.esp == "outbox":
+        print(f"emails go to the outbox {settings.outbox_dir} (NUDGE_ESP=outbox)")
+    totals: dict[str, dict[str, Any]] = {}
+    ticks = [end - timedelta(hours=args.hours - 1 - i) for i in range(args.hours)]
+    for i, tick in enumerate(ticks, start=1):
+        started = time.monotonic()
+        outcome = run_tick(tick.isoformat(), verbose=args.verbose)
+        took = time.monotonic() - started
+        sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers)
+        print(f"[{i:>2}/{len(ticks)}] tick {tick:%Y-%m-%d %H:%M}Z  sent: {sent}  ({took:.1f}s)")
+        if not outcome.success:
+            print(f"tick failed: {outcome.error}", file=sys.stderr)
+            return 1
+        for t in outcome.triggers:
+            total = totals.setdefault(
+                t["trigger"], {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)}
+            )
+            for column in ("new", "sent", "failed", "unknown"):
+                total[column] += t.get(column, 0)
+            # Candidates and exclusions describe one tick's window; show the last tick's.
+            for column in ("candidates", "eligible", "already_sent"):
+                total[column] = t.get(column, 0)
+            total["excluded"] = t.get("excluded", {})
+    print()
+    print(f"Sent over {len(ticks)} hourly ticks (candidates and exclusions: last tick):")
+    print(format_summary(sorted(totals.values(), key=lambda t: t["trigger"])))
+    if settings.esp == "outbox":
+        index = write_outbox_index_html(settings.outbox_dir)
+        print(f"\nOpen the rendered emails: file://{index}")
+    print(
+        f"\nRun the last tick again (it sends nothing twice):\n  nudge run --as-of {ticks[-1].isoformat()}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nudge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one tick (dbt build, then every trigger's sends)")
+    run.add_argument("--as-of", help="the tick's instant, ISO-8601 (default: now)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="generate a demo warehouse and run a day of hourly ticks")
+    demo.add_argument("--customers", type=int, default=3000, help="demo size (default 3000)")
+    demo.add_argument("--hours", type=int, default=24, help="hourly ticks to run (default 24)")
+    demo.add_argument("--end", help="last tick, ISO-8601 (default: this hour)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
+    demo.set_defaults(func=_cmd_demo)
+
+    init = sub.add_parser("init", help="create the nudge schema and send ledger in the warehouse")
+    init.set_defaults(func=_cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValueError) as exc:
+        print(f"nudge: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
