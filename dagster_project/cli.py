@@ -46,12 +46,19 @@ class TickOutcome:
         }
 
 
-def run_tick(as_of: str | None = None, *, verbose: bool = False) -> TickOutcome:
-    """Execute the tick job in this process and collect each send asset's summary."""
+def run_tick(
+    as_of: str | None = None, *, settings: Settings | None = None, verbose: bool = False
+) -> TickOutcome:
+    """Execute the tick job in this process and collect each send asset's summary.
+
+    ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
+    """
     from dagster import DagsterInstance
 
-    from .definitions import defs
+    from .definitions import build_definitions
     from .schedules import TICK_JOB_NAME, tick_run_config
+
+    defs = build_definitions(settings or Settings.from_env())
 
     run_config: dict[str, Any] = tick_run_config(as_of)
     if not verbose:
@@ -207,7 +214,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ticks = [end - timedelta(hours=args.hours - 1 - i) for i in range(args.hours)]
     for i, tick in enumerate(ticks, start=1):
         started = time.monotonic()
-        outcome = run_tick(tick.isoformat(), verbose=args.verbose)
+        outcome = run_tick(tick.isoformat(), settings=settings, verbose=args.verbose)
         took = time.monotonic() - started
         sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers)
         print(f"[{i:>2}/{len(ticks)}] tick {tick:%Y-%m-%d %H:%M}Z  sent: {sent}  ({took:.1f}s)")

@@ -1,0 +1,80 @@
+"""Test data builders: eligibility rows as the dbt models would produce them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from dagster_project import ledger
+from dagster_project.triggers import TriggerSpec
+
+AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+CART_SPEC = TriggerSpec(
+    name="abandoned_cart",
+    step="reminder",
+    category="marketing",
+    model="abandoned_cart_eligibility",
+    relation="audience.abandoned_cart_eligibility",
+)
+
+
+def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str, Any]:
+    """One due, eligible abandoned-cart row, as the dbt eligibility model would produce it."""
+    row: dict[str, Any] = {
+        "send_id": ledger.send_id("abandoned_cart", key, "reminder"),
+        "trigger": "abandoned_cart",
+        "trigger_key": key,
+        "step": "reminder",
+        "customer_id": f"cust_{key}",
+        "email": f"{key}@example.com",
+        "first_name": "Ann",
+        "due_at": as_of - timedelta(minutes=5),
+        "expires_at": as_of + timedelta(hours=23),
+        "is_eligible": True,
+        "exclusion_reason": None,
+        "as_of": as_of,
+        "items": [{"name": "Mug", "quantity": 1, "price": 12.5, "url": None, "image_url": None}],
+        "item_count": 1,
+        "cart_value": 12.5,
+        "currency": "USD",
+        "cart_url": f"https://shop.example/cart/{key}",
+    }
+    row.update(overrides)
+    return row
+
+
+def write_eligibility(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict[str, Any]],
+    relation: str = CART_SPEC.relation,
+) -> None:
+    """(Re)create an eligibility table from rows, standing in for a dbt build."""
+    frame = pl.DataFrame(
+        rows,
+        schema_overrides={
+            "due_at": pl.Datetime("us", "UTC"),
+            "expires_at": pl.Datetime("us", "UTC"),
+            "as_of": pl.Datetime("us", "UTC"),
+            "exclusion_reason": pl.String,
+            "first_name": pl.String,
+        },
+    )
+    schema = relation.split(".")[0]
+    con.execute(f"create schema if not exists {schema}")
+    con.register("rows_frame", frame.to_arrow())
+    con.execute(f"create or replace table {relation} as select * from rows_frame")
+    con.unregister("rows_frame")
+
+
+def ledger_rows(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | None, int]]:
+    """send_id -> (status, error, attempts)."""
+    return {
+        r[0]: (r[1], r[2], r[3])
+        for r in con.execute(
+            "select send_id, status, error, attempts from nudge.send_ledger"
+        ).fetchall()
+    }
