@@ -1,0 +1,184 @@
+"""The main job end to end: a generated warehouse, real dbt builds, real Dagster runs, and
+SendGrid requests over loopback to a local server that counts what it received."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dagster_project import ledger
+from dagster_project.cli import TickOutcome, main, run_tick
+from dagster_project.config import DBT_PROJECT_DIR, Settings
+from dagster_project.dbt_assets import dbt_executable
+from dagster_project.demo_data import generate_to_file
+from tests.esp_server import EspServer
+from tests.sendgrid_schema import validate_sendgrid_payload
+
+pytestmark = pytest.mark.dbt
+
+END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+API_KEY = "SG.e2e-secret-key-value"
+
+
+@dataclass
+class Ticks:
+    settings: Settings
+    server: EspServer
+    first: TickOutcome
+    second: TickOutcome
+    received_after_two: list[str]
+
+
+@pytest.fixture(scope="module")
+def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    warehouse = tmp / "warehouse.duckdb"
+    generate_to_file(warehouse, customers=600, end=END)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NUDGE_ESP_API_KEY", API_KEY)
+    with EspServer(api_key=API_KEY) as server:
+        settings = Settings(
+            warehouse=warehouse,
+            esp="sendgrid",
+            esp_base_url=server.url,
+            esp_api_key=API_KEY,
+            outbox_dir=tmp / "outbox",
+            from_email="Shop <shop@example.com>",
+        )
+        first = run_tick((END - timedelta(hours=1)).isoformat(), settings=settings)
+        second = run_tick(END.isoformat(), settings=settings)
+        yield Ticks(settings, server, first, second, server.received_send_ids())
+    mp.undo()
+
+
+def _ledger(settings: Settings, query: str) -> list[tuple]:
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
+    for outcome in (ticks.first, ticks.second):
+        assert outcome.success, outcome.error
+        assert [t["trigger"] for t in outcome.triggers] == ["abandoned_cart", "birthday", "inactivity"]
+    first = {t["trigger"]: t for t in ticks.first.triggers}
+    # The generated data always has due carts and lapsed customers in the first tick.
+    assert first["abandoned_cart"]["sent"] > 0
+    assert first["inactivity"]["sent"] > 0
+    for t in ticks.first.triggers + ticks.second.triggers:
+        assert t["candidates"] == t["eligible"] + sum(t["excluded"].values())
+        assert t["new"] == t["sent"] + t["failed"]
+
+
+def test_server_received_each_send_exactly_once_and_the_ledger_agrees(ticks: Ticks) -> None:
+    received = ticks.received_after_two
+    assert len(received) == len(set(received))
+    reported = sum(t["sent"] for t in ticks.first.triggers + ticks.second.triggers)
+    assert len(received) == reported
+    sent_in_ledger = {r[0] for r in _ledger(ticks.settings, "select send_id from nudge.send_ledger where status = 'sent'")}
+    assert sent_in_ledger == set(received)
+    # The provider's message id is recorded for every sent row.
+    missing = _ledger(ticks.settings, "select count(*) from nudge.send_ledger where status = 'sent' and provider_message_id is null")
+    assert missing == [(0,)]
+
+
+def test_every_request_is_valid_against_sendgrids_published_schema(ticks: Ticks) -> None:
+    requests = ticks.server.send_requests()
+    assert requests
+    for request in requests:
+        validate_sendgrid_payload(request.body)
+        assert request.headers["authorization"] == f"Bearer {API_KEY}"
+        (personalization,) = request.body["personalizations"]
+        assert len(personalization["to"]) == 1
+        assert set(personalization["custom_args"]) == {"send_id", "trigger", "step"}
+
+
+def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
+    ticks: Ticks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = ticks.settings
+    for key, value in {
+        "NUDGE_WAREHOUSE": str(s.warehouse),
+        "NUDGE_ESP": "sendgrid",
+        "NUDGE_ESP_BASE_URL": s.esp_base_url,
+        "NUDGE_ESP_API_KEY": API_KEY,
+        "NUDGE_OUTBOX_DIR": str(s.outbox_dir),
+    }.items():
+        monkeypatch.setenv(key, value)
+    before = len(ticks.server.received_send_ids())
+    code = main(["run", "--as-of", END.isoformat(), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["success"] is True
+    assert all(t["new"] == 0 and t["sent"] == 0 for t in summary["triggers"])
+    assert sum(t["already_sent"] for t in summary["triggers"]) > 0
+    assert len(ticks.server.received_send_ids()) == before
+
+
+def test_secrets_and_addresses_stay_out_of_ledger_and_metadata(ticks: Ticks) -> None:
+    dumped = _ledger(ticks.settings, "select * from nudge.send_ledger")
+    assert API_KEY not in repr(dumped)
+    metadata = json.dumps([ticks.first.to_dict(), ticks.second.to_dict()])
+    assert API_KEY not in metadata
+    emails = [r[0] for r in _ledger(ticks.settings, "select email from staging.stg_raw__customers where email like '%@%'")]
+    assert emails and not any(email in metadata for email in emails)
+
+
+def test_python_send_id_matches_the_dbt_macro(ticks: Ticks) -> None:
+    rows = _ledger(
+        ticks.settings,
+        "select send_id, trigger, trigger_key, step from audience.abandoned_cart_eligibility "
+        "union all select send_id, trigger, trigger_key, step from audience.birthday_eligibility",
+    )
+    assert rows
+    assert all(ledger.send_id(t, k, s) == sid for sid, t, k, s in rows)
+
+
+def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
+    comment = _ledger(
+        ticks.settings,
+        "select comment from duckdb_columns() where schema_name = 'audience' "
+        "and table_name = 'abandoned_cart_eligibility' and column_name = 'exclusion_reason'",
+    )
+    assert comment and "already_sent" in comment[0][0]
+    undocumented = _ledger(
+        ticks.settings,
+        "select table_name, column_name from duckdb_columns() "
+        "where schema_name in ('audience', 'triggers') and comment is null",
+    )
+    assert undocumented == []
+
+
+def test_dbt_unit_tests_pass(ticks: Ticks) -> None:
+    """The trigger rules' edge cases (boundaries, grace, time zones, 29 Feb) as dbt unit tests."""
+    result = subprocess.run(
+        [dbt_executable(), "test", "--select", "test_type:unit", "--vars", json.dumps({"as_of": END.isoformat()})],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "NUDGE_WAREHOUSE": str(ticks.settings.warehouse)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "PASS=" in result.stdout and "ERROR=0" in result.stdout
+
+
+def test_a_run_on_a_warehouse_without_raw_tables_fails_with_exit_code_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "empty.duckdb"))
+    monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("NUDGE_ESP", "outbox")
+    assert main(["run", "--as-of", END.isoformat()]) == 1
+    assert "run failed" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""Jinja2 rendering: sandboxed, autoescaped, strict, and header-safe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagster_project.rendering import Renderer, RenderError, context_from_json
+
+
+def _templates(tmp_path: Path, subject: str, html: str = "<p>{{ name }}</p>", txt: str = "{{ name }}") -> Renderer:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "s.subject.j2").write_text(subject)
+    (folder / "s.html.j2").write_text(html)
+    (folder / "s.txt.j2").write_text(txt)
+    return Renderer(tmp_path)
+
+
+def test_html_is_autoescaped_and_text_is_not(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "Hi {{ name }}")
+    email = renderer.render("t", "s", {"name": "Tom & <Jerry>"})
+    assert email.html == "<p>Tom &amp; &lt;Jerry&gt;</p>"
+    assert email.text == "Tom & <Jerry>\n"
+
+
+def test_a_missing_variable_is_an_error_naming_the_template(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "Hi {{ nam }}")
+    with pytest.raises(RenderError, match=r"t/s\.subject\.j2: UndefinedError"):
+        renderer.render("t", "s", {"name": "Ann"})
+
+
+def test_newlines_in_data_cannot_inject_headers_into_the_subject(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "Hi {{ name }}")
+    email = renderer.render("t", "s", {"name": "Ann\r\nBcc: victim@example.com"})
+    assert "\n" not in email.subject and "\r" not in email.subject
+    assert email.subject == "Hi Ann Bcc: victim@example.com"
+
+
+def test_the_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "{{ name.__class__.__mro__ }}")
+    with pytest.raises(RenderError, match="SecurityError|UndefinedError"):
+        renderer.render("t", "s", {"name": "x"})
+
+
+def test_an_empty_subject_is_an_error(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "{{ name }}")
+    with pytest.raises(RenderError, match="empty subject"):
+        renderer.render("t", "s", {"name": "  "})
+
+
+def test_check_reports_a_missing_part(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "x")
+    (tmp_path / "t" / "s.txt.j2").unlink()
+    with pytest.raises(RenderError, match=r"s\.txt\.j2 is missing"):
+        renderer.check("t", "s")
+
+
+def test_shipped_templates_render_with_money_and_date_filters() -> None:
+    renderer = Renderer()
+    for trigger, step in [("abandoned_cart", "reminder"), ("inactivity", "we_miss_you"), ("birthday", "greeting")]:
+        renderer.check(trigger, step)
+    email = renderer.render(
+        "abandoned_cart",
+        "reminder",
+        {
+            "first_name": None,
+            "items": [{"name": "Mug", "quantity": 2, "price": 12.5, "url": "https://s/p", "image_url": None}],
+            "item_count": 2,
+            "cart_value": 25,
+            "currency": "USD",
+            "cart_url": "https://shop.example/cart/k1",
+        },
+    )
+    assert email.subject == "Hi, you left 2 items in your cart"
+    assert "2 &times; $12.50" in email.html and "Total: $25.00" in email.text
+    winback = renderer.render(
+        "inactivity", "we_miss_you",
+        {"first_name": "Ann", "last_event_at": "2026-03-03T12:00:00+00:00", "shop_url": "https://shop.example"},
+    )
+    assert "03 March 2026" in winback.text
+
+
+def test_context_must_be_a_json_object() -> None:
+    assert context_from_json('{"a": 1}') == {"a": 1}
+    with pytest.raises(RenderError):
+        context_from_json("[1, 2]")
