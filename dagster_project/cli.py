@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings
@@ -93,11 +92,14 @@ def run_tick(
     error = None
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        error = "; ".join(
-            f"{e.step_key}: {e.step_failure_data.error.message.strip()}"  # type: ignore[union-attr]
-            for e in failures
-            if e.step_failure_data and e.step_failure_data.error
-        ) or "the run failed"
+        error = (
+            "; ".join(
+                f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+                for e in failures
+                if e.step_failure_data and e.step_failure_data.error
+            )
+            or "the run failed"
+        )
     resolved_as_of = summaries[0]["as_of"] if summaries else as_of
     return TickOutcome(result.success, resolved_as_of, result.run_id, summaries, error)
 
@@ -114,7 +116,9 @@ def format_summary(triggers: list[dict[str, Any]]) -> str:
         for t in triggers
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -156,7 +160,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 DEMO_MARKER = "nudge_demo"
 
 
-def _prepare_demo_warehouse(settings: Settings, *, customers: int, end: datetime, seed: int) -> None:
+def _prepare_demo_warehouse(
+    settings: Settings, *, customers: int, end: datetime, seed: int
+) -> None:
     """Create a fresh demo warehouse, refusing to overwrite one the demo did not create."""
     import duckdb
 
@@ -223,7 +229,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             return 1
         for t in outcome.triggers:
             total = totals.setdefault(
-                t["trigger"], {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)}
+                t["trigger"],
+                {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)},
             )
             for column in ("new", "sent", "failed", "unknown"):
                 total[column] += t.get(column, 0)
@@ -238,7 +245,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         index = write_outbox_index_html(settings.outbox_dir)
         print(f"\nOpen the rendered emails: file://{index}")
     print(
-        f"\nRun the last tick again (it sends nothing twice):\n  nudge run --as-of {ticks[-1].isoformat()}"
+        "\nRun the last tick again (it sends nothing twice):\n"
+        f"  nudge run --as-of {ticks[-1].isoformat()}"
     )
     return 0
 

@@ -1,6 +1,5 @@
 """The dbt project as Dagster assets (one asset per model, dbt tests as asset checks)."""
 
-
 import json
 import os
 import subprocess
@@ -9,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from . import ledger
 from .config import DBT_PROJECT_DIR, MODELS_DIR

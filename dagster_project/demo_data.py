@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -424,8 +425,9 @@ class _Generator:
 
         tz_names = [z[0] for z in _TIMEZONES]
         tz_off = {z[0]: z[1] for z in _TIMEZONES}
-        tzs: list[str | None] = list(rng.choices(tz_names, [z[2] for z in _TIMEZONES], k=n))
-        offsets = [tz_off[z] for z in tzs]  # the *true* offset drives behaviour either way
+        true_tzs = rng.choices(tz_names, [z[2] for z in _TIMEZONES], k=n)
+        offsets = [tz_off[z] for z in true_tzs]  # the *true* offset drives behaviour either way
+        tzs: list[str | None] = list(true_tzs)
         k_null, k_bogus = _at_least(n, P_TZ_NULL, 2), _at_least(n, P_TZ_BOGUS, 2)
         for rank, i in enumerate(rng.sample(range(n), min(n, k_null + k_bogus))):
             tzs[i] = None if rank < k_null else rng.choice(BOGUS_TIMEZONES)
@@ -450,7 +452,7 @@ class _Generator:
         # test that staging trims and lowercases; duplicates (same person, two accounts) test
         # that one address never gets the same email twice; invalid ones must be skipped.
         # Counts are fixed (not per-row coin flips) so even a tiny test warehouse has each kind.
-        pristine = list(emails)
+        pristine = [e or "" for e in emails]
         k_inv, k_dup = _at_least(n, P_EMAIL_INVALID, 2), _at_least(n, P_EMAIL_DUPLICATE, 2)
         k_messy = _at_least(n, P_EMAIL_MESSY, 2)
         picked = rng.sample(range(n), min(n, k_inv + k_dup + k_messy))
@@ -464,7 +466,7 @@ class _Generator:
                 emails[i] = _messy_email(rng, pristine[i])
 
         birthdays = self._birthdays(offsets)
-        cols = {
+        cols: dict[str, list[Any]] = {
             "customer_id": ids,
             "email": emails,
             "first_name": firsts,

@@ -68,7 +68,9 @@ def planned_batches(
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def claim_batch(con: duckdb.DuckDBPyConnection, *, run_id: str, send_ids: Sequence[str]) -> set[str]:
+def claim_batch(
+    con: duckdb.DuckDBPyConnection, *, run_id: str, send_ids: Sequence[str]
+) -> set[str]:
     """Mark a batch ``sending`` before the ESP call; return the send_ids actually claimed."""
     rows = con.execute(
         sql("ledger/claim_batch"), {"run_id": run_id, "send_ids": list(send_ids)}
@@ -77,7 +79,7 @@ def claim_batch(con: duckdb.DuckDBPyConnection, *, run_id: str, send_ids: Sequen
 
 
 def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[SendResult]) -> None:
-    """Record each result: ``sent`` with the provider's message id, or ``failed`` with its reason."""
+    """Record each result: ``sent`` with the provider's message id, or ``failed`` and why."""
     if not results:
         return
     frame = pl.DataFrame(

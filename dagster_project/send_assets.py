@@ -1,6 +1,5 @@
 """One send asset per trigger, built from the dbt manifest (no Python per trigger)."""
 
-
 import logging
 
 from dagster import (

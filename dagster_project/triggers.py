@@ -68,10 +68,11 @@ def _spec_from_node(node: Mapping[str, Any]) -> TriggerSpec | None:
 
 def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSpec]:
     """Every trigger declared in a dbt manifest, sorted by name; duplicates are an error."""
-    if isinstance(manifest, Path):
-        manifest = json.loads(manifest.read_text())
+    data: Mapping[str, Any] = (
+        json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
+    )
     specs: dict[str, TriggerSpec] = {}
-    for node in manifest.get("nodes", {}).values():
+    for node in data.get("nodes", {}).values():
         if node.get("resource_type") != "model":
             continue
         spec = _spec_from_node(node)

@@ -28,7 +28,9 @@ class WarehouseLockTimeout(TimeoutError):
 
 
 @contextlib.contextmanager
-def warehouse_lock(warehouse: Path, *, timeout: float = 1800.0, poll: float = 0.2) -> Iterator[None]:
+def warehouse_lock(
+    warehouse: Path, *, timeout: float = 1800.0, poll: float = 0.2
+) -> Iterator[None]:
     """Hold the warehouse's advisory lock; wait up to ``timeout`` seconds for another holder."""
     lock_path = warehouse.with_name(warehouse.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)

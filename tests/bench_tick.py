@@ -26,6 +26,7 @@ workers, so push throughput is a lower bound on what the provider does against a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -66,9 +67,9 @@ RUN_1 = "bench-tick-1"
 RUN_2 = "bench-tick-2"
 
 
-def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak resident set size so far; ``ru_maxrss`` is KiB on Linux and bytes on macOS."""
-    peak = resource.getrusage(who).ru_maxrss
+def _peak_rss_mib() -> float:
+    """This process's peak RSS so far; ``ru_maxrss`` is KiB on Linux and bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
@@ -139,6 +140,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=500, help="as dispatch_trigger's")
     parser.add_argument("--concurrency", type=int, default=8, help="SendGrid max_concurrency")
     parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() the imported modules (Dagster, dbt) before timing, so the cyclic GC "
+        "stops rescanning them; shows how much GC costs the Python-bound stages",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary warehouse and print its path"
     )
     return parser.parse_args(argv)
@@ -163,35 +170,67 @@ def _generate(warehouse: Path, args: argparse.Namespace, stage: Stage) -> dict[s
     return counts
 
 
-def _dbt_build(warehouse: Path, as_of: datetime, stage: Stage) -> dict[str, Any]:
-    """Run the tick's ``dbt build``; return dbt's run_results (for the slowest nodes)."""
+def _vm_hwm_mib(pid: int) -> float | None:
+    """A live process's own peak RSS (Linux ``VmHWM``); None where /proc is not available.
+
+    ``RUSAGE_CHILDREN`` cannot measure dbt: a child's ``ru_maxrss`` includes the parent's RSS
+    it inherited at fork time, so it reports this (large) process instead of dbt.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class DbtRun:
+    results: dict[str, Any]  # dbt's run_results.json, or {} when it is not this run's
+    partial_parse: bool
+    peak_rss_mib: float | None
+
+
+def _dbt_build(warehouse: Path, as_of: datetime, stage: Stage) -> DbtRun:
+    """Run the tick's ``dbt build`` exactly as a tick does, polling dbt's peak RSS meanwhile."""
     env = {
         **os.environ,
         "NUDGE_WAREHOUSE": str(warehouse),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     command = [dbt_executable(), *dbt_build_args(as_of.isoformat())]
+    peak: float | None = None
     with stage.timed():
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             command,
             cwd=nudge_dbt_project.project_dir,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
         )
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.1)  # retrying loses no output
+                break
+            except subprocess.TimeoutExpired:
+                # VmHWM only grows, so the last reading before exit is dbt's peak.
+                peak = _vm_hwm_mib(proc.pid) or peak
     if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-8000:] + proc.stderr[-4000:])
+        sys.stderr.write(out[-8000:] + err[-4000:])
         raise SystemExit(f"dbt build failed with exit code {proc.returncode}")
-    results_path = nudge_dbt_project.manifest_path.parent / "run_results.json"
+    partial_parse = "unable to do partial parsing" not in out.lower()
     try:
-        results: dict[str, Any] = json.loads(results_path.read_text())
+        path = nudge_dbt_project.manifest_path.parent / "run_results.json"
+        results: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {"partial_parse": "unable to do partial parsing" not in proc.stdout.lower()}
+        results = {}
     # Another process may have run dbt in the same project since; only trust our own results.
-    ours = (results.get("args") or {}).get("vars", {}).get("as_of") == as_of.isoformat()
-    results["partial_parse"] = "unable to do partial parsing" not in proc.stdout.lower()
-    return results if ours else {"partial_parse": results["partial_parse"]}
+    if (results.get("args") or {}).get("vars", {}).get("as_of") != as_of.isoformat():
+        results = {}
+    return DbtRun(results, partial_parse, peak)
 
 
 def _eligibility_tables(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[tuple[Any, ...]]:
@@ -358,7 +397,11 @@ def _synthetic_push(
 # --------------------------------------------------------------------------------------------
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def _md_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
+    """A Markdown table; ``align`` has one ``l`` or ``r`` per column (default: l, then r)."""
+
     def cell(v: object) -> str:
         if isinstance(v, float):
             return f"{v:,.3f}"
@@ -367,7 +410,8 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         return str(v)
 
     lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+    align = align or "l" + "r" * (len(header) - 1)
+    lines.append("|" + "|".join("---" if a == "l" else "---:" for a in align) + "|")
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -375,9 +419,13 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     try:
         return _bench(args, tmp / "warehouse.duckdb")
     finally:
+        gc.unfreeze()
         if args.keep:
             print(f"Warehouse kept at {tmp / 'warehouse.duckdb'}", file=sys.stderr)
         else:
@@ -404,7 +452,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
 
     raw = _generate(warehouse, args, stages["generate"])
     print(f"  generate done in {stages['generate'].seconds:.1f}s", file=sys.stderr)
-    dbt_results = _dbt_build(warehouse, as_of, stages["dbt"])
+    dbt = _dbt_build(warehouse, as_of, stages["dbt"])
     stages["dbt"].rows = sum(raw.values())
     print(f"  dbt build done in {stages['dbt'].seconds:.1f}s", file=sys.stderr)
 
@@ -495,14 +543,19 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         f"Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}; raw rows: "
         + ", ".join(f"{k} {v:,}" for k, v in raw.items())
-        + f"; warehouse file {db_mib:,.0f} MiB.\n"
+        + f"; warehouse file {db_mib:,.0f} MiB; gc.freeze: {args.gc_freeze}.\n"
     )
+    dbt_peak = "n/a" if dbt.peak_rss_mib is None else f"{dbt.peak_rss_mib:,.0f}"
     rows = [
         (s.name, s.seconds, s.rows, s.rate, s.unit, f"{s.peak_rss_mib:,.0f}")
         for s in stages.values()
     ]
     print(
-        _md_table(("stage", "seconds", "rows", "rows/s", "rows are", "peak RSS so far (MiB)"), rows)
+        _md_table(
+            ("stage", "seconds", "rows", "rows/s", "rows are", "peak RSS so far (MiB)"),
+            rows,
+            align="lrrrlr",
+        )
     )
     total = sum(s.seconds for k, s in stages.items() if k not in ("generate", "synthetic"))
     print(
@@ -511,8 +564,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         f"{stages['second'].seconds:,.2f} s on top of its dbt build."
     )
     print(
-        f"Peak RSS: this process {_peak_rss_mib():,.0f} MiB, dbt subprocess "
-        f"{_peak_rss_mib(resource.RUSAGE_CHILDREN):,.0f} MiB. "
+        f"Peak RSS: this process {_peak_rss_mib():,.0f} MiB, dbt subprocess {dbt_peak} MiB. "
         f"Synthetic push: {args.concurrency} workers over {connections} keep-alive connections, "
         f"~{payload_kib:,.1f} KiB of body per message.\n"
     )
@@ -563,13 +615,13 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     )
 
     nodes = sorted(
-        dbt_results.get("results", []), key=lambda r: r.get("execution_time", 0), reverse=True
+        dbt.results.get("results", []), key=lambda r: r.get("execution_time", 0), reverse=True
     )
     if nodes:
         print(
-            f"\n#### Slowest dbt nodes (dbt's own elapsed {dbt_results.get('elapsed_time', 0):.1f}"
+            f"\n#### Slowest dbt nodes (dbt's own elapsed {dbt.results.get('elapsed_time', 0):.1f}"
             f" s of {stages['dbt'].seconds:.1f} s wall; partial parse used: "
-            f"{dbt_results['partial_parse']})\n"
+            f"{dbt.partial_parse})\n"
         )
         print(
             _md_table(
@@ -578,6 +630,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
                     (n["unique_id"], float(n.get("execution_time", 0.0)), n.get("status"))
                     for n in nodes[:6]
                 ],
+                align="lrl",
             )
         )
 

@@ -27,7 +27,11 @@ def test_environment_overrides(tmp_path: Path) -> None:
         }
     )
     assert settings.warehouse == tmp_path / "w.duckdb"
-    assert (settings.esp, settings.esp_base_url, settings.esp_api_key) == ("sendgrid", "http://127.0.0.1:9", "SG.k")
+    assert (settings.esp, settings.esp_base_url, settings.esp_api_key) == (
+        "sendgrid",
+        "http://127.0.0.1:9",
+        "SG.k",
+    )
 
 
 def test_a_warehouse_named_like_a_nudge_schema_is_refused(tmp_path: Path) -> None:
@@ -62,4 +66,6 @@ def test_the_schedule_pins_as_of_to_the_scheduled_time() -> None:
 
     context = build_schedule_context(scheduled_execution_time=datetime(2026, 6, 1, 13, tzinfo=UTC))
     request = hourly_tick(context)
-    assert request.run_config == {"resources": {"tick": {"config": {"as_of": "2026-06-01T13:00:00+00:00"}}}}
+    assert request.run_config == {
+        "resources": {"tick": {"config": {"as_of": "2026-06-01T13:00:00+00:00"}}}
+    }

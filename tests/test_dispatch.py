@@ -47,7 +47,9 @@ class RecordingProvider:
             if self.die_after is not None and len(self.sent) >= self.die_after:
                 raise RuntimeError("process killed mid-batch")
             self.sent.append(message)
-            results.append(SendResult(message.send_id, "sent", provider_message_id=f"m-{message.send_id}"))
+            results.append(
+                SendResult(message.send_id, "sent", provider_message_id=f"m-{message.send_id}")
+            )
         return results
 
     def close(self) -> None:
@@ -193,5 +195,7 @@ def test_overlapping_runs_on_one_warehouse_send_each_email_once(warehouse: Path)
     assert errors == []
     assert len(received) == 40 and len(set(received)) == 40
     con = connect(warehouse)
-    assert con.execute("select count(*) from nudge.send_ledger where status = 'sent'").fetchone() == (40,)
+    assert con.execute(
+        "select count(*) from nudge.send_ledger where status = 'sent'"
+    ).fetchone() == (40,)
     con.close()

@@ -70,7 +70,11 @@ def _ledger(settings: Settings, query: str) -> list[tuple]:
 def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
     for outcome in (ticks.first, ticks.second):
         assert outcome.success, outcome.error
-        assert [t["trigger"] for t in outcome.triggers] == ["abandoned_cart", "birthday", "inactivity"]
+        assert [t["trigger"] for t in outcome.triggers] == [
+            "abandoned_cart",
+            "birthday",
+            "inactivity",
+        ]
     first = {t["trigger"]: t for t in ticks.first.triggers}
     # The generated data always has due carts and lapsed customers in the first tick.
     assert first["abandoned_cart"]["sent"] > 0
@@ -85,10 +89,19 @@ def test_server_received_each_send_exactly_once_and_the_ledger_agrees(ticks: Tic
     assert len(received) == len(set(received))
     reported = sum(t["sent"] for t in ticks.first.triggers + ticks.second.triggers)
     assert len(received) == reported
-    sent_in_ledger = {r[0] for r in _ledger(ticks.settings, "select send_id from nudge.send_ledger where status = 'sent'")}
+    sent_in_ledger = {
+        r[0]
+        for r in _ledger(
+            ticks.settings, "select send_id from nudge.send_ledger where status = 'sent'"
+        )
+    }
     assert sent_in_ledger == set(received)
     # The provider's message id is recorded for every sent row.
-    missing = _ledger(ticks.settings, "select count(*) from nudge.send_ledger where status = 'sent' and provider_message_id is null")
+    missing = _ledger(
+        ticks.settings,
+        "select count(*) from nudge.send_ledger "
+        "where status = 'sent' and provider_message_id is null",
+    )
     assert missing == [(0,)]
 
 
@@ -131,7 +144,12 @@ def test_secrets_and_addresses_stay_out_of_ledger_and_metadata(ticks: Ticks) -> 
     assert API_KEY not in repr(dumped)
     metadata = json.dumps([ticks.first.to_dict(), ticks.second.to_dict()])
     assert API_KEY not in metadata
-    emails = [r[0] for r in _ledger(ticks.settings, "select email from staging.stg_raw__customers where email like '%@%'")]
+    emails = [
+        r[0]
+        for r in _ledger(
+            ticks.settings, "select email from staging.stg_raw__customers where email like '%@%'"
+        )
+    ]
     assert emails and not any(email in metadata for email in emails)
 
 
@@ -163,7 +181,14 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
 def test_dbt_unit_tests_pass(ticks: Ticks) -> None:
     """The trigger rules' edge cases (boundaries, grace, time zones, 29 Feb) as dbt unit tests."""
     result = subprocess.run(
-        [dbt_executable(), "test", "--select", "test_type:unit", "--vars", json.dumps({"as_of": END.isoformat()})],
+        [
+            dbt_executable(),
+            "test",
+            "--select",
+            "test_type:unit",
+            "--vars",
+            json.dumps({"as_of": END.isoformat()}),
+        ],
         cwd=DBT_PROJECT_DIR,
         env={**os.environ, "NUDGE_WAREHOUSE": str(ticks.settings.warehouse)},
         capture_output=True,

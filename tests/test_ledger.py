@@ -34,13 +34,17 @@ def test_plan_claims_only_due_eligible_rows_not_in_ledger(con: duckdb.DuckDBPyCo
         con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="outbox"
     )
     assert planned == 1
-    assert ledger_rows(con) == {ledger.send_id("abandoned_cart", "due", "reminder"): ("planned", None, 0)}
+    assert ledger_rows(con) == {
+        ledger.send_id("abandoned_cart", "due", "reminder"): ("planned", None, 0)
+    }
 
 
 def test_plan_twice_claims_each_send_once(con: duckdb.DuckDBPyConnection) -> None:
     write_eligibility(con, [cart_row("a"), cart_row("b")])
     first = ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
-    second = ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r2", as_of=AS_OF, provider="x")
+    second = ledger.plan(
+        con, eligibility=CART_SPEC.relation, run_id="r2", as_of=AS_OF, provider="x"
+    )
     assert (first, second) == (2, 0)
     owners = {r[0] for r in con.execute("select run_id from nudge.send_ledger").fetchall()}
     assert owners == {"r1"}
@@ -64,7 +68,10 @@ def test_claim_and_settle_record_results(con: duckdb.DuckDBPyConnection) -> None
     rows = ledger_rows(con)
     assert rows[ids[0]] == ("sent", None, 1)
     assert rows[ids[1]] == ("failed", "400: invalid address", 1)
-    assert ledger.status_counts(con, trigger="abandoned_cart", run_id="r1") == {"sent": 1, "failed": 1}
+    assert ledger.status_counts(con, trigger="abandoned_cart", run_id="r1") == {
+        "sent": 1,
+        "failed": 1,
+    }
 
 
 def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> tuple[str, str, str]:
@@ -78,7 +85,9 @@ def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> tuple[str, str, str]:
         ],
     )
     ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
-    ids = tuple(ledger.send_id("abandoned_cart", k, "reminder") for k in ("planned", "sending", "late"))
+    ids = tuple(
+        ledger.send_id("abandoned_cart", k, "reminder") for k in ("planned", "sending", "late")
+    )
     ledger.claim_batch(con, run_id="dead", send_ids=[ids[1]])
     return ids  # type: ignore[return-value]
 

@@ -9,7 +9,9 @@ import pytest
 from dagster_project.rendering import Renderer, RenderError, context_from_json
 
 
-def _templates(tmp_path: Path, subject: str, html: str = "<p>{{ name }}</p>", txt: str = "{{ name }}") -> Renderer:
+def _templates(
+    tmp_path: Path, subject: str, html: str = "<p>{{ name }}</p>", txt: str = "{{ name }}"
+) -> Renderer:
     folder = tmp_path / "t"
     folder.mkdir()
     (folder / "s.subject.j2").write_text(subject)
@@ -40,7 +42,7 @@ def test_newlines_in_data_cannot_inject_headers_into_the_subject(tmp_path: Path)
 
 def test_the_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "{{ name.__class__.__mro__ }}")
-    with pytest.raises(RenderError, match="SecurityError|UndefinedError"):
+    with pytest.raises(RenderError, match=r"SecurityError|UndefinedError"):
         renderer.render("t", "s", {"name": "x"})
 
 
@@ -59,14 +61,26 @@ def test_check_reports_a_missing_part(tmp_path: Path) -> None:
 
 def test_shipped_templates_render_with_money_and_date_filters() -> None:
     renderer = Renderer()
-    for trigger, step in [("abandoned_cart", "reminder"), ("inactivity", "we_miss_you"), ("birthday", "greeting")]:
+    for trigger, step in [
+        ("abandoned_cart", "reminder"),
+        ("inactivity", "we_miss_you"),
+        ("birthday", "greeting"),
+    ]:
         renderer.check(trigger, step)
     email = renderer.render(
         "abandoned_cart",
         "reminder",
         {
             "first_name": None,
-            "items": [{"name": "Mug", "quantity": 2, "price": 12.5, "url": "https://s/p", "image_url": None}],
+            "items": [
+                {
+                    "name": "Mug",
+                    "quantity": 2,
+                    "price": 12.5,
+                    "url": "https://s/p",
+                    "image_url": None,
+                }
+            ],
             "item_count": 2,
             "cart_value": 25,
             "currency": "USD",
@@ -76,8 +90,13 @@ def test_shipped_templates_render_with_money_and_date_filters() -> None:
     assert email.subject == "Hi, you left 2 items in your cart"
     assert "2 &times; $12.50" in email.html and "Total: $25.00" in email.text
     winback = renderer.render(
-        "inactivity", "we_miss_you",
-        {"first_name": "Ann", "last_event_at": "2026-03-03T12:00:00+00:00", "shop_url": "https://shop.example"},
+        "inactivity",
+        "we_miss_you",
+        {
+            "first_name": "Ann",
+            "last_event_at": "2026-03-03T12:00:00+00:00",
+            "shop_url": "https://shop.example",
+        },
     )
     assert "03 March 2026" in winback.text
 

@@ -31,13 +31,21 @@ def test_the_project_declares_the_three_default_triggers() -> None:
 
 
 def test_models_without_nudge_meta_are_not_triggers() -> None:
-    manifest = {"nodes": {"m": {"resource_type": "model", "name": "m", "schema": "s", "config": {"meta": {}}}}}
+    manifest = {
+        "nodes": {
+            "m": {"resource_type": "model", "name": "m", "schema": "s", "config": {"meta": {}}}
+        }
+    }
     assert triggers_from_manifest(manifest) == []
 
 
 def test_an_invalid_step_names_the_file_and_field() -> None:
-    manifest = {"nodes": {"a": _node("a", {"trigger": "welcome", "step": "Day 1"}, "models/audience/a.sql")}}
-    with pytest.raises(TriggerDefinitionError, match=r"models/audience/a\.sql: config\.meta\.nudge\.step"):
+    manifest = {
+        "nodes": {"a": _node("a", {"trigger": "welcome", "step": "Day 1"}, "models/audience/a.sql")}
+    }
+    with pytest.raises(
+        TriggerDefinitionError, match=r"models/audience/a\.sql: config\.meta\.nudge\.step"
+    ):
         triggers_from_manifest(manifest)
 
 

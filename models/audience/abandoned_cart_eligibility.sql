@@ -1,1 +1,8 @@
-{{ eligibility('abandoned_cart_entries', trigger='abandoned_cart', step='reminder', category='marketing') }}
+{{
+    eligibility(
+        'abandoned_cart_entries',
+        trigger='abandoned_cart',
+        step='reminder',
+        category='marketing',
+    )
+}}

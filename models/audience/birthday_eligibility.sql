@@ -1,1 +1,8 @@
-{{ eligibility('birthday_entries', trigger='birthday', step='greeting', category='marketing') }}
+{{
+    eligibility(
+        'birthday_entries',
+        trigger='birthday',
+        step='greeting',
+        category='marketing',
+    )
+}}

@@ -1,1 +1,8 @@
-{{ eligibility('inactivity_entries', trigger='inactivity', step='we_miss_you', category='marketing') }}
+{{
+    eligibility(
+        'inactivity_entries',
+        trigger='inactivity',
+        step='we_miss_you',
+        category='marketing',
+    )
+}}

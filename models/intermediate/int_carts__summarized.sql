@@ -23,7 +23,7 @@ cart_owners as (
         cart_id,
         customer_id
     from cart_events
-    qualify row_number() over (partition by cart_id order by occurred_at desc, customer_id) = 1
+    qualify row_number() over (partition by cart_id order by occurred_at desc, customer_id asc) = 1
 
 ),
 

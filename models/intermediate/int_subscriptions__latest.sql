@@ -15,10 +15,11 @@ final as (
         status,
         changed_at
     from subscriptions
-    qualify row_number() over (
-        partition by customer_id, list
-        order by changed_at desc, (status = 'unsubscribed') desc
-    ) = 1
+    qualify
+        row_number() over (
+            partition by customer_id, list
+            order by changed_at desc, (status = 'unsubscribed') desc
+        ) = 1
 
 )
 

@@ -30,9 +30,10 @@ cleaned as (
 deduplicated as (
 
     select * from cleaned
-    qualify row_number() over (
-        partition by customer_id order by created_at desc nulls last, email
-    ) = 1
+    qualify
+        row_number() over (
+            partition by customer_id order by created_at desc nulls last, email asc
+        ) = 1
 
 ),
 

@@ -28,5 +28,5 @@ where
     eligibility.is_eligible
     and eligibility.due_at <= $as_of
     and $as_of <= eligibility.expires_at
-    and eligibility.send_id not in (select send_id from nudge.send_ledger)
+    and eligibility.send_id not in (select ledger.send_id from nudge.send_ledger as ledger)
 on conflict (send_id) do nothing

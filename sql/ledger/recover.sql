@@ -18,7 +18,9 @@ set
         else error
     end,
     settled_at = case
-        when ($as_of > expires_at and status = 'planned') or (status = 'sending' and not $idempotent)
+        when
+            ($as_of > expires_at and status = 'planned')
+            or (status = 'sending' and not $idempotent)
             then now()
     end,
     run_id = $run_id,
