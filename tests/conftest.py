@@ -11,6 +11,21 @@ import pytest
 from dagster_project import ledger
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own NUDGE_* settings or DAGSTER_HOME must not leak into tests."""
+    for name in (
+        "NUDGE_WAREHOUSE",
+        "NUDGE_ESP",
+        "NUDGE_ESP_BASE_URL",
+        "NUDGE_ESP_API_KEY",
+        "NUDGE_OUTBOX_DIR",
+        "NUDGE_FROM_EMAIL",
+        "DAGSTER_HOME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Path:
     return tmp_path / "warehouse.duckdb"

@@ -1,0 +1,46 @@
+# nudge: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CUSTOMERS ?= 100000
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: setup demo run test lint bench dev validate clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nudge needs Python 3.11+; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+demo: setup  ## generate a demo warehouse and run a day of hourly ticks into the local outbox
+	$(BIN)/nudge demo
+
+run: setup  ## one tick now, on NUDGE_WAREHOUSE
+	$(BIN)/nudge run
+
+test: setup  ## the whole test suite (dbt unit tests included)
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check dagster_project tests
+	$(BIN)/ruff format --check dagster_project tests
+	$(BIN)/mypy dagster_project
+	$(BIN)/sqlfluff lint models
+	cd sql && ../$(BIN)/sqlfluff lint ledger
+
+validate: setup  ## Dagster loads the code location: assets, job and hourly schedule
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: setup  ## time each stage of a tick at CUSTOMERS customers
+	$(BIN)/python -m tests.bench_tick --customers $(CUSTOMERS)
+
+dev: setup  ## the Dagster UI on http://127.0.0.1:3000
+	mkdir -p .nudge/dagster_home
+	DAGSTER_HOME=$(CURDIR)/.nudge/dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .nudge dbt/target dbt/logs
