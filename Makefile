@@ -29,7 +29,9 @@ lint: setup
 	$(BIN)/ruff check dagster_project tests
 	$(BIN)/ruff format --check dagster_project tests
 	$(BIN)/mypy dagster_project
-	$(BIN)/sqlfluff lint models
+	@# The dbt templater compiles the project, which opens the profile's DuckDB file.
+	mkdir -p .nudge
+	NUDGE_WAREHOUSE=$(CURDIR)/.nudge/lint.duckdb $(BIN)/sqlfluff lint models
 	cd sql && ../$(BIN)/sqlfluff lint ledger
 
 validate: setup  ## Dagster loads the code location: assets, job and hourly schedule

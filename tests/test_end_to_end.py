@@ -173,9 +173,18 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
     undocumented = _ledger(
         ticks.settings,
         "select table_name, column_name from duckdb_columns() "
-        "where schema_name in ('audience', 'triggers') and comment is null",
+        "where schema_name in ('staging', 'intermediate', 'triggers', 'audience') "
+        "and comment is null",
     )
     assert undocumented == []
+    relations = _ledger(
+        ticks.settings,
+        "select table_name, comment from duckdb_tables() "
+        "where schema_name in ('intermediate', 'triggers', 'audience') "
+        "union all select view_name, comment from duckdb_views() where schema_name = 'staging'",
+    )
+    assert len(relations) == 12
+    assert all(comment for _name, comment in relations)
 
 
 def test_dbt_unit_tests_pass(ticks: Ticks) -> None:
