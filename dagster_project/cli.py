@@ -22,7 +22,16 @@ from typing import Any
 from .config import ConfigError, Settings
 from .resources import parse_as_of
 
-SUMMARY_COLUMNS = ("candidates", "eligible", "already_sent", "new", "sent", "failed", "unknown")
+SUMMARY_COLUMNS = (
+    "candidates",
+    "eligible",
+    "already_sent",
+    "new",
+    "resumed",
+    "sent",
+    "failed",
+    "unknown",
+)
 
 
 @dataclass
@@ -46,7 +55,11 @@ class TickOutcome:
 
 
 def run_tick(
-    as_of: str | None = None, *, settings: Settings | None = None, verbose: bool = False
+    as_of: str | None = None,
+    *,
+    settings: Settings | None = None,
+    allow_late: bool = False,
+    verbose: bool = False,
 ) -> TickOutcome:
     """Execute the tick job in this process and collect each send asset's summary.
 
@@ -59,7 +72,7 @@ def run_tick(
 
     defs = build_definitions(settings or Settings.from_env())
 
-    run_config: dict[str, Any] = tick_run_config(as_of)
+    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late)
     if not verbose:
         run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     job = defs.resolve_job_def(TICK_JOB_NAME)
@@ -125,7 +138,7 @@ def format_summary(triggers: list[dict[str, Any]]) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of).isoformat() if args.as_of else None
-    outcome = run_tick(as_of, verbose=args.verbose)
+    outcome = run_tick(as_of, allow_late=args.allow_late, verbose=args.verbose)
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
@@ -220,7 +233,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ticks = [end - timedelta(hours=args.hours - 1 - i) for i in range(args.hours)]
     for i, tick in enumerate(ticks, start=1):
         started = time.monotonic()
-        outcome = run_tick(tick.isoformat(), settings=settings, verbose=args.verbose)
+        # The demo simulates past ticks on data it just made, so it sends for a past as_of.
+        outcome = run_tick(
+            tick.isoformat(), settings=settings, allow_late=True, verbose=args.verbose
+        )
         took = time.monotonic() - started
         sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers)
         print(f"[{i:>2}/{len(ticks)}] tick {tick:%Y-%m-%d %H:%M}Z  sent: {sent}  ({took:.1f}s)")
@@ -232,7 +248,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 t["trigger"],
                 {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)},
             )
-            for column in ("new", "sent", "failed", "unknown"):
+            for column in ("new", "resumed", "sent", "failed", "unknown"):
                 total[column] += t.get(column, 0)
             # Candidates and exclusions describe one tick's window; show the last tick's.
             for column in ("candidates", "eligible", "already_sent"):
@@ -246,7 +262,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nOpen the rendered emails: file://{index}")
     print(
         "\nRun the last tick again (it sends nothing twice):\n"
-        f"  nudge run --as-of {ticks[-1].isoformat()}"
+        f"  nudge run --as-of {ticks[-1].isoformat()} --allow-late"
     )
     return 0
 
@@ -258,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one tick (dbt build, then every trigger's sends)")
     run.add_argument("--as-of", help="the tick's instant, ISO-8601 (default: now)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        "--allow-late",
+        action="store_true",
+        help="send even if --as-of is more than 6 h in the past (it ignores later opt-outs)",
+    )
     run.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
     run.set_defaults(func=_cmd_run)
 

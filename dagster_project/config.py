@@ -8,7 +8,7 @@ ESP resource instead (see ``resources.py``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ class Settings:
     warehouse: Path
     esp: str
     esp_base_url: str
-    esp_api_key: str | None
+    esp_api_key: str | None = field(repr=False)
     outbox_dir: Path
     from_email: str
 

@@ -2,10 +2,11 @@
 
 What if the process dies here? Each step leaves the ledger in a state the next run handles:
 - before ``plan``: nothing recorded, the next tick plans the same sends again;
-- after ``plan``: rows are ``planned`` and never reached the ESP; the next run takes them over;
+- after ``plan``: rows are ``planned`` and never reached the ESP; the next run resumes them,
+  after re-checking them against its own eligibility table (consent may have changed);
 - after ``claim_batch``: rows are ``sending`` (committed before the request): the next run
   resends them only through an idempotent provider, else marks them ``unknown``;
-- after ``settle``: final.
+- after ``settle``: final, except ``failed_retryable``, which later ticks resume.
 What if two runs do this at once? The caller holds the warehouse lock, and the ledger's primary
 key makes ``plan`` claim each send_id for exactly one run.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 
 from . import ledger
+from .masking import mask_emails_in_text
 from .providers import Message, Provider, SendResult
 from .rendering import Renderer, RenderError, context_from_json
 from .triggers import TriggerSpec
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Providers whose repeated delivery of the same send_id is harmless: the outbox overwrites the
 # file named after the send_id. Others get 'unknown' rows after a crash mid-request.
-IDEMPOTENT_PROVIDERS = frozenset({"outbox"})
+IDEMPOTENT_PROVIDERS = ("outbox",)
 
 
 @dataclass
@@ -44,10 +46,12 @@ class TriggerSummary:
     eligible: int = 0
     already_sent: int = 0
     new: int = 0
+    resumed: int = 0
     sent: int = 0
     failed: int = 0
     unknown: int = 0
     expired: int = 0
+    skipped: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     skipped_reason: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -109,7 +113,7 @@ def dispatch_trigger(
     as_of: datetime,
     run_id: str,
     from_email: str,
-    batch_size: int = 500,
+    batch_size: int = 100,
 ) -> TriggerSummary:
     """Send this tick's due emails of one trigger exactly once; return what happened."""
     summary = TriggerSummary(trigger=spec.name, step=spec.step, as_of=as_of.isoformat())
@@ -129,13 +133,17 @@ def dispatch_trigger(
         log.warning(summary.skipped_reason)
         return summary
 
-    ledger.recover(
+    resumed = ledger.resume(
         con,
         trigger=spec.name,
+        eligibility=spec.relation,
         run_id=run_id,
         as_of=as_of,
-        idempotent=provider.name in IDEMPOTENT_PROVIDERS,
+        idempotent_providers=IDEMPOTENT_PROVIDERS,
     )
+    # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
+    # expired or unknown. new + resumed = sent + failed + unknown + expired + skipped.
+    summary.resumed = sum(resumed.values())
     summary.new = ledger.plan(
         con, eligibility=spec.relation, run_id=run_id, as_of=as_of, provider=provider.name
     )
@@ -162,17 +170,17 @@ def dispatch_trigger(
         if to_send:
             results = provider.send(to_send)
             ledger.settle(con, run_id=run_id, results=results)
-            summary.errors.extend(
-                f"{r.send_id}: {r.error}" for r in results if r.status == "failed"
-            )
+            summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
 
     counts = ledger.status_counts(con, trigger=spec.name, run_id=run_id)
     summary.sent = counts.get("sent", 0)
-    summary.failed = counts.get("failed", 0)
+    summary.failed = counts.get("failed_permanent", 0) + counts.get("failed_retryable", 0)
     summary.unknown = counts.get("unknown", 0)
     summary.expired = counts.get("expired", 0)
-    # Keep metadata small: the first few reasons are enough to act on, the ledger has them all.
-    summary.errors = summary.errors[:20]
+    summary.skipped = counts.get("skipped", 0)
+    # Metadata stays small and free of personal data: the first reasons, addresses masked (a
+    # provider's error text can quote the recipient); the ledger has every reason in full.
+    summary.errors = [mask_emails_in_text(e) for e in summary.errors[:20]]
     log.info(
         "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed",
         spec.name,

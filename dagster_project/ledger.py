@@ -2,7 +2,7 @@
 
 Every function takes an open DuckDB connection and runs one statement from ``sql/ledger/``.
 The order of calls in a tick is what makes sends exactly-once (see ``dispatch.py``):
-recover -> plan -> for each batch: claim (planned -> sending, committed) -> ESP -> settle.
+resume -> plan -> for each batch: claim (planned -> sending, committed) -> ESP -> settle.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import polars as pl
 from .providers import SendResult
 from .warehouse import quote_relation, sql
 
-SETTLED_STATUSES = ("sent", "failed", "unknown", "expired")
+# Final states: nothing will change them automatically. `failed_retryable` is not final.
+SETTLED_STATUSES = ("sent", "failed_permanent", "unknown", "expired", "skipped")
 
 
 def send_id(trigger: str, trigger_key: str, step: str) -> str:
@@ -30,14 +31,34 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(sql("ledger/create"))
 
 
-def recover(
-    con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str, as_of: datetime, idempotent: bool
-) -> None:
-    """Take over rows a dead run left planned or sending (the caller holds the warehouse lock)."""
-    con.execute(
-        sql("ledger/recover"),
-        {"trigger": trigger, "run_id": run_id, "as_of": as_of, "idempotent": idempotent},
-    )
+def resume(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    trigger: str,
+    eligibility: str,
+    run_id: str,
+    as_of: datetime,
+    idempotent_providers: Sequence[str],
+) -> dict[str, int]:
+    """Take over unfinished sends of earlier runs, re-checked against the current eligibility.
+
+    The caller holds the warehouse lock, so no other run is live. Returns how many rows moved
+    to each status ('planned' ones are sent by this run).
+    """
+    statement = sql("ledger/resume").format(eligibility=quote_relation(eligibility))
+    rows = con.execute(
+        statement + "\nreturning status",
+        {
+            "trigger": trigger,
+            "run_id": run_id,
+            "as_of": as_of,
+            "idempotent_providers": list(idempotent_providers),
+        },
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for (status,) in rows:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def plan(
@@ -79,7 +100,7 @@ def claim_batch(
 
 
 def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[SendResult]) -> None:
-    """Record each result: ``sent`` with the provider's message id, or ``failed`` and why."""
+    """Record each result: ``sent`` with the provider's message id, else the status and why."""
     if not results:
         return
     frame = pl.DataFrame(
@@ -89,6 +110,7 @@ def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[Sen
             "provider_message_id": [r.provider_message_id for r in results],
             "error": [r.error for r in results],
             "attempts": [r.attempts for r in results],
+            "retryable": [r.retryable for r in results],
         },
         schema={
             "send_id": pl.String,
@@ -96,6 +118,7 @@ def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[Sen
             "provider_message_id": pl.String,
             "error": pl.String,
             "attempts": pl.Int32,
+            "retryable": pl.Boolean,
         },
     )
     con.register("results", frame.to_arrow())

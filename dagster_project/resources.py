@@ -53,13 +53,19 @@ class EspResource(ConfigurableResource):
 
     provider: str = Field(default="outbox", description="outbox | sendgrid (NUDGE_ESP).")
     base_url: str = Field(description="Provider API base URL (NUDGE_ESP_BASE_URL).")
-    api_key: str | None = Field(default=None, description="From EnvVar NUDGE_ESP_API_KEY only.")
+    api_key: str | None = Field(
+        default=None, description="From EnvVar NUDGE_ESP_API_KEY only.", repr=False
+    )
     outbox_dir: str = Field(description="Folder of the outbox provider (NUDGE_OUTBOX_DIR).")
     from_email: str = Field(description="Sender address (NUDGE_FROM_EMAIL).")
     timeout_seconds: float = 10.0
     max_concurrency: int = 8
     max_attempts: int = 5
-    batch_size: int = Field(default=500, description="Sends settled in the ledger per batch.")
+    batch_size: int = Field(
+        default=100,
+        description="Sends handed to the provider and settled in the ledger per batch; a crash "
+        "mid-batch leaves at most this many in doubt.",
+    )
 
     def build(self) -> Provider:
         settings = Settings(
@@ -78,12 +84,40 @@ class EspResource(ConfigurableResource):
         )
 
 
+class LateTickError(RuntimeError):
+    """A send step was asked to send for an instant too far in the past."""
+
+
 class TickResource(ConfigurableResource):
     """The tick's instant. Schedules set it to the scheduled time; manual runs leave it empty."""
 
     as_of: str | None = Field(
         default=None, description="ISO-8601 instant of the tick; empty means the run's start."
     )
+    max_lag_hours: float = Field(
+        default=6.0,
+        description="Send steps refuse an as_of older than this (re-executing an old run).",
+    )
+    allow_late: bool = Field(
+        default=False,
+        description="Send for an old as_of anyway (simulations, deliberate catch-up).",
+    )
+
+    def check_not_late(self, as_of: datetime, now: datetime | None = None) -> None:
+        """Refuse to send for a stale instant unless explicitly allowed.
+
+        Re-executing yesterday's failed run keeps yesterday's as_of: its dbt build would ignore
+        every unsubscribe and order since, and mail people who have since bought or opted out.
+        """
+        now = now or datetime.now(UTC)
+        lag_hours = (now - as_of).total_seconds() / 3600
+        if lag_hours > self.max_lag_hours and not self.allow_late:
+            raise LateTickError(
+                f"as_of {as_of.isoformat()} is {lag_hours:.1f} h old "
+                f"(limit {self.max_lag_hours:g} h): sending now would ignore consent and orders "
+                "since then. Run a fresh tick, or set resources.tick.config.allow_late "
+                "(nudge run --allow-late) to send anyway."
+            )
 
     def resolve(self, context: InitResourceContext | object) -> datetime:
         """``as_of`` from config, else the run's creation time, so every step agrees."""

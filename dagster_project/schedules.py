@@ -23,9 +23,14 @@ nudge_tick_job = define_asset_job(
 )
 
 
-def tick_run_config(as_of: str | None) -> dict:
+def tick_run_config(as_of: str | None, *, allow_late: bool = False) -> dict:
     """Run config that pins a tick's instant (what the schedule and `nudge run --as-of` set)."""
-    return {"resources": {"tick": {"config": {"as_of": as_of}}}} if as_of else {}
+    config: dict = {}
+    if as_of:
+        config["as_of"] = as_of
+    if allow_late:
+        config["allow_late"] = True
+    return {"resources": {"tick": {"config": config}}} if config else {}
 
 
 @schedule(job=nudge_tick_job, cron_schedule="0 * * * *", execution_timezone="UTC")

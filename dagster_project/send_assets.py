@@ -46,6 +46,7 @@ def build_send_asset(spec: TriggerSpec, eligibility_key: AssetKey) -> AssetsDefi
         tick: TickResource,
     ) -> MaterializeResult:
         as_of = tick.resolve(context)
+        tick.check_not_late(as_of)
         provider = esp.build()
         try:
             with warehouse.locked(), warehouse.connection() as con:
@@ -72,10 +73,12 @@ def build_send_asset(spec: TriggerSpec, eligibility_key: AssetKey) -> AssetsDefi
                 "eligible": summary.eligible,
                 "already_sent": summary.already_sent,
                 "new": summary.new,
+                "resumed": summary.resumed,
                 "sent": summary.sent,
                 "failed": summary.failed,
                 "unknown": summary.unknown,
                 "expired": summary.expired,
+                "skipped": summary.skipped,
                 "excluded_by_reason": MetadataValue.json(summary.excluded),
                 "summary": MetadataValue.json(summary.to_dict()),
             }

@@ -1,17 +1,23 @@
 """Time each stage of one nudge tick at a chosen size: ``python -m tests.bench_tick``.
 
     python -m tests.bench_tick [--customers 20000] [--seed 7] [--push-messages 5000]
+                               [--warm-up-hours 1] [--keep]
 
 Stages, in the order a tick runs them:
 
 1. **generate**: the synthetic warehouse (``generate_to_file``) plus ``ledger.ensure_ledger``;
 2. **dbt build**: the same subprocess a tick runs, for ``as_of`` = the generator's ``end``;
 3. per trigger, the calls ``dispatch_trigger`` makes, timed separately and summed over triggers:
-   **diff/plan** (eligibility counts, ``recover``, ``plan``), **render** (``planned_batches`` and
+   **diff/plan** (eligibility counts, ``resume``, ``plan``), **render** (``planned_batches`` and
    the Jinja renders) and **push** (``claim_batch``, ``SendGridProvider.send`` against a local
-   :class:`~tests.esp_server.EspServer`, ``settle``);
+   :class:`~tests.esp_server.EspServer`, ``settle``). Every batch is rendered before the first
+   is pushed (dispatch interleaves them per batch; the work is the same). On a fresh ledger this
+   tick sends the whole backlog still inside its grace windows (thousands at 100k customers);
+   ``--warm-up-hours 1`` first runs an untimed tick an hour earlier, so the timed one is a
+   steady-state tick that sends only what became due in that hour;
 4. **push (synthetic)**: ``--push-messages`` copies of a real rendered message through the same
-   provider, because a realistic tick has only a few hundred due sends even at 100k customers;
+   provider, because a steady-state tick has only a few hundred due sends even at 100k
+   customers;
 5. **second tick**: ``dispatch_trigger`` again at the same ``as_of``, asserting that it plans
    and sends nothing (the no-op diff every repeated tick pays).
 
@@ -19,14 +25,14 @@ The report is Markdown so it pastes into notes. There are no pass/fail targets; 
 assertions are honesty checks (every planned send reached the ESP once, the second tick is a
 no-op). The file is named ``bench_*`` so pytest never collects it.
 
-The ESP stand-in runs in this process: its handler threads share the GIL with the provider's
-workers, so push throughput is a lower bound on what the provider does against a remote ESP.
+The ESP stand-in runs in this process: its handler threads share the GIL (and, on a small
+machine, the CPUs) with the provider's workers, so push throughput is a lower bound on what the
+provider does against a remote ESP. dbt's peak RSS is read from ``/proc`` (Linux only).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -146,12 +152,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="first run an untimed tick this many hours before as_of, so the measured tick "
         "sends only what became due since (steady state) instead of a fresh ledger's backlog",
-    )
-    parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="gc.freeze() the imported modules (Dagster, dbt) before timing, so the cyclic GC "
-        "stops rescanning them; shows how much GC costs the Python-bound stages",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary warehouse and print its path"
@@ -289,12 +289,13 @@ def _tick_one_trigger(
         built_for, run.candidates, run.eligible, _ = _eligibility_counts(con, spec.relation)
         if run.candidates and built_for != as_of:
             raise RuntimeError(f"{spec.relation} was built for {built_for}, not {as_of}")
-        ledger.recover(
+        ledger.resume(
             con,
             trigger=spec.name,
+            eligibility=spec.relation,
             run_id=RUN_1,
             as_of=as_of,
-            idempotent=provider.name in IDEMPOTENT_PROVIDERS,
+            idempotent_providers=IDEMPOTENT_PROVIDERS,
         )
         run.planned = ledger.plan(
             con, eligibility=spec.relation, run_id=RUN_1, as_of=as_of, provider=provider.name
@@ -469,13 +470,9 @@ def _md_table(
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()
     try:
         return _bench(args, tmp / "warehouse.duckdb")
     finally:
-        gc.unfreeze()
         if args.keep:
             print(f"Warehouse kept at {tmp / 'warehouse.duckdb'}", file=sys.stderr)
         else:
@@ -594,7 +591,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         f"Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}; raw rows: "
         + ", ".join(f"{k} {v:,}" for k, v in raw.items())
-        + f"; warehouse file {db_mib:,.0f} MiB; gc.freeze: {args.gc_freeze}.\n"
+        + f"; warehouse file {db_mib:,.0f} MiB.\n"
     )
     dbt_peak = "n/a" if dbt.peak_rss_mib is None else f"{dbt.peak_rss_mib:,.0f}"
     rows = [

@@ -36,6 +36,7 @@ def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str
         "expires_at": as_of + timedelta(hours=23),
         "is_eligible": True,
         "exclusion_reason": None,
+        "rule_exclusion_reason": None,
         "as_of": as_of,
         "items": [{"name": "Mug", "quantity": 1, "price": 12.5, "url": None, "image_url": None}],
         "item_count": 1,
@@ -60,6 +61,7 @@ def write_eligibility(
             "expires_at": pl.Datetime("us", "UTC"),
             "as_of": pl.Datetime("us", "UTC"),
             "exclusion_reason": pl.String,
+            "rule_exclusion_reason": pl.String,
             "first_name": pl.String,
         },
     )

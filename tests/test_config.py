@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dagster_project.config import DEFAULT_WAREHOUSE, ConfigError, Settings
-from dagster_project.resources import parse_as_of
+from dagster_project.resources import LateTickError, TickResource, parse_as_of
 
 
 def test_defaults_need_no_environment() -> None:
@@ -69,3 +69,29 @@ def test_the_schedule_pins_as_of_to_the_scheduled_time() -> None:
     assert request.run_config == {
         "resources": {"tick": {"config": {"as_of": "2026-06-01T13:00:00+00:00"}}}
     }
+
+
+def test_sending_for_a_stale_as_of_is_refused_unless_allowed() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 6, 2, 12, tzinfo=UTC)
+    TickResource().check_not_late(now - timedelta(hours=5), now=now)
+    with pytest.raises(LateTickError, match="ignore consent and orders since"):
+        TickResource().check_not_late(now - timedelta(hours=7), now=now)
+    TickResource(allow_late=True).check_not_late(now - timedelta(days=30), now=now)
+    TickResource(max_lag_hours=48).check_not_late(now - timedelta(hours=7), now=now)
+
+
+def test_the_api_key_is_not_in_reprs() -> None:
+    from dagster_project.resources import EspResource
+
+    settings = Settings.from_env({"NUDGE_ESP": "sendgrid", "NUDGE_ESP_API_KEY": "SG.repr-secret"})
+    resource = EspResource(
+        provider="sendgrid",
+        base_url="http://x",
+        api_key="SG.repr-secret",
+        outbox_dir=".",
+        from_email="a@b.co",
+    )
+    assert "SG.repr-secret" not in repr(settings)
+    assert "SG.repr-secret" not in repr(resource)

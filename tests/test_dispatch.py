@@ -74,7 +74,7 @@ def test_a_row_that_fails_to_render_is_failed_and_the_rest_are_sent(con) -> None
     assert (summary.sent, summary.failed) == (2, 1)
     broken = ledger.send_id("abandoned_cart", "broken", "reminder")
     status, error, attempts = ledger_rows(con)[broken]
-    assert status == "failed" and attempts == 0
+    assert status == "failed_permanent" and attempts == 0
     assert "reminder.html.j2" in error or "reminder.subject.j2" in error
     assert sorted(m.customer_id for m in provider.sent) == ["cust_good1", "cust_good2"]
 

@@ -67,46 +67,118 @@ def test_claim_and_settle_record_results(con: duckdb.DuckDBPyConnection) -> None
     )
     rows = ledger_rows(con)
     assert rows[ids[0]] == ("sent", None, 1)
-    assert rows[ids[1]] == ("failed", "400: invalid address", 1)
+    assert rows[ids[1]] == ("failed_permanent", "400: invalid address", 1)
     assert ledger.status_counts(con, trigger="abandoned_cart", run_id="r1") == {
         "sent": 1,
-        "failed": 1,
+        "failed_permanent": 1,
     }
 
 
-def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> tuple[str, str, str]:
-    """A run 'dead' planned 3 sends, handed one to the ESP, and one expired meanwhile."""
+def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """A run 'dead' planned five sends and handed one to the ESP before it died."""
+    keys = ["planned", "sending", "late", "unsubscribed", "ordered"]
+    rows = [cart_row(k) for k in keys]
+    rows[keys.index("late")]["expires_at"] = AS_OF + timedelta(minutes=30)
+    write_eligibility(con, rows)
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
+    ids = {k: ledger.send_id("abandoned_cart", k, "reminder") for k in keys}
+    ledger.claim_batch(con, run_id="dead", send_ids=[ids["sending"]])
+    return ids
+
+
+def _next_tick_eligibility(con: duckdb.DuckDBPyConnection, later) -> None:
+    """What the next tick's dbt build sees: one customer unsubscribed, one cart was ordered."""
+    rows = []
+    for key in ["planned", "sending", "late", "unsubscribed"]:
+        row = cart_row(key, as_of=later, is_eligible=False, exclusion_reason="in_flight")
+        row["rule_exclusion_reason"] = "unsubscribed" if key == "unsubscribed" else None
+        if key == "late":
+            row["expires_at"] = AS_OF + timedelta(minutes=30)
+            row["rule_exclusion_reason"] = "expired"
+        if key == "planned":
+            row["first_name"] = "Annie"  # the customer fixed their name since
+        rows.append(row)
+    write_eligibility(con, rows)  # the ordered cart has left the trigger altogether
+
+
+def test_resume_rechecks_unfinished_sends_against_the_current_eligibility(con) -> None:
+    ids = _leave_dead_run(con)
+    later = AS_OF + timedelta(hours=1)
+    _next_tick_eligibility(con, later)
+    counts = ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART_SPEC.relation,
+        run_id="next",
+        as_of=later,
+        idempotent_providers=["outbox"],
+    )
+    rows = ledger_rows(con)
+    assert rows[ids["planned"]][0] == "planned"  # never reached the ESP: safe to send
+    assert rows[ids["sending"]][0] == "unknown"  # may have been delivered: never resent
+    assert "delivery unknown" in rows[ids["sending"]][1]
+    assert rows[ids["late"]][0] == "expired"
+    assert rows[ids["unsubscribed"]] == ("skipped", "no longer eligible: unsubscribed", 0)
+    assert rows[ids["ordered"]][0] == "skipped"
+    assert "no longer a candidate" in rows[ids["ordered"]][1]
+    assert counts == {"planned": 1, "unknown": 1, "expired": 1, "skipped": 2}
+    # The resumed send renders from the current row, not the stale one.
+    (context,) = con.execute(
+        "select context ->> 'first_name' from nudge.send_ledger where send_id = $id",
+        {"id": ids["planned"]},
+    ).fetchone()
+    assert context == "Annie"
+
+
+def test_resume_resends_in_flight_rows_only_through_an_idempotent_provider(con) -> None:
+    ids = _leave_dead_run(con)
+    con.execute("update nudge.send_ledger set provider = 'outbox'")
+    _next_tick_eligibility(con, AS_OF)
+    ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART_SPEC.relation,
+        run_id="next",
+        as_of=AS_OF,
+        idempotent_providers=["outbox"],
+    )
+    assert ledger_rows(con)[ids["sending"]][0] == "planned"
+
+
+def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
+    write_eligibility(con, [cart_row("blip"), cart_row("rejected")])
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    blip, rejected = (ledger.send_id("abandoned_cart", k, "reminder") for k in ("blip", "rejected"))
+    ledger.claim_batch(con, run_id="r1", send_ids=[blip, rejected])
+    ledger.settle(
+        con,
+        run_id="r1",
+        results=[
+            SendResult(blip, "failed", error="HTTP 503", attempts=5, retryable=True),
+            SendResult(rejected, "failed", error="HTTP 400: bad address", attempts=1),
+        ],
+    )
+    assert ledger_rows(con)[blip] == ("failed_retryable", "HTTP 503", 5)
+    assert ledger_rows(con)[rejected] == ("failed_permanent", "HTTP 400: bad address", 1)
+    later = AS_OF + timedelta(hours=1)
     write_eligibility(
         con,
         [
-            cart_row("planned"),
-            cart_row("sending"),
-            cart_row("late", expires_at=AS_OF + timedelta(minutes=30)),
+            {
+                **cart_row(k, as_of=later, is_eligible=False, exclusion_reason=r),
+                "rule_exclusion_reason": None,
+            }
+            for k, r in (("blip", "retrying"), ("rejected", "already_failed"))
         ],
     )
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
-    ids = tuple(
-        ledger.send_id("abandoned_cart", k, "reminder") for k in ("planned", "sending", "late")
+    counts = ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART_SPEC.relation,
+        run_id="r2",
+        as_of=later,
+        idempotent_providers=[],
     )
-    ledger.claim_batch(con, run_id="dead", send_ids=[ids[1]])
-    return ids  # type: ignore[return-value]
-
-
-def test_recover_resends_never_sent_rows_and_marks_in_flight_unknown(con) -> None:
-    planned, sending, late = _leave_dead_run(con)
-    later = AS_OF + timedelta(hours=1)
-    ledger.recover(con, trigger="abandoned_cart", run_id="next", as_of=later, idempotent=False)
-    rows = ledger_rows(con)
-    assert rows[planned][0] == "planned"  # never reached the ESP: safe to send
-    assert rows[sending][0] == "unknown"  # may have been delivered: not resent
-    assert "delivery unknown" in rows[sending][1]
-    assert rows[late][0] == "expired"
-
-
-def test_recover_resends_in_flight_rows_through_an_idempotent_provider(con) -> None:
-    planned, sending, _late = _leave_dead_run(con)
-    ledger.recover(con, trigger="abandoned_cart", run_id="next", as_of=AS_OF, idempotent=True)
-    rows = ledger_rows(con)
-    assert rows[planned][0] == "planned" and rows[sending][0] == "planned"
-    owners = {r[0] for r in con.execute("select distinct run_id from nudge.send_ledger").fetchall()}
-    assert owners == {"next"}
+    assert counts == {"planned": 1}
+    assert ledger_rows(con)[blip][0] == "planned"
+    assert ledger_rows(con)[rejected][0] == "failed_permanent"

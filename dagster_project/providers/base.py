@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-SendStatus = Literal["sent", "failed"]
+# sent: the provider accepted it. failed: it was not delivered (see ``retryable``).
+# unknown: the request may have been accepted (e.g. the response timed out) and resending could
+# deliver it twice, so it is left for a person to check rather than retried.
+SendStatus = Literal["sent", "failed", "unknown"]
 
 
 class ProviderError(Exception):
@@ -57,6 +60,9 @@ class SendResult:
     # The provider's own words for a failure; never contains credentials.
     error: str | None = None
     attempts: int = 1
+    # For ``failed`` only: nothing was delivered and the cause is transient (rate limit, 5xx,
+    # connection refused), so a later tick may try again within the send's grace window.
+    retryable: bool = False
 
 
 class Provider(Protocol):

@@ -45,10 +45,21 @@ logger = logging.getLogger(__name__)
 SEND_PATH = "/v3/mail/send"
 _REDACTED = "[REDACTED]"
 _MAX_BODY_IN_ERROR = 300
-# Transient by nature: the same request can succeed later.
+# The request never left the client (no connection, or no free connection in the pool): safe
+# to retry, nothing can have been delivered.
 _RETRYABLE_TRANSPORT_ERRORS = (
-    httpx.TimeoutException,
-    httpx.NetworkError,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+# The request was (or may have been) sent but no answer came back: SendGrid may have accepted
+# it, and it has no idempotency key, so a retry could deliver the email twice. These end as
+# ``unknown`` rather than being retried: never send twice.
+_UNCERTAIN_TRANSPORT_ERRORS = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
     httpx.RemoteProtocolError,
 )
 
@@ -155,6 +166,7 @@ class _Attempt:
 
     sent: bool
     retryable: bool = False
+    uncertain: bool = False
     reason: str = ""
     message_id: str | None = None
     retry_after: float | None = None
@@ -330,6 +342,21 @@ class SendGridProvider:
                     provider_message_id=outcome.message_id,
                     attempts=attempt,
                 )
+            if outcome.uncertain:
+                logger.warning(
+                    "sendgrid: send %s to %s may have been accepted (%s); not retried",
+                    message.send_id,
+                    masked_to,
+                    mask_emails_in_text(outcome.reason),
+                )
+                return SendResult(
+                    send_id=message.send_id,
+                    status="unknown",
+                    error=mask_emails_in_text(
+                        f"{outcome.reason}; SendGrid may have accepted it, not retried"
+                    ),
+                    attempts=attempt,
+                )
             if not outcome.retryable:
                 logger.warning(
                     "sendgrid: send %s to %s rejected, not retrying: %s",
@@ -372,6 +399,7 @@ class SendGridProvider:
             status="failed",
             error=mask_emails_in_text(outcome.reason),
             attempts=self.max_attempts,
+            retryable=True,
         )
 
     def _attempt(self, body: bytes) -> _Attempt:
@@ -380,6 +408,8 @@ class SendGridProvider:
             response = self._client.post(self._url, content=body)
         except _RETRYABLE_TRANSPORT_ERRORS as exc:
             return _Attempt(sent=False, retryable=True, reason=self._transport_reason(exc))
+        except _UNCERTAIN_TRANSPORT_ERRORS as exc:
+            return _Attempt(sent=False, uncertain=True, reason=self._transport_reason(exc))
         except httpx.HTTPError as exc:
             return _Attempt(sent=False, retryable=False, reason=self._transport_reason(exc))
 

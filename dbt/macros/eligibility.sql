@@ -10,10 +10,11 @@
     Entries must have: trigger, trigger_key, customer_id, entered_at, due_at, expires_at; any
     other column is passed through as personalization for the templates.
 
-    Reasons are checked in this order, so each candidate gets the most useful one:
-    already_sent / already_failed / delivery_unknown / in_flight (what the ledger knows),
-    unknown_customer, invalid_email, no_consent / unsubscribed (marketing only),
-    not_due, expired.
+    `rule_exclusion_reason` is what the rules alone say, in this order: unknown_customer,
+    invalid_email, no_consent / unsubscribed (marketing only), not_due, expired. The send step
+    uses it to re-check sends it resumes from an earlier run.
+    `exclusion_reason` puts what the ledger knows first (already_sent, already_failed, retrying,
+    delivery_unknown, in_flight, expired, skipped), then the rule reason.
 -#}
 {% macro eligibility(entries_model, trigger, step, category='marketing') %}
 {#- This call is the trigger's one declaration: it also writes `config.meta.nudge`, which
@@ -86,16 +87,11 @@ joined as (
 
 ),
 
-reasoned as (
+ruled as (
 
     select
         *,
         case
-            when ledger_status = 'sent' then 'already_sent'
-            when ledger_status = 'failed' then 'already_failed'
-            when ledger_status = 'unknown' then 'delivery_unknown'
-            when ledger_status = 'expired' then 'expired'
-            when ledger_status in ('planned', 'sending') then 'in_flight'
             when not is_known_customer then 'unknown_customer'
             when not is_valid_email then 'invalid_email'
             {%- if category == 'marketing' %}
@@ -104,8 +100,25 @@ reasoned as (
             {%- endif %}
             when due_at > {{ as_of() }} then 'not_due'
             when {{ as_of() }} > expires_at then 'expired'
-        end as exclusion_reason
+        end as rule_exclusion_reason
     from joined
+
+),
+
+reasoned as (
+
+    select
+        *,
+        case
+            when ledger_status = 'sent' then 'already_sent'
+            when ledger_status = 'failed_permanent' then 'already_failed'
+            when ledger_status = 'failed_retryable' then 'retrying'
+            when ledger_status = 'unknown' then 'delivery_unknown'
+            when ledger_status in ('planned', 'sending') then 'in_flight'
+            when ledger_status in ('expired', 'skipped') then ledger_status
+            else rule_exclusion_reason
+        end as exclusion_reason
+    from ruled
 
 ),
 
@@ -126,13 +139,14 @@ final as (
         expires_at,
         exclusion_reason is null as is_eligible,
         exclusion_reason,
+        rule_exclusion_reason,
         consent_status,
         ledger_status,
         {{ as_of() }} as as_of,
         * exclude (
             send_id, trigger, trigger_key, step, customer_id, email, first_name, timezone,
-            entered_at, due_at, expires_at, exclusion_reason, consent_status, ledger_status,
-            is_known_customer, is_valid_email
+            entered_at, due_at, expires_at, exclusion_reason, rule_exclusion_reason,
+            consent_status, ledger_status, is_known_customer, is_valid_email
         )
     from reasoned
 

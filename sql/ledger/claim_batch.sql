@@ -4,6 +4,7 @@
 update nudge.send_ledger
 set
     status = 'sending',
+    -- One attempt per hand-over; the provider's own retries inside it are added at settle.
     attempts = attempts + 1,
     sending_at = now(),
     updated_at = now()

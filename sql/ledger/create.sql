@@ -1,8 +1,16 @@
 -- The send ledger: one row per send_id, the single source of truth for "already sent".
--- Statuses: planned (claimed, not yet handed to the ESP), sending (handed over, result not yet
--- recorded), sent, failed (the reason is in `error`), unknown (a run died while sending to a
--- provider without idempotency keys: maybe delivered, never resent automatically), expired
--- (planned but its grace window passed before it could go out).
+-- Statuses (the reason for every non-sent outcome is in `error`):
+--   planned           claimed by a run, not yet handed to the provider
+--   sending           handed to the provider, answer not yet recorded
+--   sent              accepted by the provider (provider_message_id set)
+--   failed_retryable  not delivered, transient cause (429, 5xx, no connection): later ticks
+--                     resume it while its grace window lasts
+--   failed_permanent  not delivered and never will be as is (rejected by the provider, or the
+--                     template failed on this row)
+--   unknown           may have been delivered (a run died mid-request, or the answer timed out)
+--                     through a provider without idempotency keys: never resent automatically
+--   expired           its grace window ended before it could go out
+--   skipped           no longer eligible when a later tick resumed it (e.g. unsubscribed)
 create schema if not exists nudge;
 
 create table if not exists nudge.send_ledger (
