@@ -217,3 +217,30 @@ def test_a_run_on_a_warehouse_without_raw_tables_fails_with_exit_code_1(
     monkeypatch.setenv("NUDGE_ESP", "outbox")
     assert main(["run", "--as-of", END.isoformat()]) == 1
     assert "run failed" in capsys.readouterr().err
+
+
+def test_the_demo_reports_what_its_outbox_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "demo.duckdb"))
+    monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    args = ["demo", "--customers", "400", "--hours", "2", "--end", END.isoformat()]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("trigger ") :].splitlines()
+    header = table[0].split()
+    sent_column = header.index("sent")
+    reported = {
+        line.split()[0]: int(line.split()[sent_column]) for line in table[2:5] if line.strip()
+    }
+    assert set(reported) == {"abandoned_cart", "birthday", "inactivity"}
+    for trigger, count in reported.items():
+        assert len(list((tmp_path / "outbox" / trigger).glob("*.eml"))) == count
+    assert sum(reported.values()) > 0
+    assert (tmp_path / "outbox" / "index.html").exists()
+    assert "--allow-late" in out
+    # A second demo on its own warehouse starts fresh; a warehouse it did not make is refused.
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "mine.duckdb"))
+    duckdb.connect(str(tmp_path / "mine.duckdb")).close()
+    assert main(args) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err

@@ -281,12 +281,17 @@ class SendGridProvider:
         return results
 
     def close(self) -> None:
-        """Wait for in-flight sends, then close the connection pool. Safe to call twice."""
+        """Cancel queued sends, wait for in-flight ones, close the pool. Safe to call twice.
+
+        After a normal ``send()`` nothing is queued. If the run is being stopped mid-batch
+        (SIGTERM, an exception), queued requests are cancelled rather than sent after the run
+        has given up recording them: those rows stay 'sending' and the next tick settles them.
+        """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 
     # -- internals -------------------------------------------------------------------------
