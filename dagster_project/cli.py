@@ -12,11 +12,13 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings
@@ -74,7 +76,8 @@ def run_tick(
 
     run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late)
     if not verbose:
-        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        # Failures are summarized below; Dagster's own error logs (stack traces) need --verbose.
+        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     job = defs.resolve_job_def(TICK_JOB_NAME)
     # dagster-dbt echoes every dbt event to stdout (for Dagster's compute logs); the CLI keeps
     # that out of the way and shows it only with --verbose or when the tick fails.
@@ -90,8 +93,6 @@ def run_tick(
         result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False
         )
-    if not result.success and not verbose:
-        sys.stderr.write(captured.getvalue()[-20000:])
 
     summaries: list[dict[str, Any]] = []
     for event in result.get_asset_materialization_events():
@@ -106,8 +107,8 @@ def run_tick(
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         error = (
-            "; ".join(
-                f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+            "\n".join(
+                f"{e.step_key}: {_first_lines(_root_cause(e.step_failure_data.error).message)}"
                 for e in failures
                 if e.step_failure_data and e.step_failure_data.error
             )
@@ -115,6 +116,21 @@ def run_tick(
         )
     resolved_as_of = summaries[0]["as_of"] if summaries else as_of
     return TickOutcome(result.success, resolved_as_of, result.run_id, summaries, error)
+
+
+def _root_cause(error: Any) -> Any:
+    """Dagster wraps the asset's exception in its own; the innermost one says what went wrong."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error
+
+
+def _first_lines(text: str, limit: int = 25) -> str:
+    """The head of a long error (dbt's are pages long); the rest is behind --verbose."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) <= limit:
+        return "\n".join(lines)
+    return "\n".join([*lines[:limit], f"... {len(lines) - limit} more lines: rerun with --verbose"])
 
 
 def format_summary(triggers: list[dict[str, Any]]) -> str:
@@ -142,7 +158,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
-        print(f"tick as_of {outcome.as_of}  run {outcome.run_id}")
+        print(f"tick as_of {outcome.as_of or 'now'}  run {outcome.run_id}")
         if outcome.triggers:
             print(format_summary(outcome.triggers))
         for t in outcome.triggers:
@@ -185,16 +201,24 @@ def _prepare_demo_warehouse(
     if settings.warehouse.exists():
         con = duckdb.connect(str(settings.warehouse), read_only=True)
         try:
-            is_demo = bool(
-                con.execute(
-                    "select count(*) from duckdb_tables() "
-                    "where schema_name = 'nudge' and table_name = $name",
-                    {"name": DEMO_MARKER},
-                ).fetchone()[0]  # type: ignore[index]
-            )
+            tables = {
+                (schema, name)
+                for schema, name in con.execute(
+                    "select schema_name, table_name from duckdb_tables() "
+                    "union all select schema_name, view_name from duckdb_views() "
+                    "where not internal"
+                ).fetchall()
+            }
+            sends = 0
+            if ("nudge", "send_ledger") in tables:
+                sends = con.execute("select count(*) from nudge.send_ledger").fetchone()[0]  # type: ignore[index]
         finally:
             con.close()
-        if not is_demo:
+        # Only a demo's own warehouse, or one with no data of anyone's (e.g. left by a
+        # `nudge run` before any data was loaded), may be replaced.
+        is_demo = ("nudge", DEMO_MARKER) in tables
+        is_empty = not any(schema == "raw" for schema, _ in tables) and sends == 0
+        if not (is_demo or is_empty):
             raise ConfigError(
                 f"{settings.warehouse} exists and was not created by `nudge demo`; refusing to "
                 f"overwrite it. Point NUDGE_WAREHOUSE at another file for the demo."
@@ -262,9 +286,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nOpen the rendered emails: file://{index}")
     print(
         "\nRun the last tick again (it sends nothing twice):\n"
-        f"  nudge run --as-of {ticks[-1].isoformat()} --allow-late"
+        f"  {_self_command()} run --as-of {ticks[-1].isoformat()} --allow-late"
     )
     return 0
+
+
+def _self_command() -> str:
+    """How this command was invoked (e.g. `.venv/bin/nudge`), so printed commands work as is."""
+    invoked = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "nudge" else "nudge"
+    return shlex.quote(invoked)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from dagster import AssetExecutionContext
 from dagster_dbt import (
     DagsterDbtTranslator,
@@ -70,6 +71,31 @@ ensure_manifest()
 DBT_TRANSLATOR = NudgeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
+RAW_TABLES = ("customers", "events", "subscriptions")
+
+
+class MissingInputError(RuntimeError):
+    """The warehouse lacks the raw tables of the input contract."""
+
+
+def check_input_contract(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
+    """Fail with a clear message, before dbt, when the raw tables are not there."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'raw' "
+            "union all select view_name from duckdb_views() where schema_name = 'raw'"
+        ).fetchall()
+    }
+    missing = [f"raw.{t}" for t in RAW_TABLES if t not in present]
+    if missing:
+        raise MissingInputError(
+            f"{warehouse} has no {', '.join(missing)}. Load your data as described in the "
+            "README's input contract, point NUDGE_WAREHOUSE at the right file, or run "
+            "`nudge demo` to generate a demo warehouse."
+        )
+
+
 def dbt_build_args(as_of: str) -> list[str]:
     """One ``dbt build`` per tick. Unit tests run in CI, not on every production tick."""
     return [
@@ -99,6 +125,7 @@ def nudge_dbt_models(
     os.environ["NUDGE_WAREHOUSE"] = str(warehouse.file)
     with warehouse.locked():
         with warehouse.connection() as con:
+            check_input_contract(con, warehouse.file)
             # The eligibility models read the ledger as a source, so it must exist first.
             ledger.ensure_ledger(con)
         yield from dbt.cli(dbt_build_args(as_of.isoformat()), context=context).stream()

@@ -216,7 +216,8 @@ def test_a_run_on_a_warehouse_without_raw_tables_fails_with_exit_code_1(
     monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setenv("NUDGE_ESP", "outbox")
     assert main(["run", "--as-of", END.isoformat()]) == 1
-    assert "run failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run failed" in err and "has no raw.customers, raw.events, raw.subscriptions" in err
 
 
 def test_the_demo_reports_what_its_outbox_holds(
@@ -239,8 +240,10 @@ def test_the_demo_reports_what_its_outbox_holds(
     assert sum(reported.values()) > 0
     assert (tmp_path / "outbox" / "index.html").exists()
     assert "--allow-late" in out
-    # A second demo on its own warehouse starts fresh; a warehouse it did not make is refused.
+    # A warehouse holding someone's data is never overwritten by the demo.
     monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "mine.duckdb"))
-    duckdb.connect(str(tmp_path / "mine.duckdb")).close()
+    mine = duckdb.connect(str(tmp_path / "mine.duckdb"))
+    mine.execute("create schema raw; create table raw.customers (customer_id varchar)")
+    mine.close()
     assert main(args) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
