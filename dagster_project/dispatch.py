@@ -60,11 +60,7 @@ class TriggerSummary:
         return asdict(self)
 
 
-class StaleEligibilityError(RuntimeError):
-    """The eligibility table was not built for this tick's as_of."""
-
-
-def _eligibility_counts(
+def eligibility_counts(
     con: duckdb.DuckDBPyConnection, relation: str
 ) -> tuple[datetime | None, int, int, dict[str, int]]:
     """The as_of the table was built for, its candidates, eligible rows and exclusions by reason."""
@@ -81,6 +77,26 @@ def _eligibility_counts(
         """
     ).fetchall()
     return totals[0], totals[1], totals[2], dict(reasons)
+
+
+def render_batch(
+    spec: TriggerSpec,
+    renderer: Renderer,
+    batch: list[tuple[str, str]],
+    from_email: str,
+) -> tuple[list[Message], list[SendResult]]:
+    """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure."""
+    messages: list[Message] = []
+    failures: list[SendResult] = []
+    for send_id, context_json in batch:
+        try:
+            context = context_from_json(context_json)
+            messages.append(_message(spec, renderer, send_id, context, from_email))
+        except (RenderError, json.JSONDecodeError) as exc:
+            failures.append(
+                SendResult(send_id=send_id, status="failed", error=f"render: {exc}", attempts=0)
+            )
+    return messages, failures
 
 
 def _message(
@@ -120,7 +136,7 @@ def dispatch_trigger(
     renderer.check(spec.name, spec.step)
     ledger.ensure_ledger(con)
 
-    built_for, candidates, eligible, excluded = _eligibility_counts(con, spec.relation)
+    built_for, candidates, eligible, excluded = eligibility_counts(con, spec.relation)
     summary.candidates, summary.eligible, summary.excluded = candidates, eligible, excluded
     summary.already_sent = excluded.get("already_sent", 0)
     if candidates and built_for is not None and built_for != as_of:
@@ -151,16 +167,7 @@ def dispatch_trigger(
     for batch in ledger.planned_batches(
         con, trigger=spec.name, run_id=run_id, batch_size=batch_size
     ):
-        messages: list[Message] = []
-        render_failures: list[SendResult] = []
-        for send_id, context_json in batch:
-            try:
-                context = context_from_json(context_json)
-                messages.append(_message(spec, renderer, send_id, context, from_email))
-            except (RenderError, json.JSONDecodeError) as exc:
-                render_failures.append(
-                    SendResult(send_id=send_id, status="failed", error=f"render: {exc}", attempts=0)
-                )
+        messages, render_failures = render_batch(spec, renderer, batch, from_email)
         ledger.settle(con, run_id=run_id, results=render_failures)
         for failure in render_failures:
             summary.errors.append(f"{failure.send_id}: {failure.error}")

@@ -17,9 +17,6 @@ import polars as pl
 from .providers import SendResult
 from .warehouse import quote_relation, sql
 
-# Final states: nothing will change them automatically. `failed_retryable` is not final.
-SETTLED_STATUSES = ("sent", "failed_permanent", "unknown", "expired", "skipped")
-
 
 def send_id(trigger: str, trigger_key: str, step: str) -> str:
     """Deterministic id of a send; mirrors the dbt macro ``send_id`` exactly."""

@@ -56,12 +56,12 @@ from dagster_project.dbt_assets import dbt_build_args, dbt_executable, nudge_dbt
 from dagster_project.demo_data import generate_to_file
 from dagster_project.dispatch import (
     IDEMPOTENT_PROVIDERS,
-    _eligibility_counts,
-    _message,
     dispatch_trigger,
+    eligibility_counts,
+    render_batch,
 )
 from dagster_project.providers import Message, SendGridProvider, SendResult
-from dagster_project.rendering import Renderer, RenderError, context_from_json
+from dagster_project.rendering import Renderer
 from dagster_project.triggers import TriggerSpec, triggers_from_manifest
 from dagster_project.warehouse import connect
 from tests.esp_server import EspServer
@@ -286,7 +286,7 @@ def _tick_one_trigger(
 
     t0 = time.perf_counter()
     with stages["diff"].timed():
-        built_for, run.candidates, run.eligible, _ = _eligibility_counts(con, spec.relation)
+        built_for, run.candidates, run.eligible, _ = eligibility_counts(con, spec.relation)
         if run.candidates and built_for != as_of:
             raise RuntimeError(f"{spec.relation} was built for {built_for}, not {as_of}")
         ledger.resume(
@@ -308,17 +308,7 @@ def _tick_one_trigger(
         for batch in ledger.planned_batches(
             con, trigger=spec.name, run_id=RUN_1, batch_size=batch_size
         ):
-            messages: list[Message] = []
-            failures: list[SendResult] = []
-            for send_id, context_json in batch:
-                try:
-                    context = context_from_json(context_json)
-                    messages.append(_message(spec, renderer, send_id, context, FROM_EMAIL))
-                except (RenderError, json.JSONDecodeError) as exc:
-                    failures.append(
-                        SendResult(send_id, status="failed", error=f"render: {exc}", attempts=0)
-                    )
-            rendered.append((messages, failures))
+            rendered.append(render_batch(spec, renderer, batch, FROM_EMAIL))
     t2 = time.perf_counter()
 
     with stages["push"].timed():
