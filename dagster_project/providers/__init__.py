@@ -13,6 +13,7 @@ from dagster_project.providers.base import (
     Provider,
     ProviderConfigError,
     ProviderError,
+    ProviderLimits,
     SendResult,
 )
 from dagster_project.providers.outbox import OutboxProvider, write_outbox_index_html
@@ -25,6 +26,7 @@ __all__ = [
     "Provider",
     "ProviderConfigError",
     "ProviderError",
+    "ProviderLimits",
     "SendGridProvider",
     "SendResult",
     "build_provider",

@@ -65,13 +65,44 @@ class SendResult:
     retryable: bool = False
 
 
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What an adapter declares about itself; dispatch and the ledger act on it.
+
+    ``max_batch``: messages per ``send()`` call the adapter accepts (dispatch never hands it
+    more); one call may still make several requests. ``max_request_bytes``: the provider's
+    payload limit per request, which the adapter respects by splitting. ``idempotent``: the
+    provider honours an idempotency key, so a batch whose answer was lost (a crash, a read
+    timeout) can be sent again *with the same key* without delivering twice; for the others such
+    sends become ``unknown``. ``requests_per_second``: the default rate limit shared by all of
+    the run's workers (``None``: unlimited). ``per_message_results``: one request reports each
+    message's own outcome (Postmark's batch does; an all-or-nothing batch does not, and is split
+    to isolate a rejected row).
+    """
+
+    max_batch: int = 100
+    max_request_bytes: int | None = None
+    idempotent: bool = False
+    requests_per_second: float | None = None
+    per_message_results: bool = True
+
+
 class Provider(Protocol):
     """An ESP adapter. ``name`` is recorded in the ledger next to every send."""
 
     name: str
+    limits: ProviderLimits
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
-        """Send every message; return exactly one result per message."""
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
+        """Send every message; return exactly one result per message.
+
+        ``idempotency_key`` identifies this exact batch (dispatch derives it from the batch's
+        send_ids and records it in the ledger): an idempotent adapter sends it as the
+        provider's idempotency key (per request, suffixed if it splits the batch), so resending
+        the same batch after a crash cannot deliver twice. Others may ignore it.
+        """
         ...
 
     def close(self) -> None:

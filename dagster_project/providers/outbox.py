@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dagster_project.masking import mask_email
-from dagster_project.providers.base import Message, SendResult
+from dagster_project.providers.base import Message, ProviderLimits, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ class OutboxProvider:
     """Write messages to ``outbox_dir`` instead of sending them."""
 
     name = "outbox"
+    # A file named after the send_id: writing it twice leaves one email, so it is idempotent.
+    limits = ProviderLimits(max_batch=1000, idempotent=True)
 
     def __init__(self, outbox_dir: Path) -> None:
         self.outbox_dir = Path(outbox_dir)
@@ -126,7 +128,9 @@ class OutboxProvider:
         stem = _safe_component(message.send_id)
         return folder / f"{stem}.eml", folder / f"{stem}.html"
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
         """Write every message; one result per message, in input order.
 
         Also refreshes ``index.html`` once at the end, so the preview page is always current.

@@ -38,7 +38,13 @@ from typing import Any
 import httpx
 
 from dagster_project.masking import mask_email, mask_emails_in_text
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderError, SendResult
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    ProviderError,
+    ProviderLimits,
+    SendResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +182,8 @@ class SendGridProvider:
     """Send messages through SendGrid's v3 Mail Send API."""
 
     name = "sendgrid"
+    # No idempotency key: a lost answer is 'unknown', never resent.
+    limits = ProviderLimits(max_batch=1000, idempotent=False)
 
     def __init__(
         self,
@@ -263,7 +271,9 @@ class SendGridProvider:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
         """Send every message, at most ``max_concurrency`` at a time; results in input order."""
         if self._closed:
             raise ProviderError("SendGridProvider is closed")
