@@ -8,8 +8,10 @@ ESP resource instead (see ``resources.py``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
@@ -45,6 +47,8 @@ class Settings:
     esp_api_key: str | None = field(repr=False)
     outbox_dir: Path
     from_email: str
+    # Guard and retry settings for SendPolicyResource (only the ones set in the environment).
+    send_policy: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -58,6 +62,7 @@ class Settings:
                 f"(e.g. warehouse.duckdb)"
             )
         return cls(
+            send_policy=_send_policy(env),
             warehouse=warehouse,
             esp=esp,
             esp_base_url=env.get("NUDGE_ESP_BASE_URL") or DEFAULT_SENDGRID_BASE_URL,
@@ -65,3 +70,32 @@ class Settings:
             outbox_dir=Path(env.get("NUDGE_OUTBOX_DIR") or DEFAULT_OUTBOX_DIR).resolve(),
             from_email=env.get("NUDGE_FROM_EMAIL") or DEFAULT_FROM_EMAIL,
         )
+
+
+# NUDGE_* variable -> (SendPolicyResource field, parser). Unset variables keep the defaults.
+SEND_POLICY_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "NUDGE_MASS_SEND_MAX": ("mass_send_max", int),
+    "NUDGE_MASS_SEND_MULTIPLE": ("mass_send_multiple", float),
+    "NUDGE_MASS_SEND_MIN": ("mass_send_min", int),
+    "NUDGE_FRESHNESS_MAX_HOURS": ("freshness_max_hours", float),
+    "NUDGE_FAILURE_RATE_MAX": ("failure_rate_max", float),
+    "NUDGE_RETRY_BASE_MINUTES": ("retry_base_minutes", int),
+    "NUDGE_RETRY_MAX_BACKOFF_MINUTES": ("retry_max_backoff_minutes", int),
+    "NUDGE_RETRY_MAX_AGE_HOURS": ("retry_max_age_hours", int),
+}
+
+
+def _send_policy(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for var, (name, parse) in SEND_POLICY_VARS.items():
+        raw = (env.get(var) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a valid {parse.__name__}") from None
+        if value < 0:
+            raise ConfigError(f"{var}={raw!r} must not be negative")
+        values[name] = value
+    return values

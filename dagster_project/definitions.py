@@ -10,12 +10,13 @@ from .dbt_assets import dbt_executable, nudge_dbt_models, nudge_dbt_project
 from .resources import resources_from_settings
 from .schedules import hourly_tick, nudge_tick_job
 from .send_assets import build_send_asset
-from .triggers import triggers_from_manifest
+from .triggers import project_relations, triggers_from_manifest
 
 TRIGGERS = triggers_from_manifest(nudge_dbt_project.manifest_path)
+RELATIONS = project_relations(nudge_dbt_project.manifest_path)
 
 send_assets = [
-    build_send_asset(spec, get_asset_key_for_model([nudge_dbt_models], spec.model))
+    build_send_asset(spec, get_asset_key_for_model([nudge_dbt_models], spec.model), RELATIONS)
     for spec in TRIGGERS
 ]
 

@@ -1,12 +1,16 @@
-"""One trigger's push for one tick: diff, plan, render, send, settle.
+"""One trigger's push for one tick: guards, diff, plan, render, consent re-check, send, settle.
 
 What if the process dies here? Each step leaves the ledger in a state the next run handles:
 - before ``plan``: nothing recorded, the next tick plans the same sends again;
 - after ``plan``: rows are ``planned`` and never reached the ESP; the next run resumes them,
   after re-checking them against its own eligibility table (consent may have changed);
-- after ``claim_batch``: rows are ``sending`` (committed before the request): the next run
-  resends them only through an idempotent provider, else marks them ``unknown``;
-- after ``settle``: final, except ``failed_retryable``, which later ticks resume.
+- after ``claim_batch``: rows are ``sending`` (committed before the request) with the batch's
+  idempotency key: the next run resends the same batch with the same key through an idempotent
+  provider, else marks them ``unknown`` (``nudge resolve-unknown`` decides);
+- mid-``settle``: the settle is one transaction, rolled back whole: as after ``claim_batch``;
+- after ``settle``: final, except ``failed_retryable``, which later ticks resume with backoff.
+The named failpoints (``failpoints.hit``) are where the kill-and-rerun tests SIGKILL a real
+process.
 What if two runs do this at once? The caller holds the warehouse lock, and the ledger's primary
 key makes ``plan`` claim each send_id for exactly one run.
 """
@@ -15,24 +19,23 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 
-from . import ledger
+from . import failpoints, guards, ledger
+from .guards import GuardPolicy
+from .ledger import RetryPolicy
 from .masking import mask_emails_in_text
 from .providers import Message, Provider, SendResult
 from .rendering import Renderer, RenderError, context_from_json
-from .triggers import TriggerSpec
+from .triggers import ProjectRelations, TriggerSpec
 from .warehouse import quote_relation
 
 log = logging.getLogger(__name__)
-
-# Providers whose repeated delivery of the same send_id is harmless: the outbox overwrites the
-# file named after the send_id. Others get 'unknown' rows after a crash mid-request.
-IDEMPOTENT_PROVIDERS = ("outbox",)
 
 
 @dataclass
@@ -52,6 +55,15 @@ class TriggerSummary:
     unknown: int = 0
     expired: int = 0
     skipped: int = 0
+    # Sends this tick would have planned but a guard held back (nothing written or sent).
+    held: int = 0
+    held_by: str | None = None  # the guard that held them: mass_send | source_freshness
+    hold_reason: str | None = None
+    # ok | held | stale_table | failed: what nudge.runs records for this trigger and run.
+    outcome: str = "ok"
+    failure_rate: float = 0.0
+    duplicate_deliveries: int = 0
+    duration_seconds: float = 0.0
     excluded: dict[str, int] = field(default_factory=dict)
     skipped_reason: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -120,6 +132,15 @@ def _message(
     )
 
 
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """How a push behaves: batch size, retries across ticks, guards."""
+
+    batch_size: int = 100
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    guards: GuardPolicy = field(default_factory=GuardPolicy)
+
+
 def dispatch_trigger(
     con: duckdb.DuckDBPyConnection,
     spec: TriggerSpec,
@@ -129,25 +150,89 @@ def dispatch_trigger(
     as_of: datetime,
     run_id: str,
     from_email: str,
-    batch_size: int = 100,
+    policy: DispatchPolicy | None = None,
+    relations: ProjectRelations | None = None,
+    consent_cutoff: datetime | None = None,
 ) -> TriggerSummary:
-    """Send this tick's due emails of one trigger exactly once; return what happened."""
+    """Send this tick's due emails of one trigger exactly once; return what happened.
+
+    ``consent_cutoff``: consent changes up to this instant are honoured at push time (the live
+    tick passes "now"; a simulation of a past tick passes its as_of). Every call, even a failed
+    one, leaves its row in ``nudge.runs``.
+    """
+    policy = policy or DispatchPolicy()
     summary = TriggerSummary(trigger=spec.name, step=spec.step, as_of=as_of.isoformat())
+    started = datetime.now(UTC)
+    clock = time.monotonic()
     renderer.check(spec.name, spec.step)
     ledger.ensure_ledger(con)
+    try:
+        _dispatch(
+            con,
+            spec,
+            summary,
+            provider=provider,
+            renderer=renderer,
+            as_of=as_of,
+            run_id=run_id,
+            from_email=from_email,
+            policy=policy,
+            relations=relations or ProjectRelations(),
+            consent_cutoff=consent_cutoff or as_of,
+        )
+    except Exception as exc:
+        summary.outcome = "failed"
+        summary.errors.insert(0, mask_emails_in_text(f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        summary.duration_seconds = round(time.monotonic() - clock, 3)
+        _record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
+    return summary
 
+
+def _dispatch(
+    con: duckdb.DuckDBPyConnection,
+    spec: TriggerSpec,
+    summary: TriggerSummary,
+    *,
+    provider: Provider,
+    renderer: Renderer,
+    as_of: datetime,
+    run_id: str,
+    from_email: str,
+    policy: DispatchPolicy,
+    relations: ProjectRelations,
+    consent_cutoff: datetime,
+) -> None:
     built_for, candidates, eligible, excluded = eligibility_counts(con, spec.relation)
     summary.candidates, summary.eligible, summary.excluded = candidates, eligible, excluded
     summary.already_sent = excluded.get("already_sent", 0)
     if candidates and built_for is not None and built_for != as_of:
         # Another run rebuilt the table for its own tick between our dbt build and this step;
         # that run sends from it. Sending its rows under our as_of would misjudge due/expiry.
+        summary.outcome = "stale_table"
         summary.skipped_reason = (
             f"{spec.relation} was built for as_of {built_for.isoformat()}, not this tick's "
             f"{as_of.isoformat()}; another run rebuilt it and will send from it"
         )
         log.warning(summary.skipped_reason)
-        return summary
+        return
+
+    if spec.fires_on_absence:
+        newest = con.execute(
+            f"select max(occurred_at) from {quote_relation(relations.events)}"
+        ).fetchone()
+        reason = guards.freshness_hold(
+            spec.name, newest[0] if newest else None, as_of, policy.guards
+        )
+        if reason:
+            # Held whole: resuming old sends would re-check them against the same stale data.
+            with ledger.planning(
+                con, eligibility=spec.relation, run_id=run_id, as_of=as_of, provider=provider.name
+            ) as decision:
+                decision.hold()
+            _hold(summary, decision.count, reason, "source_freshness")
+            return
 
     resumed = ledger.resume(
         con,
@@ -155,29 +240,46 @@ def dispatch_trigger(
         eligibility=spec.relation,
         run_id=run_id,
         as_of=as_of,
-        idempotent_providers=IDEMPOTENT_PROVIDERS,
+        provider=provider.name,
+        idempotent=provider.limits.idempotent,
+        retry=policy.retry,
     )
     # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
-    # expired or unknown. new + resumed = sent + failed + unknown + expired + skipped.
+    # expired, failed or unknown.
     summary.resumed = sum(resumed.values())
-    summary.new = ledger.plan(
+    with ledger.planning(
         con, eligibility=spec.relation, run_id=run_id, as_of=as_of, provider=provider.name
-    )
+    ) as decision:
+        recent = ledger.recent_new_counts(
+            con, trigger=spec.name, before=as_of, ticks=policy.guards.mass_send_history_ticks
+        )
+        reason = guards.mass_send_hold(spec.name, decision.count, recent, policy.guards)
+        if reason:
+            decision.hold()
+    if decision.held:
+        _hold(summary, decision.count, reason or "held", "mass_send")
+    else:
+        summary.new = decision.count
+    failpoints.hit("after_plan")
 
+    batch_size = min(policy.batch_size, provider.limits.max_batch)
     for batch in ledger.planned_batches(
         con, trigger=spec.name, run_id=run_id, batch_size=batch_size
     ):
-        messages, render_failures = render_batch(spec, renderer, batch, from_email)
-        ledger.settle(con, run_id=run_id, results=render_failures)
-        for failure in render_failures:
-            summary.errors.append(f"{failure.send_id}: {failure.error}")
-
-        claimed = ledger.claim_batch(con, run_id=run_id, send_ids=[m.send_id for m in messages])
-        to_send = [m for m in messages if m.send_id in claimed]
-        if to_send:
-            results = provider.send(to_send)
-            ledger.settle(con, run_id=run_id, results=results)
-            summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
+        _push_batch(
+            con,
+            spec,
+            summary,
+            batch,
+            provider=provider,
+            renderer=renderer,
+            as_of=as_of,
+            run_id=run_id,
+            from_email=from_email,
+            policy=policy,
+            relations=relations,
+            consent_cutoff=consent_cutoff,
+        )
 
     counts = ledger.status_counts(con, trigger=spec.name, run_id=run_id)
     summary.sent = counts.get("sent", 0)
@@ -185,16 +287,126 @@ def dispatch_trigger(
     summary.unknown = counts.get("unknown", 0)
     summary.expired = counts.get("expired", 0)
     summary.skipped = counts.get("skipped", 0)
-    # Metadata stays small and free of personal data: the first reasons, addresses masked (a
-    # provider's error text can quote the recipient); the ledger has every reason in full.
-    summary.errors = [mask_emails_in_text(e) for e in summary.errors[:20]]
+    summary.failure_rate = round(
+        guards.failure_rate(summary.sent, summary.failed, summary.unknown), 4
+    )
+    summary.duplicate_deliveries = ledger.duplicate_deliveries(con, trigger=spec.name)
     log.info(
-        "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed",
+        "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed, %d held",
         spec.name,
         summary.candidates,
         summary.eligible,
         summary.new,
         summary.sent,
         summary.failed,
+        summary.held,
     )
-    return summary
+
+
+def _hold(summary: TriggerSummary, count: int, reason: str, guard: str) -> None:
+    summary.outcome = "held"
+    summary.held_by = guard
+    summary.held = count
+    summary.hold_reason = reason
+    log.error("trigger %s: %d new sends held: %s", summary.trigger, count, reason)
+
+
+def _push_batch(
+    con: duckdb.DuckDBPyConnection,
+    spec: TriggerSpec,
+    summary: TriggerSummary,
+    batch: list[tuple[str, str, str, str | None]],
+    *,
+    provider: Provider,
+    renderer: Renderer,
+    as_of: datetime,
+    run_id: str,
+    from_email: str,
+    policy: DispatchPolicy,
+    relations: ProjectRelations,
+    consent_cutoff: datetime,
+) -> None:
+    """Render, re-check consent, claim, send and settle one batch."""
+    messages, render_failures = render_batch(
+        spec, renderer, [(send_id, context) for send_id, _, context, _ in batch], from_email
+    )
+    ledger.settle(con, run_id=run_id, results=render_failures, as_of=as_of, retry=policy.retry)
+    summary.errors.extend(f"{f.send_id}: {f.error}" for f in render_failures)
+
+    if spec.category == "marketing" and messages:
+        # An unsubscribe that landed after this tick's dbt build is honoured here.
+        unsubscribed = ledger.unsubscribed_now(
+            con,
+            subscriptions=relations.subscriptions,
+            customer_ids=[m.customer_id for m in messages],
+            consent_list=spec.consent_list,
+            cutoff=consent_cutoff,
+        )
+        if unsubscribed:
+            ledger.skip(
+                con,
+                run_id=run_id,
+                send_ids=[m.send_id for m in messages if m.customer_id in unsubscribed],
+                reason="unsubscribed_before_send",
+                error="unsubscribed after the tick's eligibility was built",
+                as_of=as_of,
+            )
+            messages = [m for m in messages if m.customer_id not in unsubscribed]
+    if not messages:
+        return
+
+    # A batch resumed after a crash keeps the key it was first sent with.
+    key = batch[0][3] or ledger.batch_key([m.send_id for m in messages])
+    claimed = ledger.claim_batch(
+        con, run_id=run_id, send_ids=[m.send_id for m in messages], batch_id=key, as_of=as_of
+    )
+    to_send = [m for m in messages if m.send_id in claimed]
+    if not to_send:
+        return
+    failpoints.hit("after_claim")
+    results = provider.send(to_send, idempotency_key=key)
+    failpoints.hit("after_send")
+    ledger.settle(con, run_id=run_id, results=results, as_of=as_of, retry=policy.retry)
+    summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
+
+
+def _record_run(
+    con: duckdb.DuckDBPyConnection,
+    summary: TriggerSummary,
+    *,
+    run_id: str,
+    provider: str,
+    started: datetime,
+) -> None:
+    # Metadata and the run log stay small and free of personal data: the first reasons,
+    # addresses masked (a provider's error text can quote the recipient); the ledger has all.
+    summary.errors = [mask_emails_in_text(e) for e in summary.errors[:20]]
+    try:
+        ledger.record_run(
+            con,
+            {
+                "run_id": run_id,
+                "trigger": summary.trigger,
+                "as_of": datetime.fromisoformat(summary.as_of),
+                "started_at": started,
+                "finished_at": datetime.now(UTC),
+                "duration_seconds": summary.duration_seconds,
+                "outcome": summary.outcome,
+                "provider": provider,
+                "candidates": summary.candidates,
+                "eligible": summary.eligible,
+                "new": summary.new,
+                "resumed": summary.resumed,
+                "sent": summary.sent,
+                "failed": summary.failed,
+                "unknown": summary.unknown,
+                "expired": summary.expired,
+                "skipped": summary.skipped,
+                "held": summary.held,
+                "hold_reason": summary.hold_reason,
+                "errors": summary.errors,
+            },
+        )
+    except duckdb.Error:
+        # The run log must never turn a finished push into a failed step (and a retry).
+        log.exception("could not record the run of trigger %s in nudge.runs", summary.trigger)

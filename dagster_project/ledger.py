@@ -1,21 +1,46 @@
 """The send ledger (``nudge.send_ledger``): identity of a send and its state changes.
 
-Every function takes an open DuckDB connection and runs one statement from ``sql/ledger/``.
-The order of calls in a tick is what makes sends exactly-once (see ``dispatch.py``):
+Every function takes an open DuckDB connection and runs SQL from ``sql/ledger/``. The order of
+calls in a tick is what makes sends exactly-once (see ``dispatch.py``):
 resume -> plan -> for each batch: claim (planned -> sending, committed) -> ESP -> settle.
+Each state change is appended to ``nudge.send_events`` in the same transaction, so the history
+and the ledger never disagree, even when the process is killed between the two statements.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import polars as pl
 
+from . import failpoints
 from .providers import SendResult
 from .warehouse import quote_relation, sql
+
+# The columns every state-changing statement returns, recorded in nudge.send_events.
+_EVENT_COLUMNS = "send_id, trigger, status, reason, error, attempts"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How later ticks retry ``failed_retryable`` sends.
+
+    The wait before the next attempt doubles with each attempt (``base_minutes``, then twice
+    that, ...) up to ``max_backoff_minutes``; a send still failing ``max_age_hours`` after its
+    first planning gives up as ``failed_permanent`` (reason ``retry_max_age``). Its grace window
+    usually ends first, which makes it ``expired``.
+    """
+
+    base_minutes: int = 15
+    max_backoff_minutes: int = 360
+    max_age_hours: int = 24
 
 
 def send_id(trigger: str, trigger_key: str, step: str) -> str:
@@ -23,9 +48,62 @@ def send_id(trigger: str, trigger_key: str, step: str) -> str:
     return hashlib.md5(f"{trigger}|{trigger_key}|{step}".encode()).hexdigest()
 
 
+def batch_key(send_ids: Sequence[str]) -> str:
+    """The idempotency key of a batch: the same send_ids always give the same key."""
+    return hashlib.sha256(",".join(sorted(send_ids)).encode()).hexdigest()[:32]
+
+
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``nudge`` schema and ledger if they do not exist (idempotent)."""
+    """Create the ``nudge`` schema, ledger, events and runs tables if missing (idempotent)."""
     con.execute(sql("ledger/create"))
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.begin()
+    try:
+        yield
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+def _record_events(
+    con: duckdb.DuckDBPyConnection,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    run_id: str,
+    as_of: datetime | None,
+) -> None:
+    if not rows:
+        return
+    con.executemany(
+        """
+        insert into nudge.send_events
+            (send_id, trigger, status, reason, error, attempts, run_id, as_of, recorded_at)
+        values (?, ?, ?, ?, ?, ?, ?, ?, now())
+        """,
+        [(*row, run_id, as_of) for row in rows],
+    )
+
+
+def _change(
+    con: duckdb.DuckDBPyConnection,
+    statement: str,
+    params: dict[str, Any],
+    *,
+    run_id: str,
+    as_of: datetime | None,
+    failpoint: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """Run one state change and record its events, atomically; return the changed rows."""
+    with _transaction(con):
+        rows = con.execute(statement, params).fetchall()
+        if failpoint:
+            failpoints.hit(failpoint)
+        _record_events(con, rows, run_id=run_id, as_of=as_of)
+    return rows
 
 
 def resume(
@@ -35,71 +113,150 @@ def resume(
     eligibility: str,
     run_id: str,
     as_of: datetime,
-    idempotent_providers: Sequence[str],
+    provider: str,
+    idempotent: bool,
+    retry: RetryPolicy | None = None,
 ) -> dict[str, int]:
     """Take over unfinished sends of earlier runs, re-checked against the current eligibility.
 
     The caller holds the warehouse lock, so no other run is live. Returns how many rows moved
     to each status ('planned' ones are sent by this run).
     """
+    retry = retry or RetryPolicy()
     statement = sql("ledger/resume").format(eligibility=quote_relation(eligibility))
-    rows = con.execute(
-        statement + "\nreturning status",
+    rows = _change(
+        con,
+        f"{statement}\nreturning {_EVENT_COLUMNS}",
         {
             "trigger": trigger,
             "run_id": run_id,
             "as_of": as_of,
-            "idempotent_providers": list(idempotent_providers),
+            "provider": provider,
+            "idempotent": idempotent,
+            "retry_max_age_hours": retry.max_age_hours,
         },
-    ).fetchall()
+        run_id=run_id,
+        as_of=as_of,
+    )
     counts: dict[str, int] = {}
-    for (status,) in rows:
-        counts[status] = counts.get(status, 0) + 1
+    for row in rows:
+        counts[row[2]] = counts.get(row[2], 0) + 1
     return counts
+
+
+@contextmanager
+def planning(
+    con: duckdb.DuckDBPyConnection, *, eligibility: str, run_id: str, as_of: datetime, provider: str
+) -> Iterator[PlanDecision]:
+    """Plan this tick's new sends, letting the caller look at them before they are committed.
+
+    Inside the block the rows are inserted but not committed; ``decision.hold()`` rolls them
+    back (the mass-send guard), so a held tick leaves no trace in the ledger and the next tick
+    decides afresh.
+    """
+    statement = sql("ledger/plan").format(eligibility=quote_relation(eligibility))
+    decision = PlanDecision()
+    con.begin()
+    try:
+        rows = con.execute(
+            f"{statement}\nreturning {_EVENT_COLUMNS}",
+            {"run_id": run_id, "as_of": as_of, "provider": provider},
+        ).fetchall()
+        decision.count = len(rows)
+        yield decision
+        if decision.held:
+            con.rollback()
+            return
+        _record_events(con, rows, run_id=run_id, as_of=as_of)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+@dataclass
+class PlanDecision:
+    """How many sends a tick would plan, and whether the caller held them back."""
+
+    count: int = 0
+    held: bool = False
+
+    def hold(self) -> None:
+        self.held = True
 
 
 def plan(
     con: duckdb.DuckDBPyConnection, *, eligibility: str, run_id: str, as_of: datetime, provider: str
 ) -> int:
     """Insert this tick's new sends as ``planned``; return how many were claimed."""
-    statement = sql("ledger/plan").format(eligibility=quote_relation(eligibility))
-    claimed = con.execute(
-        statement + "\nreturning send_id",
-        {"run_id": run_id, "as_of": as_of, "provider": provider},
-    ).fetchall()
-    return len(claimed)
+    with planning(
+        con, eligibility=eligibility, run_id=run_id, as_of=as_of, provider=provider
+    ) as decision:
+        pass
+    return decision.count
 
 
 def planned_batches(
     con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str, batch_size: int
-) -> list[list[tuple[str, str]]]:
-    """The ``(send_id, context json)`` of this run's planned rows, in batches of ``batch_size``."""
+) -> list[list[tuple[str, str, str, str | None]]]:
+    """This run's planned rows as batches of ``(send_id, customer_id, context json, batch_id)``.
+
+    Rows resumed from an interrupted idempotent batch come first, grouped exactly as they were
+    (same send_ids, same key); new rows follow in batches of ``batch_size``.
+    """
     rows = con.execute(
         """
-        select send_id, cast(context as varchar)
+        select send_id, customer_id, cast(context as varchar), batch_id
         from nudge.send_ledger
         where trigger = $trigger and run_id = $run_id and status = 'planned'
-        order by due_at, send_id
+        order by batch_id nulls last, due_at, send_id
         """,
         {"trigger": trigger, "run_id": run_id},
     ).fetchall()
-    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches: list[list[tuple[str, str, str, str | None]]] = []
+    fresh: list[tuple[str, str, str, str | None]] = []
+    for row in rows:
+        if row[3] is None:
+            fresh.append(row)
+        elif batches and batches[-1][0][3] == row[3]:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    batches.extend(fresh[i : i + batch_size] for i in range(0, len(fresh), batch_size))
+    return batches
 
 
 def claim_batch(
-    con: duckdb.DuckDBPyConnection, *, run_id: str, send_ids: Sequence[str]
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    send_ids: Sequence[str],
+    batch_id: str,
+    as_of: datetime | None = None,
 ) -> set[str]:
     """Mark a batch ``sending`` before the ESP call; return the send_ids actually claimed."""
-    rows = con.execute(
-        sql("ledger/claim_batch"), {"run_id": run_id, "send_ids": list(send_ids)}
-    ).fetchall()
+    rows = _change(
+        con,
+        sql("ledger/claim_batch"),
+        {"run_id": run_id, "send_ids": list(send_ids), "batch_id": batch_id},
+        run_id=run_id,
+        as_of=as_of,
+    )
     return {r[0] for r in rows}
 
 
-def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[SendResult]) -> None:
+def settle(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    results: Sequence[SendResult],
+    as_of: datetime,
+    retry: RetryPolicy | None = None,
+) -> None:
     """Record each result: ``sent`` with the provider's message id, else the status and why."""
     if not results:
         return
+    retry = retry or RetryPolicy()
     frame = pl.DataFrame(
         {
             "send_id": [r.send_id for r in results],
@@ -120,9 +277,71 @@ def settle(con: duckdb.DuckDBPyConnection, *, run_id: str, results: Sequence[Sen
     )
     con.register("results", frame.to_arrow())
     try:
-        con.execute(sql("ledger/settle"), {"run_id": run_id})
+        _change(
+            con,
+            sql("ledger/settle"),
+            {
+                "run_id": run_id,
+                "as_of": as_of,
+                "retry_base_minutes": retry.base_minutes,
+                "retry_max_backoff_minutes": retry.max_backoff_minutes,
+            },
+            run_id=run_id,
+            as_of=as_of,
+            # Killed here, the settle is rolled back whole: the rows stay 'sending'.
+            failpoint="mid_settle",
+        )
     finally:
         con.unregister("results")
+
+
+def skip(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    send_ids: Sequence[str],
+    reason: str,
+    error: str,
+    as_of: datetime | None = None,
+) -> int:
+    """Settle planned rows as ``skipped`` with a reason, before they reach the provider."""
+    if not send_ids:
+        return 0
+    rows = _change(
+        con,
+        f"""
+        update nudge.send_ledger
+        set status = 'skipped', reason = $reason, error = $error, settled_at = now(),
+            updated_at = now()
+        where run_id = $run_id and status = 'planned' and send_id in (select unnest($send_ids))
+        returning {_EVENT_COLUMNS}
+        """,
+        {"run_id": run_id, "send_ids": list(send_ids), "reason": reason, "error": error},
+        run_id=run_id,
+        as_of=as_of,
+    )
+    return len(rows)
+
+
+def unsubscribed_now(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    subscriptions: str,
+    customer_ids: Sequence[str],
+    consent_list: str,
+    cutoff: datetime,
+) -> set[str]:
+    """Which of these customers' latest consent change up to ``cutoff`` is an unsubscribe."""
+    if not customer_ids:
+        return set()
+    statement = sql("ledger/unsubscribed_before_send").format(
+        subscriptions=quote_relation(subscriptions)
+    )
+    rows = con.execute(
+        statement,
+        {"customer_ids": list(set(customer_ids)), "list": consent_list, "cutoff": cutoff},
+    ).fetchall()
+    return {r[0] for r in rows}
 
 
 def status_counts(con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str) -> dict[str, int]:
@@ -136,3 +355,105 @@ def status_counts(con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str) 
         {"trigger": trigger, "run_id": run_id},
     ).fetchall()
     return {status: count for status, count in rows}
+
+
+def duplicate_deliveries(con: duckdb.DuckDBPyConnection, *, trigger: str) -> int:
+    """send_ids the history shows as settled ``sent`` more than once: must always be 0."""
+    row = con.execute(
+        """
+        select count(*) from (
+            select send_id from nudge.send_events
+            where trigger = $trigger and status = 'sent'
+            group by send_id
+            having count(*) > 1
+        )
+        """,
+        {"trigger": trigger},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def recent_new_counts(
+    con: duckdb.DuckDBPyConnection, *, trigger: str, before: datetime, ticks: int
+) -> list[int]:
+    """New sends planned by the trigger's last ``ticks`` completed ticks before ``before``."""
+    rows = con.execute(
+        """
+        select new from nudge.runs
+        where trigger = $trigger and as_of < $before and outcome in ('ok', 'failed')
+            and new is not null
+        order by as_of desc
+        limit $ticks
+        """,
+        {"trigger": trigger, "before": before, "ticks": ticks},
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Write this run's row for one trigger into ``nudge.runs`` (replacing a retried step's)."""
+    params = dict(row)
+    params["errors"] = json.dumps(params.get("errors") or [])
+    con.execute(sql("ledger/record_run"), params)
+
+
+def unknown_sends(
+    con: duckdb.DuckDBPyConnection, *, trigger: str | None = None
+) -> list[tuple[Any, ...]]:
+    """Every ``unknown`` send as (send_id, trigger, step, customer_id, provider, sending_at,
+    error)."""
+    return con.execute(
+        """
+        select send_id, trigger, step, customer_id, provider, sending_at, error
+        from nudge.send_ledger
+        where status = 'unknown' and ($trigger is null or trigger = $trigger)
+        order by trigger, sending_at, send_id
+        """,
+        {"trigger": trigger},
+    ).fetchall()
+
+
+def resolve_unknown(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    action: str,
+    run_id: str,
+    trigger: str | None = None,
+    send_ids: Sequence[str] | None = None,
+) -> int:
+    """An operator's decision on ``unknown`` sends, after checking the provider's logs.
+
+    ``resend``: they were not delivered; they become ``failed_retryable`` with no wait, and the
+    next tick sends them if their grace window is still open. ``drop``: do not send them; they
+    become ``skipped`` (reason ``unknown_dropped``).
+    """
+    if action not in ("resend", "drop"):
+        raise ValueError(f"action must be resend or drop, got {action!r}")
+    status, reason, error = (
+        ("failed_retryable", "unknown_resend_requested", "operator asked to resend")
+        if action == "resend"
+        else ("skipped", "unknown_dropped", "operator dropped an unknown send")
+    )
+    rows = _change(
+        con,
+        f"""
+        update nudge.send_ledger
+        set status = $status, reason = $reason, error = $error, next_attempt_at = null,
+            batch_id = null, settled_at = now(), updated_at = now()
+        where status = 'unknown'
+            and ($trigger is null or trigger = $trigger)
+            and ($all_ids or send_id in (select unnest($send_ids)))
+        returning {_EVENT_COLUMNS}
+        """,
+        {
+            "status": status,
+            "reason": reason,
+            "error": error,
+            "trigger": trigger,
+            "all_ids": send_ids is None,
+            "send_ids": list(send_ids or []),
+        },
+        run_id=run_id,
+        as_of=None,
+    )
+    return len(rows)

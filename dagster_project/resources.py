@@ -17,6 +17,9 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
 from .config import Settings
+from .dispatch import DispatchPolicy
+from .guards import GuardPolicy
+from .ledger import RetryPolicy
 from .providers import Provider, build_provider
 from .warehouse import connect, warehouse_lock
 
@@ -84,6 +87,58 @@ class EspResource(ConfigurableResource):
         )
 
 
+class SendPolicyResource(ConfigurableResource):
+    """Guards and retries of the push (NUDGE_MASS_SEND_*, NUDGE_FRESHNESS_MAX_HOURS, ...)."""
+
+    mass_send_max: int = Field(
+        default=GuardPolicy.mass_send_max,
+        description="Hold a trigger whose tick plans more new sends than this.",
+    )
+    mass_send_multiple: float = Field(
+        default=GuardPolicy.mass_send_multiple,
+        description="...or more than this multiple of the median of its recent busy ticks.",
+    )
+    mass_send_min: int = Field(
+        default=GuardPolicy.mass_send_min,
+        description="The multiple rule ignores ticks with fewer new sends than this.",
+    )
+    mass_send_history_ticks: int = Field(default=GuardPolicy.mass_send_history_ticks)
+    freshness_max_hours: float = Field(
+        default=GuardPolicy.freshness_max_hours,
+        description="Hold absence triggers when the newest event is older than this.",
+    )
+    failure_rate_max: float = Field(
+        default=GuardPolicy.failure_rate_max,
+        description="The failure_rate asset check fails above this share of attempts.",
+    )
+    approve: list[str] = Field(
+        default_factory=list,
+        description="Triggers whose guard hold is released for this run (nudge run --approve).",
+    )
+    retry_base_minutes: int = Field(default=RetryPolicy.base_minutes)
+    retry_max_backoff_minutes: int = Field(default=RetryPolicy.max_backoff_minutes)
+    retry_max_age_hours: int = Field(default=RetryPolicy.max_age_hours)
+
+    def policy(self, batch_size: int) -> DispatchPolicy:
+        return DispatchPolicy(
+            batch_size=batch_size,
+            retry=RetryPolicy(
+                base_minutes=self.retry_base_minutes,
+                max_backoff_minutes=self.retry_max_backoff_minutes,
+                max_age_hours=self.retry_max_age_hours,
+            ),
+            guards=GuardPolicy(
+                mass_send_max=self.mass_send_max,
+                mass_send_multiple=self.mass_send_multiple,
+                mass_send_min=self.mass_send_min,
+                mass_send_history_ticks=self.mass_send_history_ticks,
+                freshness_max_hours=self.freshness_max_hours,
+                failure_rate_max=self.failure_rate_max,
+                approved=frozenset(self.approve),
+            ),
+        )
+
+
 class LateTickError(RuntimeError):
     """A send step was asked to send for an instant too far in the past."""
 
@@ -118,6 +173,17 @@ class TickResource(ConfigurableResource):
                 "since then. Run a fresh tick, or set resources.tick.config.allow_late "
                 "(nudge run --allow-late) to send anyway."
             )
+
+    def consent_cutoff(self, as_of: datetime, now: datetime | None = None) -> datetime:
+        """Consent changes up to this instant are honoured at push time.
+
+        A live tick honours every unsubscribe recorded until the moment it sends. A late tick
+        run with ``allow_late`` (a simulation, a backtest) is replayed as of its instant:
+        consent recorded after it is the future there.
+        """
+        if self.allow_late:
+            return as_of
+        return max(as_of, now or datetime.now(UTC))
 
     def resolve(self, context: InitResourceContext | object) -> datetime:
         """``as_of`` from config, else the run's creation time, so every step agrees."""
@@ -154,4 +220,5 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             from_email=settings.from_email,
         ),
         "tick": TickResource(),
+        "send_policy": SendPolicyResource(**settings.send_policy),
     }

@@ -32,6 +32,20 @@ class TriggerSpec:
     model: str  # dbt model name, e.g. abandoned_cart_eligibility
     relation: str  # schema.table in the warehouse, e.g. audience.abandoned_cart_eligibility
     description: str = ""
+    # Fires on missing activity (no order, no visit): held when events are stale.
+    fires_on_absence: bool = False
+    # The consent list re-checked at push time (marketing triggers only).
+    consent_list: str = "marketing"
+
+
+@dataclass(frozen=True)
+class ProjectRelations:
+    """Relations of the dbt project the send step reads besides a trigger's own table."""
+
+    # Consent changes, not limited to as_of: the push-time consent re-check.
+    subscriptions: str = "staging.stg_raw__subscriptions"
+    # Events up to as_of: the source freshness guard.
+    events: str = "staging.stg_raw__events"
 
 
 def _spec_from_node(node: Mapping[str, Any]) -> TriggerSpec | None:
@@ -55,6 +69,11 @@ def _spec_from_node(node: Mapping[str, Any]) -> TriggerSpec | None:
             f"{where}: config.meta.nudge.category must be one of {', '.join(CATEGORIES)}, "
             f"got {category!r}"
         )
+    absence = nudge.get("fires_on_absence", False)
+    if not isinstance(absence, bool):
+        raise TriggerDefinitionError(
+            f"{where}: config.meta.nudge.fires_on_absence must be true or false, got {absence!r}"
+        )
     alias = node.get("alias") or node["name"]
     return TriggerSpec(
         name=nudge["trigger"],
@@ -63,6 +82,30 @@ def _spec_from_node(node: Mapping[str, Any]) -> TriggerSpec | None:
         model=node["name"],
         relation=f"{node['schema']}.{alias}",
         description=(node.get("description") or "").strip(),
+        fires_on_absence=absence,
+        consent_list=str(nudge.get("consent_list") or "marketing"),
+    )
+
+
+def _relation(node: Mapping[str, Any]) -> str:
+    return f"{node['schema']}.{node.get('alias') or node['name']}"
+
+
+def project_relations(manifest: Mapping[str, Any] | Path) -> ProjectRelations:
+    """Where the staging views of consent changes and events live in this warehouse."""
+    data: Mapping[str, Any] = (
+        json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
+    )
+    found = {
+        node["name"]: _relation(node)
+        for node in data.get("nodes", {}).values()
+        if node.get("resource_type") == "model"
+        and node.get("name") in ("stg_raw__subscriptions", "stg_raw__events")
+    }
+    defaults = ProjectRelations()
+    return ProjectRelations(
+        subscriptions=found.get("stg_raw__subscriptions", defaults.subscriptions),
+        events=found.get("stg_raw__events", defaults.events),
     )
 
 

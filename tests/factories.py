@@ -67,6 +67,7 @@ def write_eligibility(
     )
     schema = relation.split(".")[0]
     con.execute(f"create schema if not exists {schema}")
+    ensure_staging(con)
     con.register("rows_frame", frame.to_arrow())
     con.execute(f"create or replace table {relation} as select * from rows_frame")
     con.unregister("rows_frame")
@@ -80,3 +81,41 @@ def ledger_rows(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | No
             "select send_id, status, error, attempts from nudge.send_ledger"
         ).fetchall()
     }
+
+
+def ensure_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty stand-ins for the staging views the send step reads (consent, events)."""
+    con.execute("create schema if not exists staging")
+    con.execute(
+        """
+        create table if not exists staging.stg_raw__subscriptions (
+            customer_id varchar, list varchar, status varchar, changed_at timestamptz
+        )
+        """
+    )
+    con.execute(
+        """
+        create table if not exists staging.stg_raw__events (
+            event_id varchar, customer_id varchar, event_name varchar, occurred_at timestamptz
+        )
+        """
+    )
+
+
+def add_subscription(
+    con: duckdb.DuckDBPyConnection, customer_id: str, status: str, changed_at: datetime
+) -> None:
+    """Record a consent change, as if it landed in raw.subscriptions."""
+    ensure_staging(con)
+    con.execute(
+        "insert into staging.stg_raw__subscriptions values (?, 'marketing', ?, ?)",
+        [customer_id, status, changed_at],
+    )
+
+
+def add_event(con: duckdb.DuckDBPyConnection, customer_id: str, occurred_at: datetime) -> None:
+    ensure_staging(con)
+    con.execute(
+        "insert into staging.stg_raw__events values (gen_random_uuid(), ?, 'product_viewed', ?)",
+        [customer_id, occurred_at],
+    )

@@ -11,8 +11,14 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import dispatch_trigger
-from dagster_project.providers import Message, OutboxProvider, SendGridProvider, SendResult
+from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
+from dagster_project.providers import (
+    Message,
+    OutboxProvider,
+    ProviderLimits,
+    SendGridProvider,
+    SendResult,
+)
 from dagster_project.rendering import Renderer, RenderError
 from dagster_project.warehouse import connect, warehouse_lock
 from tests.esp_server import EspServer
@@ -28,7 +34,7 @@ def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500):
         as_of=as_of,
         run_id=run_id,
         from_email="shop@example.com",
-        batch_size=batch_size,
+        policy=DispatchPolicy(batch_size=batch_size),
     )
 
 
@@ -36,12 +42,15 @@ class RecordingProvider:
     """A provider that records what it was asked to send and can die mid-batch."""
 
     name = "recording"
+    limits = ProviderLimits(max_batch=1000)
 
     def __init__(self, die_after: int | None = None) -> None:
         self.sent: list[Message] = []
         self.die_after = die_after
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
         results = []
         for message in messages:
             if self.die_after is not None and len(self.sent) >= self.die_after:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import duckdb
+import pytest
 
 from dagster_project import ledger
 from dagster_project.providers import SendResult
@@ -54,12 +55,13 @@ def test_claim_and_settle_record_results(con: duckdb.DuckDBPyConnection) -> None
     write_eligibility(con, [cart_row("a"), cart_row("b")])
     ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
     ids = [ledger.send_id("abandoned_cart", k, "reminder") for k in ("a", "b")]
-    assert ledger.claim_batch(con, run_id="r1", send_ids=ids) == set(ids)
+    assert ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b-r1") == set(ids)
     # A second claim of the same rows finds nothing planned: they are already sending.
-    assert ledger.claim_batch(con, run_id="r1", send_ids=ids) == set()
+    assert ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b-r1") == set()
     ledger.settle(
         con,
         run_id="r1",
+        as_of=AS_OF,
         results=[
             SendResult(ids[0], "sent", provider_message_id="m-1"),
             SendResult(ids[1], "failed", error="400: invalid address", attempts=1),
@@ -82,7 +84,7 @@ def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     write_eligibility(con, rows)
     ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
     ids = {k: ledger.send_id("abandoned_cart", k, "reminder") for k in keys}
-    ledger.claim_batch(con, run_id="dead", send_ids=[ids["sending"]])
+    ledger.claim_batch(con, run_id="dead", send_ids=[ids["sending"]], batch_id="b-dead")
     return ids
 
 
@@ -111,7 +113,8 @@ def test_resume_rechecks_unfinished_sends_against_the_current_eligibility(con) -
         eligibility=CART_SPEC.relation,
         run_id="next",
         as_of=later,
-        idempotent_providers=["outbox"],
+        provider="outbox",
+        idempotent=True,
     )
     rows = ledger_rows(con)
     assert rows[ids["planned"]][0] == "planned"  # never reached the ESP: safe to send
@@ -140,7 +143,8 @@ def test_resume_resends_in_flight_rows_only_through_an_idempotent_provider(con) 
         eligibility=CART_SPEC.relation,
         run_id="next",
         as_of=AS_OF,
-        idempotent_providers=["outbox"],
+        provider="outbox",
+        idempotent=True,
     )
     assert ledger_rows(con)[ids["sending"]][0] == "planned"
 
@@ -149,10 +153,11 @@ def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
     write_eligibility(con, [cart_row("blip"), cart_row("rejected")])
     ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
     blip, rejected = (ledger.send_id("abandoned_cart", k, "reminder") for k in ("blip", "rejected"))
-    ledger.claim_batch(con, run_id="r1", send_ids=[blip, rejected])
+    ledger.claim_batch(con, run_id="r1", send_ids=[blip, rejected], batch_id="b-r1")
     ledger.settle(
         con,
         run_id="r1",
+        as_of=AS_OF,
         results=[
             SendResult(blip, "failed", error="HTTP 503", attempts=5, retryable=True),
             SendResult(rejected, "failed", error="HTTP 400: bad address", attempts=1),
@@ -177,8 +182,131 @@ def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
         eligibility=CART_SPEC.relation,
         run_id="r2",
         as_of=later,
-        idempotent_providers=[],
+        provider="x",
+        idempotent=False,
     )
     assert counts == {"planned": 1}
     assert ledger_rows(con)[blip][0] == "planned"
     assert ledger_rows(con)[rejected][0] == "failed_permanent"
+
+
+def _one_failed_retryable(con, *, attempts: int = 1) -> str:
+    write_eligibility(con, [cart_row("blip")])
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    blip = ledger.send_id("abandoned_cart", "blip", "reminder")
+    ledger.claim_batch(con, run_id="r1", send_ids=[blip], batch_id="b1")
+    con.execute("update nudge.send_ledger set attempts = ?", [attempts])
+    ledger.settle(
+        con,
+        run_id="r1",
+        as_of=AS_OF,
+        results=[SendResult(blip, "failed", error="HTTP 503", retryable=True)],
+        retry=ledger.RetryPolicy(base_minutes=15, max_backoff_minutes=60),
+    )
+    return blip
+
+
+def _resume(con, as_of, *, provider="x", idempotent=False, run_id="next", **retry):
+    return ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART_SPEC.relation,
+        run_id=run_id,
+        as_of=as_of,
+        provider=provider,
+        idempotent=idempotent,
+        retry=ledger.RetryPolicy(**retry),
+    )
+
+
+@pytest.mark.parametrize(("attempts", "wait_minutes"), [(1, 15), (2, 30), (3, 60), (6, 60)])
+def test_retryable_failures_back_off_across_ticks(con, attempts, wait_minutes) -> None:
+    blip = _one_failed_retryable(con, attempts=attempts)
+    (next_attempt,) = con.execute("select next_attempt_at from nudge.send_ledger").fetchone()
+    assert next_attempt == AS_OF + timedelta(minutes=wait_minutes)
+    # A tick before the wait is over leaves it alone; the first tick after it retries it.
+    assert _resume(con, next_attempt - timedelta(seconds=1)) == {}
+    assert ledger_rows(con)[blip][0] == "failed_retryable"
+    assert _resume(con, next_attempt) == {"planned": 1}
+
+
+def test_a_retryable_failure_gives_up_after_the_maximum_age(con) -> None:
+    blip = _one_failed_retryable(con)
+    write_eligibility(con, [cart_row("blip", expires_at=AS_OF + timedelta(days=5))])
+    assert _resume(con, AS_OF + timedelta(hours=3, minutes=1), max_age_hours=3) == {
+        "failed_permanent": 1
+    }
+    status, error, _ = ledger_rows(con)[blip]
+    assert status == "failed_permanent"
+    assert error.startswith("gave up retrying after 1 attempts: HTTP 503")
+    (reason,) = con.execute("select reason from nudge.send_ledger").fetchone()
+    assert reason == "retry_max_age"
+
+
+def _interrupted_batch(con, keys: list[str], provider: str = "resend") -> list[str]:
+    """A run sent one batch through ``provider`` and died before the answer was recorded."""
+    write_eligibility(con, [cart_row(k) for k in keys])
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider=provider)
+    ids = [ledger.send_id("abandoned_cart", k, "reminder") for k in keys]
+    ledger.claim_batch(con, run_id="dead", send_ids=ids, batch_id="key-1")
+    return ids
+
+
+def test_an_interrupted_idempotent_batch_is_resent_whole_with_its_key(con) -> None:
+    ids = _interrupted_batch(con, ["a", "b", "c"])
+    assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 3}
+    batches = ledger.planned_batches(con, trigger="abandoned_cart", run_id="next", batch_size=2)
+    # One batch with the same three send_ids and the same key, whatever the batch size.
+    assert [(sorted(r[0] for r in b), {r[3] for r in b}) for b in batches] == [
+        (sorted(ids), {"key-1"})
+    ]
+
+
+def test_an_interrupted_idempotent_batch_with_one_ineligible_row_is_unknown(con) -> None:
+    ids = _interrupted_batch(con, ["a", "b", "c"])
+    write_eligibility(
+        con,
+        [cart_row("a"), cart_row("b"), cart_row("c", rule_exclusion_reason="unsubscribed")],
+    )
+    assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"unknown": 3}
+    assert {ledger_rows(con)[i][0] for i in ids} == {"unknown"}
+
+
+def test_an_interrupted_batch_is_unknown_after_a_switch_of_provider(con) -> None:
+    _interrupted_batch(con, ["a"], provider="resend")
+    assert _resume(con, AS_OF, provider="outbox", idempotent=True) == {"unknown": 1}
+
+
+def test_every_state_change_is_in_the_history(con) -> None:
+    blip = _one_failed_retryable(con)
+    write_eligibility(con, [cart_row("blip")])
+    _resume(con, AS_OF + timedelta(hours=1))
+    history = con.execute(
+        "select status, reason, run_id from nudge.send_events where send_id = ? "
+        "order by recorded_at, status",
+        [blip],
+    ).fetchall()
+    assert history == [
+        ("planned", None, "r1"),
+        ("sending", None, "r1"),
+        ("failed_retryable", "provider_unavailable", "r1"),
+        ("planned", "provider_unavailable", "next"),
+    ]
+
+
+def test_resolve_unknown_resend_and_drop(con) -> None:
+    ids = _interrupted_batch(con, ["a", "b"], provider="sendgrid")
+    _resume(con, AS_OF, provider="sendgrid")
+    assert [r[0] for r in ledger.unknown_sends(con)] == sorted(ids)
+    assert ledger.resolve_unknown(con, action="drop", run_id="op", send_ids=[ids[0]]) == 1
+    assert ledger.resolve_unknown(con, action="resend", run_id="op", trigger="abandoned_cart") == 1
+    rows = ledger_rows(con)
+    assert rows[ids[0]][0] == "skipped"
+    assert rows[ids[1]][0] == "failed_retryable"
+    assert ledger.unknown_sends(con) == []
+    # The resend goes out on the next tick (no backoff wait), through the normal path.
+    assert _resume(con, AS_OF + timedelta(minutes=1), provider="sendgrid", run_id="t2") == {
+        "planned": 1
+    }
+    with pytest.raises(ValueError, match="resend or drop"):
+        ledger.resolve_unknown(con, action="retry", run_id="op")

@@ -6,6 +6,8 @@
 
     Usage, in models/audience/<trigger>_eligibility.sql:
         {{ eligibility('<trigger>_entries', trigger='<trigger>', step='<step>') }}
+    Add `category='transactional'` for mail that ignores marketing consent, and
+    `fires_on_absence=true` for triggers that fire on missing activity (see below).
 
     Entries must have: trigger, trigger_key, customer_id, entered_at, due_at, expires_at; any
     other column is passed through as personalization for the templates.
@@ -16,10 +18,19 @@
     `exclusion_reason` puts what the ledger knows first (already_sent, already_failed, retrying,
     delivery_unknown, in_flight, expired, skipped), then the rule reason.
 -#}
-{% macro eligibility(entries_model, trigger, step, category='marketing') %}
+{% macro eligibility(entries_model, trigger, step, category='marketing', fires_on_absence=false) %}
 {#- This call is the trigger's one declaration: it also writes `config.meta.nudge`, which
-    Dagster reads from the manifest to create the trigger's send asset. -#}
-{{ config(meta={'nudge': {'trigger': trigger, 'step': step, 'category': category}}) }}
+    Dagster reads from the manifest to create the trigger's send asset.
+    `fires_on_absence`: the trigger fires because something did *not* happen (no order, no
+    visit), so stale event data would make it fire wrongly; the send step holds it when the
+    newest event is too old (the source freshness guard). -#}
+{{ config(meta={'nudge': {
+    'trigger': trigger,
+    'step': step,
+    'category': category,
+    'fires_on_absence': fires_on_absence,
+    'consent_list': var('marketing_list'),
+}}) }}
 
 with
 

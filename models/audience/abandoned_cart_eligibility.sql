@@ -4,5 +4,6 @@
         trigger='abandoned_cart',
         step='reminder',
         category='marketing',
+        fires_on_absence=true,
     )
 }}

@@ -4,5 +4,6 @@
         trigger='inactivity',
         step='we_miss_you',
         category='marketing',
+        fires_on_absence=true,
     )
 }}

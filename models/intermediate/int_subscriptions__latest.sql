@@ -3,6 +3,8 @@ with
 subscriptions as (
 
     select * from {{ ref('stg_raw__subscriptions') }}
+    -- A consent change dated after the tick has not happened yet for this tick.
+    where changed_at <= {{ as_of() }}
 
 ),
 

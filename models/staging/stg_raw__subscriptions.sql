@@ -1,3 +1,6 @@
+-- Not filtered by as_of: the send step re-checks consent at push time against this view, so it
+-- must see unsubscribes that landed after the tick's dbt build (int_subscriptions__latest
+-- applies as_of).
 with
 
 source as (
@@ -18,8 +21,6 @@ final as (
         customer_id is not null
         and list is not null
         and changed_at is not null
-        -- A consent change dated after the tick has not happened yet for this tick.
-        and changed_at <= {{ as_of() }}
         and lower(trim(status)) in ('subscribed', 'unsubscribed')
 
 )

@@ -1,9 +1,11 @@
 -- Hand a batch to the ESP: planned -> sending, recorded (and committed) before the request goes
--- out, so a crash mid-request leaves rows the next run knows may have been delivered.
--- Parameters: $run_id, $send_ids.
+-- out, so a crash mid-request leaves rows the next run knows may have been delivered. The
+-- batch's idempotency key is recorded with it; a batch resent after a crash keeps its old key.
+-- Parameters: $run_id, $send_ids, $batch_id.
 update nudge.send_ledger
 set
     status = 'sending',
+    batch_id = coalesce(batch_id, $batch_id),
     -- One attempt per hand-over; the provider's own retries inside it are added at settle.
     attempts = attempts + 1,
     sending_at = now(),
@@ -12,4 +14,4 @@ where
     run_id = $run_id
     and status = 'planned'
     and send_id in (select unnest($send_ids))
-returning send_id
+returning send_id, trigger, status, reason, error, attempts

@@ -10,7 +10,10 @@
 --   unknown           may have been delivered (a run died mid-request, or the answer timed out)
 --                     through a provider without idempotency keys: never resent automatically
 --   expired           its grace window ended before it could go out
---   skipped           no longer eligible when a later tick resumed it (e.g. unsubscribed)
+--   skipped           not sent on purpose: no longer eligible when resumed, unsubscribed between
+--                     the dbt build and the push, or an unknown send dropped by an operator
+--   holdout           held out of the send on purpose to measure lift (never sent)
+-- `reason` is a short code for every non-sent outcome (see the README), `error` the full text.
 create schema if not exists nudge;
 
 create table if not exists nudge.send_ledger (
@@ -36,4 +39,52 @@ create table if not exists nudge.send_ledger (
     sending_at timestamptz,
     settled_at timestamptz,
     updated_at timestamptz not null
+);
+
+-- Columns added after the first release: existing warehouses gain them on the next tick.
+-- batch_id: the idempotency key of the batch the send was handed over in (idempotent providers
+-- resend a batch interrupted by a crash with this same key). next_attempt_at: a retryable
+-- failure is not retried before this instant (backoff across ticks).
+alter table nudge.send_ledger add column if not exists batch_id varchar;
+alter table nudge.send_ledger add column if not exists next_attempt_at timestamptz;
+alter table nudge.send_ledger add column if not exists reason varchar;
+
+-- Every status change of every send, appended in the same transaction as the change: the
+-- ledger says where a send is, this says how it got there (and proves nothing was sent twice).
+create table if not exists nudge.send_events (
+    send_id varchar not null,
+    trigger varchar not null,
+    status varchar not null,
+    reason varchar,
+    error varchar,
+    attempts integer,
+    run_id varchar,
+    as_of timestamptz,
+    recorded_at timestamptz not null
+);
+
+-- One row per run and trigger: what a tick did, for dashboards, the mass-send guard's
+-- baseline and incident review. A retried step replaces its own row.
+create table if not exists nudge.runs (
+    run_id varchar not null,
+    trigger varchar not null,
+    as_of timestamptz not null,
+    started_at timestamptz not null,
+    finished_at timestamptz,
+    duration_seconds double,
+    outcome varchar not null,
+    provider varchar,
+    candidates integer,
+    eligible integer,
+    new integer,
+    resumed integer,
+    sent integer,
+    failed integer,
+    unknown integer,
+    expired integer,
+    skipped integer,
+    held integer,
+    hold_reason varchar,
+    errors json,
+    primary key (run_id, trigger)
 );

@@ -1,57 +1,113 @@
 -- Take over the sends earlier runs left unfinished, re-checked against this tick's eligibility
 -- (the caller holds the warehouse lock, so no other run is live):
--- - 'sending' rows may have reached the provider: resent only through an idempotent provider
---   and only while still eligible, else 'unknown' (never resent automatically);
+-- - 'sending' rows may have reached the provider. Through an idempotent provider the whole
+--   batch is sent again under its recorded batch_id (the idempotency key), rendered from the
+--   context it was first rendered from, so the provider sees the identical request; but only if
+--   every row of that batch may still go out, else the batch is 'unknown'. Through any other
+--   provider they are 'unknown': never resent automatically (`nudge resolve-unknown`);
 -- - rows past their grace window: 'expired';
+-- - 'failed_retryable' rows wait until next_attempt_at (backoff across ticks) and give up
+--   ('failed_permanent', reason retry_max_age) once older than the maximum retry age;
 -- - rows the rules no longer allow (unsubscribed since, cart ordered, ...): 'skipped' with why;
--- - the rest ('planned', 'failed_retryable'): 'planned' again for this run, rendered from the
---   current eligibility row so a changed name or cart is what goes out.
--- Parameters: $trigger, $run_id, $as_of, $idempotent_providers. {eligibility}: the trigger's table.
+-- - the rest: 'planned' again for this run, rendered from the current eligibility row so a
+--   changed name or cart is what goes out.
+-- Parameters: $trigger, $run_id, $as_of, $provider, $idempotent (the current provider honours
+-- idempotency keys), $retry_max_age_hours.
+-- {eligibility} is the trigger's eligibility relation.
 update nudge.send_ledger as ledger
 set
     status = resumed.next_status,
+    reason = resumed.next_reason,
     error = resumed.next_error,
     context = coalesce(resumed.fresh_context, ledger.context),
+    batch_id = case when resumed.resend_batch then ledger.batch_id end,
+    next_attempt_at = null,
     settled_at = case when resumed.next_status = 'planned' then null else now() end,
     run_id = $run_id,
     updated_at = now()
 from (
     select
-        pending.send_id,
+        checked.send_id,
         case
-            when
-                pending.status = 'sending'
-                and (
-                    not list_contains($idempotent_providers, pending.provider)
-                    or fresh.send_id is null
-                    or fresh.rule_exclusion_reason is not null
-                    or $as_of > pending.expires_at
-                )
-                then 'unknown'
-            when $as_of > pending.expires_at then 'expired'
-            when fresh.rule_exclusion_reason = 'expired' then 'expired'
-            when fresh.send_id is null or fresh.rule_exclusion_reason is not null then 'skipped'
+            when checked.in_doubt and checked.batch_resendable then 'planned'
+            when checked.in_doubt then 'unknown'
+            when checked.is_expired then 'expired'
+            when checked.is_too_old then 'failed_permanent'
+            when checked.rule_reason is not null then 'skipped'
             else 'planned'
         end as next_status,
         case
-            when pending.status = 'sending'
-                then 'run ' || pending.run_id || ' stopped while sending; delivery unknown'
-            when $as_of > pending.expires_at or fresh.rule_exclusion_reason = 'expired'
-                then 'grace window ended before it could be sent'
-            when fresh.send_id is null
+            when checked.in_doubt and checked.batch_resendable then null
+            when checked.in_doubt then 'run_died_while_sending'
+            when checked.is_expired then 'grace_window_ended'
+            when checked.is_too_old then 'retry_max_age'
+            when checked.rule_reason is not null then 'no_longer_eligible:' || checked.rule_reason
+            else checked.reason
+        end as next_reason,
+        case
+            when checked.in_doubt and checked.batch_resendable
+                then 'resent with the same idempotency key after run ' || checked.run_id
+                || ' stopped while sending'
+            when checked.in_doubt
+                then 'run ' || checked.run_id || ' stopped while sending; delivery unknown'
+            when checked.is_expired then 'grace window ended before it could be sent'
+            when checked.is_too_old
+                then 'gave up retrying after ' || checked.attempts || ' attempts: '
+                || coalesce(checked.error, 'no error recorded')
+            when checked.rule_reason = 'not_a_candidate'
                 then 'no longer a candidate of the trigger (e.g. the cart was ordered)'
-            when fresh.rule_exclusion_reason is not null
-                then 'no longer eligible: ' || fresh.rule_exclusion_reason
-            else pending.error
+            when checked.rule_reason is not null
+                then 'no longer eligible: ' || checked.rule_reason
+            else checked.error
         end as next_error,
-        -- The whole row as JSON (DuckDB turns a table alias into a struct).
-        case when fresh.send_id is not null then to_json(fresh) end as fresh_context  -- noqa: RF02
-    from nudge.send_ledger as pending
-    left join {eligibility} as fresh
-        on pending.send_id = fresh.send_id
-    where
-        pending.trigger = $trigger
-        and pending.run_id != $run_id
-        and pending.status in ('planned', 'sending', 'failed_retryable')
+        checked.in_doubt and checked.batch_resendable as resend_batch,
+        -- An interrupted idempotent batch keeps its first rendering: same key, same body.
+        case when not checked.in_doubt then checked.fresh_context end as fresh_context
+    from (
+        select
+            pending.*,
+            fresh.fresh_context,
+            -- Handed to the provider by a run that died, or resumed for a same-key resend by a
+            -- run that then died before sending it: either way it may have been delivered.
+            pending.status = 'sending'
+            or (pending.status = 'planned' and pending.batch_id is not null) as in_doubt,
+            $as_of > pending.expires_at or fresh.rule_exclusion_reason = 'expired' as is_expired,
+            pending.status = 'failed_retryable'
+            and $as_of > pending.as_of + to_hours(cast($retry_max_age_hours as bigint))
+                as is_too_old,
+            case
+                when fresh.send_id is null then 'not_a_candidate'
+                else fresh.rule_exclusion_reason
+            end as rule_reason,
+            -- Every row of the interrupted batch may still go out, so the batch can be sent
+            -- again as it was; one row that may not makes the whole batch unknown.
+            -- Only the same provider knows the key: after a switch of ESP the batch is unknown.
+            $idempotent and pending.provider = $provider and pending.batch_id is not null
+            and bool_and(
+                fresh.send_id is not null
+                and fresh.rule_exclusion_reason is null
+                and $as_of <= pending.expires_at
+            ) over (partition by pending.batch_id) as batch_resendable
+        from nudge.send_ledger as pending
+        left join (
+            select
+                eligibility.send_id,
+                eligibility.rule_exclusion_reason,
+                -- The whole row as JSON (DuckDB turns a table alias into a struct).
+                to_json(eligibility) as fresh_context  -- noqa: RF02
+            from {eligibility} as eligibility
+        ) as fresh
+            on pending.send_id = fresh.send_id
+        where
+            pending.trigger = $trigger
+            and pending.run_id != $run_id
+            and (
+                pending.status in ('planned', 'sending')
+                or (
+                    pending.status = 'failed_retryable'
+                    and coalesce(pending.next_attempt_at, $as_of) <= $as_of
+                )
+            )
+    ) as checked
 ) as resumed
 where ledger.send_id = resumed.send_id
