@@ -33,7 +33,12 @@ SUMMARY_COLUMNS = (
     "sent",
     "failed",
     "unknown",
+    "held",
 )
+
+# `nudge run` exit codes: 0 ok, 1 the run failed, 2 bad usage or configuration, 3 the run
+# succeeded but a guard held a trigger's sends (schedulers and CI see it as not-OK).
+EXIT_HELD = 3
 
 
 @dataclass
@@ -45,6 +50,12 @@ class TickOutcome:
     run_id: str
     triggers: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # "asset/check: description" of every asset check that did not pass.
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[dict[str, Any]]:
+        return [t for t in self.triggers if t.get("outcome") == "held"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +63,7 @@ class TickOutcome:
             "as_of": self.as_of,
             "run_id": self.run_id,
             "triggers": self.triggers,
+            "failed_checks": self.failed_checks,
             "error": self.error,
         }
 
@@ -62,10 +74,12 @@ def run_tick(
     settings: Settings | None = None,
     allow_late: bool = False,
     verbose: bool = False,
+    approve: list[str] | None = None,
 ) -> TickOutcome:
     """Execute the tick job in this process and collect each send asset's summary.
 
     ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
+    ``approve`` releases the guards' hold on those triggers for this run.
     """
     from dagster import DagsterInstance
 
@@ -74,7 +88,7 @@ def run_tick(
 
     defs = build_definitions(settings or Settings.from_env())
 
-    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late)
+    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
     if not verbose:
         # Failures are summarized below; Dagster's own error logs (stack traces) need --verbose.
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
@@ -114,8 +128,16 @@ def run_tick(
             )
             or "the run failed"
         )
+    failed_checks = [
+        f"{'/'.join(e.asset_key.path)}:{e.check_name}"
+        + (f": {e.description}" if e.description else "")
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
     resolved_as_of = summaries[0]["as_of"] if summaries else as_of
-    return TickOutcome(result.success, resolved_as_of, result.run_id, summaries, error)
+    return TickOutcome(
+        result.success, resolved_as_of, result.run_id, summaries, error, sorted(failed_checks)
+    )
 
 
 def _root_cause(error: Any) -> Any:
@@ -154,7 +176,9 @@ def format_summary(triggers: list[dict[str, Any]]) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of).isoformat() if args.as_of else None
-    outcome = run_tick(as_of, allow_late=args.allow_late, verbose=args.verbose)
+    outcome = run_tick(
+        as_of, allow_late=args.allow_late, verbose=args.verbose, approve=args.approve or None
+    )
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
@@ -166,9 +190,67 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"  {t['trigger']}: skipped: {t['skipped_reason']}")
             for err in t.get("errors", [])[:5]:
                 print(f"  {t['trigger']}: failed send {err}")
+        for check in outcome.failed_checks:
+            print(f"  check failed: {check}")
         if not outcome.success:
             print(f"run failed: {outcome.error}", file=sys.stderr)
-    return 0 if outcome.success else 1
+    for t in outcome.held:
+        # Loud on stderr even with --json: a held trigger needs a person.
+        print(
+            f"HELD {t['trigger']}: {t['held']} new sends not sent: {t['hold_reason']}\n"
+            f"  Check {t['trigger']}'s eligibility table; to send them anyway run:\n"
+            f"  {_self_command()} run --approve {t['trigger']}"
+            + (f" --as-of {outcome.as_of} --allow-late" if args.as_of else ""),
+            file=sys.stderr,
+        )
+    if not outcome.success:
+        return 1
+    return EXIT_HELD if outcome.held else 0
+
+
+def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
+    from . import ledger
+    from .warehouse import connect, warehouse_lock
+
+    settings = Settings.from_env()
+    with warehouse_lock(settings.warehouse):
+        con = connect(settings.warehouse)
+        try:
+            ledger.ensure_ledger(con)
+            rows = ledger.unknown_sends(con, trigger=args.trigger)
+            if args.send_id:
+                wanted = set(args.send_id)
+                missing = wanted - {r[0] for r in rows}
+                if missing:
+                    raise ConfigError(
+                        f"not unknown sends{f' of {args.trigger}' if args.trigger else ''}: "
+                        f"{', '.join(sorted(missing))}"
+                    )
+                rows = [r for r in rows if r[0] in wanted]
+            if not (args.resend or args.drop):
+                print(f"{len(rows)} unknown sends (delivery not known: check the provider)")
+                for send_id, trigger, step, customer_id, provider, sending_at, error in rows:
+                    print(
+                        f"  {send_id}  {trigger}/{step}  customer {customer_id}  via {provider}"
+                        f"  at {sending_at:%Y-%m-%d %H:%M:%S}Z  {error or ''}"
+                    )
+                if rows:
+                    print("Resolve with --resend (not delivered) or --drop (delivered / skip).")
+                return 0
+            changed = ledger.resolve_unknown(
+                con,
+                action="resend" if args.resend else "drop",
+                run_id=f"resolve-unknown-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+                trigger=args.trigger,
+                send_ids=[r[0] for r in rows],
+            )
+        finally:
+            con.close()
+    if args.resend:
+        print(f"{changed} sends will be resent by the next tick (while their window is open)")
+    else:
+        print(f"{changed} sends dropped (status skipped, reason unknown_dropped)")
+    return 0
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -309,8 +391,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send even if --as-of is more than 6 h in the past (it ignores later opt-outs)",
     )
+    run.add_argument(
+        "--approve",
+        action="append",
+        metavar="TRIGGER",
+        help="release the guards' hold on TRIGGER for this run (repeatable)",
+    )
     run.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
     run.set_defaults(func=_cmd_run)
+
+    resolve = sub.add_parser(
+        "resolve-unknown",
+        help="list unknown sends, or resend / drop them after checking the provider",
+    )
+    resolve.add_argument("--trigger", help="only this trigger's unknown sends")
+    resolve.add_argument(
+        "--send-id", action="append", help="only this send (repeatable; default: all)"
+    )
+    action = resolve.add_mutually_exclusive_group()
+    action.add_argument(
+        "--resend", action="store_true", help="they were not delivered: the next tick sends them"
+    )
+    action.add_argument(
+        "--drop", action="store_true", help="do not send them (delivered, or not wanted)"
+    )
+    resolve.set_defaults(func=_cmd_resolve_unknown)
 
     demo = sub.add_parser("demo", help="generate a demo warehouse and run a day of hourly ticks")
     demo.add_argument("--customers", type=int, default=3000, help="demo size (default 3000)")

@@ -23,14 +23,22 @@ nudge_tick_job = define_asset_job(
 )
 
 
-def tick_run_config(as_of: str | None, *, allow_late: bool = False) -> dict:
-    """Run config that pins a tick's instant (what the schedule and `nudge run --as-of` set)."""
-    config: dict = {}
+def tick_run_config(
+    as_of: str | None, *, allow_late: bool = False, approve: list[str] | None = None
+) -> dict:
+    """Run config of a tick: its instant (the schedule, `nudge run --as-of`), lateness, and
+    the triggers whose guard hold is released (`nudge run --approve`)."""
+    resources: dict = {}
+    tick: dict = {}
     if as_of:
-        config["as_of"] = as_of
+        tick["as_of"] = as_of
     if allow_late:
-        config["allow_late"] = True
-    return {"resources": {"tick": {"config": config}}} if config else {}
+        tick["allow_late"] = True
+    if tick:
+        resources["tick"] = {"config": tick}
+    if approve:
+        resources["send_policy"] = {"config": {"approve": list(approve)}}
+    return {"resources": resources} if resources else {}
 
 
 @schedule(job=nudge_tick_job, cron_schedule="0 * * * *", execution_timezone="UTC")

@@ -79,7 +79,11 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
     # The generated data always has due carts and lapsed customers in the first tick.
     assert first["abandoned_cart"]["sent"] > 0
     assert first["inactivity"]["sent"] > 0
+    for outcome in (ticks.first, ticks.second):
+        # Guards, duplicate deliveries, failure rate: every asset check passed.
+        assert outcome.failed_checks == []
     for t in ticks.first.triggers + ticks.second.triggers:
+        assert t["outcome"] == "ok"
         assert t["candidates"] == t["eligible"] + sum(t["excluded"].values())
         settled = t["sent"] + t["failed"] + t["unknown"] + t["expired"] + t["skipped"]
         assert t["new"] + t["resumed"] == settled
@@ -247,3 +251,43 @@ def test_the_demo_reports_what_its_outbox_holds(
     mine.close()
     assert main(args) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_a_held_trigger_fails_its_check_and_an_approval_releases_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    generate_to_file(warehouse, customers=400, end=END)
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("NUDGE_ESP", "outbox")
+    monkeypatch.setenv("NUDGE_MASS_SEND_MAX", "2")
+    tick = ["run", "--as-of", END.isoformat(), "--allow-late"]
+
+    assert main(tick) == 3
+    captured = capsys.readouterr()
+    assert "HELD abandoned_cart:" in captured.err and "--approve abandoned_cart" in captured.err
+    assert "nudge/send_abandoned_cart:mass_send_guard" in captured.out
+    held = _ledger_rows(
+        warehouse,
+        "select count(*) from nudge.send_ledger where trigger in ('abandoned_cart', 'inactivity')",
+    )
+    assert held == [(0,)]  # held: nothing planned, nothing sent
+    runs = _ledger_rows(warehouse, "select trigger, outcome, held from nudge.runs order by 1")
+    assert ("abandoned_cart", "held") in {(t, o) for t, o, _ in runs}
+
+    approve = [a for t in ("abandoned_cart", "birthday", "inactivity") for a in ("--approve", t)]
+    assert main([*tick, *approve, "--json"]) == 0
+    released = json.loads(capsys.readouterr().out)
+    assert released["failed_checks"] == []
+    carts = next(t for t in released["triggers"] if t["trigger"] == "abandoned_cart")
+    assert carts["outcome"] == "ok" and carts["sent"] > 2
+    assert len(list((tmp_path / "outbox" / "abandoned_cart").glob("*.eml"))) == carts["sent"]
+
+
+def _ledger_rows(warehouse: Path, query: str) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,645 @@
+"""Amazon SES adapter: one SigV4-signed SES v2 ``SendEmail`` per message, sent with httpx.
+
+Design notes (the why):
+
+* ``SendEmail`` with ``Content.Simple``, not ``SendBulkEmail``: bulk sends only accept a stored
+  (or inline) SES template rendered by SES's Handlebars, while nudge renders every email itself
+  (sandboxed Jinja2, per-row failures recorded). Bulk would not be faster either: SES's
+  throughput limit is its *sending rate* in messages per second (14/s on a new production
+  account), whatever the number of requests, and a single request per message gives each
+  message its own result and its own ``MessageId``.
+* botocore only signs (``SigV4Auth`` over an ``AWSRequest``, credentials from botocore's
+  standard chain); requests go out through one pooled :class:`httpx.Client` driven by a
+  ``ThreadPoolExecutor``, as in the SendGrid adapter. Every attempt is signed afresh: the
+  signature carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
+* The sending rate is a :class:`RateLimiter` shared by all workers. Throttling answers (429
+  ``TooManyRequestsException``, ``LimitExceededException``, ``Throttling``) pause *every* worker
+  with exponential backoff; they are not the message's failure, so they do not use up
+  ``max_attempts`` (a separate ``max_throttle_retries`` bounds them). 5xx backs off and retries.
+* SES has no idempotency key. A request whose answer was lost (read timeout, dropped
+  connection) may have been accepted, so it ends ``unknown`` and is never resent.
+* Credential errors (bad key, bad signature, expired token) are not any message's fault and
+  would fail every message the same way: the first one stops the rest of the batch without
+  further requests, and all end ``failed`` *retryable*, so a later tick sends them once the
+  credentials are fixed (within each step's grace window).
+* The secret key and session token are never formatted into an error, a log line or ``repr``;
+  botocore's own DEBUG log of the canonical request has the token line redacted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import formataddr, parseaddr
+from typing import Any, Literal
+
+import botocore.session
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from dagster_project.masking import mask_email, mask_emails_in_text
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    ProviderError,
+    ProviderLimits,
+    SendResult,
+)
+from dagster_project.providers.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+SEND_PATH = "/v2/email/outbound-emails"
+SIGNING_SERVICE = "ses"  # SES v2's signing name is "ses", not "sesv2"
+DEFAULT_REQUESTS_PER_SECOND = 14.0  # a new production SES account's sending rate
+_REDACTED = "[REDACTED]"
+_MAX_BODY_IN_ERROR = 300
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# AWS's API reference allows only these in tag names and values (some guides also list '.' and
+# '@'); the stricter set is valid under either reading.
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_TAG_MAX = 256
+_MAX_TAGS = 50
+
+_THROTTLING_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+    }
+)
+# Errors about the caller's credentials or clock: the same for every message of the batch.
+_CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {"InternalFailure", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
+)
+
+# The request never left the client: safe to retry, nothing can have been delivered.
+_RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The request was (or may have been) sent but no answer came back: SES may have accepted it.
+_UNCERTAIN_TRANSPORT_ERRORS = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+
+Outcome = Literal["sent", "throttled", "transient", "credentials", "permanent", "uncertain"]
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (~20 ms)."""
+    return httpx.create_ssl_context()
+
+
+class _RedactSecurityToken(logging.Filter):
+    """botocore logs the canonical request at DEBUG, session token included; blank it out."""
+
+    _TOKEN_LINE = re.compile(r"(?im)^(x-amz-security-token:).*$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                self._TOKEN_LINE.sub(r"\1" + _REDACTED, a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+def _install_botocore_log_filter() -> None:
+    auth_logger = logging.getLogger("botocore.auth")
+    if not any(isinstance(f, _RedactSecurityToken) for f in auth_logger.filters):
+        auth_logger.addFilter(_RedactSecurityToken())
+
+
+def _tag_text(value: object) -> str:
+    return _TAG_UNSAFE.sub("_", str(value))[:_TAG_MAX]
+
+
+def build_ses_payload(message: Message, *, configuration_set: str | None = None) -> dict[str, Any]:
+    """Build the JSON body of SES v2 ``SendEmail`` for one message.
+
+    ``EmailTags`` always carry send_id, trigger and step (then any other ``custom_args``), so
+    SES event destinations (bounces, deliveries, opens) join back to the ledger; characters
+    SES does not allow in tags become ``_``. The ``X-Nudge-Send-Id`` header rides along too,
+    so a bounce that quotes the original headers also names its send.
+
+    Raises ``ValueError`` when the message cannot be sent at all (no sender, no body).
+    """
+    from_name, from_addr = parseaddr(message.from_email)
+    if not from_addr or "@" not in from_addr:
+        raise ValueError("from_email is not an email address")
+    _, to_addr = parseaddr(message.to_email)
+    if not to_addr or "@" not in to_addr:
+        raise ValueError("to_email is not an email address")
+    if not message.text and not message.html:
+        raise ValueError("message has neither a text nor an HTML body")
+    if not message.subject:
+        raise ValueError("message has no subject")  # SES rejects an empty subject
+
+    tags = {"send_id": message.send_id, "trigger": message.trigger, "step": message.step}
+    for key, value in message.custom_args.items():
+        tags.setdefault(str(key), str(value))
+    email_tags = []
+    for key, value in tags.items():
+        name, text = _tag_text(key), _tag_text(value)
+        if name and text:
+            email_tags.append({"Name": name, "Value": text})
+    body: dict[str, Any] = {}
+    if message.text:
+        body["Text"] = {"Data": message.text, "Charset": "UTF-8"}
+    if message.html:
+        body["Html"] = {"Data": message.html, "Charset": "UTF-8"}
+
+    payload: dict[str, Any] = {
+        # formataddr encodes a non-ASCII display name as an RFC 2047 word, as SES requires.
+        "FromEmailAddress": formataddr((from_name, from_addr)) if from_name else from_addr,
+        "Destination": {"ToAddresses": [to_addr]},
+        "Content": {
+            "Simple": {
+                "Subject": {"Data": message.subject, "Charset": "UTF-8"},
+                "Body": body,
+                "Headers": [{"Name": "X-Nudge-Send-Id", "Value": message.send_id}],
+            }
+        },
+        "EmailTags": email_tags[:_MAX_TAGS],
+    }
+    if configuration_set:
+        payload["ConfigurationSetName"] = configuration_set
+    return payload
+
+
+def parse_ses_error(response: httpx.Response) -> tuple[str, str]:
+    """Return ``(code, message)`` of an SES error answer.
+
+    The code comes from the ``x-amzn-ErrorType`` header (``Code:url``) or the body's
+    ``__type``/``code`` (``namespace#Code``), the message from the body's ``message``.
+    """
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    code = response.headers.get("x-amzn-ErrorType", "").split(":", 1)[0].strip()
+    if not code:
+        code = str(data.get("__type") or data.get("code") or data.get("Code") or "")
+        code = code.rsplit("#", 1)[-1].strip()
+    if not code:
+        code = str(data.get("type") or "")  # the local emulator's spelling
+    message = str(data.get("message") or data.get("Message") or "").strip()
+    if data.get("detail"):
+        message = f"{message} ({data['detail']})" if message else str(data["detail"])
+    if not message:
+        message = response.text.strip() or response.reason_phrase or "no response body"
+    if len(message) > _MAX_BODY_IN_ERROR:
+        message = message[:_MAX_BODY_IN_ERROR] + "..."
+    return code, message
+
+
+def classify_ses_error(status: int, code: str) -> Outcome:
+    """What a non-2xx answer means for the message; see the module docstring."""
+    if status == 429 or code in _THROTTLING_CODES:
+        return "throttled"
+    if code in _CREDENTIAL_CODES:
+        return "credentials"
+    if status >= 500 or status == 408 or code in _TRANSIENT_CODES:
+        return "transient"
+    # MessageRejected, MailFromDomainNotVerifiedException, AccountSuspendedException,
+    # SendingPausedException, NotFoundException, BadRequestException, AccessDenied...
+    return "permanent"
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    outcome: Outcome
+    reason: str = ""
+    message_id: str | None = None
+
+
+class _Batch:
+    """State shared by the messages of one ``send()`` call."""
+
+    def __init__(self) -> None:
+        self.fatal: str | None = None  # set by the first credential error
+
+
+class SesProvider:
+    """Send messages through Amazon SES v2 ``SendEmail``."""
+
+    name = "ses"
+
+    def __init__(
+        self,
+        *,
+        region: str | None,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        configuration_set: str | None = None,
+        timeout: float = 10.0,
+        max_concurrency: int = 8,
+        max_attempts: int = 5,
+        requests_per_second: float | None = DEFAULT_REQUESTS_PER_SECOND,
+        max_throttle_retries: int = 8,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create the provider; raises :class:`ProviderConfigError` before any send if unusable.
+
+        Without explicit keys, credentials come from botocore's standard chain (environment
+        ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, shared config
+        files, SSO, container and instance roles). Without ``region``, ``AWS_REGION``, then
+        ``AWS_DEFAULT_REGION``/the config file. ``sleep``, ``jitter`` and ``clock`` are
+        injectable so tests record waits instead of sleeping.
+        """
+        if timeout <= 0:
+            raise ProviderConfigError(f"timeout must be positive, got {timeout}")
+        if max_concurrency < 1:
+            raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_attempts < 1:
+            raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        if max_throttle_retries < 0:
+            raise ProviderConfigError("max_throttle_retries must be >= 0")
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ProviderConfigError(
+                f"requests_per_second must be positive or None, got {requests_per_second}"
+            )
+
+        session: Any = None
+
+        def botocore_session() -> Any:
+            nonlocal session
+            if session is None:
+                session = botocore.session.get_session()
+            return session
+
+        region = (region or os.environ.get("AWS_REGION") or "").strip()
+        if not region:
+            region = (botocore_session().get_config_variable("region") or "").strip()
+        if not region:
+            raise ProviderConfigError(
+                "No AWS region for SES: pass region or set AWS_REGION (e.g. us-east-1)."
+            )
+        if not _REGION.match(region):
+            raise ProviderConfigError(f"AWS region {region!r} is not a region name")
+
+        self._credentials = self._resolve_credentials(
+            access_key_id, secret_access_key, session_token, botocore_session
+        )
+        if session_token or self._credentials.token:
+            _install_botocore_log_filter()
+
+        url = httpx.URL(endpoint_url or f"https://email.{region}.amazonaws.com")
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ProviderConfigError(
+                f"SES endpoint URL must be an http(s) URL such as "
+                f"https://email.{region}.amazonaws.com, got {endpoint_url!r}"
+            )
+
+        self.region = region
+        self.endpoint_url = str(url).rstrip("/")
+        self.configuration_set = configuration_set or None
+        self.timeout = float(timeout)
+        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
+        self.max_throttle_retries = max_throttle_retries
+        self.requests_per_second = requests_per_second
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        # One request per message, so each message has its own result. max_batch keeps a
+        # batch to ~7 s at the default rate: a crash leaves few rows without a settled status.
+        self.limits = ProviderLimits(
+            max_batch=100,
+            idempotent=False,
+            requests_per_second=requests_per_second,
+            per_message_results=True,
+        )
+        self._url = self.endpoint_url + SEND_PATH
+        self._sleep = sleep
+        self._jitter = jitter
+        self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
+        self._client = httpx.Client(
+            headers={"Accept": "application/json", "User-Agent": "nudge"},
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(
+                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+            ),
+            transport=transport,
+            verify=_ssl_context(),
+            follow_redirects=False,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="nudge-ses"
+        )
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @staticmethod
+    def _resolve_credentials(
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        session_token: str | None,
+        botocore_session: Callable[[], Any],
+    ) -> Any:
+        """Explicit keys, else botocore's chain; never echoes a value in an error."""
+        if access_key_id or secret_access_key or session_token:
+            if not (access_key_id and secret_access_key):
+                raise ProviderConfigError(
+                    "SES credentials are incomplete: pass both access_key_id and "
+                    "secret_access_key (and session_token for temporary credentials)."
+                )
+            credentials: Any = Credentials(access_key_id, secret_access_key, session_token)
+        else:
+            credentials = botocore_session().get_credentials()
+            if credentials is None:
+                raise ProviderConfigError(
+                    "No AWS credentials for SES: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary ones), "
+                    "or configure a profile, SSO or an instance/container role."
+                )
+        frozen = credentials.get_frozen_credentials()
+        for label, value in (
+            ("access key id", frozen.access_key),
+            ("secret access key", frozen.secret_key),
+            ("session token", frozen.token),
+        ):
+            if value is None and label == "session token":
+                continue
+            # Whitespace or control characters would make httpx raise an error that quotes
+            # the header value; refuse them here, without echoing them.
+            if not value or not (value.isascii() and value.isprintable()) or " " in value:
+                raise ProviderConfigError(
+                    f"AWS {label} is empty or contains whitespace or non-printable characters"
+                )
+        return credentials
+
+    def __repr__(self) -> str:
+        return (
+            f"SesProvider(region={self.region!r}, endpoint_url={self.endpoint_url!r}, "
+            f"credentials=<hidden>, configuration_set={self.configuration_set!r}, "
+            f"timeout={self.timeout}, max_concurrency={self.max_concurrency}, "
+            f"max_attempts={self.max_attempts}, requests_per_second={self.requests_per_second})"
+        )
+
+    def __enter__(self) -> SesProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
+        """Send every message, at most ``max_concurrency`` at a time; results in input order.
+
+        ``idempotency_key`` is ignored: SES has none (see ``limits.idempotent``).
+        """
+        if self._closed:
+            raise ProviderError("SesProvider is closed")
+        if not messages:
+            return []
+        batch = _Batch()
+        futures = [self._executor.submit(self._send_one, m, batch) for m in messages]
+        results = [f.result() for f in futures]
+        counts = {s: sum(r.status == s for r in results) for s in ("sent", "failed", "unknown")}
+        logger.info(
+            "ses: %d sent, %d failed, %d unknown, %d attempts",
+            counts["sent"],
+            counts["failed"],
+            counts["unknown"],
+            sum(r.attempts for r in results),
+        )
+        return results
+
+    def close(self) -> None:
+        """Cancel queued sends, wait for in-flight ones, close the pool. Safe to call twice."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        frozen = self._credentials.get_frozen_credentials()
+        for secret in (frozen.secret_key, frozen.token):
+            if secret:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return ceiling / 2 + (ceiling / 2) * self._jitter()
+
+    def _send_one(self, message: Message, batch: _Batch) -> SendResult:
+        """Never raises: an escaping exception would lose the batch's other results."""
+        try:
+            return self._send_with_retries(message, batch)
+        except Exception as exc:
+            reason = mask_emails_in_text(
+                self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
+            )
+            logger.error(
+                "ses: send %s to %s failed: %s",
+                message.send_id,
+                mask_email(message.to_email),
+                reason,
+            )
+            return SendResult(send_id=message.send_id, status="failed", error=reason)
+
+    def _send_with_retries(self, message: Message, batch: _Batch) -> SendResult:
+        masked_to = mask_email(message.to_email)
+        send_id = message.send_id
+        try:
+            payload = build_ses_payload(message, configuration_set=self.configuration_set)
+        except ValueError as exc:
+            logger.warning("ses: send %s to %s not sent: %s", send_id, masked_to, exc)
+            return SendResult(send_id=send_id, status="failed", error=str(exc), attempts=0)
+        body = json.dumps(payload).encode("utf-8")  # serialised once, signed per attempt
+
+        attempts = 0
+        throttled = 0
+        while True:
+            if batch.fatal is not None:
+                return SendResult(
+                    send_id=send_id,
+                    status="failed",
+                    error=f"not sent: {batch.fatal}",
+                    attempts=attempts,
+                    retryable=True,
+                )
+            self._limiter.acquire()
+            result = self._attempt(body)
+            reason = mask_emails_in_text(result.reason)
+            if result.outcome == "throttled":
+                # Not an attempt: SES refused for rate, not for anything about this message.
+                throttled += 1
+                if throttled > self.max_throttle_retries:
+                    logger.warning(
+                        "ses: send %s to %s still throttled after %d retries: %s",
+                        send_id,
+                        masked_to,
+                        self.max_throttle_retries,
+                        reason,
+                    )
+                    return SendResult(
+                        send_id=send_id,
+                        status="failed",
+                        error=reason,
+                        attempts=max(attempts, 1),
+                        retryable=True,
+                    )
+                delay = self._backoff(throttled)
+                logger.info("ses: throttled (%s); all workers pause %.2fs", reason, delay)
+                self._limiter.pause_for(delay)
+                continue
+
+            attempts += 1
+            if result.outcome == "sent":
+                logger.debug("ses: send %s to %s accepted", send_id, masked_to)
+                return SendResult(
+                    send_id=send_id,
+                    status="sent",
+                    provider_message_id=result.message_id,
+                    attempts=attempts,
+                )
+            if result.outcome == "uncertain":
+                logger.warning(
+                    "ses: send %s to %s may have been accepted (%s); not retried",
+                    send_id,
+                    masked_to,
+                    reason,
+                )
+                return SendResult(
+                    send_id=send_id,
+                    status="unknown",
+                    error=f"{reason}; SES may have accepted it, not retried",
+                    attempts=attempts,
+                )
+            if result.outcome == "credentials":
+                batch.fatal = reason
+                logger.error("ses: credentials rejected, stopping this batch: %s", reason)
+                return SendResult(
+                    send_id=send_id,
+                    status="failed",
+                    error=reason,
+                    attempts=attempts,
+                    retryable=True,
+                )
+            if result.outcome == "permanent":
+                logger.warning(
+                    "ses: send %s to %s rejected, not retrying: %s", send_id, masked_to, reason
+                )
+                return SendResult(send_id=send_id, status="failed", error=reason, attempts=attempts)
+            # transient
+            if attempts >= self.max_attempts:
+                logger.warning(
+                    "ses: send %s to %s failed after %d attempts: %s",
+                    send_id,
+                    masked_to,
+                    attempts,
+                    reason,
+                )
+                return SendResult(
+                    send_id=send_id,
+                    status="failed",
+                    error=reason,
+                    attempts=attempts,
+                    retryable=True,
+                )
+            delay = self._backoff(attempts)
+            logger.warning(
+                "ses: send %s to %s attempt %d/%d failed (%s); retrying in %.2fs",
+                send_id,
+                masked_to,
+                attempts,
+                self.max_attempts,
+                reason,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _signed_headers(self, body: bytes) -> dict[str, str]:
+        # Frozen per request: a refreshable credential cannot change between its three parts.
+        credentials = self._credentials.get_frozen_credentials()
+        request = AWSRequest(
+            method="POST",
+            url=self._url,
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        SigV4Auth(credentials, SIGNING_SERVICE, self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    def _attempt(self, body: bytes) -> _Attempt:
+        """One signed POST; classify the outcome."""
+        try:
+            headers = self._signed_headers(body)
+        except Exception as exc:  # e.g. refreshing role credentials failed: nothing was sent
+            return _Attempt("transient", self._redact(f"signing failed: {type(exc).__name__}"))
+        try:
+            response = self._client.post(self._url, content=body, headers=headers)
+        except _RETRYABLE_TRANSPORT_ERRORS as exc:
+            return _Attempt("transient", self._transport_reason(exc))
+        except _UNCERTAIN_TRANSPORT_ERRORS as exc:
+            return _Attempt("uncertain", self._transport_reason(exc))
+        except httpx.HTTPError as exc:
+            return _Attempt("permanent", self._transport_reason(exc))
+
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                message_id = response.json().get("MessageId")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                message_id = None
+            return _Attempt("sent", message_id=str(message_id) if message_id else None)
+        code, text = parse_ses_error(response)
+        reason = self._redact(f"HTTP {status} {code or 'error'}: {text}")
+        return _Attempt(classify_ses_error(status, code), reason)
+
+    def _transport_reason(self, exc: httpx.HTTPError) -> str:
+        detail = str(exc) or "no detail"
+        if isinstance(exc, httpx.TimeoutException):
+            detail = f"{detail} (timeout {self.timeout:g}s)"
+        return self._redact(f"{type(exc).__name__}: {detail}")
