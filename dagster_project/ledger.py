@@ -25,7 +25,7 @@ from .providers import SendResult
 from .warehouse import quote_relation, sql
 
 # The columns every state-changing statement returns, recorded in nudge.send_events.
-_EVENT_COLUMNS = "send_id, trigger, status, reason, error, attempts"
+_EVENT_COLUMNS = "send_id, trigger, status, reason, error, attempts, batch_id"
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ def _record_events(
     con.executemany(
         """
         insert into nudge.send_events
-            (send_id, trigger, status, reason, error, attempts, run_id, as_of, recorded_at)
-        values (?, ?, ?, ?, ?, ?, ?, ?, now())
+            (send_id, trigger, status, reason, error, attempts, batch_id, run_id, as_of,
+             recorded_at)
+        values (?, ?, ?, ?, ?, ?, ?, ?, ?, now())
         """,
         [(*row, run_id, as_of) for row in rows],
     )

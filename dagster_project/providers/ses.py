@@ -48,6 +48,7 @@ import httpx
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError
 
 from dagster_project.masking import mask_email, mask_emails_in_text
 from dagster_project.providers.base import (
@@ -256,6 +257,55 @@ class _Batch:
         self.fatal: str | None = None  # set by the first credential error
 
 
+def _resolve_credentials(
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    session_token: str | None,
+    botocore_session: Callable[[], Any],
+) -> Any:
+    """Explicit keys, else botocore's chain; errors never echo a key."""
+    if access_key_id or secret_access_key or session_token:
+        if not (access_key_id and secret_access_key):
+            raise ProviderConfigError(
+                "SES credentials are incomplete: pass both access_key_id and "
+                "secret_access_key (and session_token for temporary credentials)."
+            )
+        credentials: Any = Credentials(access_key_id, secret_access_key, session_token)
+    else:
+        try:
+            credentials = botocore_session().get_credentials()
+        except BotoCoreError as exc:  # e.g. a missing profile, an expired SSO token
+            raise ProviderConfigError(
+                f"AWS credentials for SES could not be loaded: {type(exc).__name__}: {exc}"
+            ) from None
+        if credentials is None:
+            raise ProviderConfigError(
+                "No AWS credentials for SES: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(plus AWS_SESSION_TOKEN for temporary ones), or configure a profile, SSO or "
+                "an instance/container role."
+            )
+    try:
+        frozen = credentials.get_frozen_credentials()  # refreshes role credentials if due
+    except BotoCoreError as exc:
+        raise ProviderConfigError(
+            f"AWS credentials for SES could not be refreshed: {type(exc).__name__}: {exc}"
+        ) from None
+    for label, value in (
+        ("access key id", frozen.access_key),
+        ("secret access key", frozen.secret_key),
+        ("session token", frozen.token),
+    ):
+        if value is None and label == "session token":
+            continue
+        # Whitespace or control characters would make httpx raise an error that quotes the
+        # header value; refuse them here, without echoing them.
+        if not value or not (value.isascii() and value.isprintable()) or " " in value:
+            raise ProviderConfigError(
+                f"AWS {label} is empty or contains whitespace or non-printable characters"
+            )
+    return credentials
+
+
 class SesProvider:
     """Send messages through Amazon SES v2 ``SendEmail``."""
 
@@ -313,7 +363,12 @@ class SesProvider:
 
         region = (region or os.environ.get("AWS_REGION") or "").strip()
         if not region:
-            region = (botocore_session().get_config_variable("region") or "").strip()
+            try:
+                region = (botocore_session().get_config_variable("region") or "").strip()
+            except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile
+                raise ProviderConfigError(
+                    f"AWS region for SES could not be read: {type(exc).__name__}: {exc}"
+                ) from None
         if not region:
             raise ProviderConfigError(
                 "No AWS region for SES: pass region or set AWS_REGION (e.g. us-east-1)."
@@ -321,7 +376,7 @@ class SesProvider:
         if not _REGION.match(region):
             raise ProviderConfigError(f"AWS region {region!r} is not a region name")
 
-        self._credentials = self._resolve_credentials(
+        self._credentials = _resolve_credentials(
             access_key_id, secret_access_key, session_token, botocore_session
         )
         if session_token or self._credentials.token:
@@ -371,45 +426,6 @@ class SesProvider:
         )
         self._closed = False
         self._close_lock = threading.Lock()
-
-    @staticmethod
-    def _resolve_credentials(
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        session_token: str | None,
-        botocore_session: Callable[[], Any],
-    ) -> Any:
-        """Explicit keys, else botocore's chain; never echoes a value in an error."""
-        if access_key_id or secret_access_key or session_token:
-            if not (access_key_id and secret_access_key):
-                raise ProviderConfigError(
-                    "SES credentials are incomplete: pass both access_key_id and "
-                    "secret_access_key (and session_token for temporary credentials)."
-                )
-            credentials: Any = Credentials(access_key_id, secret_access_key, session_token)
-        else:
-            credentials = botocore_session().get_credentials()
-            if credentials is None:
-                raise ProviderConfigError(
-                    "No AWS credentials for SES: set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary ones), "
-                    "or configure a profile, SSO or an instance/container role."
-                )
-        frozen = credentials.get_frozen_credentials()
-        for label, value in (
-            ("access key id", frozen.access_key),
-            ("secret access key", frozen.secret_key),
-            ("session token", frozen.token),
-        ):
-            if value is None and label == "session token":
-                continue
-            # Whitespace or control characters would make httpx raise an error that quotes
-            # the header value; refuse them here, without echoing them.
-            if not value or not (value.isascii() and value.isprintable()) or " " in value:
-                raise ProviderConfigError(
-                    f"AWS {label} is empty or contains whitespace or non-printable characters"
-                )
-        return credentials
 
     def __repr__(self) -> str:
         return (

@@ -105,7 +105,7 @@ def build_mime_message(message: Message, *, date: str | None = None) -> EmailMes
     mime["From"] = message.from_email
     mime["To"] = message.to_email
     mime["Subject"] = message.subject
-    mime["Date"] = date or formatdate(usegmt=True)
+    mime["Date"] = date or formatdate(usegmt=True)  # when it is handed over, not the tick
     mime["Message-ID"] = make_message_id(message.send_id, from_addr)
     mime["X-Nudge-Send-Id"] = message.send_id
     if message.text and message.html:
@@ -174,11 +174,12 @@ class SmtpProvider:
         backoff_max: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Create the provider; raises :class:`ProviderConfigError` before any send if unusable.
 
         ``ssl_context`` defaults to a verifying context (tests pass one trusting their own
-        certificate). ``sleep`` and ``jitter`` are injectable so tests need not wait.
+        certificate). ``sleep``, ``jitter`` and ``clock`` are injectable so tests need not wait.
         """
         host = (host or "").strip()
         if not host or any(c.isspace() for c in host):
@@ -225,7 +226,7 @@ class SmtpProvider:
         self._ssl_context = ssl_context or ssl_lib.create_default_context()
         self._sleep = sleep
         self._jitter = jitter
-        self._limiter = RateLimiter(requests_per_second, sleep=sleep)
+        self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
         self._local = threading.local()
         self._connections: set[smtplib.SMTP] = set()
         self._connections_lock = threading.Lock()
@@ -450,10 +451,13 @@ class SmtpProvider:
                 return self._refused(conn, code, resp)
             # From here the server may end up with the message whatever we hear back.
             data_sent = True
+            # data() raises SMTPDataError if DATA itself is refused, but *returns* the reply
+            # to the content: anything but 250 there means the server did not take it.
             code, resp = conn.data(data)
+            if code != 250:
+                return self._refused(conn, code, resp)
             return _Attempt("sent", self._redact(_reply_text(code, resp)))
         except smtplib.SMTPDataError as exc:
-            # DATA refused before the content, or the content refused after it: not queued.
             return self._refused(conn, exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop_connection()
@@ -516,7 +520,7 @@ class SmtpProvider:
                 conn = smtplib.SMTP(
                     self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
-            conn.ehlo()
+            conn.ehlo_or_helo_if_needed()
             encrypted = self.ssl
             if not self.ssl and self.starttls is not False:
                 if conn.has_extn("starttls"):
@@ -560,6 +564,4 @@ class SmtpProvider:
                 detail += f" (timeout {self.timeout:g}s)"
             return _SetupFailure(f"{where}: {detail}", fatal=False)
         # SMTPNotSupportedError (no AUTH offered), "No suitable authentication method", ...
-        return _SetupFailure(
-            self._redact(f"{where}: {type(exc).__name__}: {exc}"), fatal=True
-        )
+        return _SetupFailure(self._redact(f"{where}: {type(exc).__name__}: {exc}"), fatal=True)

@@ -14,4 +14,4 @@ where
     run_id = $run_id
     and status = 'planned'
     and send_id in (select unnest($send_ids))
-returning send_id, trigger, status, reason, error, attempts
+returning send_id, trigger, status, reason, error, attempts, batch_id

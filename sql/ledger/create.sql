@@ -58,6 +58,7 @@ create table if not exists nudge.send_events (
     reason varchar,
     error varchar,
     attempts integer,
+    batch_id varchar,
     run_id varchar,
     as_of timestamptz,
     recorded_at timestamptz not null

@@ -39,4 +39,6 @@ where
     ledger.send_id = results.send_id
     and ledger.run_id = $run_id
     and ledger.status in ('planned', 'sending')
-returning ledger.send_id, ledger.trigger, ledger.status, ledger.reason, ledger.error, ledger.attempts
+returning
+    ledger.send_id, ledger.trigger, ledger.status, ledger.reason, ledger.error, ledger.attempts,
+    ledger.batch_id

@@ -1,0 +1,75 @@
+"""A real send process for the kill-and-rerun tests: ``python -m tests.crash_worker ...``.
+
+It runs one trigger's push (``dispatch_trigger``) against a warehouse the test prepared, the way
+the Dagster send asset does: under the warehouse lock, with a real provider talking HTTP to the
+test's local server. The test kills it with SIGKILL, from outside at a random moment or from
+inside at a named failpoint (``NUDGE_FAILPOINTS``), then reruns and checks the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
+from dagster_project.providers import OutboxProvider, Provider, SendGridProvider
+from dagster_project.rendering import Renderer
+from dagster_project.resources import parse_as_of
+from dagster_project.warehouse import connect, warehouse_lock
+from tests.factories import CART_SPEC
+
+API_KEY = "SG.crash-test-key"
+
+
+def build(name: str, url: str, outbox: Path) -> Provider:
+    if name == "outbox":
+        return OutboxProvider(outbox)
+    if name == "sendgrid":
+        return SendGridProvider(API_KEY, url, timeout=5.0, max_concurrency=4, max_attempts=2)
+    if name == "resend":
+        from dagster_project.providers.resend import ResendProvider
+
+        return ResendProvider(
+            "re_crash_test_key", url, timeout=5.0, max_concurrency=4, max_attempts=2
+        )
+    raise ValueError(name)
+
+
+def push(warehouse: Path, provider: Provider, *, as_of: str, run_id: str, batch_size: int):
+    with warehouse_lock(warehouse):
+        con = connect(warehouse)
+        try:
+            return dispatch_trigger(
+                con,
+                CART_SPEC,
+                provider=provider,
+                renderer=Renderer(),
+                as_of=parse_as_of(as_of),
+                run_id=run_id,
+                from_email="shop@example.com",
+                policy=DispatchPolicy(batch_size=batch_size),
+            )
+        finally:
+            con.close()
+            provider.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--warehouse", type=Path, required=True)
+    parser.add_argument("--provider", required=True)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--outbox", type=Path, default=Path("outbox"))
+    parser.add_argument("--as-of", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--batch-size", type=int, default=10)
+    args = parser.parse_args()
+    provider = build(args.provider, args.url, args.outbox)
+    summary = push(
+        args.warehouse, provider, as_of=args.as_of, run_id=args.run_id, batch_size=args.batch_size
+    )
+    print(f"sent {summary.sent}")
+
+
+if __name__ == "__main__":
+    main()
