@@ -1,4 +1,4 @@
--- Take over the sends earlier runs left unfinished, re-checked against this tick's eligibility
+-- Take over the sends earlier runs left unfinished, re-reviewed against this tick's eligibility
 -- (the caller holds the warehouse lock, so no other run is live):
 -- - 'sending' rows may have reached the provider. Through an idempotent provider the whole
 --   batch is sent again under its recorded batch_id (the idempotency key), rendered from the
@@ -27,42 +27,42 @@ set
     updated_at = now()
 from (
     select
-        checked.send_id,
+        reviewed.send_id,
         case
-            when checked.in_doubt and checked.batch_resendable then 'planned'
-            when checked.in_doubt then 'unknown'
-            when checked.is_expired then 'expired'
-            when checked.is_too_old then 'failed_permanent'
-            when checked.rule_reason is not null then 'skipped'
+            when reviewed.in_doubt and reviewed.batch_resendable then 'planned'
+            when reviewed.in_doubt then 'unknown'
+            when reviewed.is_expired then 'expired'
+            when reviewed.is_too_old then 'failed_permanent'
+            when reviewed.rule_reason is not null then 'skipped'
             else 'planned'
         end as next_status,
         case
-            when checked.in_doubt and checked.batch_resendable then null
-            when checked.in_doubt then 'run_died_while_sending'
-            when checked.is_expired then 'grace_window_ended'
-            when checked.is_too_old then 'retry_max_age'
-            when checked.rule_reason is not null then 'no_longer_eligible:' || checked.rule_reason
-            else checked.reason
+            when reviewed.in_doubt and reviewed.batch_resendable then null
+            when reviewed.in_doubt then 'run_died_while_sending'
+            when reviewed.is_expired then 'grace_window_ended'
+            when reviewed.is_too_old then 'retry_max_age'
+            when reviewed.rule_reason is not null then 'no_longer_eligible:' || reviewed.rule_reason
+            else reviewed.reason
         end as next_reason,
         case
-            when checked.in_doubt and checked.batch_resendable
-                then 'resent with the same idempotency key after run ' || checked.run_id
-                || ' stopped while sending'
-            when checked.in_doubt
-                then 'run ' || checked.run_id || ' stopped while sending; delivery unknown'
-            when checked.is_expired then 'grace window ended before it could be sent'
-            when checked.is_too_old
-                then 'gave up retrying after ' || checked.attempts || ' attempts: '
-                || coalesce(checked.error, 'no error recorded')
-            when checked.rule_reason = 'not_a_candidate'
+            when reviewed.in_doubt and reviewed.batch_resendable
+                then 'resent with the same idempotency key after run ' || reviewed.run_id
+                    || ' stopped while sending'
+            when reviewed.in_doubt
+                then 'run ' || reviewed.run_id || ' stopped while sending; delivery unknown'
+            when reviewed.is_expired then 'grace window ended before it could be sent'
+            when reviewed.is_too_old
+                then 'gave up retrying after ' || reviewed.attempts || ' attempts: '
+                    || coalesce(reviewed.error, 'no error recorded')
+            when reviewed.rule_reason = 'not_a_candidate'
                 then 'no longer a candidate of the trigger (e.g. the cart was ordered)'
-            when checked.rule_reason is not null
-                then 'no longer eligible: ' || checked.rule_reason
-            else checked.error
+            when reviewed.rule_reason is not null
+                then 'no longer eligible: ' || reviewed.rule_reason
+            else reviewed.error
         end as next_error,
-        checked.in_doubt and checked.batch_resendable as resend_batch,
+        reviewed.in_doubt and reviewed.batch_resendable as resend_batch,
         -- An interrupted idempotent batch keeps its first rendering: same key, same body.
-        case when not checked.in_doubt then checked.fresh_context end as fresh_context
+        case when not reviewed.in_doubt then reviewed.fresh_context end as fresh_context
     from (
         select
             pending.*,
@@ -108,6 +108,6 @@ from (
                     and coalesce(pending.next_attempt_at, $as_of) <= $as_of
                 )
             )
-    ) as checked
+    ) as reviewed
 ) as resumed
 where ledger.send_id = resumed.send_id

@@ -24,13 +24,13 @@ set
     next_attempt_at = case
         when results.status = 'failed' and results.retryable
             then $as_of + to_minutes(
-                cast(
-                    least(
-                        $retry_max_backoff_minutes,
-                        $retry_base_minutes * pow(2, greatest(ledger.attempts - 1, 0))
-                    ) as bigint
+                    cast(
+                        least(
+                            $retry_max_backoff_minutes,
+                            $retry_base_minutes * pow(2, greatest(ledger.attempts - 1, 0))
+                        ) as bigint
+                    )
                 )
-            )
     end,
     settled_at = now(),
     updated_at = now()
