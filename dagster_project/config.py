@@ -23,7 +23,6 @@ STATE_DIR = PROJECT_ROOT / ".nudge"
 DEFAULT_WAREHOUSE = STATE_DIR / "warehouse.duckdb"
 DEFAULT_OUTBOX_DIR = STATE_DIR / "outbox"
 DEFAULT_ESP = "outbox"
-DEFAULT_SENDGRID_BASE_URL = "https://api.sendgrid.com"
 DEFAULT_FROM_EMAIL = "hello@nudge.example"
 
 # DuckDB names a file's catalog after the file, so `nudge.duckdb` would make `nudge.send_ledger`
@@ -43,12 +42,17 @@ class Settings:
 
     warehouse: Path
     esp: str
-    esp_base_url: str
+    # None: the provider's public API (each adapter knows its own).
+    esp_base_url: str | None
     esp_api_key: str | None = field(repr=False)
     outbox_dir: Path
     from_email: str
     # Guard and retry settings for SendPolicyResource (only the ones set in the environment).
     send_policy: dict[str, Any] = field(default_factory=dict)
+    # Non-secret provider options (see ESP_OPTION_VARS), only the ones set.
+    esp_options: dict[str, str] = field(default_factory=dict)
+    smtp_password: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,12 +69,33 @@ class Settings:
             send_policy=_send_policy(env),
             warehouse=warehouse,
             esp=esp,
-            esp_base_url=env.get("NUDGE_ESP_BASE_URL") or DEFAULT_SENDGRID_BASE_URL,
+            esp_base_url=env.get("NUDGE_ESP_BASE_URL") or None,
             esp_api_key=env.get("NUDGE_ESP_API_KEY") or None,
+            esp_options={
+                name: env[var].strip() for var, name in ESP_OPTION_VARS.items() if env.get(var)
+            },
+            smtp_password=env.get("NUDGE_SMTP_PASSWORD") or None,
+            webhook_secret=env.get("NUDGE_WEBHOOK_SECRET") or None,
             outbox_dir=Path(env.get("NUDGE_OUTBOX_DIR") or DEFAULT_OUTBOX_DIR).resolve(),
             from_email=env.get("NUDGE_FROM_EMAIL") or DEFAULT_FROM_EMAIL,
         )
 
+
+# Non-secret provider options: NUDGE_* variable -> option name read by build_provider.
+ESP_OPTION_VARS: dict[str, str] = {
+    "NUDGE_ESP_RATE_LIMIT": "requests_per_second",
+    "NUDGE_SENDGRID_TEMPLATE_ID": "template_id",
+    "NUDGE_POSTMARK_MESSAGE_STREAM": "message_stream",
+    "NUDGE_SES_REGION": "region",
+    "NUDGE_SES_CONFIGURATION_SET": "configuration_set",
+    "NUDGE_SMTP_HOST": "smtp_host",
+    "NUDGE_SMTP_PORT": "smtp_port",
+    "NUDGE_SMTP_USERNAME": "smtp_username",
+    "NUDGE_SMTP_STARTTLS": "smtp_starttls",
+    "NUDGE_SMTP_SSL": "smtp_ssl",
+    "NUDGE_WEBHOOK_URL": "webhook_url",
+    "NUDGE_WEBHOOK_IDEMPOTENT": "webhook_idempotent",
+}
 
 # NUDGE_* variable -> (SendPolicyResource field, parser). Unset variables keep the defaults.
 SEND_POLICY_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {

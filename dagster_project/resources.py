@@ -54,10 +54,25 @@ class WarehouseResource(ConfigurableResource):
 class EspResource(ConfigurableResource):
     """Which email provider to push to, and how hard to try."""
 
-    provider: str = Field(default="outbox", description="outbox | sendgrid (NUDGE_ESP).")
-    base_url: str = Field(description="Provider API base URL (NUDGE_ESP_BASE_URL).")
+    provider: str = Field(
+        default="outbox",
+        description="outbox | sendgrid | postmark | resend | ses | smtp | webhook (NUDGE_ESP).",
+    )
+    base_url: str | None = Field(
+        default=None, description="Provider API base URL (NUDGE_ESP_BASE_URL); empty: public."
+    )
     api_key: str | None = Field(
         default=None, description="From EnvVar NUDGE_ESP_API_KEY only.", repr=False
+    )
+    smtp_password: str | None = Field(
+        default=None, description="From EnvVar NUDGE_SMTP_PASSWORD only.", repr=False
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="From EnvVar NUDGE_WEBHOOK_SECRET only.", repr=False
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Non-secret provider options from NUDGE_* variables (see the README).",
     )
     outbox_dir: str = Field(description="Folder of the outbox provider (NUDGE_OUTBOX_DIR).")
     from_email: str = Field(description="Sender address (NUDGE_FROM_EMAIL).")
@@ -78,6 +93,9 @@ class EspResource(ConfigurableResource):
             esp_api_key=self.api_key,
             outbox_dir=Path(self.outbox_dir),
             from_email=self.from_email,
+            esp_options=dict(self.options),
+            smtp_password=self.smtp_password,
+            webhook_secret=self.webhook_secret,
         )
         return build_provider(
             settings,
@@ -209,13 +227,20 @@ def parse_as_of(value: str) -> datetime:
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """The live resources, from NUDGE_* environment variables."""
-    api_key = EnvVar("NUDGE_ESP_API_KEY") if os.environ.get("NUDGE_ESP_API_KEY") else None
+
+    def secret(name: str) -> EnvVar | None:
+        # Secrets reach Dagster as EnvVar references, never as values in its config.
+        return EnvVar(name) if os.environ.get(name) else None
+
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse)),
         "esp": EspResource(
             provider=settings.esp,
             base_url=settings.esp_base_url,
-            api_key=api_key,
+            api_key=secret("NUDGE_ESP_API_KEY"),
+            smtp_password=secret("NUDGE_SMTP_PASSWORD"),
+            webhook_secret=secret("NUDGE_WEBHOOK_SECRET"),
+            options=settings.esp_options,
             outbox_dir=str(settings.outbox_dir),
             from_email=settings.from_email,
         ),

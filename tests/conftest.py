@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,15 +15,7 @@ from dagster_project import ledger
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own NUDGE_* settings or DAGSTER_HOME must not leak into tests."""
-    for name in (
-        "NUDGE_WAREHOUSE",
-        "NUDGE_ESP",
-        "NUDGE_ESP_BASE_URL",
-        "NUDGE_ESP_API_KEY",
-        "NUDGE_OUTBOX_DIR",
-        "NUDGE_FROM_EMAIL",
-        "DAGSTER_HOME",
-    ):
+    for name in [n for n in os.environ if n.startswith("NUDGE_")] + ["DAGSTER_HOME"]:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -1,0 +1,75 @@
+"""The operator commands that need no dbt run: init and resolve-unknown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagster_project import ledger
+from dagster_project.cli import main
+from dagster_project.warehouse import connect
+from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+
+
+@pytest.fixture
+def with_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
+    """A warehouse where a run died with three sends in flight through SendGrid."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(warehouse))
+    assert main(["init"]) == 0
+    con = connect(warehouse)
+    write_eligibility(con, [cart_row(k) for k in ("a", "b", "c", "d")])
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
+    ids = [cart_row(k)["send_id"] for k in ("a", "b", "c")]
+    ledger.claim_batch(con, run_id="dead", send_ids=ids, batch_id="k1")
+    ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART_SPEC.relation,
+        run_id="next",
+        as_of=AS_OF,
+        provider="sg",
+        idempotent=False,
+    )
+    con.close()
+    return warehouse, ids
+
+
+def _statuses(warehouse: Path) -> dict[str, str]:
+    con = connect(warehouse)
+    try:
+        return {k: v[0] for k, v in ledger_rows(con).items()}
+    finally:
+        con.close()
+
+
+def test_resolve_unknown_lists_then_resends_or_drops(with_unknown, capsys) -> None:
+    warehouse, ids = with_unknown
+    assert main(["resolve-unknown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 unknown sends")
+    assert all(i in out for i in ids) and "cust_a" in out and "via sg" in out
+
+    assert main(["resolve-unknown", "--drop", "--send-id", ids[0]]) == 0
+    assert "1 sends dropped" in capsys.readouterr().out
+    assert main(["resolve-unknown", "--resend", "--trigger", "abandoned_cart"]) == 0
+    assert "2 sends will be resent" in capsys.readouterr().out
+    statuses = _statuses(warehouse)
+    assert statuses[ids[0]] == "skipped"
+    assert statuses[ids[1]] == statuses[ids[2]] == "failed_retryable"
+    assert main(["resolve-unknown"]) == 0
+    assert capsys.readouterr().out.startswith("0 unknown sends")
+
+
+def test_resolve_unknown_refuses_send_ids_that_are_not_unknown(with_unknown, capsys) -> None:
+    warehouse, ids = with_unknown
+    planned = cart_row("d")["send_id"]
+    assert main(["resolve-unknown", "--resend", "--send-id", planned]) == 2
+    assert f"not unknown sends: {planned}" in capsys.readouterr().err
+    assert set(_statuses(warehouse).values()) == {"unknown", "planned"}
+
+
+def test_resend_and_drop_are_exclusive(with_unknown) -> None:
+    with pytest.raises(SystemExit):
+        main(["resolve-unknown", "--resend", "--drop"])

@@ -1,0 +1,548 @@
+"""The SES adapter against the real SES v2 emulator and a scripted SES stand-in on loopback.
+
+The contract test sends real SigV4-signed requests to ``aws-ses-v2-local`` (``make
+ses-emulator``) and reads its store back. The emulator does not check signatures or keep tags,
+so those are checked on :class:`SesStubServer`, which also scripts SES's error answers. Waits go
+through a fake clock, so backoff and rate limiting are asserted without sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dagster_project.providers.base import Message, ProviderConfigError, ProviderError
+from dagster_project.providers.ses import (
+    SesProvider,
+    build_ses_payload,
+    classify_ses_error,
+)
+from tests import ses_emulator as emulator_module
+from tests.ses_emulator import (  # ses_emulator_fixture registers the `ses_emulator` fixture
+    SesEmulator,
+    SesReply,
+    SesStubServer,
+    free_port,
+    run_ses_emulator,
+    ses_emulator_fixture,  # noqa: F401
+)
+
+ACCESS_KEY = "AKIDEXAMPLE0NUDGE0TEST"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYsecretEXAMPLE"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKENvalue0123456789"
+REGION = "eu-west-1"
+TIMEOUT = 0.3
+
+
+class FakeClock:
+    """A monotonic clock that only moves when something sleeps on it; records each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
+def make_message(n: int = 1, **overrides: Any) -> Message:
+    fields: dict[str, Any] = {
+        "send_id": f"send-{n:04d}",
+        "trigger": "welcome",
+        "step": "day0",
+        "customer_id": f"cust-{n}",
+        "to_email": f"customer{n}@example.com",
+        "from_email": "Nudge Team <hello@nudge.example>",
+        "subject": f"Welcome aboard #{n} — café ☕",
+        "html": f"<p>Hello customer {n}</p>",
+        "text": f"Hello customer {n}",
+        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
+    }
+    fields.update(overrides)
+    return Message(**fields)
+
+
+def make_provider(endpoint_url: str, clock: FakeClock, **overrides: Any) -> SesProvider:
+    kwargs: dict[str, Any] = {
+        "region": REGION,
+        "endpoint_url": endpoint_url,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        "timeout": TIMEOUT,
+        "max_concurrency": 4,
+        "max_attempts": 3,
+        "requests_per_second": None,
+        "backoff_base": 0.5,
+        "backoff_max": 5.0,
+        "sleep": clock.sleep,
+        "clock": clock,
+        "jitter": lambda: 1.0,  # top of the jitter range: waits are exactly the ceiling
+    }
+    kwargs.update(overrides)
+    return SesProvider(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer's AWS profile, keys or instance role must not leak into these tests."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stub() -> Iterator[SesStubServer]:
+    with SesStubServer() as server:
+        yield server
+        assert server.errors == []
+
+
+@pytest.fixture
+def provider(stub: SesStubServer, clock: FakeClock) -> Iterator[SesProvider]:
+    with make_provider(stub.url, clock) as p:
+        yield p
+
+
+# -- the contract: real signed sends to the SES v2 emulator -------------------------------
+
+
+def test_every_message_reaches_the_emulator_exactly_once(
+    ses_emulator: SesEmulator, clock: FakeClock
+) -> None:
+    ses_emulator.clear()
+    messages = [make_message(n) for n in range(1, 7)]
+    messages.append(make_message(7, html="", from_email="plain@nudge.example"))  # text-only
+
+    with make_provider(ses_emulator.url, clock, configuration_set="nudge-events") as provider:
+        results = provider.send(messages)
+
+    assert [r.status for r in results] == ["sent"] * 7
+    assert [r.attempts for r in results] == [1] * 7
+    stored = ses_emulator.emails()
+    assert sorted(e["messageId"] for e in stored) == sorted(r.provider_message_id for r in results)
+    by_send_id: dict[str, list[dict[str, Any]]] = {}
+    for email in stored:
+        headers = {h["name"]: h["value"] for h in email.get("headers") or []}
+        by_send_id.setdefault(headers["X-Nudge-Send-Id"], []).append(email)
+    assert sorted(by_send_id) == sorted(m.send_id for m in messages)
+    for message in messages:
+        (email,) = by_send_id[message.send_id]  # exactly once
+        assert email["destination"]["to"] == [message.to_email]
+        assert email["from"] == message.from_email
+        assert email["subject"] == message.subject
+        assert email["body"]["text"] == message.text
+        assert email["body"].get("html") == (message.html or None)
+
+
+def test_credentials_from_the_environment_reach_the_emulator(
+    ses_emulator: SesEmulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ses_emulator.clear()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    provider = SesProvider(
+        region=None, endpoint_url=ses_emulator.url, requests_per_second=None, timeout=2.0
+    )
+    with provider:
+        (result,) = provider.send([make_message(42)])
+    assert result.status == "sent"
+    assert [e["messageId"] for e in ses_emulator.emails()] == [result.provider_message_id]
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [(None, pytest.skip.Exception), ("true", pytest.fail.Exception)]
+)
+def test_missing_emulator_skips_locally_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ci: str | None, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setattr(emulator_module, "EMULATOR_PACKAGE", tmp_path / "not-installed")
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="make ses-emulator"), run_ses_emulator():
+        pass
+
+
+# -- signing and payload (scripted stand-in) ----------------------------------------------
+
+
+def _sigv4_signature(request: Any, secret: str, scope: str, signed: list[str]) -> str:
+    """Recompute SigV4 from the request as received: an implementation independent of
+    botocore, so a header httpx changed after signing, or a different body, would show."""
+    canonical_headers = "".join(
+        f"{name}:{' '.join(request.headers[name].split())}\n" for name in signed
+    )
+    canonical_request = "\n".join(
+        [
+            request.method,
+            request.path,
+            request.query,
+            canonical_headers,
+            ";".join(signed),
+            hashlib.sha256(request.raw).hexdigest(),
+        ]
+    )
+    amz_date = request.headers["x-amz-date"]
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
+    key = ("AWS4" + secret).encode()
+    for part in scope.split("/")[:4]:
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("token", [None, SESSION_TOKEN])
+def test_requests_carry_a_valid_sigv4_signature_for_ses_in_the_region(
+    stub: SesStubServer, clock: FakeClock, token: str | None
+) -> None:
+    with make_provider(stub.url, clock, session_token=token) as provider:
+        assert provider.send([make_message(1)])[0].status == "sent"
+
+    (request,) = stub.requests
+    assert request.path == "/v2/email/outbound-emails"
+    algorithm, _, fields = request.headers["authorization"].partition(" ")
+    assert algorithm == "AWS4-HMAC-SHA256"
+    parts = dict(p.strip().split("=", 1) for p in fields.split(","))
+    access_key, scope = parts["Credential"].split("/", 1)
+    assert access_key == ACCESS_KEY
+    date, region, service, terminator = scope.split("/")
+    assert (region, service, terminator) == (REGION, "ses", "aws4_request")
+    assert request.headers["x-amz-date"].startswith(date)
+    signed = parts["SignedHeaders"].split(";")
+    assert {"host", "x-amz-date", "content-type"} <= set(signed)
+    if token:
+        assert request.headers["x-amz-security-token"] == token
+        assert "x-amz-security-token" in signed
+    else:
+        assert "x-amz-security-token" not in request.headers
+    assert parts["Signature"] == _sigv4_signature(request, SECRET_KEY, scope, signed)
+
+
+def test_payload_is_ses_v2_simple_content_with_tags(stub: SesStubServer, clock: FakeClock) -> None:
+    message = make_message(
+        1,
+        from_email="Équipe Nudge <hello@nudge.example>",
+        custom_args={"send_id": "send-0001", "variant": "b v2", "campaign": "spring.sale@2"},
+    )
+    with make_provider(stub.url, clock, configuration_set="nudge-events") as provider:
+        provider.send([message])
+
+    body = stub.requests[0].json
+    assert body["FromEmailAddress"] == "=?utf-8?q?=C3=89quipe_Nudge?= <hello@nudge.example>"
+    assert body["Destination"] == {"ToAddresses": ["customer1@example.com"]}
+    simple = body["Content"]["Simple"]
+    assert simple["Subject"] == {"Data": message.subject, "Charset": "UTF-8"}
+    assert simple["Body"] == {
+        "Text": {"Data": message.text, "Charset": "UTF-8"},
+        "Html": {"Data": message.html, "Charset": "UTF-8"},
+    }
+    assert simple["Headers"] == [{"Name": "X-Nudge-Send-Id", "Value": "send-0001"}]
+    assert body["ConfigurationSetName"] == "nudge-events"
+    # Ledger keys first; characters SES refuses in tags become "_".
+    assert body["EmailTags"] == [
+        {"Name": "send_id", "Value": "send-0001"},
+        {"Name": "trigger", "Value": "welcome"},
+        {"Name": "step", "Value": "day0"},
+        {"Name": "variant", "Value": "b_v2"},
+        {"Name": "campaign", "Value": "spring_sale_2"},
+    ]
+
+
+def test_no_configuration_set_means_no_field() -> None:
+    payload = build_ses_payload(make_message(1))
+    assert "ConfigurationSetName" not in payload
+    assert payload["FromEmailAddress"] == "Nudge Team <hello@nudge.example>"
+
+
+def test_unsendable_messages_fail_without_a_request(
+    stub: SesStubServer, provider: SesProvider
+) -> None:
+    results = provider.send(
+        [
+            make_message(1, html="", text=""),
+            make_message(2, to_email="not-an-address"),
+            make_message(3, subject=""),
+        ]
+    )
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [("failed", 0, False)] * 3
+    assert stub.requests == []
+
+
+def test_requests_reuse_pooled_connections(stub: SesStubServer, clock: FakeClock) -> None:
+    with make_provider(stub.url, clock, max_concurrency=2) as provider:
+        results = provider.send([make_message(n) for n in range(10)])
+    assert {r.status for r in results} == {"sent"}
+    assert len({r.client_port for r in stub.requests}) <= 2
+
+
+# -- error classification ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (429, "TooManyRequestsException", "throttled"),
+        (400, "LimitExceededException", "throttled"),
+        (400, "Throttling", "throttled"),
+        (429, "", "throttled"),
+        (500, "InternalFailure", "transient"),
+        (503, "", "transient"),
+        (400, "MessageRejected", "permanent"),
+        (400, "MailFromDomainNotVerifiedException", "permanent"),
+        (400, "AccountSuspendedException", "permanent"),
+        (400, "BadRequestException", "permanent"),
+        (404, "NotFoundException", "permanent"),
+        (403, "UnrecognizedClientException", "credentials"),
+        (403, "InvalidSignatureException", "credentials"),
+        (403, "ExpiredTokenException", "credentials"),
+    ],
+)
+def test_error_classification(status: int, code: str, expected: str) -> None:
+    assert classify_ses_error(status, code) == expected
+
+
+def test_throttling_pauses_every_worker_and_is_not_an_attempt(
+    stub: SesStubServer, provider: SesProvider, clock: FakeClock
+) -> None:
+    stub.script(
+        [
+            SesReply(429, "TooManyRequestsException", "Maximum sending rate exceeded."),
+            SesReply(400, "LimitExceededException", "Too many requests."),
+            200,
+        ]
+    )
+    (result,) = provider.send([make_message(1)])
+
+    assert result.status == "sent"
+    assert result.attempts == 1  # the two throttled requests are waits, not attempts
+    assert len(stub.requests) == 3
+    assert clock.sleeps == [0.5, 1.0]  # exponential backoff through the shared limiter
+
+
+def test_throttling_that_never_ends_fails_retryable(stub: SesStubServer, clock: FakeClock) -> None:
+    stub.script([SesReply(429, "TooManyRequestsException", "Maximum sending rate exceeded.")] * 3)
+    with make_provider(stub.url, clock, max_throttle_retries=2) as provider:
+        (result,) = provider.send([make_message(1)])
+    assert (result.status, result.retryable, result.attempts) == ("failed", True, 1)
+    assert "TooManyRequestsException" in (result.error or "")
+    assert len(stub.requests) == 3
+
+
+def test_5xx_is_retried_with_backoff_then_fails_retryable(
+    stub: SesStubServer, provider: SesProvider, clock: FakeClock
+) -> None:
+    stub.script([SesReply(500, "InternalFailure", "Internal failure")] * 3)
+    (result,) = provider.send([make_message(1)])
+    assert (result.status, result.retryable, result.attempts) == ("failed", True, 3)
+    assert result.error == "HTTP 500 InternalFailure: Internal failure"
+    assert clock.sleeps == [0.5, 1.0]
+    assert len(stub.requests) == 3
+
+
+def test_5xx_then_success_is_sent(
+    stub: SesStubServer, provider: SesProvider, clock: FakeClock
+) -> None:
+    stub.script([SesReply(503, "ServiceUnavailable", "Service Unavailable"), 200])
+    (result,) = provider.send([make_message(1)])
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert result.provider_message_id and result.provider_message_id.startswith("stub-")
+
+
+@pytest.mark.parametrize(
+    ("code", "aws_message"),
+    [
+        ("MessageRejected", "Email address is not verified: customer1@example.com"),
+        ("MailFromDomainNotVerifiedException", "MAIL FROM domain is not verified."),
+        ("AccountSuspendedException", "Your account has been suspended."),
+        ("BadRequestException", "Missing final '@domain'"),
+    ],
+)
+def test_rejections_are_permanent_with_aws_words(
+    stub: SesStubServer, provider: SesProvider, clock: FakeClock, code: str, aws_message: str
+) -> None:
+    stub.script([SesReply(400, code, aws_message)])
+    (result,) = provider.send([make_message(1)])
+    assert (result.status, result.retryable, result.attempts) == ("failed", False, 1)
+    assert result.error is not None and result.error.startswith(f"HTTP 400 {code}: ")
+    assert "customer1@example.com" not in result.error  # addresses masked
+    assert len(stub.requests) == 1
+    assert clock.sleeps == []
+
+
+def test_read_timeout_is_unknown_and_never_resent(
+    stub: SesStubServer, provider: SesProvider
+) -> None:
+    stub.script([SesReply(delay=TIMEOUT * 4)])
+    (result,) = provider.send([make_message(1)])
+    assert (result.status, result.attempts) == ("unknown", 1)
+    assert "ReadTimeout" in (result.error or "")
+    assert len(stub.requests) == 1
+
+
+def test_dropped_response_is_unknown_and_never_resent(
+    stub: SesStubServer, provider: SesProvider
+) -> None:
+    stub.script([SesReply(drop=True)])
+    (result,) = provider.send([make_message(1)])
+    assert result.status == "unknown"
+    assert len(stub.requests) == 1
+
+
+def test_connection_refused_is_retried_then_fails_retryable(clock: FakeClock) -> None:
+    with make_provider(f"http://127.0.0.1:{free_port()}", clock) as provider:
+        (result,) = provider.send([make_message(1)])
+    assert (result.status, result.retryable, result.attempts) == ("failed", True, 3)
+    assert "ConnectError" in (result.error or "")
+
+
+def test_rejected_credentials_stop_the_batch_retryable(
+    stub: SesStubServer, clock: FakeClock
+) -> None:
+    stub.script([SesReply(403, "UnrecognizedClientException", "The security token is invalid.")])
+    with make_provider(stub.url, clock, max_concurrency=1) as provider:
+        results = provider.send([make_message(n) for n in range(5)])
+    assert [r.status for r in results] == ["failed"] * 5
+    assert all(r.retryable for r in results)
+    assert [r.attempts for r in results] == [1, 0, 0, 0, 0]
+    assert len(stub.requests) == 1  # one request found out; the others were not sent
+
+
+def test_one_bad_message_does_not_stop_the_batch() -> None:
+    # MockTransport only for this edge case: which message fails must not depend on timing.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["Destination"]["ToAddresses"] == ["customer2@example.com"]:
+            return httpx.Response(
+                400,
+                json={"message": "Illegal address"},
+                headers={"x-amzn-ErrorType": "MessageRejected:"},
+            )
+        return httpx.Response(200, json={"MessageId": "m-" + request.headers["x-amz-date"]})
+
+    clock = FakeClock()
+    with make_provider(
+        "https://email.eu-west-1.amazonaws.com", clock, transport=httpx.MockTransport(handler)
+    ) as p:
+        results = p.send([make_message(n) for n in range(1, 5)])
+    assert [r.status for r in results] == ["sent", "failed", "sent", "sent"]
+    assert results[1].error == "HTTP 400 MessageRejected: Illegal address"
+
+
+def test_rate_limit_spaces_requests(stub: SesStubServer, clock: FakeClock) -> None:
+    with make_provider(stub.url, clock, requests_per_second=2.0, max_concurrency=1) as provider:
+        results = provider.send([make_message(n) for n in range(6)])
+    assert {r.status for r in results} == {"sent"}
+    # A burst of 2, then one request every 0.5 s of (fake) time.
+    assert sum(clock.sleeps) == pytest.approx(2.0)
+
+
+def test_send_after_close_raises(provider: SesProvider) -> None:
+    provider.close()
+    provider.close()  # twice is fine
+    with pytest.raises(ProviderError):
+        provider.send([make_message(1)])
+
+
+# -- configuration and secrets -----------------------------------------------------------
+
+
+def test_missing_credentials_is_a_config_error() -> None:
+    with pytest.raises(ProviderConfigError, match="AWS_ACCESS_KEY_ID"):
+        SesProvider(region=REGION)
+
+
+def test_a_missing_profile_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ProviderConfigError, match="ProfileNotFound"):
+        SesProvider(region=REGION)
+
+
+def test_missing_region_is_a_config_error() -> None:
+    with pytest.raises(ProviderConfigError, match="AWS_REGION"):
+        SesProvider(region=None, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
+
+
+def test_region_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "ap-southeast-2")
+    with SesProvider(region=None, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY) as p:
+        assert p.region == "ap-southeast-2"
+        assert p.endpoint_url == "https://email.ap-southeast-2.amazonaws.com"
+        assert p.limits.idempotent is False
+        assert p.limits.requests_per_second == 14.0
+
+
+KEYS = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"access_key_id": ACCESS_KEY}, "incomplete"),
+        ({"secret_access_key": SECRET_KEY}, "incomplete"),
+        ({"access_key_id": ACCESS_KEY, "secret_access_key": "bad secret"}, "whitespace"),
+        ({**KEYS, "session_token": "tok\nen"}, "session token"),
+        ({**KEYS, "region": "us-east-1/../x"}, "not a region"),
+        ({**KEYS, "endpoint_url": "ftp://example.com"}, "http"),
+        ({**KEYS, "max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_bad_configuration_is_refused_without_echoing_secrets(
+    kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ProviderConfigError, match=match) as info:
+        SesProvider(**{"region": REGION, **kwargs})
+    for secret in (SECRET_KEY, "bad secret", "tok\nen"):
+        assert secret not in str(info.value)
+
+
+def test_secrets_stay_out_of_repr_errors_and_logs(
+    stub: SesStubServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # botocore logs the canonical request at DEBUG
+    stub.script([SesReply(400, "MessageRejected", f"echo {SECRET_KEY} and {SESSION_TOKEN}")])
+    with make_provider(stub.url, clock, session_token=SESSION_TOKEN) as provider:
+        assert SECRET_KEY not in repr(provider) and SESSION_TOKEN not in repr(provider)
+        assert ACCESS_KEY not in repr(provider)
+        (result,) = provider.send([make_message(1)])
+
+    assert result.status == "failed"
+    assert SECRET_KEY not in (result.error or "") and SESSION_TOKEN not in (result.error or "")
+    assert "[REDACTED]" in (result.error or "")
+    assert any("CanonicalRequest" in r.getMessage() for r in caplog.records)
+    for record in caplog.records:
+        text = record.getMessage()
+        assert SECRET_KEY not in text
+        assert SESSION_TOKEN not in text
+        assert "customer1@example.com" not in text
