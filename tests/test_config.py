@@ -95,3 +95,74 @@ def test_the_api_key_is_not_in_reprs() -> None:
     )
     assert "SG.repr-secret" not in repr(settings)
     assert "SG.repr-secret" not in repr(resource)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"NUDGE_ESP": "outbox"}, "outbox"),
+        ({"NUDGE_ESP": "sendgrid", "NUDGE_ESP_API_KEY": "SG.k"}, "sendgrid"),
+        ({"NUDGE_ESP": "postmark", "NUDGE_ESP_API_KEY": "pm-token"}, "postmark"),
+        (
+            {"NUDGE_ESP": "resend", "NUDGE_ESP_API_KEY": "re_k", "NUDGE_ESP_RATE_LIMIT": "5"},
+            "resend",
+        ),
+        (
+            {
+                "NUDGE_ESP": "ses",
+                "NUDGE_SES_REGION": "eu-west-1",
+                "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                "AWS_SECRET_ACCESS_KEY": "secret-value",
+            },
+            "ses",
+        ),
+        ({"NUDGE_ESP": "smtp", "NUDGE_SMTP_HOST": "127.0.0.1", "NUDGE_SMTP_PORT": "2525"}, "smtp"),
+        (
+            {
+                "NUDGE_ESP": "webhook",
+                "NUDGE_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+                "NUDGE_WEBHOOK_SECRET": "whsec-0123456789abcdef",
+            },
+            "webhook",
+        ),
+    ],
+)
+def test_every_esp_is_built_from_the_environment(monkeypatch, tmp_path, env, expected) -> None:
+    from dagster_project.providers import build_provider
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # botocore reads AWS_* itself
+    provider = build_provider(Settings.from_env({**env, "NUDGE_OUTBOX_DIR": str(tmp_path)}))
+    try:
+        assert provider.name == expected
+        assert provider.limits.max_batch >= 1
+        for secret in ("SG.k", "pm-token", "re_k", "secret-value", "whsec-0123456789abcdef"):
+            assert secret not in repr(provider)
+        if expected == "resend":
+            assert provider.limits.idempotent
+    finally:
+        provider.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NUDGE_ESP": "postmark"}, "NUDGE_ESP_API_KEY is not set"),
+        ({"NUDGE_ESP": "smtp"}, "NUDGE_SMTP_HOST"),
+        ({"NUDGE_ESP": "webhook", "NUDGE_WEBHOOK_URL": "http://x"}, "NUDGE_WEBHOOK_SECRET"),
+        ({"NUDGE_ESP": "resend", "NUDGE_ESP_API_KEY": "k", "NUDGE_ESP_RATE_LIMIT": "x"}, "number"),
+        ({"NUDGE_ESP": "mailchimp"}, "valid choices"),
+    ],
+)
+def test_a_misconfigured_esp_fails_before_anything_is_sent(env, message) -> None:
+    from dagster_project.providers import ProviderConfigError, build_provider
+
+    with pytest.raises(ProviderConfigError, match=message):
+        build_provider(Settings.from_env(env))
+
+
+def test_guard_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"NUDGE_MASS_SEND_MAX": "50", "NUDGE_FRESHNESS_MAX_HOURS": "6"})
+    assert settings.send_policy == {"mass_send_max": 50, "freshness_max_hours": 6.0}
+    with pytest.raises(ConfigError, match="NUDGE_MASS_SEND_MAX"):
+        Settings.from_env({"NUDGE_MASS_SEND_MAX": "lots"})
