@@ -63,7 +63,7 @@ def test_resolve_unknown_lists_then_resends_or_drops(with_unknown, capsys) -> No
 
 
 def test_resolve_unknown_refuses_send_ids_that_are_not_unknown(with_unknown, capsys) -> None:
-    warehouse, ids = with_unknown
+    warehouse, _ = with_unknown
     planned = cart_row("d")["send_id"]
     assert main(["resolve-unknown", "--resend", "--send-id", planned]) == 2
     assert f"not unknown sends: {planned}" in capsys.readouterr().err
