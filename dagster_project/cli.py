@@ -354,7 +354,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 t["trigger"],
                 {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)},
             )
-            for column in ("new", "resumed", "sent", "failed", "unknown"):
+            for column in ("new", "resumed", "sent", "failed", "unknown", "held"):
                 total[column] += t.get(column, 0)
             # Candidates and exclusions describe one tick's window; show the last tick's.
             for column in ("candidates", "eligible", "already_sent"):

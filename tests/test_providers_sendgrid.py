@@ -199,19 +199,26 @@ def test_429_honours_retry_after_then_sends(
     (result,) = provider.send([make_message(1)])
 
     assert result.status == "sent"
-    assert result.attempts == 2
+    # A 429 is the provider asking us to come back later, not a failed attempt.
+    assert result.attempts == 1
     assert result.error is None
-    assert sleeps.calls == [1.0]
+    assert sleeps.calls == pytest.approx([1.0], abs=0.01)
     assert server.received_send_ids() == ["send-0001", "send-0001"]
 
 
-def test_429_retry_after_is_capped_at_backoff_max(
+def test_429_asking_for_longer_than_max_rate_limit_wait_fails_retryable_at_once(
     server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
 ) -> None:
     server.script([Reply(status=429, retry_after="3600"), 202])
     (result,) = provider.send([make_message(1)])
-    assert result.status == "sent"
-    assert sleeps.calls == [5.0]
+    assert (result.status, result.retryable, result.attempts) == ("failed", True, 0)
+    assert result.error is not None and result.error.startswith("HTTP 429: too many requests;")
+    assert "more than max_rate_limit_wait=60s" in result.error
+    assert sleeps.calls == []
+    # The provider said "not for an hour": later sends of this run fail fast, unsent.
+    (later,) = provider.send([make_message(2)])
+    assert (later.status, later.retryable) == ("failed", True)
+    assert len(server.send_requests()) == 1
 
 
 def test_429_with_http_date_retry_after(
@@ -231,7 +238,7 @@ def test_429_without_retry_after_falls_back_to_backoff(
     server.script([429, 202])
     (result,) = provider.send([make_message(1)])
     assert result.status == "sent"
-    assert sleeps.calls == [0.5]
+    assert sleeps.calls == pytest.approx([0.5], abs=0.01)
 
 
 def test_parse_retry_after() -> None:
@@ -390,7 +397,8 @@ def test_api_key_never_leaks_into_errors_repr_or_logs(
         results = p.send([make_message(n) for n in range(1, 6)])
         text = repr(p) + str(p)
 
-    assert [r.status for r in results] == ["failed", "failed", "unknown", "failed", "sent"]
+    # send-0004's two 429s are waits, not attempts: it is sent on its third request.
+    assert [r.status for r in results] == ["failed", "failed", "unknown", "sent", "sent"]
     # A server that echoes the key back (some proxies do) still cannot make us leak it.
     assert results[0].error is not None and "[REDACTED]" in results[0].error
     # Wrong key: SendGrid's 401 is a non-retryable failure.
@@ -504,3 +512,105 @@ def test_build_provider_sendgrid(server: EspServer) -> None:
         assert result.status == "sent"
     finally:
         provider.close()
+
+
+# -- dynamic template mode: up to 1000 messages per request ---------------------------------
+
+
+TEMPLATE_ID = "d-0123456789abcdef0123456789abcdef"
+
+
+def make_template_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> SendGridProvider:
+    return make_provider(url, sleeps, template_id=TEMPLATE_ID, **overrides)
+
+
+def test_template_mode_sends_personalizations_matching_the_schema(
+    server: EspServer, sleeps: SleepRecorder
+) -> None:
+    with make_template_provider(server.url, sleeps) as p:
+        assert p.limits.per_message_results is False
+        results = p.send([make_message(n) for n in range(1, 6)])
+
+    assert [r.status for r in results] == ["sent"] * 5
+    assert len({r.provider_message_id for r in results}) == 1  # one X-Message-Id per request
+    (request,) = server.send_requests()
+    validate_sendgrid_payload(request.body)
+    body = request.body
+    assert body["template_id"] == TEMPLATE_ID
+    assert body["from"] == {"email": "hello@nudge.example", "name": "Nudge Team"}
+    assert "content" not in body and "subject" not in body
+    assert body["personalizations"][0] == {
+        "to": [{"email": "customer1@example.com"}],
+        "custom_args": {"send_id": "send-0001", "trigger": "welcome", "step": "day0"},
+        "dynamic_template_data": {
+            "subject": "Welcome aboard #1 — café ☕",
+            "html": "<p>Hello customer 1</p>",
+            "text": "Hello customer 1",
+        },
+    }
+    assert server.received_send_ids() == [f"send-000{n}" for n in range(1, 6)]
+
+
+def test_template_mode_splits_a_rejected_batch_to_isolate_the_bad_row(
+    server: EspServer, sleeps: SleepRecorder
+) -> None:
+    server.fail_message("send-0003", "Does not contain a valid address.")
+    with make_template_provider(server.url, sleeps) as p:
+        results = p.send([make_message(n) for n in range(1, 9)])
+
+    assert [r.status for r in results] == ["sent"] * 2 + ["failed"] + ["sent"] * 5
+    assert results[2].error == (
+        "HTTP 400: Does not contain a valid address. (field: personalizations.0.to.0.email)"
+    )
+    assert results[2].retryable is False
+    # 8 rejected -> 4 rejected -> 2 accepted, 2 rejected -> 1 rejected (the bad row), 1
+    # accepted -> the other 4 accepted.
+    sizes = [len(r.body["personalizations"]) for r in server.send_requests()]
+    assert sizes == [8, 4, 2, 2, 1, 1, 4]
+    assert results[2].attempts == 4
+    assert server.duplicate_deliveries() == {}
+    assert len(server.accepted_counts()) == 7
+
+
+def test_template_mode_never_puts_one_address_or_two_senders_in_a_request(
+    server: EspServer, sleeps: SleepRecorder
+) -> None:
+    messages = [
+        make_message(1),
+        make_message(2, to_email="Customer1@Example.com"),  # same mailbox: SendGrid says 400
+        make_message(3),
+        make_message(4, from_email="other@nudge.example"),
+    ]
+    with make_template_provider(server.url, sleeps) as p:
+        results = p.send(messages)
+    assert [r.status for r in results] == ["sent"] * 4
+    for request in server.send_requests():
+        emails = [p["to"][0]["email"].lower() for p in request.body["personalizations"]]
+        assert len(emails) == len(set(emails))
+    assert sorted(len(r.body["personalizations"]) for r in server.send_requests()) == [1, 1, 2]
+
+
+def test_template_mode_batches_hold_at_most_1000(server: EspServer, sleeps: SleepRecorder) -> None:
+    with make_template_provider(server.url, sleeps) as p:
+        results = p.send([make_message(n) for n in range(1, 1002)])
+    assert all(r.status == "sent" for r in results)
+    sizes = sorted(len(r.body["personalizations"]) for r in server.send_requests())
+    assert sizes == [1, 1000]
+
+
+def test_template_mode_read_timeout_leaves_the_batch_unknown(
+    server: EspServer, sleeps: SleepRecorder
+) -> None:
+    server.script([Reply(delay=TIMEOUT * 2)])
+    with make_template_provider(server.url, sleeps) as p:
+        results = p.send([make_message(n) for n in range(1, 4)])
+    assert {r.status for r in results} == {"unknown"}
+    assert len(server.send_requests()) == 1
+
+
+def test_template_id_must_be_a_dynamic_template() -> None:
+    with pytest.raises(ProviderConfigError, match="dynamic template id starting with 'd-'"):
+        SendGridProvider(API_KEY, "https://api.sendgrid.com", template_id="1234")
+    with SendGridProvider(API_KEY, template_id="  ") as p:
+        assert p.template_id is None
+        assert p.base_url == "https://api.sendgrid.com"

@@ -4,8 +4,9 @@ An adapter says *what* goes over the wire: one JSON item per message (:meth:`bui
 body of one request (:meth:`encode`), what a 2xx answer says about each message
 (:meth:`parse_accepted`) and the provider's words for an error. :class:`HttpJsonProvider` decides
 *how*: requests of at most ``batch_size`` messages and ``max_request_bytes`` bytes, run by a
-``ThreadPoolExecutor`` over one pooled keep-alive :class:`httpx.Client`, paced by a shared
-:class:`RateLimiter`, each with its own retry loop:
+``ThreadPoolExecutor`` over one pooled keep-alive :class:`httpx.Client` (for this
+request/response pattern a sync client on threads measured faster than ``AsyncClient``; see
+GUIDE.md), paced by a shared :class:`RateLimiter`, each request with its own retry loop:
 
 ========================== ============================================== ==============
 answer                     what happens                                   an attempt?
@@ -28,9 +29,11 @@ come back later, so "failed after 5 attempts" would be a lie about the messages.
 bounded instead, by time (``max_rate_limit_wait``) and by count, so a provider that keeps saying
 "later" cannot hang the run.
 
-Why ``unknown`` is sticky: once a request may have been delivered (its answer was lost), any
+Why ``unknown`` is sticky: once a request may have been delivered (its answer was lost), a
 later failure of the same messages is reported as ``unknown``, not ``failed``: a retryable
-failure would be resent by the next tick and could deliver twice.
+failure would be resent by the next tick and could deliver twice. The one exception is a
+400/422/413 to a same-key retry: the provider judged that very payload under that key (it
+would have replayed its first answer had it accepted it), so its "no" is authoritative.
 
 Secrets (API keys, tokens, HMAC secrets) live in the client's default headers or the adapter
 only; every text that can reach an error, a log line or ``repr`` goes through :meth:`_redact`,
@@ -54,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import httpx
 
@@ -93,6 +96,14 @@ UNCERTAIN_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
     httpx.ReadError,
     httpx.WriteError,
     httpx.RemoteProtocolError,
+)
+
+# Raised before a byte of the request was sent (bad URL scheme, a header httpx refuses):
+# retrying cannot help and nothing was delivered. Any other httpx error (say a DecodingError
+# while reading an answer) may come after the provider took the request: uncertain.
+UNSENT_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
 )
 
 # How a non-2xx answer (or a transport error) is handled; see the table in the module docstring.
@@ -261,12 +272,12 @@ def require_http_url(value: str | None, what: str, example: str) -> httpx.URL:
     except httpx.InvalidURL:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        shown = _public_url(value or "")
+        shown = public_url(value or "")
         raise ProviderConfigError(f"{what} must be an http(s) URL such as {example}, got {shown!r}")
     return url
 
 
-def _public_url(value: str) -> str:
+def public_url(value: str) -> str:
     """A URL without userinfo or query, which may hold credentials."""
     try:
         url = httpx.URL(value)
@@ -299,12 +310,56 @@ def _check_tuning(
         raise ProviderConfigError(f"max_rate_limit_wait must be >= 0, got {max_rate_limit_wait}")
 
 
+class _HttpxLogRedactor(logging.Filter):
+    """Scrub URL-embedded credentials from httpx's own log lines.
+
+    httpx logs every request's full URL at INFO ("HTTP Request: POST https://..."); a webhook
+    URL may carry a token in its query. Adapters register such secrets for their lifetime.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("httpx")
+        self._lock = threading.Lock()
+        self._secrets: dict[str, int] = {}
+
+    def register(self, secrets: Sequence[str]) -> None:
+        with self._lock:
+            for secret in secrets:
+                self._secrets[secret] = self._secrets.get(secret, 0) + 1
+
+    def unregister(self, secrets: Sequence[str]) -> None:
+        with self._lock:
+            for secret in secrets:
+                left = self._secrets.get(secret, 0) - 1
+                if left > 0:
+                    self._secrets[secret] = left
+                else:
+                    self._secrets.pop(secret, None)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            secrets = list(self._secrets)
+        if secrets:
+            text = record.getMessage()
+            if any(secret in text for secret in secrets):
+                for secret in secrets:
+                    text = text.replace(secret, REDACTED)
+                record.msg, record.args = text, ()
+        return True
+
+
+_HTTPX_LOG_REDACTOR = _HttpxLogRedactor()
+logging.getLogger("httpx").addFilter(_HTTPX_LOG_REDACTOR)
+
+
 class _SleepClock:
-    """A monotonic clock that also moves forward by every injected ``sleep``.
+    """A monotonic clock that also moves forward by whatever an injected ``sleep`` skipped.
 
     Tests inject a ``sleep`` that records instead of sleeping; the rate limiter computes its
-    waits from a clock, and with the real clock it would spin until real time caught up. With
-    this one, time passes exactly as the code asked for it.
+    waits from a clock, and with the real clock it would spin until real time caught up. This
+    clock adds the part of each wait that real time did not cover: all of it for a recorder,
+    nothing for a ``sleep`` that really sleeps (a cancellable ``Event.wait``, say), so the
+    rate limit stays honest either way.
     """
 
     def __init__(self, sleep: Callable[[float], None]) -> None:
@@ -317,9 +372,12 @@ class _SleepClock:
             return time.monotonic() + self._offset
 
     def sleep(self, seconds: float) -> None:
+        started = time.monotonic()
         self._inner(seconds)
-        with self._lock:
-            self._offset += max(0.0, seconds)
+        skipped = seconds - (time.monotonic() - started)
+        if skipped > 0:
+            with self._lock:
+                self._offset += skipped
 
 
 class HttpJsonProvider:
@@ -340,6 +398,7 @@ class HttpJsonProvider:
         batch_size: int,
         headers: Mapping[str, str],
         secrets: Sequence[str],
+        url_secrets: Sequence[str] = (),
         timeout: float,
         max_concurrency: int,
         max_attempts: int,
@@ -354,6 +413,7 @@ class HttpJsonProvider:
     ) -> None:
         """``url``: the endpoint every request is POSTed to. ``headers``: sent on every request
         (authentication included). ``secrets``: strings scrubbed from every error and log line.
+        ``url_secrets``: credentials inside ``url`` itself, also scrubbed from httpx's logs.
 
         ``sleep``, ``jitter`` and ``clock`` are injectable so tests record waits instead of
         sleeping; when ``sleep`` is injected without a ``clock``, the clock advances by the
@@ -388,7 +448,7 @@ class HttpJsonProvider:
         )
         self.requests_per_second = rate
         self._limiter = RateLimiter(rate, clock=self._clock, sleep=self._sleep)
-        self._blocked_until = 0.0  # clock() value; see _rate_limited()
+        self._blocked_until = 0.0  # a clock() value; see _block_for()
         self._state_lock = threading.Lock()
         self.requests_made = 0
         self._client = httpx.Client(
@@ -410,11 +470,13 @@ class HttpJsonProvider:
         self._executor = ThreadPoolExecutor(
             max_workers=max_concurrency, thread_name_prefix=f"nudge-{self.name}"
         )
+        self._url_secrets = tuple(s for s in url_secrets if s)
+        _HTTPX_LOG_REDACTOR.register(self._url_secrets)
         self._closed = False
         self._close_lock = threading.Lock()
 
     def _repr_url(self) -> str:
-        return _public_url(self._url)
+        return public_url(self._url)
 
     def __repr__(self) -> str:
         return (
@@ -423,7 +485,7 @@ class HttpJsonProvider:
             f"max_attempts={self.max_attempts}, requests_per_second={self.requests_per_second})"
         )
 
-    def __enter__(self) -> HttpJsonProvider:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -496,6 +558,7 @@ class HttpJsonProvider:
             self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+        _HTTPX_LOG_REDACTOR.unregister(self._url_secrets)
 
     # -- planning: which messages go in which request ----------------------------------------
 
@@ -515,7 +578,7 @@ class HttpJsonProvider:
         chunks = self.chunks(ordered)
         requests: list[_Request] = []
         for i, chunk in enumerate(chunks):
-            chunk_key = key if len(chunks) == 1 else self._child_key(key, i)
+            chunk_key = self._fit_key(key) if len(chunks) == 1 else self._child_key(key, i)
             requests.extend(self._fit(chunk, chunk_key, results))
         return requests
 
@@ -543,13 +606,13 @@ class HttpJsonProvider:
         ]
 
     def _child_key(self, key: str | None, index: int) -> str | None:
-        if key is None:
-            return None
-        child = f"{key}-{index}"
-        if len(child) > self.max_idempotency_key_length:
-            # Still deterministic, and still distinct per child.
-            child = hashlib.sha256(child.encode()).hexdigest()
-        return child
+        return None if key is None else self._fit_key(f"{key}-{index}")
+
+    def _fit_key(self, key: str | None) -> str | None:
+        """The key itself, or its SHA-256 when too long: still deterministic and distinct."""
+        if key is not None and len(key) > self.max_idempotency_key_length:
+            return hashlib.sha256(key.encode()).hexdigest()
+        return key
 
     # -- running one request ---------------------------------------------------------------
 
@@ -599,10 +662,14 @@ class HttpJsonProvider:
                 )
             except RETRYABLE_TRANSPORT_ERRORS as exc:
                 rejection = Rejection("transient", self._transport_reason(exc))
+            except UNSENT_TRANSPORT_ERRORS as exc:
+                rejection = Rejection("permanent", self._transport_reason(exc))
             except UNCERTAIN_TRANSPORT_ERRORS as exc:
                 rejection = Rejection("uncertain", self._transport_reason(exc))
             except httpx.HTTPError as exc:
-                rejection = Rejection("permanent", self._transport_reason(exc))
+                # Anything else (a DecodingError reading the answer, ...) may also come after
+                # the provider took the request.
+                rejection = Rejection("uncertain", self._transport_reason(exc))
             else:
                 self._note_window(response)
                 if 200 <= response.status_code < 300:
@@ -623,10 +690,11 @@ class HttpJsonProvider:
                     wait = max(wait, self.max_rate_limit_wait + 1.0)
                 self._block_for(wait)
                 logger.warning(
-                    "%s: %s rate limited (%s); all workers wait %.2fs",
+                    "%s: %s rate limited (%s); %s %.2fs",
                     self.name,
                     request.label,
                     mask_emails_in_text(reason),
+                    "all workers wait" if wait <= self.max_rate_limit_wait else "told to wait",
                     wait,
                 )
                 continue
@@ -661,7 +729,11 @@ class HttpJsonProvider:
                 continue
             if fate == "transient":
                 return self._give_up(request, reason, attempts, maybe_delivered)
-            if fate in ("invalid", "too_large") and not maybe_delivered:
+            if fate in ("invalid", "too_large"):
+                # The provider judged this very payload, under the same key if an earlier
+                # attempt was lost (it would have replayed that answer had it been accepted):
+                # an authoritative "no", whatever happened before.
+                maybe_delivered = False
                 splittable = len(request.entries) > 1 and (
                     fate == "too_large" or not self.limits.per_message_results
                 )
