@@ -512,7 +512,7 @@ class HttpJsonProvider:
             try:
                 entries.append(Entry(index, message, self.build_item(message)))
             except ValueError as exc:
-                reason = self._clean(str(exc))
+                reason = self._redact(str(exc))
                 logger.warning(
                     "%s: send %s to %s not sent: %s",
                     self.name,
@@ -625,7 +625,7 @@ class HttpJsonProvider:
         try:
             return self._deliver(request)
         except Exception as exc:
-            reason = self._clean(f"unexpected error: {type(exc).__name__}: {exc}")
+            reason = self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
             logger.error("%s: %s: %s", self.name, request.label, reason)
             # Whether a request went out before the error is not known here: 'unknown' is the
             # answer that cannot lead to a second delivery.
@@ -675,7 +675,7 @@ class HttpJsonProvider:
                 if 200 <= response.status_code < 300:
                     return self._accepted(request, response, attempts + 1)
                 rejection = self.classify(response)
-            reason = self._clean(rejection.reason)
+            reason = self._redact(rejection.reason)
 
             if rejection.fate == "rate_limited":
                 rate_limited_answers += 1
@@ -808,7 +808,7 @@ class HttpJsonProvider:
         out = []
         total = request.prior_attempts + attempts
         for entry, delivery in zip(request.entries, deliveries, strict=True):
-            error = self._clean(delivery.error) if delivery.error else None
+            error = self._redact(delivery.error) if delivery.error else None
             if delivery.status == "sent":
                 logger.debug(
                     "%s: send %s to %s accepted (attempt %d)",
@@ -918,9 +918,6 @@ class HttpJsonProvider:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
-
-    def _clean(self, text: str) -> str:
-        return self._redact(text)
 
     def _transport_reason(self, exc: httpx.HTTPError) -> str:
         detail = str(exc) or "no detail"
