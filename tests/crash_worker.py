@@ -19,6 +19,7 @@ from dagster_project.warehouse import connect, warehouse_lock
 from tests.factories import CART_SPEC
 
 API_KEY = "SG.crash-test-key"
+RESEND_KEY = "re_crash_test_key"
 
 
 def build(name: str, url: str, outbox: Path) -> Provider:
@@ -30,7 +31,7 @@ def build(name: str, url: str, outbox: Path) -> Provider:
         from dagster_project.providers.resend import ResendProvider
 
         return ResendProvider(
-            "re_crash_test_key", url, timeout=5.0, max_concurrency=4, max_attempts=2
+            RESEND_KEY, url, timeout=5.0, max_concurrency=4, max_attempts=2, requests_per_second=100
         )
     raise ValueError(name)
 

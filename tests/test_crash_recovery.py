@@ -210,3 +210,27 @@ def test_a_kill_at_a_random_moment_mid_push_leaves_a_listed_set_in_doubt(
     assert len(unknown) <= BATCH
     assert sum(st == "sent" for st in statuses.values()) + len(unknown) == len(due)
     assert summary.sent > 0  # the rerun finished what the killed run left
+
+
+@pytest.mark.parametrize("failpoint", ["after_send:2", "mid_settle:2"])
+def test_killed_resend_push_is_resent_with_the_same_keys_and_delivered_once(
+    tmp_path: Path, failpoint: str
+) -> None:
+    warehouse, due = _prepare(tmp_path)
+    with EspServer(api_key=crash_worker.RESEND_KEY) as server:
+        worker = _start(warehouse, "resend", server.url, tmp_path, failpoint)
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == -signal.SIGKILL, err
+        delivered_by_the_dead_run = server.accepted_send_ids()
+        keys_before = {r.idempotency_key for r in server.send_requests()}
+        summary = _rerun(warehouse, "resend", server.url, tmp_path)
+        # Batch 2 went out again under its original key: the server replayed its first answer.
+        replays = [r for r in server.send_requests() if r.replayed]
+        assert replays and {r.idempotency_key for r in replays} <= keys_before
+        assert server.duplicate_deliveries() == {}
+        assert server.accepted_send_ids() == set(due)
+    statuses = _ledger(warehouse)
+    assert set(statuses) == set(due) and set(statuses.values()) == {"sent"}
+    assert len(delivered_by_the_dead_run) == 2 * BATCH
+    assert summary.unknown == 0
+    assert _twice_sent_in_history(warehouse) == 0
