@@ -87,6 +87,8 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
         assert t["candidates"] == t["eligible"] + sum(t["excluded"].values())
         settled = t["sent"] + t["failed"] + t["unknown"] + t["expired"] + t["skipped"]
         assert t["new"] + t["resumed"] == settled
+        # Every eligible row of the tick was planned or held by a guard: none fell through.
+        assert t["eligible"] == t["new"] + t["held"]
 
 
 def test_server_received_each_send_exactly_once_and_the_ledger_agrees(ticks: Ticks) -> None:
