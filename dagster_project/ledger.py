@@ -78,15 +78,32 @@ def _record_events(
 ) -> None:
     if not rows:
         return
-    con.executemany(
-        """
-        insert into nudge.send_events
-            (send_id, trigger, status, reason, error, attempts, batch_id, run_id, as_of,
-             recorded_at)
-        values (?, ?, ?, ?, ?, ?, ?, ?, ?, now())
-        """,
-        [(*row, run_id, as_of) for row in rows],
+    # One set-based insert from a frame: executemany would cost a round trip per row.
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "send_id": pl.String,
+            "trigger": pl.String,
+            "status": pl.String,
+            "reason": pl.String,
+            "error": pl.String,
+            "attempts": pl.Int32,
+            "batch_id": pl.String,
+        },
+        orient="row",
     )
+    con.register("changed_rows", frame.to_arrow())
+    try:
+        con.execute(
+            f"""
+            insert into nudge.send_events
+                ({_EVENT_COLUMNS}, run_id, as_of, recorded_at)
+            select *, $run_id, $as_of, now() from changed_rows
+            """,
+            {"run_id": run_id, "as_of": as_of},
+        )
+    finally:
+        con.unregister("changed_rows")
 
 
 def _change(
