@@ -250,6 +250,52 @@ def json_or_none(response: httpx.Response) -> Any:
         return None
 
 
+# -- retry helpers, shared with the per-message adapters (fanout.py) --------------------------
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, jitter: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, capped at ``cap``.
+
+    ``attempt`` counts from 1; ``jitter`` returns a number in [0, 1).
+    """
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    return ceiling / 2 + (ceiling / 2) * jitter()
+
+
+def pooled_client(
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    max_concurrency: int,
+    transport: httpx.BaseTransport | None,
+) -> httpx.Client:
+    """One keep-alive :class:`httpx.Client`, sending ``headers``, for a provider's workers.
+
+    As many pooled connections as workers: no worker waits on the pool, none idles. Redirects
+    are not followed.
+    """
+    return httpx.Client(
+        headers=headers,
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+        ),
+        transport=transport,
+        verify=_ssl_context(),
+        follow_redirects=False,
+    )
+
+
+def describe_transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+    """``"ReadTimeout: ... (timeout 10s)"``: an httpx error for a result; redact it before use."""
+    detail = str(exc) or "no detail"
+    if isinstance(exc, httpx.TimeoutException):
+        detail = f"{detail} (timeout {timeout:g}s)"
+    return f"{type(exc).__name__}: {detail}"
+
+
 # -- configuration checks shared by the adapters ----------------------------------------------
 
 
@@ -289,6 +335,16 @@ def public_url(value: str) -> str:
     return f"{url.scheme}://{url.host}{port}{url.path}"
 
 
+def check_worker_settings(timeout: float, max_concurrency: int, max_attempts: int) -> None:
+    """The settings every provider with a worker pool and a retry loop needs to be sane."""
+    if timeout <= 0:
+        raise ProviderConfigError(f"timeout must be positive, got {timeout}")
+    if max_concurrency < 1:
+        raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if max_attempts < 1:
+        raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+
+
 def _check_tuning(
     timeout: float,
     max_concurrency: int,
@@ -296,12 +352,7 @@ def _check_tuning(
     requests_per_second: float | None,
     max_rate_limit_wait: float,
 ) -> None:
-    if timeout <= 0:
-        raise ProviderConfigError(f"timeout must be positive, got {timeout}")
-    if max_concurrency < 1:
-        raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    if max_attempts < 1:
-        raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+    check_worker_settings(timeout, max_concurrency, max_attempts)
     if requests_per_second is not None and requests_per_second <= 0:
         raise ProviderConfigError(
             f"requests_per_second must be positive (or unset), got {requests_per_second}"
@@ -451,21 +502,16 @@ class HttpJsonProvider:
         self._blocked_until = 0.0  # a clock() value; see _block_for()
         self._state_lock = threading.Lock()
         self.requests_made = 0
-        self._client = httpx.Client(
-            headers={
+        self._client = pooled_client(
+            {
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": "nudge",
                 **headers,
             },
-            timeout=httpx.Timeout(self.timeout),
-            # As many pooled connections as workers: no worker waits on the pool, none idle.
-            limits=httpx.Limits(
-                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-            ),
+            timeout=self.timeout,
+            max_concurrency=max_concurrency,
             transport=transport,
-            verify=_ssl_context(),
-            follow_redirects=False,
         )
         self._executor = ThreadPoolExecutor(
             max_workers=max_concurrency, thread_name_prefix=f"nudge-{self.name}"
@@ -908,9 +954,7 @@ class HttpJsonProvider:
             self._limiter.pause_for(reset)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return ceiling / 2 + (ceiling / 2) * self._jitter()
+        return backoff_delay(attempt, self.backoff_base, self.backoff_max, self._jitter)
 
     # -- texts -----------------------------------------------------------------------------
 
@@ -920,10 +964,7 @@ class HttpJsonProvider:
         return text
 
     def _transport_reason(self, exc: httpx.HTTPError) -> str:
-        detail = str(exc) or "no detail"
-        if isinstance(exc, httpx.TimeoutException):
-            detail = f"{detail} (timeout {self.timeout:g}s)"
-        return self._redact(f"{type(exc).__name__}: {detail}")
+        return self._redact(describe_transport_error(exc, self.timeout))
 
     # -- hooks for adapters ----------------------------------------------------------------
 

@@ -10,8 +10,9 @@ Design notes (the why):
   message its own result and its own ``MessageId``.
 * botocore only signs (``SigV4Auth`` over an ``AWSRequest``, credentials from botocore's
   standard chain); requests go out through one pooled :class:`httpx.Client` driven by a
-  ``ThreadPoolExecutor``, as in the SendGrid adapter. Every attempt is signed afresh: the
-  signature carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
+  ``ThreadPoolExecutor``, as in the SendGrid adapter (the fan-out, retry loop and batch stop
+  are shared with SMTP: ``fanout.py``). Every attempt is signed afresh: the signature
+  carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
 * The sending rate is a :class:`RateLimiter` shared by all workers. Throttling answers (429
   ``TooManyRequestsException``, ``LimitExceededException``, ``Throttling``) pause *every* worker
   with exponential backoff; they are not the message's failure, so they do not use up
@@ -28,17 +29,13 @@ Design notes (the why):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import random
 import re
-import ssl
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formataddr, parseaddr
 from typing import Any, Literal
@@ -51,21 +48,21 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from dagster_project.masking import mask_email, mask_emails_in_text
-from dagster_project.providers.base import (
-    Message,
-    ProviderConfigError,
-    ProviderError,
-    ProviderLimits,
-    SendResult,
+from dagster_project.providers.base import Message, ProviderConfigError, SendResult
+from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable, check_tuning
+from dagster_project.providers.http import (
+    REDACTED,
+    RETRYABLE_TRANSPORT_ERRORS,
+    UNCERTAIN_TRANSPORT_ERRORS,
+    describe_transport_error,
+    pooled_client,
 )
-from dagster_project.providers.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
 SEND_PATH = "/v2/email/outbound-emails"
 SIGNING_SERVICE = "ses"  # SES v2's signing name is "ses", not "sesv2"
 DEFAULT_REQUESTS_PER_SECOND = 14.0  # a new production SES account's sending rate
-_REDACTED = "[REDACTED]"
 _MAX_BODY_IN_ERROR = 300
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 # AWS's API reference allows only these in tag names and values (some guides also list '.' and
@@ -105,24 +102,7 @@ _TRANSIENT_CODES = frozenset(
     {"InternalFailure", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 )
 
-# The request never left the client: safe to retry, nothing can have been delivered.
-_RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# The request was (or may have been) sent but no answer came back: SES may have accepted it.
-_UNCERTAIN_TRANSPORT_ERRORS = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
-
 Outcome = Literal["sent", "throttled", "transient", "credentials", "permanent", "uncertain"]
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one loads the CA bundle (~20 ms)."""
-    return httpx.create_ssl_context()
 
 
 class _RedactSecurityToken(logging.Filter):
@@ -133,7 +113,7 @@ class _RedactSecurityToken(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                self._TOKEN_LINE.sub(r"\1" + _REDACTED, a) if isinstance(a, str) else a
+                self._TOKEN_LINE.sub(r"\1" + REDACTED, a) if isinstance(a, str) else a
                 for a in record.args
             )
         return True
@@ -250,11 +230,14 @@ class _Attempt:
     message_id: str | None = None
 
 
-class _Batch:
-    """State shared by the messages of one ``send()`` call."""
+@dataclass
+class _Job:
+    """One message on its way: its signed-per-attempt body and its throttling count."""
 
-    def __init__(self) -> None:
-        self.fatal: str | None = None  # set by the first credential error
+    send_id: str
+    masked_to: str
+    body: bytes
+    throttled: int = 0  # throttling answers so far; they are not attempts
 
 
 def _resolve_credentials(
@@ -306,10 +289,13 @@ def _resolve_credentials(
     return credentials
 
 
-class SesProvider:
+class SesProvider(FanoutProvider[_Job]):
     """Send messages through Amazon SES v2 ``SendEmail``."""
 
     name = "ses"
+    uncertain_who = "SES"
+    uncertain_verb = "accepted"
+    fatal_label = "credentials rejected"
 
     def __init__(
         self,
@@ -340,18 +326,9 @@ class SesProvider:
         ``AWS_DEFAULT_REGION``/the config file. ``sleep``, ``jitter`` and ``clock`` are
         injectable so tests record waits instead of sleeping.
         """
-        if timeout <= 0:
-            raise ProviderConfigError(f"timeout must be positive, got {timeout}")
-        if max_concurrency < 1:
-            raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if max_attempts < 1:
-            raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        check_tuning(timeout, max_concurrency, max_attempts, requests_per_second)
         if max_throttle_retries < 0:
             raise ProviderConfigError("max_throttle_retries must be >= 0")
-        if requests_per_second is not None and requests_per_second <= 0:
-            raise ProviderConfigError(
-                f"requests_per_second must be positive or None, got {requests_per_second}"
-            )
 
         session: Any = None
 
@@ -389,43 +366,30 @@ class SesProvider:
                 f"https://email.{region}.amazonaws.com, got {endpoint_url!r}"
             )
 
+        super().__init__(
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+            requests_per_second=requests_per_second,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            sleep=sleep,
+            jitter=jitter,
+            clock=clock,
+        )
         self.region = region
         self.endpoint_url = str(url).rstrip("/")
         self.configuration_set = configuration_set or None
-        self.timeout = float(timeout)
-        self.max_concurrency = max_concurrency
-        self.max_attempts = max_attempts
         self.max_throttle_retries = max_throttle_retries
         self.requests_per_second = requests_per_second
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        # One request per message, so each message has its own result. max_batch keeps a
-        # batch to ~7 s at the default rate: a crash leaves few rows without a settled status.
-        self.limits = ProviderLimits(
-            max_batch=100,
-            idempotent=False,
-            requests_per_second=requests_per_second,
-            per_message_results=True,
-        )
         self._url = self.endpoint_url + SEND_PATH
-        self._sleep = sleep
-        self._jitter = jitter
-        self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
-        self._client = httpx.Client(
-            headers={"Accept": "application/json", "User-Agent": "nudge"},
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(
-                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-            ),
+        # Content-Type is signed, so it is set per request (see _signed_headers).
+        self._client = pooled_client(
+            {"Accept": "application/json", "User-Agent": "nudge"},
+            timeout=self.timeout,
+            max_concurrency=max_concurrency,
             transport=transport,
-            verify=_ssl_context(),
-            follow_redirects=False,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix="nudge-ses"
-        )
-        self._closed = False
-        self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -435,186 +399,56 @@ class SesProvider:
             f"max_attempts={self.max_attempts}, requests_per_second={self.requests_per_second})"
         )
 
-    def __enter__(self) -> SesProvider:
-        return self
+    # -- the FanoutProvider hooks -----------------------------------------------------------
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[SendResult]:
-        """Send every message, at most ``max_concurrency`` at a time; results in input order.
-
-        ``idempotency_key`` is ignored: SES has none (see ``limits.idempotent``).
-        """
-        if self._closed:
-            raise ProviderError("SesProvider is closed")
-        if not messages:
-            return []
-        batch = _Batch()
-        futures = [self._executor.submit(self._send_one, m, batch) for m in messages]
-        results = [f.result() for f in futures]
-        counts = {s: sum(r.status == s for r in results) for s in ("sent", "failed", "unknown")}
-        logger.info(
-            "ses: %d sent, %d failed, %d unknown, %d attempts",
-            counts["sent"],
-            counts["failed"],
-            counts["unknown"],
-            sum(r.attempts for r in results),
-        )
-        return results
-
-    def close(self) -> None:
-        """Cancel queued sends, wait for in-flight ones, close the pool. Safe to call twice."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _release(self) -> None:
         self._client.close()
-
-    # -- internals -------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
         frozen = self._credentials.get_frozen_credentials()
         for secret in (frozen.secret_key, frozen.token):
             if secret:
-                text = text.replace(secret, _REDACTED)
+                text = text.replace(secret, REDACTED)
         return text
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return ceiling / 2 + (ceiling / 2) * self._jitter()
-
-    def _send_one(self, message: Message, batch: _Batch) -> SendResult:
-        """Never raises: an escaping exception would lose the batch's other results."""
-        try:
-            return self._send_with_retries(message, batch)
-        except Exception as exc:
-            reason = mask_emails_in_text(
-                self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
-            )
-            logger.error(
-                "ses: send %s to %s failed: %s",
-                message.send_id,
-                mask_email(message.to_email),
-                reason,
-            )
-            return SendResult(send_id=message.send_id, status="failed", error=reason)
-
-    def _send_with_retries(self, message: Message, batch: _Batch) -> SendResult:
-        masked_to = mask_email(message.to_email)
-        send_id = message.send_id
+    def _prepare(self, message: Message) -> _Job:
         try:
             payload = build_ses_payload(message, configuration_set=self.configuration_set)
         except ValueError as exc:
-            logger.warning("ses: send %s to %s not sent: %s", send_id, masked_to, exc)
-            return SendResult(send_id=send_id, status="failed", error=str(exc), attempts=0)
+            raise Unsendable(str(exc)) from None
         body = json.dumps(payload).encode("utf-8")  # serialised once, signed per attempt
+        return _Job(message.send_id, mask_email(message.to_email), body)
 
-        attempts = 0
-        throttled = 0
-        while True:
-            if batch.fatal is not None:
-                return SendResult(
-                    send_id=send_id,
-                    status="failed",
-                    error=f"not sent: {batch.fatal}",
-                    attempts=attempts,
-                    retryable=True,
-                )
-            self._limiter.acquire()
-            result = self._attempt(body)
-            reason = mask_emails_in_text(result.reason)
-            if result.outcome == "throttled":
-                # Not an attempt: SES refused for rate, not for anything about this message.
-                throttled += 1
-                if throttled > self.max_throttle_retries:
-                    logger.warning(
-                        "ses: send %s to %s still throttled after %d retries: %s",
-                        send_id,
-                        masked_to,
-                        self.max_throttle_retries,
-                        reason,
-                    )
-                    return SendResult(
-                        send_id=send_id,
-                        status="failed",
-                        error=reason,
-                        attempts=max(attempts, 1),
-                        retryable=True,
-                    )
-                delay = self._backoff(throttled)
-                logger.info("ses: throttled (%s); all workers pause %.2fs", reason, delay)
-                self._limiter.pause_for(delay)
-                continue
-
-            attempts += 1
-            if result.outcome == "sent":
-                logger.debug("ses: send %s to %s accepted", send_id, masked_to)
-                return SendResult(
-                    send_id=send_id,
-                    status="sent",
-                    provider_message_id=result.message_id,
-                    attempts=attempts,
-                )
-            if result.outcome == "uncertain":
+    def _try(self, job: _Job, attempts: int) -> Attempt | SendResult | None:
+        result = self._attempt(job.body)
+        reason = mask_emails_in_text(result.reason)
+        if result.outcome == "throttled":
+            # Not an attempt: SES refused for rate, not for anything about this message.
+            job.throttled += 1
+            if job.throttled > self.max_throttle_retries:
                 logger.warning(
-                    "ses: send %s to %s may have been accepted (%s); not retried",
-                    send_id,
-                    masked_to,
+                    "ses: send %s to %s still throttled after %d retries: %s",
+                    job.send_id,
+                    job.masked_to,
+                    self.max_throttle_retries,
                     reason,
                 )
                 return SendResult(
-                    send_id=send_id,
-                    status="unknown",
-                    error=f"{reason}; SES may have accepted it, not retried",
-                    attempts=attempts,
-                )
-            if result.outcome == "credentials":
-                batch.fatal = reason
-                logger.error("ses: credentials rejected, stopping this batch: %s", reason)
-                return SendResult(
-                    send_id=send_id,
+                    send_id=job.send_id,
                     status="failed",
                     error=reason,
-                    attempts=attempts,
+                    attempts=max(attempts, 1),
                     retryable=True,
                 )
-            if result.outcome == "permanent":
-                logger.warning(
-                    "ses: send %s to %s rejected, not retrying: %s", send_id, masked_to, reason
-                )
-                return SendResult(send_id=send_id, status="failed", error=reason, attempts=attempts)
-            # transient
-            if attempts >= self.max_attempts:
-                logger.warning(
-                    "ses: send %s to %s failed after %d attempts: %s",
-                    send_id,
-                    masked_to,
-                    attempts,
-                    reason,
-                )
-                return SendResult(
-                    send_id=send_id,
-                    status="failed",
-                    error=reason,
-                    attempts=attempts,
-                    retryable=True,
-                )
-            delay = self._backoff(attempts)
-            logger.warning(
-                "ses: send %s to %s attempt %d/%d failed (%s); retrying in %.2fs",
-                send_id,
-                masked_to,
-                attempts,
-                self.max_attempts,
-                reason,
-                delay,
-            )
-            self._sleep(delay)
+            delay = self._backoff(job.throttled)
+            logger.info("ses: throttled (%s); all workers pause %.2fs", reason, delay)
+            self._limiter.pause_for(delay)
+            return None
+        if result.outcome == "credentials":
+            return Attempt("fatal", reason)
+        return Attempt(result.outcome, reason, result.message_id)
+
+    # -- one request -----------------------------------------------------------------------
 
     def _signed_headers(self, body: bytes) -> dict[str, str]:
         # Frozen per request: a refreshable credential cannot change between its three parts.
@@ -636,9 +470,9 @@ class SesProvider:
             return _Attempt("transient", self._redact(f"signing failed: {type(exc).__name__}"))
         try:
             response = self._client.post(self._url, content=body, headers=headers)
-        except _RETRYABLE_TRANSPORT_ERRORS as exc:
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
             return _Attempt("transient", self._transport_reason(exc))
-        except _UNCERTAIN_TRANSPORT_ERRORS as exc:
+        except UNCERTAIN_TRANSPORT_ERRORS as exc:
             return _Attempt("uncertain", self._transport_reason(exc))
         except httpx.HTTPError as exc:
             return _Attempt("permanent", self._transport_reason(exc))
@@ -655,7 +489,4 @@ class SesProvider:
         return _Attempt(classify_ses_error(status, code), reason)
 
     def _transport_reason(self, exc: httpx.HTTPError) -> str:
-        detail = str(exc) or "no detail"
-        if isinstance(exc, httpx.TimeoutException):
-            detail = f"{detail} (timeout {self.timeout:g}s)"
-        return self._redact(f"{type(exc).__name__}: {detail}")
+        return self._redact(describe_transport_error(exc, self.timeout))

@@ -2,6 +2,8 @@
 
 Design notes (the why):
 
+* The fan-out over worker threads, the retry loop and the batch stop are shared with SES
+  (``fanout.py``); this module says how one message is prepared and tried.
 * One SMTP transaction (MAIL, RCPT, DATA) per message on a connection each worker keeps open
   across messages and ``send()`` calls: the TCP + TLS + AUTH handshake costs several round
   trips, the transaction one or two. A connection the server closed while idle shows up as a
@@ -38,22 +40,15 @@ import smtplib
 import ssl as ssl_lib
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Literal
 
-from dagster_project.masking import mask_email, mask_emails_in_text
-from dagster_project.providers.base import (
-    Message,
-    ProviderConfigError,
-    ProviderError,
-    ProviderLimits,
-    SendResult,
-)
-from dagster_project.providers.ratelimit import RateLimiter
+from dagster_project.masking import mask_emails_in_text
+from dagster_project.providers.base import Message, ProviderConfigError
+from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable, check_tuning
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +128,15 @@ class _SetupFailure(Exception):
         self.fatal = fatal
 
 
-class _Batch:
-    """State shared by the messages of one ``send()`` call."""
+@dataclass
+class _Job:
+    """One message on its way: its envelope and bytes, and whether it already reconnected."""
 
-    def __init__(self) -> None:
-        self.fatal: str | None = None
+    from_addr: str
+    to_addr: str
+    data: bytes
+    message_id: str
+    reconnected: bool = False
 
 
 def _reply_text(code: int, resp: bytes | str) -> str:
@@ -150,10 +149,13 @@ def _classify_reply(code: int) -> Outcome:
     return "permanent" if code >= 500 else "transient"
 
 
-class SmtpProvider:
+class SmtpProvider(FanoutProvider[_Job]):
     """Send messages through an SMTP relay (a local MTA, or an ESP's SMTP endpoint)."""
 
     name = "smtp"
+    uncertain_who = "the server"
+    uncertain_verb = "queued"
+    fatal_label = "cannot use the server"
 
     def __init__(
         self,
@@ -188,53 +190,36 @@ class SmtpProvider:
             raise ProviderConfigError(f"SMTP port must be 1-65535, got {port}")
         if bool(username) != bool(password):
             raise ProviderConfigError("SMTP username and password must be given together")
-        if timeout <= 0:
-            raise ProviderConfigError(f"timeout must be positive, got {timeout}")
-        if max_concurrency < 1:
-            raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if max_attempts < 1:
-            raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
-        if requests_per_second is not None and requests_per_second <= 0:
-            raise ProviderConfigError(
-                f"requests_per_second must be positive or None, got {requests_per_second}"
-            )
+        check_tuning(timeout, max_concurrency, max_attempts, requests_per_second)
         if username and not ssl and starttls is False and not _is_loopback(host):
             raise ProviderConfigError(
                 "SMTP AUTH without TLS would send the password in clear text; "
                 "use starttls=True (port 587) or ssl=True (port 465)"
             )
 
+        super().__init__(
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+            requests_per_second=requests_per_second,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            sleep=sleep,
+            jitter=jitter,
+            clock=clock,
+        )
         self.host = host
         self.port = port
         self.username = username or None
         self.starttls = starttls
         self.ssl = ssl
-        self.timeout = float(timeout)
-        self.max_concurrency = max_concurrency
-        self.max_attempts = max_attempts
         self.local_hostname = local_hostname
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.limits = ProviderLimits(
-            max_batch=100,
-            idempotent=False,
-            requests_per_second=requests_per_second,
-            per_message_results=True,
-        )
         self._password = password or None
         self._secrets = self._secret_forms(username, password)
         self._ssl_context = ssl_context or ssl_lib.create_default_context()
-        self._sleep = sleep
-        self._jitter = jitter
-        self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
         self._local = threading.local()
         self._connections: set[smtplib.SMTP] = set()
         self._connections_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix="nudge-smtp"
-        )
-        self._closed = False
-        self._close_lock = threading.Lock()
 
     @staticmethod
     def _secret_forms(username: str | None, password: str | None) -> list[str]:
@@ -257,43 +242,10 @@ class SmtpProvider:
             f"max_attempts={self.max_attempts})"
         )
 
-    def __enter__(self) -> SmtpProvider:
-        return self
+    # -- the FanoutProvider hooks -----------------------------------------------------------
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[SendResult]:
-        """Send every message, at most ``max_concurrency`` at a time; results in input order.
-
-        ``idempotency_key`` is ignored: SMTP has none (see ``limits.idempotent``).
-        """
-        if self._closed:
-            raise ProviderError("SmtpProvider is closed")
-        if not messages:
-            return []
-        batch = _Batch()
-        futures = [self._executor.submit(self._send_one, m, batch) for m in messages]
-        results = [f.result() for f in futures]
-        counts = {s: sum(r.status == s for r in results) for s in ("sent", "failed", "unknown")}
-        logger.info(
-            "smtp: %d sent, %d failed, %d unknown, %d attempts",
-            counts["sent"],
-            counts["failed"],
-            counts["unknown"],
-            sum(r.attempts for r in results),
-        )
-        return results
-
-    def close(self) -> None:
-        """Cancel queued sends, wait for in-flight ones, QUIT every connection. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _release(self) -> None:
+        """QUIT every worker's connection."""
         with self._connections_lock:
             connections = list(self._connections)
             self._connections.clear()
@@ -303,141 +255,40 @@ class SmtpProvider:
             except (smtplib.SMTPException, OSError):
                 conn.close()
 
-    # -- internals -------------------------------------------------------------------------
-
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, _REDACTED)
         return mask_emails_in_text(text)
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return ceiling / 2 + (ceiling / 2) * self._jitter()
+    def _on_unexpected_error(self) -> None:
+        self._drop_connection()
 
-    def _send_one(self, message: Message, batch: _Batch) -> SendResult:
-        """Never raises: an escaping exception would lose the batch's other results."""
-        try:
-            return self._send_with_retries(message, batch)
-        except Exception as exc:
-            self._drop_connection()
-            reason = self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
-            logger.error(
-                "smtp: send %s to %s failed: %s",
-                message.send_id,
-                mask_email(message.to_email),
-                reason,
-            )
-            return SendResult(send_id=message.send_id, status="failed", error=reason)
-
-    def _send_with_retries(self, message: Message, batch: _Batch) -> SendResult:
-        send_id = message.send_id
-        masked_to = mask_email(message.to_email)
+    def _prepare(self, message: Message) -> _Job:
         try:
             mime = build_mime_message(message)
             from_addr = _envelope_address(message.from_email, "from_email")
             to_addr = _envelope_address(message.to_email, "to_email")
             data = mime.as_bytes()
         except (ValueError, TypeError, UnicodeError) as exc:
-            reason = self._redact(str(exc))
-            logger.warning("smtp: send %s to %s not sent: %s", send_id, masked_to, reason)
-            return SendResult(send_id=send_id, status="failed", error=reason, attempts=0)
-        message_id = str(mime["Message-ID"])
+            raise Unsendable(self._redact(str(exc))) from None
+        return _Job(from_addr, to_addr, data, str(mime["Message-ID"]))
 
-        attempts = 0
-        reconnected = False
-        while True:
-            if batch.fatal is not None:
-                return SendResult(
-                    send_id=send_id,
-                    status="failed",
-                    error=f"not sent: {batch.fatal}",
-                    attempts=attempts,
-                    retryable=True,
-                )
-            self._limiter.acquire()
-            try:
-                conn, reused = self._connection()
-            except _SetupFailure as failure:
-                result = _Attempt("fatal" if failure.fatal else "transient", failure.reason)
-            else:
-                result = self._transact(conn, from_addr, to_addr, data)
-                if result.outcome == "stale" and reused and not reconnected:
-                    # The server closed an idle connection; nothing was handed over.
-                    reconnected = True
-                    logger.debug("smtp: reconnecting after an idle disconnect (%s)", result.reason)
-                    continue
+    def _try(self, job: _Job, attempts: int) -> Attempt | None:
+        try:
+            conn, reused = self._connection()
+        except _SetupFailure as failure:
+            return Attempt("fatal" if failure.fatal else "transient", failure.reason)
+        result = self._transact(conn, job.from_addr, job.to_addr, job.data)
+        if result.outcome == "stale":
+            if reused and not job.reconnected:
+                # The server closed an idle connection; nothing was handed over.
+                job.reconnected = True
+                logger.debug("smtp: reconnecting after an idle disconnect (%s)", result.reason)
+                return None
+            return Attempt("transient", result.reason)  # a stale connection that failed again
+        return Attempt(result.outcome, result.reason, job.message_id)
 
-            attempts += 1
-            if result.outcome == "sent":
-                logger.debug("smtp: send %s to %s accepted: %s", send_id, masked_to, result.reason)
-                return SendResult(
-                    send_id=send_id,
-                    status="sent",
-                    provider_message_id=message_id,
-                    attempts=attempts,
-                )
-            if result.outcome == "uncertain":
-                logger.warning(
-                    "smtp: send %s to %s may have been queued (%s); not retried",
-                    send_id,
-                    masked_to,
-                    result.reason,
-                )
-                return SendResult(
-                    send_id=send_id,
-                    status="unknown",
-                    provider_message_id=message_id,
-                    error=f"{result.reason}; the server may have queued it, not retried",
-                    attempts=attempts,
-                )
-            if result.outcome == "fatal":
-                batch.fatal = result.reason
-                logger.error("smtp: cannot use the server, stopping this batch: %s", result.reason)
-                return SendResult(
-                    send_id=send_id,
-                    status="failed",
-                    error=result.reason,
-                    attempts=attempts,
-                    retryable=True,
-                )
-            if result.outcome == "permanent":
-                logger.warning(
-                    "smtp: send %s to %s rejected, not retrying: %s",
-                    send_id,
-                    masked_to,
-                    result.reason,
-                )
-                return SendResult(
-                    send_id=send_id, status="failed", error=result.reason, attempts=attempts
-                )
-            # transient, or a stale connection that failed again
-            if attempts >= self.max_attempts:
-                logger.warning(
-                    "smtp: send %s to %s failed after %d attempts: %s",
-                    send_id,
-                    masked_to,
-                    attempts,
-                    result.reason,
-                )
-                return SendResult(
-                    send_id=send_id,
-                    status="failed",
-                    error=result.reason,
-                    attempts=attempts,
-                    retryable=True,
-                )
-            delay = self._backoff(attempts)
-            logger.warning(
-                "smtp: send %s to %s attempt %d/%d failed (%s); retrying in %.2fs",
-                send_id,
-                masked_to,
-                attempts,
-                self.max_attempts,
-                result.reason,
-                delay,
-            )
-            self._sleep(delay)
+    # -- one transaction -------------------------------------------------------------------
 
     def _transact(self, conn: smtplib.SMTP, from_addr: str, to_addr: str, data: bytes) -> _Attempt:
         """One MAIL/RCPT/DATA transaction on an open connection."""
