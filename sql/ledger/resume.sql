@@ -66,7 +66,11 @@ from (
     from (
         select
             pending.*,
-            fresh.fresh_context,
+            -- The whole current row as JSON (DuckDB turns a table alias into a struct), only
+            -- for the pending rows: converting the whole eligibility table would cost seconds.
+            case
+                when fresh.send_id is not null then to_json(fresh)  -- noqa: RF02
+            end as fresh_context,
             -- Handed to the provider by a run that died, or resumed for a same-key resend by a
             -- run that then died before sending it: either way it may have been delivered.
             pending.status = 'sending'
@@ -89,14 +93,7 @@ from (
                 and $as_of <= pending.expires_at
             ) over (partition by pending.batch_id) as batch_resendable
         from nudge.send_ledger as pending
-        left join (
-            select
-                eligibility.send_id,
-                eligibility.rule_exclusion_reason,
-                -- The whole row as JSON (DuckDB turns a table alias into a struct).
-                to_json(eligibility) as fresh_context  -- noqa: RF02
-            from {eligibility} as eligibility
-        ) as fresh
+        left join {eligibility} as fresh
             on pending.send_id = fresh.send_id
         where
             pending.trigger = $trigger
