@@ -61,7 +61,6 @@ from typing import Any
 
 import pytest
 
-from dagster_project.providers.base import Message
 from dagster_project.providers.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -829,40 +828,6 @@ def _raw_payload(reply: Reply) -> tuple[bytes, str]:
 
 
 # -- helpers shared by the provider tests -------------------------------------------------
-
-
-class SleepRecorder:
-    """Stands in for ``time.sleep``: records the requested waits, sleeps not at all.
-
-    Providers given an injected ``sleep`` and no ``clock`` advance their clock by the recorded
-    waits, so rate-limit pauses complete at once and show up here with their exact length.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.calls.append(seconds)
-
-
-def make_message(n: int = 1, **overrides: Any) -> Message:
-    """A rendered message numbered ``n`` (send_id ``send-000n``, ``customer{n}@example.com``)."""
-    fields: dict[str, Any] = {
-        "send_id": f"send-{n:04d}",
-        "trigger": "welcome",
-        "step": "day0",
-        "customer_id": f"cust-{n}",
-        "to_email": f"customer{n}@example.com",
-        "from_email": "Nudge Team <hello@nudge.example>",
-        "subject": f"Welcome aboard #{n} — café ☕",
-        "html": f"<p>Hello customer {n}</p>",
-        "text": f"Hello customer {n}",
-        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
-    }
-    fields.update(overrides)
-    return Message(**fields)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Test data builders: eligibility rows as the dbt models would produce them."""
+"""Test data builders: eligibility rows as the dbt models would produce them, rendered
+messages as providers receive them, and a stand-in for ``time.sleep``."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +11,7 @@ import duckdb
 import polars as pl
 
 from dagster_project import ledger
+from dagster_project.providers import Message
 from dagster_project.triggers import TriggerSpec
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -119,3 +122,37 @@ def add_event(con: duckdb.DuckDBPyConnection, customer_id: str, occurred_at: dat
         "insert into staging.stg_raw__events values (gen_random_uuid(), ?, 'product_viewed', ?)",
         [customer_id, occurred_at],
     )
+
+
+class SleepRecorder:
+    """Stands in for ``time.sleep``: records the requested waits, sleeps not at all.
+
+    Providers given an injected ``sleep`` and no ``clock`` advance their clock by the recorded
+    waits, so rate-limit pauses complete at once and show up here with their exact length.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.calls.append(seconds)
+
+
+def make_message(n: int = 1, **overrides: Any) -> Message:
+    """A rendered message numbered ``n`` (send_id ``send-000n``, ``customer{n}@example.com``)."""
+    fields: dict[str, Any] = {
+        "send_id": f"send-{n:04d}",
+        "trigger": "welcome",
+        "step": "day0",
+        "customer_id": f"cust-{n}",
+        "to_email": f"customer{n}@example.com",
+        "from_email": "Nudge Team <hello@nudge.example>",
+        "subject": f"Welcome aboard #{n} — café ☕",
+        "html": f"<p>Hello customer {n}</p>",
+        "text": f"Hello customer {n}",
+        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
+    }
+    fields.update(overrides)
+    return Message(**fields)

@@ -145,8 +145,14 @@ def test_an_absence_trigger_is_held_when_events_are_stale(con) -> None:
     add_event(con, "c1", AS_OF - timedelta(hours=1))
     fresh = _dispatch(con, provider, spec=spec, run_id="r2", freshness_max_hours=24)
     assert (fresh.outcome, fresh.sent) == ("ok", 2)
-    # A trigger that does not fire on absence ignores event freshness altogether.
+
+
+def test_stale_events_do_not_hold_a_trigger_that_fires_on_presence(con) -> None:
+    write_eligibility(con, [cart_row("a")])
+    add_event(con, "c1", AS_OF - timedelta(days=30))
+    summary = _dispatch(con, Recorder(), spec=CART_SPEC, freshness_max_hours=24)
     assert not CART_SPEC.fires_on_absence
+    assert (summary.outcome, summary.sent) == ("ok", 1)
 
 
 def test_an_unsubscribe_after_the_build_is_honoured_at_push_time(con, tmp_path: Path) -> None:

@@ -310,3 +310,16 @@ def test_resolve_unknown_resend_and_drop(con) -> None:
     }
     with pytest.raises(ValueError, match="resend or drop"):
         ledger.resolve_unknown(con, action="retry", run_id="op")
+
+
+def test_duplicate_deliveries_counts_send_ids_settled_sent_twice(con) -> None:
+    write_eligibility(con, [cart_row("a"), cart_row("b")])
+    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    ids = [cart_row(k)["send_id"] for k in ("a", "b")]
+    ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b1")
+    ledger.settle(con, run_id="r1", as_of=AS_OF, results=[SendResult(i, "sent") for i in ids])
+    assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 0
+    # A regression that re-plans a sent row and sends it again shows up in the history.
+    con.execute("update nudge.send_ledger set status = 'sending' where send_id = ?", [ids[0]])
+    ledger.settle(con, run_id="r1", as_of=AS_OF, results=[SendResult(ids[0], "sent")])
+    assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 1

@@ -22,7 +22,8 @@ from dagster_project.providers.postmark import PostmarkProvider
 from dagster_project.providers.resend import ResendProvider
 from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.providers.webhook import WebhookProvider
-from tests.esp_server import EspServer, Reply, SleepRecorder, make_message
+from tests.esp_server import EspServer, Reply
+from tests.factories import SleepRecorder, make_message
 
 KEY = "unit-test-secret-0123456789abcdef"
 SECRET = "whsec-unit-test-0123456789abcdef"

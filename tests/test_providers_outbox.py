@@ -20,22 +20,16 @@ from dagster_project.providers import (
     build_provider,
     write_outbox_index_html,
 )
+from tests import factories
 
 
 def make_message(n: int = 1, **overrides: str) -> Message:
-    fields: dict[str, str] = {
-        "send_id": f"send-{n:04d}",
-        "trigger": "welcome",
-        "step": "day0",
-        "customer_id": f"cust-{n}",
-        "to_email": f"customer{n}@example.com",
-        "from_email": "Nudge Team <hello@nudge.example>",
-        "subject": f"Welcome aboard #{n} — café ☕",
+    """The shared test message with non-ASCII bodies: the .eml encoding must keep them."""
+    bodies = {
         "html": f"<html><body><p>Hello customer {n}, café ☕</p></body></html>",
         "text": f"Hello customer {n}, café ☕",
     }
-    fields.update(overrides)
-    return Message(**fields)  # type: ignore[arg-type]
+    return factories.make_message(n, **{**bodies, **overrides})
 
 
 def read_eml(path: Path) -> EmailMessage:

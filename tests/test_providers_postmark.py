@@ -19,7 +19,8 @@ from dagster_project.providers.postmark import (
     PostmarkProvider,
     build_postmark_message,
 )
-from tests.esp_server import EspServer, Reply, SleepRecorder, bad_request, make_message
+from tests.esp_server import EspServer, Reply, bad_request
+from tests.factories import SleepRecorder, make_message
 from tests.spec_schemas import validate_request_body
 
 TOKEN = "pm-unit-test-secret-0123456789abcdef"

@@ -15,7 +15,8 @@ import pytest
 
 from dagster_project.providers.base import ProviderConfigError
 from dagster_project.providers.resend import ResendProvider, build_resend_email, resend_tag
-from tests.esp_server import EspServer, Reply, SleepRecorder, make_message
+from tests.esp_server import EspServer, Reply
+from tests.factories import SleepRecorder, make_message
 from tests.spec_schemas import validate_request_body
 
 API_KEY = "re_unit_test_secret_0123456789abcdef"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,39 +29,11 @@ from dagster_project.providers import (
 )
 from dagster_project.providers.sendgrid import build_sendgrid_payload, parse_retry_after
 from tests.esp_server import EspServer, Reply, bad_request
+from tests.factories import SleepRecorder, make_message
 from tests.sendgrid_schema import validate_sendgrid_payload
 
 API_KEY = "SG.unit-test-secret.0123456789abcdefghijklmnopqrstuvwxyz"
 TIMEOUT = 0.3
-
-
-class SleepRecorder:
-    """Stands in for ``time.sleep``: records the requested waits, sleeps not at all."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.calls.append(seconds)
-
-
-def make_message(n: int = 1, **overrides: Any) -> Message:
-    fields: dict[str, Any] = {
-        "send_id": f"send-{n:04d}",
-        "trigger": "welcome",
-        "step": "day0",
-        "customer_id": f"cust-{n}",
-        "to_email": f"customer{n}@example.com",
-        "from_email": "Nudge Team <hello@nudge.example>",
-        "subject": f"Welcome aboard #{n} — café ☕",
-        "html": f"<p>Hello customer {n}</p>",
-        "text": f"Hello customer {n}",
-        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
-    }
-    fields.update(overrides)
-    return Message(**fields)
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderError
+from dagster_project.providers.base import ProviderConfigError, ProviderError
 from dagster_project.providers.ses import (
     SesProvider,
     build_ses_payload,
     classify_ses_error,
 )
 from tests import ses_emulator as emulator_module
+from tests.factories import make_message
 from tests.ses_emulator import (  # ses_emulator_fixture registers the `ses_emulator` fixture
     SesEmulator,
     SesReply,
@@ -60,23 +61,6 @@ class FakeClock:
         with self._lock:
             self.sleeps.append(seconds)
             self.now += seconds
-
-
-def make_message(n: int = 1, **overrides: Any) -> Message:
-    fields: dict[str, Any] = {
-        "send_id": f"send-{n:04d}",
-        "trigger": "welcome",
-        "step": "day0",
-        "customer_id": f"cust-{n}",
-        "to_email": f"customer{n}@example.com",
-        "from_email": "Nudge Team <hello@nudge.example>",
-        "subject": f"Welcome aboard #{n} — café ☕",
-        "html": f"<p>Hello customer {n}</p>",
-        "text": f"Hello customer {n}",
-        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
-    }
-    fields.update(overrides)
-    return Message(**fields)
 
 
 def make_provider(endpoint_url: str, clock: FakeClock, **overrides: Any) -> SesProvider:

@@ -10,7 +10,6 @@ import logging
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -18,42 +17,14 @@ from typing import Any
 
 import pytest
 
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderError
+from dagster_project.providers.base import ProviderConfigError, ProviderError
 from dagster_project.providers.smtp import SmtpProvider, build_mime_message, make_message_id
+from tests.factories import SleepRecorder, make_message
 from tests.smtp_server import SmtpServer, free_port
 
 TIMEOUT = 0.3
 USERNAME = "nudge-sender"
 PASSWORD = "correct horse battery staple"
-
-
-class SleepRecorder:
-    """Stands in for ``time.sleep``: records the requested waits, sleeps not at all."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.calls.append(seconds)
-
-
-def make_message(n: int = 1, **overrides: Any) -> Message:
-    fields: dict[str, Any] = {
-        "send_id": f"send-{n:04d}",
-        "trigger": "welcome",
-        "step": "day0",
-        "customer_id": f"cust-{n}",
-        "to_email": f"customer{n}@example.com",
-        "from_email": "Nudge Team <hello@nudge.example>",
-        "subject": f"Welcome aboard #{n} — café ☕",
-        "html": f"<p>Hello customer {n}</p>",
-        "text": f"Hello customer {n}",
-        "custom_args": {"send_id": f"send-{n:04d}", "trigger": "welcome", "step": "day0"},
-    }
-    fields.update(overrides)
-    return Message(**fields)
 
 
 def make_provider(port: int, sleeps: SleepRecorder, **overrides: Any) -> SmtpProvider:

@@ -22,7 +22,8 @@ from dagster_project.providers.webhook import (
     sign_webhook_body,
     verify_webhook_signature,
 )
-from tests.esp_server import EspServer, Reply, SleepRecorder, make_message
+from tests.esp_server import EspServer, Reply
+from tests.factories import SleepRecorder, make_message
 from tests.spec_schemas import validate_request_body
 
 SECRET = "whsec-unit-test-0123456789abcdef"
