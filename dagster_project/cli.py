@@ -253,6 +253,83 @@ def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_of(value: str | None) -> datetime:
+    return parse_as_of(value) if value else datetime.now(UTC).replace(microsecond=0)
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .lookahead import preview
+
+    result = preview(Settings.from_env(), args.trigger, _as_of(args.as_of), samples=args.samples)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return 0
+    print(f"preview of {result.trigger} at {result.as_of} (nothing sent, ledger untouched)")
+    print("\ndue now:" if result.decisions else "\ndue now: nothing")
+    for key, count in result.decisions.items():
+        print(f"  {key:<60} {count:>6}")
+    print("\nnot sent now, by step and reason:" if result.excluded else "")
+    for step, reasons in result.excluded.items():
+        print(f"  {step}: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    for sample in result.samples:
+        print(
+            f"\n--- sample {sample.get('step', '')} to {sample.get('to', '')} "
+            f"(send_id {sample['send_id']})"
+        )
+        if "error" in sample:
+            print(f"  render failed: {sample['error']}")
+            continue
+        print(f"Subject: {sample['subject']}\n")
+        print(sample["text"].strip())
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .lookahead import render_for_customer
+
+    out_dir = Path(args.out or f".nudge/render/{args.trigger}-{args.step}-{args.customer}")
+    rendered = render_for_customer(
+        Settings.from_env(),
+        trigger=args.trigger,
+        step=args.step,
+        customer_id=args.customer,
+        as_of=_as_of(args.as_of),
+        out_dir=out_dir.resolve(),
+        variant=args.variant,
+    )
+    status = (
+        "would be sent"
+        if rendered.exclusion_reason is None
+        else f"would NOT be sent now: {rendered.exclusion_reason}"
+    )
+    print(
+        f"{args.trigger}/{args.step} for customer {args.customer} (send_id "
+        f"{rendered.send_id}, due {rendered.due_at}): {status}"
+    )
+    for path in rendered.files:
+        print(f"  {path}")
+    print(f"Open it: file://{rendered.files[0]}")
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from .lookahead import backtest, format_backtest
+
+    def progress(i: int, total: int, tick: datetime) -> None:
+        if not args.json and (i == total or i % 24 == 0):
+            print(f"  [{i}/{total}] replayed up to {tick:%Y-%m-%d %H:%M}Z", file=sys.stderr)
+
+    report = backtest(
+        Settings.from_env(),
+        parse_as_of(args.start),
+        parse_as_of(args.end),
+        triggers=args.trigger or (),
+        progress=progress,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_backtest(report))
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from . import ledger
     from .warehouse import connect, warehouse_lock
@@ -424,6 +501,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
     demo.set_defaults(func=_cmd_demo)
+
+    preview = sub.add_parser(
+        "preview", help="who would get which step now, with reasons and samples (no send)"
+    )
+    preview.add_argument("--trigger", required=True)
+    preview.add_argument("--as-of", help="the instant to look at, ISO-8601 (default: now)")
+    preview.add_argument("--samples", type=int, default=3, help="rendered samples (default 3)")
+    preview.add_argument("--json", action="store_true")
+    preview.set_defaults(func=_cmd_preview)
+
+    render = sub.add_parser(
+        "render", help="write the exact email one customer would get (HTML, text, headers)"
+    )
+    render.add_argument("--trigger", required=True)
+    render.add_argument("--step", required=True)
+    render.add_argument("--customer", required=True, help="customer_id")
+    render.add_argument("--as-of", help="ISO-8601 (default: now)")
+    render.add_argument("--variant", help="render this A/B variant instead of the assigned one")
+    render.add_argument("--out", help="folder for the files (default .nudge/render/...)")
+    render.set_defaults(func=_cmd_render)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay hourly ticks over history against a scratch ledger; report daily volume",
+    )
+    backtest.add_argument("--from", dest="start", required=True, help="first tick, ISO-8601")
+    backtest.add_argument("--to", dest="end", required=True, help="last tick, ISO-8601")
+    backtest.add_argument("--trigger", action="append", help="only this trigger (repeatable)")
+    backtest.add_argument("--json", action="store_true")
+    backtest.set_defaults(func=_cmd_backtest)
 
     init = sub.add_parser("init", help="create the nudge schema and send ledger in the warehouse")
     init.set_defaults(func=_cmd_init)

@@ -107,6 +107,12 @@ SEND_POLICY_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NUDGE_RETRY_BASE_MINUTES": ("retry_base_minutes", int),
     "NUDGE_RETRY_MAX_BACKOFF_MINUTES": ("retry_max_backoff_minutes", int),
     "NUDGE_RETRY_MAX_AGE_HOURS": ("retry_max_age_hours", int),
+    "NUDGE_FREQUENCY_CAP_DAY": ("frequency_cap_day", int),
+    "NUDGE_FREQUENCY_CAP_WEEK": ("frequency_cap_week", int),
+    "NUDGE_PAUSED_TRIGGERS": (
+        "paused",
+        lambda raw: sorted({t.strip() for t in raw.split(",") if t.strip()}),
+    ),
 }
 
 
@@ -120,7 +126,7 @@ def _send_policy(env: Mapping[str, str]) -> dict[str, Any]:
             value = parse(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r} is not a valid {parse.__name__}") from None
-        if value < 0:
+        if isinstance(value, int | float) and value < 0:
             raise ConfigError(f"{var}={raw!r} must not be negative")
         values[name] = value
     return values

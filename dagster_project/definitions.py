@@ -9,14 +9,25 @@ from .config import Settings
 from .dbt_assets import dbt_executable, nudge_dbt_models, nudge_dbt_project
 from .resources import resources_from_settings
 from .schedules import hourly_tick, nudge_tick_job
-from .send_assets import build_send_asset
+from .send_assets import build_send_asset, higher_priority
 from .triggers import project_relations, triggers_from_manifest
 
 TRIGGERS = triggers_from_manifest(nudge_dbt_project.manifest_path)
 RELATIONS = project_relations(nudge_dbt_project.manifest_path)
 
+ELIGIBILITY_KEYS = {
+    spec.name: get_asset_key_for_model([nudge_dbt_models], spec.model) for spec in TRIGGERS
+}
+
 send_assets = [
-    build_send_asset(spec, get_asset_key_for_model([nudge_dbt_models], spec.model), RELATIONS)
+    build_send_asset(
+        spec,
+        ELIGIBILITY_KEYS[spec.name],
+        RELATIONS,
+        competitors=[
+            (other, ELIGIBILITY_KEYS[other.name]) for other in higher_priority(spec, TRIGGERS)
+        ],
+    )
     for spec in TRIGGERS
 ]
 

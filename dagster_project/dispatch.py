@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,7 @@ import duckdb
 
 from . import failpoints, guards, ledger
 from .guards import GuardPolicy
-from .ledger import RetryPolicy
+from .ledger import FrequencyCaps, RetryPolicy
 from .masking import mask_emails_in_text
 from .providers import Message, Provider, SendResult
 from .rendering import Renderer, RenderError, context_from_json
@@ -55,11 +56,14 @@ class TriggerSummary:
     unknown: int = 0
     expired: int = 0
     skipped: int = 0
+    # Due steps recorded without a send: held out for lift, capped and waiting.
+    holdout: int = 0
+    deferred: int = 0
     # Sends this tick would have planned but a guard held back (nothing written or sent).
     held: int = 0
     held_by: str | None = None  # the guard that held them: mass_send | source_freshness
     hold_reason: str | None = None
-    # ok | held | stale_table | failed: what nudge.runs records for this trigger and run.
+    # ok | held | paused | stale_table | failed: what nudge.runs records for this trigger and run.
     outcome: str = "ok"
     failure_rate: float = 0.0
     duplicate_deliveries: int = 0
@@ -94,7 +98,7 @@ def eligibility_counts(
 def render_batch(
     spec: TriggerSpec,
     renderer: Renderer,
-    batch: list[tuple[str, str]],
+    batch: Sequence[tuple[str, str]],
     from_email: str,
 ) -> tuple[list[Message], list[SendResult]]:
     """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure."""
@@ -117,18 +121,29 @@ def _message(
     email = context.get("email")
     if not email:
         raise RenderError("the eligibility row has no email")
-    rendered = renderer.render(spec.name, spec.step, context)
+    step = str(context.get("step") or spec.steps[0].name)
+    template = context.get("template") or f"{spec.name}/{step}"
+    if template not in spec.templates:
+        # The row was built by another version of the trigger's YAML: never guess a template.
+        raise RenderError(
+            f"template {template!r} is not one of trigger {spec.name}'s steps or variants "
+            f"({', '.join(spec.templates)})"
+        )
+    rendered = renderer.render(template, context)
+    custom_args = {"send_id": send_id, "trigger": spec.name, "step": step}
+    if context.get("variant"):
+        custom_args["variant"] = str(context["variant"])
     return Message(
         send_id=send_id,
         trigger=spec.name,
-        step=spec.step,
+        step=step,
         customer_id=str(context.get("customer_id")),
         to_email=email,
         from_email=from_email,
         subject=rendered.subject,
         html=rendered.html,
         text=rendered.text,
-        custom_args={"send_id": send_id, "trigger": spec.name, "step": spec.step},
+        custom_args=custom_args,
     )
 
 
@@ -139,6 +154,9 @@ class DispatchPolicy:
     batch_size: int = 100
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     guards: GuardPolicy = field(default_factory=GuardPolicy)
+    caps: FrequencyCaps = field(default_factory=FrequencyCaps)
+    # Triggers switched off by configuration (NUDGE_PAUSED_TRIGGERS): nothing moves for them.
+    paused: frozenset[str] = frozenset()
 
 
 def dispatch_trigger(
@@ -153,19 +171,29 @@ def dispatch_trigger(
     policy: DispatchPolicy | None = None,
     relations: ProjectRelations | None = None,
     consent_cutoff: datetime | None = None,
+    competitors: Sequence[str] = (),
 ) -> TriggerSummary:
     """Send this tick's due emails of one trigger exactly once; return what happened.
 
     ``consent_cutoff``: consent changes up to this instant are honoured at push time (the live
     tick passes "now"; a simulation of a past tick passes its as_of). Every call, even a failed
-    one, leaves its row in ``nudge.runs``.
+    one, leaves its row in ``nudge.runs``. ``competitors``: the eligibility relations of the
+    marketing triggers with a higher priority (they win a customer's frequency-cap slot).
     """
     policy = policy or DispatchPolicy()
-    summary = TriggerSummary(trigger=spec.name, step=spec.step, as_of=as_of.isoformat())
+    summary = TriggerSummary(trigger=spec.name, step=spec.step_names, as_of=as_of.isoformat())
     started = datetime.now(UTC)
     clock = time.monotonic()
-    renderer.check(spec.name, spec.step)
+    for template in spec.templates:
+        renderer.check(template)
     ledger.ensure_ledger(con)
+    if spec.name in policy.paused:
+        # Switched off by configuration: nothing planned, resumed or sent. Steps that fall due
+        # meanwhile go out when it is switched on again if their grace window is still open.
+        summary.outcome = "paused"
+        summary.skipped_reason = f"trigger {spec.name} is paused (NUDGE_PAUSED_TRIGGERS)"
+        _record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
+        return summary
     try:
         _dispatch(
             con,
@@ -179,6 +207,7 @@ def dispatch_trigger(
             policy=policy,
             relations=relations or ProjectRelations(),
             consent_cutoff=consent_cutoff or as_of,
+            competitors=competitors,
         )
     except Exception as exc:
         summary.outcome = "failed"
@@ -203,7 +232,14 @@ def _dispatch(
     policy: DispatchPolicy,
     relations: ProjectRelations,
     consent_cutoff: datetime,
+    competitors: Sequence[str],
 ) -> None:
+    plan_options: dict[str, Any] = {
+        "priority": spec.priority,
+        "cap_policy": spec.sequence.cap_policy,
+        "caps": policy.caps,
+        "competitors": competitors,
+    }
     built_for, candidates, eligible, excluded = eligibility_counts(con, spec.relation)
     summary.candidates, summary.eligible, summary.excluded = candidates, eligible, excluded
     summary.already_sent = excluded.get("already_sent", 0)
@@ -228,7 +264,12 @@ def _dispatch(
         if reason:
             # Held whole: resuming old sends would re-check them against the same stale data.
             with ledger.planning(
-                con, eligibility=spec.relation, run_id=run_id, as_of=as_of, provider=provider.name
+                con,
+                eligibility=spec.relation,
+                run_id=run_id,
+                as_of=as_of,
+                provider=provider.name,
+                **plan_options,
             ) as decision:
                 decision.hold()
             _hold(summary, decision.count, reason, "source_freshness")
@@ -248,7 +289,12 @@ def _dispatch(
     # expired, failed or unknown.
     summary.resumed = sum(resumed.values())
     with ledger.planning(
-        con, eligibility=spec.relation, run_id=run_id, as_of=as_of, provider=provider.name
+        con,
+        eligibility=spec.relation,
+        run_id=run_id,
+        as_of=as_of,
+        provider=provider.name,
+        **plan_options,
     ) as decision:
         recent = ledger.recent_new_counts(
             con, trigger=spec.name, before=as_of, ticks=policy.guards.mass_send_history_ticks
@@ -260,6 +306,7 @@ def _dispatch(
         _hold(summary, decision.count, reason or "held", "mass_send")
     else:
         summary.new = decision.count
+        summary.deferred = decision.deferred
     failpoints.hit("after_plan")
 
     batch_size = min(policy.batch_size, provider.limits.max_batch)
@@ -287,12 +334,14 @@ def _dispatch(
     summary.unknown = counts.get("unknown", 0)
     summary.expired = counts.get("expired", 0)
     summary.skipped = counts.get("skipped", 0)
+    summary.holdout = counts.get("holdout", 0)
     summary.failure_rate = round(
         guards.failure_rate(summary.sent, summary.failed, summary.unknown), 4
     )
     summary.duplicate_deliveries = ledger.duplicate_deliveries(con, trigger=spec.name)
     log.info(
-        "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed, %d held",
+        "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed, %d held, "
+        "%d holdout, %d deferred",
         spec.name,
         summary.candidates,
         summary.eligible,
@@ -300,6 +349,8 @@ def _dispatch(
         summary.sent,
         summary.failed,
         summary.held,
+        summary.holdout,
+        summary.deferred,
     )
 
 
@@ -404,6 +455,8 @@ def _record_run(
                 "skipped": summary.skipped,
                 "held": summary.held,
                 "hold_reason": summary.hold_reason,
+                "holdout": summary.holdout,
+                "deferred": summary.deferred,
                 "errors": summary.errors,
             },
         )

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,19 @@ class RetryPolicy:
     base_minutes: int = 15
     max_backoff_minutes: int = 360
     max_age_hours: int = 24
+
+
+@dataclass(frozen=True)
+class FrequencyCaps:
+    """At most ``day`` marketing emails per customer per 24 h and ``week`` per 7 days.
+
+    Counted across every trigger from what the ledger says went out (by tick time); a capped
+    step is deferred to a later tick or skipped, per its trigger's ``cap_policy``.
+    Transactional triggers neither obey nor count toward the caps.
+    """
+
+    day: int = 1
+    week: int = 3
 
 
 def send_id(trigger: str, trigger_key: str, step: str) -> str:
@@ -164,23 +177,54 @@ def resume(
 
 @contextmanager
 def planning(
-    con: duckdb.DuckDBPyConnection, *, eligibility: str, run_id: str, as_of: datetime, provider: str
+    con: duckdb.DuckDBPyConnection,
+    *,
+    eligibility: str,
+    run_id: str,
+    as_of: datetime,
+    provider: str,
+    priority: int = 50,
+    cap_policy: str = "defer",
+    caps: FrequencyCaps | None = None,
+    competitors: Sequence[str] = (),
 ) -> Iterator[PlanDecision]:
-    """Plan this tick's new sends, letting the caller look at them before they are committed.
+    """Plan this tick's due steps, letting the caller look at them before they are committed.
 
-    Inside the block the rows are inserted but not committed; ``decision.hold()`` rolls them
-    back (the mass-send guard), so a held tick leaves no trace in the ledger and the next tick
-    decides afresh.
+    Every due step is decided (``plan_decide.sql``): planned, deferred or skipped by the
+    frequency cap, held out, or skipped by its condition; new ones are inserted and deferred
+    ones released. Inside the block nothing is committed; ``decision.hold()`` rolls it all back
+    (the mass-send guard), so a held tick leaves no trace in the ledger and the next tick decides
+    afresh. ``competitors``: eligibility relations of higher-priority marketing triggers, whose
+    due sends take a customer's cap slot before this trigger's.
     """
-    statement = sql("ledger/plan").format(eligibility=quote_relation(eligibility))
+    caps = caps or FrequencyCaps()
+    params = {"run_id": run_id, "as_of": as_of, "provider": provider}
+    decide = sql("ledger/plan_decide").format(
+        eligibility=quote_relation(eligibility), competitors=competing_sends(competitors)
+    )
     decision = PlanDecision()
     con.begin()
     try:
+        con.execute(
+            decide,
+            {
+                "as_of": as_of,
+                "cap_day": caps.day,
+                "cap_week": caps.week,
+                "cap_policy": cap_policy,
+            },
+        )
         rows = con.execute(
-            f"{statement}\nreturning {_EVENT_COLUMNS}",
-            {"run_id": run_id, "as_of": as_of, "provider": provider},
+            f"{sql('ledger/plan_deferred')}\nreturning {_EVENT_COLUMNS}",
+            {"run_id": run_id, "as_of": as_of},
         ).fetchall()
-        decision.count = len(rows)
+        rows += con.execute(f"{sql('ledger/plan')}\nreturning {_EVENT_COLUMNS}", params).fetchall()
+        for row in rows:
+            decision.by_status[row[2]] = decision.by_status.get(row[2], 0) + 1
+        decision.count = decision.by_status.get("planned", 0)
+        decision.deferred = con.execute(
+            "select count(*) from plan_decisions where decided_status = 'deferred'"
+        ).fetchall()[0][0]
         yield decision
         if decision.held:
             con.rollback()
@@ -192,11 +236,33 @@ def planning(
     con.commit()
 
 
+def competing_sends(relations: Sequence[str]) -> str:
+    """One row per due, not yet sent marketing send of the given eligibility relations."""
+    if not relations:
+        return "select cast(null as varchar) as customer_id where false"
+    return "\nunion all\n".join(
+        f"""
+        select customer_id from {quote_relation(relation)}
+        where
+            is_eligible
+            and category = 'marketing'
+            and due_at <= $as_of
+            and $as_of <= expires_at
+            and send_id not in (
+                select send_id from nudge.send_ledger where status != 'deferred'
+            )
+        """
+        for relation in relations
+    )
+
+
 @dataclass
 class PlanDecision:
     """How many sends a tick would plan, and whether the caller held them back."""
 
-    count: int = 0
+    count: int = 0  # planned: handed to the provider this tick
+    deferred: int = 0  # capped and waiting for a later tick (new and still deferred)
+    by_status: dict[str, int] = field(default_factory=dict)  # rows written, by status
     held: bool = False
 
     def hold(self) -> None:
@@ -204,11 +270,17 @@ class PlanDecision:
 
 
 def plan(
-    con: duckdb.DuckDBPyConnection, *, eligibility: str, run_id: str, as_of: datetime, provider: str
+    con: duckdb.DuckDBPyConnection,
+    *,
+    eligibility: str,
+    run_id: str,
+    as_of: datetime,
+    provider: str,
+    **options: Any,
 ) -> int:
-    """Insert this tick's new sends as ``planned``; return how many were claimed."""
+    """Plan this tick's due steps (see :func:`planning`); return how many will be sent."""
     with planning(
-        con, eligibility=eligibility, run_id=run_id, as_of=as_of, provider=provider
+        con, eligibility=eligibility, run_id=run_id, as_of=as_of, provider=provider, **options
     ) as decision:
         pass
     return decision.count
@@ -256,7 +328,7 @@ def claim_batch(
     rows = _change(
         con,
         sql("ledger/claim_batch"),
-        {"run_id": run_id, "send_ids": list(send_ids), "batch_id": batch_id},
+        {"run_id": run_id, "send_ids": list(send_ids), "batch_id": batch_id, "as_of": as_of},
         run_id=run_id,
         as_of=as_of,
     )

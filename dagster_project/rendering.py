@@ -1,4 +1,7 @@
-"""Jinja2 rendering of ``templates/<trigger>/<step>.{subject,html,txt}.j2``.
+"""Jinja2 rendering of ``templates/<template>.{subject,html,txt}.j2``.
+
+A step's template is ``<trigger>/<step>`` (``<trigger>/<step>__<variant>`` for an A/B variant,
+or whatever the YAML names); the ledger row records which one a send used.
 
 Templates run in a sandbox with ``StrictUndefined``: a typo or a missing column is an error for
 that row (recorded in the ledger), never an email with a blank where a name should be. Customer
@@ -65,26 +68,23 @@ class Renderer:
         self.env.filters["money"] = _money
         self.env.filters["date"] = _date
 
-    def template_names(self, trigger: str, step: str) -> dict[str, str]:
-        return {part: f"{trigger}/{step}.{part}.j2" for part in PARTS}
+    def template_names(self, template: str) -> dict[str, str]:
+        return {part: f"{template}.{part}.j2" for part in PARTS}
 
-    def check(self, trigger: str, step: str) -> None:
+    def check(self, template: str) -> None:
         """Fail fast, before anything is planned, when a step's templates are missing or broken."""
-        for name in self.template_names(trigger, step).values():
+        for name in self.template_names(template).values():
             try:
                 self.env.get_template(name)
             except TemplateNotFound:
-                raise RenderError(
-                    f"template {self.templates_dir / name} is missing for trigger {trigger!r} "
-                    f"step {step!r}"
-                ) from None
+                raise RenderError(f"template {self.templates_dir / name} is missing") from None
             except TemplateError as exc:
                 raise RenderError(f"template {name} does not compile: {exc}") from exc
 
-    def render(self, trigger: str, step: str, context: dict[str, Any]) -> RenderedEmail:
+    def render(self, template: str, context: dict[str, Any]) -> RenderedEmail:
         """Render the three parts; raise :class:`RenderError` naming the part and the cause."""
         parts: dict[str, str] = {}
-        for part, name in self.template_names(trigger, step).items():
+        for part, name in self.template_names(template).items():
             try:
                 parts[part] = self.env.get_template(name).render(**context)
             except Exception as exc:  # any template failure is this row's failure
@@ -93,7 +93,7 @@ class Renderer:
         # never inject headers.
         subject = " ".join(parts["subject"].split())
         if not subject:
-            raise RenderError(f"{trigger}/{step}.subject.j2 rendered an empty subject")
+            raise RenderError(f"{template}.subject.j2 rendered an empty subject")
         return RenderedEmail(subject=subject, html=parts["html"], text=parts["txt"].strip() + "\n")
 
 

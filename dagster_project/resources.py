@@ -19,7 +19,7 @@ from pydantic import Field
 from .config import Settings
 from .dispatch import DispatchPolicy
 from .guards import GuardPolicy
-from .ledger import RetryPolicy
+from .ledger import FrequencyCaps, RetryPolicy
 from .providers import Provider, build_provider
 from .warehouse import connect, warehouse_lock
 
@@ -136,10 +136,24 @@ class SendPolicyResource(ConfigurableResource):
     retry_base_minutes: int = Field(default=RetryPolicy.base_minutes)
     retry_max_backoff_minutes: int = Field(default=RetryPolicy.max_backoff_minutes)
     retry_max_age_hours: int = Field(default=RetryPolicy.max_age_hours)
+    frequency_cap_day: int = Field(
+        default=FrequencyCaps.day,
+        description="At most this many marketing emails per customer per 24 h (all triggers).",
+    )
+    frequency_cap_week: int = Field(
+        default=FrequencyCaps.week,
+        description="At most this many marketing emails per customer per 7 days.",
+    )
+    paused: list[str] = Field(
+        default_factory=list,
+        description="Triggers switched off: nothing is planned, resumed or sent for them.",
+    )
 
     def policy(self, batch_size: int) -> DispatchPolicy:
         return DispatchPolicy(
             batch_size=batch_size,
+            caps=FrequencyCaps(day=self.frequency_cap_day, week=self.frequency_cap_week),
+            paused=frozenset(self.paused),
             retry=RetryPolicy(
                 base_minutes=self.retry_base_minutes,
                 max_backoff_minutes=self.retry_max_backoff_minutes,

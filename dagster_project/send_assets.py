@@ -9,6 +9,7 @@ trigger is red in the Dagster UI even though the run itself succeeded:
 """
 
 import logging
+from collections.abc import Sequence
 
 from dagster import (
     AssetCheckResult,
@@ -112,22 +113,48 @@ def _check_results(
     return results
 
 
+def higher_priority(spec: TriggerSpec, triggers: Sequence[TriggerSpec]) -> list[TriggerSpec]:
+    """The marketing triggers that win a customer's frequency-cap slot over ``spec``'s sends."""
+    return [
+        other
+        for other in triggers
+        if other.name != spec.name
+        and other.category == "marketing"
+        and (other.priority, other.name) > (spec.priority, spec.name)
+    ]
+
+
 def build_send_asset(
-    spec: TriggerSpec, eligibility_key: AssetKey, relations: ProjectRelations | None = None
+    spec: TriggerSpec,
+    eligibility_key: AssetKey,
+    relations: ProjectRelations | None = None,
+    competitors: Sequence[tuple[TriggerSpec, AssetKey]] = (),
 ) -> AssetsDefinition:
-    """The asset that pushes one trigger's due emails after its eligibility model is built."""
+    """The asset that pushes one trigger's due emails after its eligibility model is built.
+
+    ``competitors``: the higher-priority marketing triggers and their eligibility assets; their
+    due sends take a customer's frequency-cap slot first, so their tables must be built first.
+    """
     relations = relations or ProjectRelations()
+    competitor_relations = [other.relation for other, _ in competitors]
 
     @asset(
         key=send_asset_key(spec),
-        deps=[eligibility_key],
+        deps=[eligibility_key, *(key for _, key in competitors)],
         group_name=SEND_GROUP,
         kinds={"email", "duckdb"},
         description=(
-            f"Sends the `{spec.step}` email of trigger `{spec.name}` to every eligible row of "
-            f"`{spec.relation}` not yet in nudge.send_ledger, exactly once. {spec.description}"
+            f"Sends the steps ({spec.step_names}) of trigger `{spec.name}` as they fall due in "
+            f"`{spec.relation}`, each exactly once. {spec.description}"
         ),
-        metadata={"nudge/trigger": spec.name, "nudge/eligibility": spec.relation},
+        metadata={
+            "nudge/trigger": spec.name,
+            "nudge/eligibility": spec.relation,
+            "nudge/category": spec.category,
+            "nudge/priority": spec.priority,
+            "nudge/steps": spec.step_names,
+            "nudge/definition": spec.source_file,
+        },
         check_specs=_check_specs(spec),
     )
     def _send(
@@ -154,6 +181,7 @@ def build_send_asset(
                     policy=policy,
                     relations=relations,
                     consent_cutoff=tick.consent_cutoff(as_of),
+                    competitors=competitor_relations,
                 )
         finally:
             provider.close()
@@ -181,6 +209,8 @@ def build_send_asset(
                 "expired": summary.expired,
                 "skipped": summary.skipped,
                 "held": summary.held,
+                "holdout": summary.holdout,
+                "deferred": summary.deferred,
                 "excluded_by_reason": MetadataValue.json(summary.excluded),
                 "summary": MetadataValue.json(summary.to_dict()),
             },

@@ -1,41 +1,69 @@
 """Triggers are declared in dbt, not in Python.
 
-An audience model whose YAML has ``config.meta.nudge.trigger`` is a trigger: nudge reads the
-dbt manifest and creates one send asset for it. Adding a trigger therefore needs one entries
-model, one eligibility model with that meta block, and its templates; no Python.
+A model whose YAML has ``config.meta.nudge`` (the sequence: steps, exit, re-entry, category)
+is a trigger: nudge reads the dbt manifest and creates one send asset for it. Adding a trigger
+needs its entries SQL, its YAML, a one-line eligibility model and its templates; no Python.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-CATEGORIES = ("marketing", "transactional")
+from .sequences import (
+    NAME,
+    SequenceDefinition,
+    Step,
+    TriggerDefinitionError,
+    parse_sequence,
+)
 
-
-class TriggerDefinitionError(ValueError):
-    """A trigger's YAML is invalid; the message names the file and the field."""
+__all__ = ["ProjectRelations", "TriggerDefinitionError", "TriggerSpec", "triggers_from_manifest"]
 
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """One trigger as declared on its eligibility model."""
+    """One trigger: its entries model, its YAML sequence and its eligibility table."""
 
     name: str
-    step: str
-    category: str
-    model: str  # dbt model name, e.g. abandoned_cart_eligibility
-    relation: str  # schema.table in the warehouse, e.g. audience.abandoned_cart_eligibility
+    model: str  # the eligibility model, e.g. abandoned_cart_eligibility
+    relation: str  # its table, e.g. audience.abandoned_cart_eligibility
+    sequence: SequenceDefinition = field(default_factory=lambda: _single_step())
     description: str = ""
-    # Fires on missing activity (no order, no visit): held when events are stale.
-    fires_on_absence: bool = False
     # The consent list re-checked at push time (marketing triggers only).
     consent_list: str = "marketing"
+    source_file: str = ""  # the YAML that declares it, for error messages
+
+    @property
+    def category(self) -> str:
+        return self.sequence.category
+
+    @property
+    def priority(self) -> int:
+        return self.sequence.priority
+
+    @property
+    def fires_on_absence(self) -> bool:
+        return self.sequence.fires_on_absence
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.sequence.steps
+
+    @property
+    def step_names(self) -> str:
+        return ", ".join(s.name for s in self.steps)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return tuple(t for s in self.steps for t in s.templates)
+
+
+def _single_step() -> SequenceDefinition:
+    return parse_sequence("trigger", {"steps": [{"name": "step", "delay": "0h"}]}, "<default>")
 
 
 @dataclass(frozen=True)
@@ -48,43 +76,17 @@ class ProjectRelations:
     events: str = "staging.stg_raw__events"
 
 
-def _spec_from_node(node: Mapping[str, Any]) -> TriggerSpec | None:
-    meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
-    nudge = meta.get("nudge")
-    if nudge is None:
-        return None
-    where = node.get("original_file_path") or node.get("name")
-    if not isinstance(nudge, Mapping):
-        raise TriggerDefinitionError(f"{where}: config.meta.nudge must be a mapping")
-    for field in ("trigger", "step"):
-        value = nudge.get(field)
-        if not isinstance(value, str) or not NAME.match(value):
-            raise TriggerDefinitionError(
-                f"{where}: config.meta.nudge.{field} must be a lowercase identifier "
-                f"(letters, digits, underscores), got {value!r}"
-            )
-    category = nudge.get("category", "marketing")
-    if category not in CATEGORIES:
-        raise TriggerDefinitionError(
-            f"{where}: config.meta.nudge.category must be one of {', '.join(CATEGORIES)}, "
-            f"got {category!r}"
-        )
-    absence = nudge.get("fires_on_absence", False)
-    if not isinstance(absence, bool):
-        raise TriggerDefinitionError(
-            f"{where}: config.meta.nudge.fires_on_absence must be true or false, got {absence!r}"
-        )
-    alias = node.get("alias") or node["name"]
-    return TriggerSpec(
-        name=nudge["trigger"],
-        step=nudge["step"],
-        category=category,
-        model=node["name"],
-        relation=f"{node['schema']}.{alias}",
-        description=(node.get("description") or "").strip(),
-        fires_on_absence=absence,
-        consent_list=str(nudge.get("consent_list") or "marketing"),
-    )
+def _where(node: Mapping[str, Any]) -> str:
+    """The YAML file that declares a model's meta (its patch), else its SQL file."""
+    patch = node.get("patch_path") or ""
+    if "://" in patch:
+        patch = patch.split("://", 1)[1]
+    patch = patch.removeprefix("../")
+    return patch or node.get("original_file_path") or node.get("name", "?")
+
+
+def _meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (node.get("config") or {}).get("meta") or node.get("meta") or {}
 
 
 def _relation(node: Mapping[str, Any]) -> str:
@@ -110,21 +112,62 @@ def project_relations(manifest: Mapping[str, Any] | Path) -> ProjectRelations:
 
 
 def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSpec]:
-    """Every trigger declared in a dbt manifest, sorted by name; duplicates are an error."""
+    """Every trigger of a dbt manifest, sorted by name.
+
+    A trigger is a model whose YAML has ``config.meta.nudge`` (its entries and sequence) plus
+    the eligibility model that calls ``sequence_eligibility('<trigger>')``. Every definition is
+    validated here, when Dagster loads, so a bad YAML fails before any tick.
+    """
     data: Mapping[str, Any] = (
         json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
     )
-    specs: dict[str, TriggerSpec] = {}
-    for node in data.get("nodes", {}).values():
-        if node.get("resource_type") != "model":
+    models = [n for n in data.get("nodes", {}).values() if n.get("resource_type") == "model"]
+    eligibility: dict[str, Mapping[str, Any]] = {}
+    for node in models:
+        marker = _meta(node).get("nudge_eligibility")
+        if isinstance(marker, Mapping) and marker.get("trigger"):
+            trigger = str(marker["trigger"])
+            if trigger in eligibility:
+                raise TriggerDefinitionError(
+                    f"trigger {trigger!r} has two eligibility models: "
+                    f"{eligibility[trigger]['name']} and {node['name']}"
+                )
+            eligibility[trigger] = node
+    specs: list[TriggerSpec] = []
+    for node in models:
+        meta = _meta(node).get("nudge")
+        if meta is None:
             continue
-        spec = _spec_from_node(node)
-        if spec is None:
-            continue
-        if spec.name in specs:
+        where = _where(node)
+        name = node["name"]
+        if not NAME.match(name):
             raise TriggerDefinitionError(
-                f"trigger {spec.name!r} is declared by both {specs[spec.name].model} and "
-                f"{spec.model}; config.meta.nudge.trigger must be unique"
+                f"{where}: the trigger model name {name!r} must be a lowercase identifier"
             )
-        specs[spec.name] = spec
-    return sorted(specs.values(), key=lambda s: s.name)
+        sequence = parse_sequence(name, meta, where)
+        target = eligibility.get(name)
+        if target is None:
+            raise TriggerDefinitionError(
+                f"{where}: trigger {name!r} has no eligibility model; add "
+                f"models/audience/{name}_eligibility.sql containing "
+                f"{{{{ sequence_eligibility('{name}') }}}}"
+            )
+        consent_list = _meta(target)["nudge_eligibility"].get("consent_list")
+        specs.append(
+            TriggerSpec(
+                name=name,
+                model=target["name"],
+                relation=_relation(target),
+                sequence=sequence,
+                description=(node.get("description") or "").strip(),
+                consent_list=str(consent_list or "marketing"),
+                source_file=where,
+            )
+        )
+    orphans = sorted(set(eligibility) - {s.name for s in specs})
+    if orphans:
+        raise TriggerDefinitionError(
+            f"{eligibility[orphans[0]].get('original_file_path')}: sequence_eligibility"
+            f"('{orphans[0]}') names no trigger model with config.meta.nudge in its YAML"
+        )
+    return sorted(specs, key=lambda s: s.name)

@@ -1,9 +1,1 @@
-{{
-    eligibility(
-        'abandoned_cart_entries',
-        trigger='abandoned_cart',
-        step='reminder',
-        category='marketing',
-        fires_on_absence=true,
-    )
-}}
+{{ sequence_eligibility('abandoned_cart') }}

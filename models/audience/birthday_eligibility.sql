@@ -1,8 +1,1 @@
-{{
-    eligibility(
-        'birthday_entries',
-        trigger='birthday',
-        step='greeting',
-        category='marketing',
-    )
-}}
+{{ sequence_eligibility('birthday') }}

@@ -21,7 +21,7 @@ final as (
         customer_id is not null
         and list is not null
         and changed_at is not null
-        and lower(trim(status)) in ('subscribed', 'unsubscribed')
+        and lower(trim(status)) in ('subscribed', 'unsubscribed', 'suppressed')
 
 )
 

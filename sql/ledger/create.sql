@@ -13,6 +13,8 @@
 --   skipped           not sent on purpose: no longer eligible when resumed, unsubscribed between
 --                     the dbt build and the push, or an unknown send dropped by an operator
 --   holdout           held out of the send on purpose to measure lift (never sent)
+--   deferred          due, but the customer's frequency cap is full: planned again by a later
+--                     tick once the cap allows (or expired at the end of its grace window)
 -- `reason` is a short code for every non-sent outcome (see the README), `error` the full text.
 create schema if not exists nudge;
 
@@ -48,6 +50,16 @@ create table if not exists nudge.send_ledger (
 alter table nudge.send_ledger add column if not exists batch_id varchar;
 alter table nudge.send_ledger add column if not exists next_attempt_at timestamptz;
 alter table nudge.send_ledger add column if not exists reason varchar;
+-- Sequences (issue 4): which variant and template went out, the entry's start and re-entry
+-- key (re-entry policies), the category (frequency caps count marketing sends only) and the
+-- tick that handed the send to the provider (caps count by tick time, so replays behave).
+alter table nudge.send_ledger add column if not exists step_index integer;
+alter table nudge.send_ledger add column if not exists variant varchar;
+alter table nudge.send_ledger add column if not exists template varchar;
+alter table nudge.send_ledger add column if not exists category varchar;
+alter table nudge.send_ledger add column if not exists reentry_key varchar;
+alter table nudge.send_ledger add column if not exists entered_at timestamptz;
+alter table nudge.send_ledger add column if not exists sent_as_of timestamptz;
 
 -- Every status change of every send, appended in the same transaction as the change: the
 -- ledger says where a send is, this says how it got there (and proves nothing was sent twice).
@@ -89,3 +101,6 @@ create table if not exists nudge.runs (
     errors json,
     primary key (run_id, trigger)
 );
+
+alter table nudge.runs add column if not exists holdout integer;
+alter table nudge.runs add column if not exists deferred integer;

@@ -3,10 +3,10 @@
 insert or replace into nudge.runs (
     run_id, trigger, as_of, started_at, finished_at, duration_seconds, outcome, provider,
     candidates, eligible, new, resumed, sent, failed, unknown, expired, skipped, held,
-    hold_reason, errors
+    hold_reason, errors, holdout, deferred
 )
 values (
     $run_id, $trigger, $as_of, $started_at, $finished_at, $duration_seconds, $outcome, $provider,
     $candidates, $eligible, $new, $resumed, $sent, $failed, $unknown, $expired, $skipped, $held,
-    $hold_reason, $errors
+    $hold_reason, $errors, $holdout, $deferred
 )

@@ -8,7 +8,10 @@
 -- - rows past their grace window: 'expired';
 -- - 'failed_retryable' rows wait until next_attempt_at (backoff across ticks) and give up
 --   ('failed_permanent', reason retry_max_age) once older than the maximum retry age;
--- - rows the rules no longer allow (unsubscribed since, cart ordered, ...): 'skipped' with why;
+-- - rows the rules no longer allow (unsubscribed since, cart ordered, exited, ...): 'skipped'
+--   with why;
+-- - rows that must wait (the recipient's quiet hours began since): left as they are;
+-- - 'deferred' rows (frequency cap) are only expired or skipped here; planning releases them;
 -- - the rest: 'planned' again for this run, rendered from the current eligibility row so a
 --   changed name or cart is what goes out.
 -- Parameters: $trigger, $run_id, $as_of, $provider, $idempotent (the current provider honours
@@ -33,7 +36,9 @@ from (
             when reviewed.in_doubt then 'unknown'
             when reviewed.is_expired then 'expired'
             when reviewed.is_too_old then 'failed_permanent'
+            when reviewed.rule_reason in ('quiet_hours', 'not_due') then null
             when reviewed.rule_reason is not null then 'skipped'
+            when reviewed.status = 'deferred' then null
             else 'planned'
         end as next_status,
         case
@@ -99,7 +104,7 @@ from (
             pending.trigger = $trigger
             and pending.run_id != $run_id
             and (
-                pending.status in ('planned', 'sending')
+                pending.status in ('planned', 'sending', 'deferred')
                 or (
                     pending.status = 'failed_retryable'
                     and coalesce(pending.next_attempt_at, $as_of) <= $as_of
@@ -107,4 +112,7 @@ from (
             )
     ) as reviewed
 ) as resumed
-where ledger.send_id = resumed.send_id
+where
+    ledger.send_id = resumed.send_id
+    -- Rows that wait (quiet hours, still deferred) keep their state and record no event.
+    and resumed.next_status is not null

@@ -1,0 +1,412 @@
+{#-
+    The sequence engine: turns a trigger's entries into one row per (entry x step) around this
+    tick, with when the step is due and why it is or is not sent now. A trigger model decides
+    only *who entered and when*; its YAML (`config.meta.nudge` in models/triggers/<t>.yml)
+    declares the steps, exit, re-entry, holdout and category; this macro applies them and every
+    audience rule (email validity, suppression, consent, quiet hours, step order), once, for
+    every trigger.
+
+    Usage, in models/audience/<trigger>_eligibility.sql:
+        {{ sequence_eligibility('<trigger>') }}
+
+    Frequency caps are the one rule not decided here: they depend on what other triggers send in
+    the same tick, so the send step applies them when it plans (sql/ledger/plan.sql).
+-#}
+
+{#- "90m", "24h", "3d" -> minutes. Python validates the same grammar at load time with an
+    error naming the file and field (dagster_project/sequences.py); this is the backstop for a
+    plain `dbt build`. -#}
+{% macro nudge_minutes(value, field) -%}
+    {%- set text = (value | string) | trim -%}
+    {%- set units = {'m': 1, 'h': 60, 'd': 1440} -%}
+    {%- set unit = text[-1:] -%}
+    {%- set number = text[:-1] -%}
+    {%- if unit not in units or not number.isdigit() -%}
+        {{ exceptions.raise_compiler_error(field ~ " must look like 30m, 24h or 3d, got " ~ value) }}
+    {%- endif -%}
+    {{- (number | int) * units[unit] -}}
+{%- endmacro %}
+
+{#- The trigger's `config.meta.nudge`, read from the graph (available when dbt executes). -#}
+{% macro nudge_trigger_meta(trigger) -%}
+    {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ trigger) -%}
+    {%- if node is none -%}
+        {{ exceptions.raise_compiler_error("no trigger model named " ~ trigger) }}
+    {%- endif -%}
+    {%- set meta = (node.config.meta or {}).get('nudge') or (node.meta or {}).get('nudge') -%}
+    {%- if not meta or not meta.get('steps') -%}
+        {{ exceptions.raise_compiler_error(
+            "model " ~ trigger ~ " has no config.meta.nudge.steps in its YAML") }}
+    {%- endif -%}
+    {{- return(meta) -}}
+{%- endmacro %}
+
+{#- A stable bucket in [0, 10000) from a string: md5 so it never changes across DuckDB versions.
+    Python mirrors it in dagster_project/sequences.py::bucket. -#}
+{% macro nudge_bucket(expression) -%}
+    (cast(('0x' || left(md5({{ expression }}), 8)) as bigint) % 10000)
+{%- endmacro %}
+
+{#- Shift an instant out of the recipient's quiet hours: inside [start, end) local time it moves
+    to the next local `end` o'clock. -#}
+{% macro nudge_after_quiet_hours(instant, tz) -%}
+    {%- set start = var('quiet_hours_start') | int -%}
+    {%- set stop = var('quiet_hours_end') | int -%}
+    case
+        when hour(timezone({{ tz }}, {{ instant }})) >= {{ start }}
+            then timezone(
+                {{ tz }},
+                date_trunc('day', timezone({{ tz }}, {{ instant }}))
+                + interval 1 day + to_hours({{ stop }})
+            )
+        when hour(timezone({{ tz }}, {{ instant }})) < {{ stop }}
+            then timezone(
+                {{ tz }}, date_trunc('day', timezone({{ tz }}, {{ instant }})) + to_hours({{ stop }})
+            )
+        else {{ instant }}
+    end
+{%- endmacro %}
+
+{% macro sequence_eligibility(trigger) %}
+{#- The marker Dagster reads from the manifest to pair this table with its trigger. -#}
+{{ config(meta={'nudge_eligibility': {
+    'trigger': trigger,
+    'consent_list': var('marketing_list'),
+}}) }}
+{%- if execute -%}
+    {%- set meta = nudge_trigger_meta(trigger) -%}
+{%- else -%}
+    {%- set meta = {'steps': [{'name': 'parse', 'delay': '0h', 'grace': '1h'}]} -%}
+{%- endif -%}
+{%- set category = meta.get('category', 'marketing') -%}
+{%- set steps = meta['steps'] -%}
+{%- set reentry = meta.get('reentry', 'once_per_key') -%}
+{%- set quiet = meta.get('quiet_hours', category == 'marketing') -%}
+{%- set holdout_percent = meta.get('holdout_percent', 0) | float -%}
+{%- set control_percent = (var('control_group_percent') | float) if category == 'marketing' else 0 -%}
+{%- set exit_condition = meta.get('exit') -%}
+
+with
+
+entries as (
+
+    select * from {{ ref(trigger) }}
+
+),
+
+customers as (
+
+    select * from {{ ref('stg_raw__customers') }}
+
+),
+
+consent as (
+
+    select * from {{ ref('int_subscriptions__latest') }}
+    where list = '{{ var("marketing_list") }}'
+
+),
+
+-- Hard bounces, complaints and erasure requests: no email of any category goes to them.
+suppressed as (
+
+    select customer_id from {{ ref('int_subscriptions__latest') }}
+    where list = '{{ var("suppression_list") }}' and status = 'suppressed'
+
+),
+
+ledger as (
+
+    select * from {{ source('nudge', 'send_ledger') }}
+    where trigger = '{{ trigger }}'
+
+),
+
+-- The sequence as a table: one row per step with its timing and the step before it.
+steps as (
+
+    select * from (
+        values
+        {%- for step in steps %}
+            (
+                {{ loop.index }},
+                '{{ step["name"] }}',
+                {{ nudge_minutes(step.get("delay", "0h"), "steps[" ~ loop.index0 ~ "].delay") }},
+                {{ nudge_minutes(step.get("grace", "24h"), "steps[" ~ loop.index0 ~ "].grace") }},
+                {%- if loop.first %}
+                cast(null as varchar),
+                cast(null as integer)
+                {%- else %}
+                '{{ loop.previtem["name"] }}',
+                {{ nudge_minutes(loop.previtem.get("delay", "0h"), "delay") }}
+                + {{ nudge_minutes(loop.previtem.get("grace", "24h"), "grace") }}
+                {%- endif %}
+            ){{ "," if not loop.last }}
+        {%- endfor %}
+    ) as steps (
+        step_index, step, delay_minutes, grace_minutes, previous_step, previous_expiry_minutes
+    )
+
+),
+
+-- Entries x steps, only where the step's window touches this tick: upcoming ones (lookahead)
+-- and recently expired ones (lookback), so the table shows what is coming and what was missed.
+entry_steps as (
+
+    select
+        entries.*,
+        steps.step_index,
+        steps.step,
+        steps.previous_step,
+        -- What re-entry is counted per: the customer unless the YAML says otherwise.
+        ({{ meta.get('reentry_key') or 'entries.customer_id' }}) as reentry_key,
+        {{ send_id("'" ~ trigger ~ "'", 'entries.trigger_key', 'steps.step') }} as send_id,
+        case
+            when steps.previous_step is not null
+                then {{ send_id("'" ~ trigger ~ "'", 'entries.trigger_key', 'steps.previous_step') }}
+        end as previous_send_id,
+        entries.entered_at + to_minutes(steps.delay_minutes) as scheduled_at,
+        entries.entered_at + to_minutes(steps.delay_minutes + steps.grace_minutes) as expires_at,
+        entries.entered_at + to_minutes(steps.previous_expiry_minutes) as previous_expires_at
+    from entries
+    cross join steps
+    where
+        entries.entered_at + to_minutes(steps.delay_minutes)
+        <= {{ as_of() }} + to_hours({{ var('eligibility_lookahead_hours') }})
+        and entries.entered_at + to_minutes(steps.delay_minutes + steps.grace_minutes)
+        > {{ as_of() }} - to_days({{ var('eligibility_lookback_days') }})
+
+),
+
+-- What this entry's earlier steps did, for step order and for conditions on earlier sends.
+entry_history as (
+
+    select
+        trigger_key,
+        list(step order by step) filter (where status = 'sent') as sent_steps
+    from ledger
+    group by trigger_key
+
+),
+
+-- Sequences this trigger already started for the same re-entry key (by default the customer).
+started as (
+
+    select
+        coalesce(reentry_key, customer_id) as reentry_key,
+        trigger_key,
+        min(entered_at) as entered_at
+    from ledger
+    where status in ('planned', 'sending', 'sent', 'unknown', 'failed_retryable', 'holdout')
+    group by all
+
+),
+
+joined as (
+
+    select
+        entry_steps.*,
+        customers.customer_id is not null as is_known_customer,
+        customers.email,
+        coalesce(customers.is_valid_email, false) as is_valid_email,
+        customers.first_name,
+        coalesce(customers.timezone, '{{ var("default_timezone") }}') as timezone,
+        suppressed.customer_id is not null as is_suppressed,
+        consent.status as consent_status,
+        this_step.status as ledger_status,
+        previous_step.status as previous_step_status,
+        coalesce(entry_history.sent_steps, []) as sent_steps
+    from entry_steps
+    left join customers
+        on entry_steps.customer_id = customers.customer_id
+    left join suppressed
+        on entry_steps.customer_id = suppressed.customer_id
+    left join consent
+        on entry_steps.customer_id = consent.customer_id
+    left join ledger as this_step
+        on entry_steps.send_id = this_step.send_id
+    left join ledger as previous_step
+        on entry_steps.previous_send_id = previous_step.send_id
+    left join entry_history
+        on entry_steps.trigger_key = entry_history.trigger_key
+
+),
+
+timed as (
+
+    select
+        *,
+        {%- if quiet %}
+        {{ nudge_after_quiet_hours('scheduled_at', 'timezone') }} as due_at,
+        {%- else %}
+        scheduled_at as due_at,
+        {%- endif %}
+        -- The step before is settled (sent, skipped, expired, failed for good, held out) or can
+        -- no longer go out (its grace window is over without it ever being planned).
+        previous_step is null
+        or coalesce(
+            previous_step_status in ('sent', 'skipped', 'expired', 'failed_permanent', 'holdout'),
+            previous_step_status is null and {{ as_of() }} > previous_expires_at
+        ) as is_previous_step_done,
+        {%- if exit_condition %}
+        coalesce(({{ exit_condition }}), false) as has_exited,
+        {%- else %}
+        false as has_exited,
+        {%- endif %}
+        {%- if steps | selectattr('condition', 'defined') | list %}
+        case step
+            {%- for step in steps if step.get('condition') %}
+            when '{{ step["name"] }}' then coalesce(({{ step['condition'] }}), false)
+            {%- endfor %}
+            else true
+        end as meets_condition,
+        {%- else %}
+        true as meets_condition,
+        {%- endif %}
+        {%- if reentry == 'never' %}
+        exists (
+            select 1 from started
+            where
+                started.reentry_key = joined.reentry_key
+                and started.trigger_key != joined.trigger_key
+        ) as is_reentry_blocked,
+        {%- elif reentry is mapping and reentry.get('after_days') is not none %}
+        exists (
+            select 1 from started
+            where
+                started.reentry_key = joined.reentry_key
+                and started.trigger_key != joined.trigger_key
+                and started.entered_at <= joined.entered_at
+                and started.entered_at
+                > joined.entered_at - to_days({{ reentry['after_days'] | int }})
+        ) as is_reentry_blocked,
+        {%- else %}
+        false as is_reentry_blocked,
+        {%- endif %}
+        {{ nudge_bucket("'" ~ trigger ~ ":' || customer_id") }}
+        < {{ (holdout_percent * 100) | int }} as is_holdout,
+        {{ nudge_bucket("'nudge_control_group:' || customer_id") }}
+        < {{ (control_percent * 100) | int }} as is_control_group,
+        -- A/B: a deterministic draw per entry and step picks the variant and so the template.
+        {%- if steps | selectattr('variants', 'defined') | list %}
+        case step
+            {%- for step in steps if step.get('variants') %}
+            {%- set total = step['variants'] | sum(attribute='weight') %}
+            {%- set ns = namespace(upper=0) %}
+            when '{{ step["name"] }}' then case
+                {%- for variant in step['variants'] %}
+                {%- set ns.upper = ns.upper + variant['weight'] %}
+                when {{ nudge_bucket("send_id") }} * {{ total }} < {{ ns.upper }} * 10000
+                    then '{{ variant["name"] }}'
+                {%- endfor %}
+            end
+            {%- endfor %}
+        end as variant
+        {%- else %}
+        cast(null as varchar) as variant
+        {%- endif %}
+    from joined
+
+),
+
+ruled as (
+
+    select
+        *,
+        case
+            when not is_known_customer then 'unknown_customer'
+            when not is_valid_email then 'invalid_email'
+            when is_suppressed then 'suppressed'
+            {%- if category == 'marketing' %}
+            when consent_status is null then 'no_consent'
+            when consent_status != 'subscribed' then 'unsubscribed'
+            {%- endif %}
+            when has_exited then 'exited'
+            when is_reentry_blocked then 'reentry_blocked'
+            when {{ as_of() }} > expires_at then 'expired'
+            when not is_previous_step_done then 'waiting_for_previous_step'
+            when {{ as_of() }} < scheduled_at then 'not_due'
+            when {{ as_of() }} < due_at then 'quiet_hours'
+            when not meets_condition then 'condition_not_met'
+            when is_control_group then 'control_group'
+            when is_holdout then 'holdout'
+        end as rule_exclusion_reason
+    from timed
+
+),
+
+-- What the ledger knows comes first. A deferred send (frequency cap) is planned again by the
+-- send step as soon as the cap allows, so it stays a candidate while the rules allow it.
+reasoned as (
+
+    select
+        *,
+        case
+            when ledger_status = 'sent' then 'already_sent'
+            when ledger_status = 'failed_permanent' then 'already_failed'
+            when ledger_status = 'failed_retryable' then 'retrying'
+            when ledger_status = 'unknown' then 'delivery_unknown'
+            when ledger_status in ('planned', 'sending') then 'in_flight'
+            when ledger_status in ('expired', 'skipped', 'holdout') then ledger_status
+            else rule_exclusion_reason
+        end as exclusion_reason
+    from ruled
+
+),
+
+final as (
+
+    select
+        send_id,
+        '{{ trigger }}' as trigger,
+        trigger_key,
+        step,
+        step_index,
+        variant,
+        -- The template the step (or its variant) renders, as dagster_project/sequences.py
+        -- names it: the YAML's `template`, else <trigger>/<step>[__<variant>].
+        case
+            {%- for step in steps %}
+            {%- for variant in step.get('variants') or [] %}
+            when step = '{{ step["name"] }}' and variant = '{{ variant["name"] }}'
+                then '{{ variant.get("template") or trigger ~ "/" ~ step["name"] ~ "__" ~ variant["name"] }}'
+            {%- else %}
+            when step = '{{ step["name"] }}'
+                then '{{ step.get("template") or trigger ~ "/" ~ step["name"] }}'
+            {%- endfor %}
+            {%- endfor %}
+        end as template,
+        '{{ category }}' as category,
+        {{ meta.get('priority', 50) | int }} as priority,
+        customer_id,
+        reentry_key,
+        email,
+        first_name,
+        timezone,
+        entered_at,
+        scheduled_at,
+        due_at,
+        expires_at,
+        exclusion_reason is null as is_eligible,
+        exclusion_reason,
+        rule_exclusion_reason,
+        consent_status,
+        ledger_status,
+        previous_step_status,
+        sent_steps,
+        {{ as_of() }} as as_of,
+        * exclude (
+            send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
+            first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
+            rule_exclusion_reason, consent_status, ledger_status, previous_step_status,
+            sent_steps, previous_step, previous_send_id, previous_expires_at,
+            is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
+            has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
+        )
+    from reasoned
+
+)
+
+select * from final
+
+{% endmacro %}

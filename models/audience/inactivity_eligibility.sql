@@ -1,9 +1,0 @@
-{{
-    eligibility(
-        'inactivity_entries',
-        trigger='inactivity',
-        step='we_miss_you',
-        category='marketing',
-        fires_on_absence=true,
-    )
-}}

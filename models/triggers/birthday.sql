@@ -1,0 +1,64 @@
+with
+
+customers as (
+
+    select * from {{ ref('stg_raw__customers') }}
+
+),
+
+-- The birthday that matters is the one around as_of in the customer's own calendar, so the local
+-- year of as_of and its neighbours are enough (they cover a window that crosses New Year).
+birthdays as (
+
+    select
+        customer_id,
+        timezone,
+        birthday,
+        year(timezone(timezone, {{ as_of() }})) as local_year
+    from customers
+    where birthday is not null
+
+),
+
+local_years as (
+
+    select
+        customer_id,
+        timezone,
+        birthday,
+        unnest([local_year - 1, local_year, local_year + 1]) as celebration_year
+    from birthdays
+
+),
+
+-- 29 February births are celebrated on 28 February in non-leap years: the birthday's day is
+-- capped at the last day of its month in the celebration year.
+celebrations as (
+
+    select
+        *,
+        make_date(
+            celebration_year,
+            month(birthday),
+            least(day(birthday), day(last_day(make_date(celebration_year, month(birthday), 1))))
+        ) as celebration_date
+    from local_years
+
+),
+
+final as (
+
+    select
+        customer_id || ':' || celebration_year as trigger_key,
+        customer_id,
+        -- 09:00 on the customer's wall clock. The greeting's 15 h grace in the YAML ends at local
+        -- midnight (an hour off on the night clocks change), so it never arrives a day late.
+        timezone(timezone, cast(celebration_date as timestamp) + interval 9 hour) as entered_at,
+        celebration_date,
+        celebration_year,
+        '{{ var("shop_url") }}' as shop_url
+    from celebrations
+
+)
+
+select * from final

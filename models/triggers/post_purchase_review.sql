@@ -1,0 +1,50 @@
+with
+
+orders as (
+
+    select * from {{ ref('int_orders__itemized') }}
+
+),
+
+events as (
+
+    select * from {{ ref('stg_raw__events') }}
+
+),
+
+deliveries as (
+
+    select
+        order_id,
+        min(occurred_at) as delivered_at
+    from events
+    where
+        event_name = 'order_delivered'
+        and order_id is not null
+    group by order_id
+
+),
+
+-- A review is asked for once the customer has had the products for a while: from the delivery
+-- when the shop sends order_delivered, else from the order (delivery time unknown). A delivery
+-- arriving later moves the request later, which is fine: it is not due before 10 days.
+final as (
+
+    select
+        orders.order_id as trigger_key,
+        orders.customer_id,
+        coalesce(deliveries.delivered_at, orders.ordered_at) as entered_at,
+        orders.order_id,
+        orders.ordered_at,
+        deliveries.delivered_at,
+        orders.items,
+        orders.item_count,
+        '{{ var("shop_url") }}/review/' || orders.order_id as review_url,
+        '{{ var("shop_url") }}' as shop_url
+    from orders
+    left join deliveries
+        on orders.order_id = deliveries.order_id
+
+)
+
+select * from final

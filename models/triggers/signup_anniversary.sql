@@ -1,0 +1,77 @@
+with
+
+customers as (
+
+    select * from {{ ref('stg_raw__customers') }}
+
+),
+
+-- The anniversary is of the day the customer signed up on their own calendar: 23:30 on 1 June
+-- in Los Angeles is 2 June in UTC, but the customer remembers 1 June.
+signups as (
+
+    select
+        customer_id,
+        timezone,
+        cast(timezone(timezone, created_at) as date) as signup_date,
+        year(timezone(timezone, {{ as_of() }})) as local_year
+    from customers
+    where created_at is not null
+
+),
+
+-- As for birthdays, the anniversary around as_of is in the local year of as_of or a neighbour.
+local_years as (
+
+    select
+        customer_id,
+        timezone,
+        signup_date,
+        unnest([local_year - 1, local_year, local_year + 1]) as celebration_year
+    from signups
+
+),
+
+-- Year 0 is the sign-up itself (the welcome series covers it): the first one is a year later.
+anniversary_years as (
+
+    select * from local_years
+    where celebration_year >= year(signup_date) + 1
+
+),
+
+-- Signed up on 29 February: celebrated on 28 February in non-leap years.
+celebrations as (
+
+    select
+        *,
+        make_date(
+            celebration_year,
+            month(signup_date),
+            least(
+                day(signup_date),
+                day(last_day(make_date(celebration_year, month(signup_date), 1)))
+            )
+        ) as celebration_date
+    from anniversary_years
+
+),
+
+final as (
+
+    select
+        customer_id || ':' || celebration_year as trigger_key,
+        customer_id,
+        -- 09:00 local; the step's 15 h grace in the YAML ends at local midnight (an hour off on
+        -- the night clocks change).
+        timezone(timezone, cast(celebration_date as timestamp) + interval 9 hour) as entered_at,
+        celebration_date,
+        celebration_year,
+        celebration_year - year(signup_date) as years,
+        signup_date,
+        '{{ var("shop_url") }}' as shop_url
+    from celebrations
+
+)
+
+select * from final

@@ -1,0 +1,118 @@
+-- Decide what this tick does with every due step of one trigger, before anything is written:
+-- 'planned' (send now), 'deferred' or 'skipped' (the customer's frequency cap is full),
+-- 'holdout' (held out to measure lift), 'skipped' (the step's condition is false).
+-- Run inside the planning transaction into a temp table; plan_insert / plan_update apply it.
+--
+-- Frequency caps count, per customer and across all triggers, the marketing sends the ledger
+-- says went out (or may have: sending, unknown) in the last 24 h and 7 days of tick time, plus
+-- sends of higher-priority triggers due at this same tick that have not gone out yet (their
+-- eligibility tables were all built before any send step runs), so which trigger wins a slot
+-- never depends on the order Dagster runs the send steps in.
+-- Parameters: $as_of, $cap_day, $cap_week, $cap_policy, $priority, $trigger.
+-- Placeholders filled by ledger.planning: eligibility (this trigger's eligibility relation)
+-- and competitors (a query of customer_id rows, one per due send of a higher-priority
+-- marketing trigger; ledger.competing_sends).
+create or replace temp table plan_decisions as
+
+with
+
+due as (
+
+    select
+        eligibility.*,
+        eligibility.exclusion_reason is null as wants_slot
+    from {eligibility} as eligibility
+    where
+        eligibility.due_at <= $as_of
+        and $as_of <= eligibility.expires_at
+        and (
+            -- New sends, and sends deferred by an earlier tick's cap.
+            eligibility.exclusion_reason is null
+            -- Outcomes that settle a step without sending it, recorded once.
+            or (
+                eligibility.ledger_status is null
+                and eligibility.rule_exclusion_reason in ('holdout', 'control_group', 'condition_not_met')
+            )
+        )
+
+),
+
+counted as (
+
+    select
+        customer_id,
+        case when status = 'planned' then $as_of else coalesce(sent_as_of, as_of) end as counted_at
+    from nudge.send_ledger
+    where
+        category = 'marketing'
+        and status in ('planned', 'sending', 'sent', 'unknown')
+        and customer_id in (select due.customer_id from due)
+
+),
+
+recent as (
+
+    select
+        customer_id,
+        count(*) filter (where counted_at > $as_of - interval 24 hours) as sent_day,
+        count(*) filter (where counted_at > $as_of - interval 7 days) as sent_week
+    from counted
+    where counted_at <= $as_of
+    group by customer_id
+
+),
+
+competing as (
+
+    select
+        customer_id,
+        count(*) as competing
+    from ({competitors}) as competitors
+    where customer_id in (select due.customer_id from due)
+    group by customer_id
+
+),
+
+ranked as (
+
+    select
+        due.*,
+        coalesce(recent.sent_day, 0) + coalesce(competing.competing, 0) as used_day,
+        coalesce(recent.sent_week, 0) + coalesce(competing.competing, 0) as used_week,
+        -- Several sends of this trigger due for one customer at once (two carts): earliest first.
+        case
+            when due.wants_slot
+                then row_number() over (
+                    partition by due.customer_id, due.wants_slot order by due.due_at, due.send_id
+                )
+        end as slot_rank
+    from due
+    left join recent
+        on due.customer_id = recent.customer_id
+    left join competing
+        on due.customer_id = competing.customer_id
+
+),
+
+final as (
+
+    select
+        *,
+        case
+            when rule_exclusion_reason in ('holdout', 'control_group') then 'holdout'
+            when rule_exclusion_reason = 'condition_not_met' then 'skipped'
+            when category = 'marketing' and slot_rank > least($cap_day - used_day, $cap_week - used_week)
+                then case when $cap_policy = 'skip' then 'skipped' else 'deferred' end
+            else 'planned'
+        end as decided_status,
+        case
+            when rule_exclusion_reason in ('holdout', 'control_group', 'condition_not_met')
+                then rule_exclusion_reason
+            when category = 'marketing' and slot_rank > $cap_day - used_day then 'frequency_cap_24h'
+            when category = 'marketing' and slot_rank > $cap_week - used_week then 'frequency_cap_7d'
+        end as decided_reason
+    from ranked
+
+)
+
+select * from final
