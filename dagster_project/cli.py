@@ -33,6 +33,8 @@ SUMMARY_COLUMNS = (
     "sent",
     "failed",
     "unknown",
+    "deferred",
+    "holdout",
     "held",
 )
 
@@ -544,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"nudge: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # dbt failed in preview, render or backtest
+        print(f"nudge: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

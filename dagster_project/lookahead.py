@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,10 +29,10 @@ import duckdb
 
 from . import ledger
 from .config import DBT_PROJECT_DIR, ConfigError, Settings
-from .dispatch import DispatchPolicy, dispatch_trigger
+from .dispatch import DispatchPolicy, TriggerSummary, dispatch_trigger
 from .guards import GuardPolicy
 from .masking import mask_email
-from .providers import Message, ProviderLimits, SendResult
+from .providers import Message, Provider, ProviderLimits, SendResult
 from .rendering import Renderer, RenderError
 from .triggers import ProjectRelations, TriggerSpec
 from .warehouse import connect, quote_relation, warehouse_lock
@@ -93,6 +93,9 @@ class _Dbt:
                         json.dumps(dbt_vars),
                         "--select",
                         "+tag:nudge_audience",
+                        # Its own manifest: the live job's target/ must keep the real schemas.
+                        "--target-path",
+                        str(DBT_PROJECT_DIR / "target" / (schema_prefix or "replay").strip("_")),
                         "--quiet",
                     ]
                 )
@@ -102,8 +105,9 @@ class _Dbt:
             else:
                 os.environ["NUDGE_WAREHOUSE"] = previous
         if not result.success:
+            rows: Any = result.result if hasattr(result.result, "results") else None
             detail = result.exception or "; ".join(
-                str(r.message) for r in (result.result or []) if r.status == "error"
+                str(r.message) for r in (rows.results if rows else []) if r.status == "error"
             )
             raise DbtBuildError(f"dbt run failed for as_of {as_of.isoformat()}: {detail}")
 
@@ -156,13 +160,7 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
     spec = find_trigger(triggers, trigger)
     relation = PREVIEW_PREFIX + spec.relation
     policy = DispatchPolicy()
-    higher = [
-        PREVIEW_PREFIX + other.relation
-        for other in triggers
-        if other.name != spec.name
-        and other.category == "marketing"
-        and (other.priority, other.name) > (spec.priority, spec.name)
-    ]
+    higher = [PREVIEW_PREFIX + r for r in higher_priority_relations(spec, triggers)]
     result = Preview(trigger=spec.name, as_of=as_of.isoformat())
     renderer = Renderer()
     with _preview_tables(settings, as_of) as con:
@@ -351,13 +349,69 @@ def hourly(start: datetime, end: datetime) -> list[datetime]:
     return ticks
 
 
+def higher_priority_relations(spec: TriggerSpec, specs: Sequence[TriggerSpec]) -> list[str]:
+    return [
+        other.relation
+        for other in specs
+        if other.name != spec.name
+        and other.category == "marketing"
+        and (other.priority, other.name) > (spec.priority, spec.name)
+    ]
+
+
+def replay(
+    warehouse: Path,
+    ticks: Sequence[datetime],
+    *,
+    provider: Provider,
+    specs: Sequence[TriggerSpec],
+    relations: ProjectRelations,
+    policy: DispatchPolicy,
+    from_email: str,
+    on_tick: Callable[[int, datetime, duckdb.DuckDBPyConnection, list[TriggerSummary]], None]
+    | None = None,
+) -> None:
+    """Run ticks one after another: dbt for the tick's instant, then every trigger's send step.
+
+    The same dbt models and the same ``dispatch_trigger`` as the hourly job, without Dagster's
+    per-run overhead; triggers go highest priority first, as their cap slots do live.
+    """
+    dbt = _Dbt()
+    renderer = Renderer()
+    ordered = sorted(specs, key=lambda s: (s.priority, s.name), reverse=True)
+    for i, tick in enumerate(ticks, start=1):
+        dbt.build(warehouse, tick)
+        con = connect(warehouse)
+        try:
+            summaries = [
+                dispatch_trigger(
+                    con,
+                    spec,
+                    provider=provider,
+                    renderer=renderer,
+                    as_of=tick,
+                    run_id=f"replay-{tick:%Y%m%dT%H%M}",
+                    from_email=from_email,
+                    policy=policy,
+                    relations=relations,
+                    consent_cutoff=tick,
+                    competitors=higher_priority_relations(spec, ordered),
+                )
+                for spec in ordered
+            ]
+            if on_tick:
+                on_tick(i, tick, con, summaries)
+        finally:
+            con.close()
+
+
 def backtest(
     settings: Settings,
     start: datetime,
     end: datetime,
     *,
     triggers: Sequence[str] = (),
-    progress: Any = None,
+    progress: Callable[[int, int, datetime], None] | None = None,
     scratch_dir: Path | None = None,
 ) -> Backtest:
     """Replay hourly ticks from ``start`` to ``end`` against a scratch copy; report volumes."""
@@ -369,65 +423,49 @@ def backtest(
     all_specs, relations = project_triggers()
     specs = [find_trigger(all_specs, t) for t in triggers] if triggers else all_specs
     names = {s.name for s in specs}
-    # Highest priority first: within a tick their sends take the cap slots first, as live.
-    specs = sorted(specs, key=lambda s: (s.priority, s.name), reverse=True)
     owned = scratch_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="nudge-backtest-")) if owned else Path(scratch_dir)
+    folder = Path(scratch_dir) if scratch_dir else Path(tempfile.mkdtemp(prefix="nudge-backtest-"))
     scratch = folder / "backtest.duckdb"
+    excluded: dict[tuple[str, str, str, str], int] = {}
+
+    def count_exclusions(
+        i: int, tick: datetime, con: duckdb.DuckDBPyConnection, _: list[TriggerSummary]
+    ) -> None:
+        for spec in specs:
+            # Steps that fell due in this hour and that the rules kept out.
+            for step, reason, count in con.execute(
+                f"""
+                select step, rule_exclusion_reason, count(*)
+                from {quote_relation(spec.relation)}
+                where
+                    due_at > $previous and due_at <= $tick
+                    and ledger_status is null
+                    and rule_exclusion_reason is not null
+                    and rule_exclusion_reason not in (
+                        'holdout', 'control_group', 'condition_not_met'
+                    )
+                group by all
+                """,
+                {"previous": tick - timedelta(hours=1), "tick": tick},
+            ).fetchall():
+                key = (tick.date().isoformat(), spec.name, step, f"excluded:{reason}")
+                excluded[key] = excluded.get(key, 0) + count
+        if progress:
+            progress(i, len(ticks), tick)
+
     try:
         _copy_raw(settings.warehouse, scratch)
-        dbt = _Dbt()
-        provider = DryRunProvider()
-        renderer = Renderer()
-        policy = DispatchPolicy(guards=GuardPolicy(approved=frozenset(names)))
-        excluded: dict[tuple[str, str, str, str], int] = {}
-        for i, tick in enumerate(ticks, start=1):
-            dbt.build(scratch, tick)
-            con = connect(scratch)
-            try:
-                for spec in specs:
-                    higher = [
-                        o.relation
-                        for o in specs
-                        if o.name != spec.name
-                        and o.category == "marketing"
-                        and (o.priority, o.name) > (spec.priority, spec.name)
-                    ]
-                    dispatch_trigger(
-                        con,
-                        spec,
-                        provider=provider,
-                        renderer=renderer,
-                        as_of=tick,
-                        run_id=f"backtest-{tick:%Y%m%dT%H}",
-                        from_email=settings.from_email,
-                        policy=policy,
-                        relations=relations,
-                        consent_cutoff=tick,
-                        competitors=higher,
-                    )
-                    # Steps that fell due in this hour and that the rules kept out.
-                    for step, reason, count in con.execute(
-                        f"""
-                        select step, rule_exclusion_reason, count(*)
-                        from {quote_relation(spec.relation)}
-                        where
-                            due_at > $previous and due_at <= $tick
-                            and ledger_status is null
-                            and rule_exclusion_reason is not null
-                            and rule_exclusion_reason not in (
-                                'holdout', 'control_group', 'condition_not_met'
-                            )
-                        group by all
-                        """,
-                        {"previous": tick - timedelta(hours=1), "tick": tick},
-                    ).fetchall():
-                        key = (tick.date().isoformat(), spec.name, step, f"excluded:{reason}")
-                        excluded[key] = excluded.get(key, 0) + count
-            finally:
-                con.close()
-            if progress:
-                progress(i, len(ticks), tick)
+        replay(
+            scratch,
+            ticks,
+            provider=DryRunProvider(),
+            specs=specs,
+            relations=relations,
+            # Guards would hold the backlog of the first tick: a backtest wants the volume.
+            policy=DispatchPolicy(guards=GuardPolicy(approved=frozenset(names))),
+            from_email=settings.from_email,
+            on_tick=count_exclusions,
+        )
         con = connect(scratch)
         try:
             outcomes = con.execute(
