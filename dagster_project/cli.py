@@ -415,7 +415,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if settings.esp == "outbox":
         print(f"emails go to the outbox {settings.outbox_dir} (NUDGE_ESP=outbox)")
     totals: dict[str, dict[str, Any]] = {}
-    ticks = [end - timedelta(hours=args.hours - 1 - i) for i in range(args.hours)]
+    if args.every < 1 or args.hours < 1:
+        raise ConfigError("--hours and --every must be at least 1")
+    count = max(1, -(-args.hours // args.every))  # ceil: the span is covered
+    ticks = [end - timedelta(hours=args.every * (count - 1 - i)) for i in range(count)]
     for i, tick in enumerate(ticks, start=1):
         started = time.monotonic()
         # The demo simulates past ticks on data it just made, so it sends for a past as_of.
@@ -423,8 +426,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             tick.isoformat(), settings=settings, allow_late=True, verbose=args.verbose
         )
         took = time.monotonic() - started
-        sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers)
-        print(f"[{i:>2}/{len(ticks)}] tick {tick:%Y-%m-%d %H:%M}Z  sent: {sent}  ({took:.1f}s)")
+        sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers if t["sent"])
+        print(f"[{i:>2}/{len(ticks)}] tick {tick:%a %H:%M}Z  sent: {sent or '-'}  ({took:.1f}s)")
         if not outcome.success:
             print(f"tick failed: {outcome.error}", file=sys.stderr)
             return 1
@@ -433,15 +436,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 t["trigger"],
                 {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)},
             )
-            for column in ("new", "resumed", "sent", "failed", "unknown", "held"):
+            for column in ("new", "resumed", "sent", "failed", "unknown", "holdout", "held"):
                 total[column] += t.get(column, 0)
-            # Candidates and exclusions describe one tick's window; show the last tick's.
-            for column in ("candidates", "eligible", "already_sent"):
+            # Candidates, deferrals and exclusions describe one tick's window: the last one's.
+            for column in ("candidates", "eligible", "already_sent", "deferred"):
                 total[column] = t.get(column, 0)
             total["excluded"] = t.get("excluded", {})
     print()
-    print(f"Sent over {len(ticks)} hourly ticks (candidates and exclusions: last tick):")
+    print(
+        f"Sent over {len(ticks)} ticks, one every {args.every} h (candidates, deferred and "
+        "exclusions: last tick):"
+    )
     print(format_summary(sorted(totals.values(), key=lambda t: t["trigger"])))
+    print()
+    print(format_progress(settings))
     if settings.esp == "outbox":
         index = write_outbox_index_html(settings.outbox_dir)
         print(f"\nOpen the rendered emails: file://{index}")
@@ -450,6 +458,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"  {_self_command()} run --as-of {ticks[-1].isoformat()} --allow-late"
     )
     return 0
+
+
+def format_progress(settings: Settings, examples: int = 4) -> str:
+    """How the sequences moved: per step what happened, and a few entries' timelines."""
+    from .warehouse import connect
+
+    con = connect(settings.warehouse)
+    try:
+        steps = con.execute(
+            """
+            select trigger, step, min(step_index) as i,
+                count(*) filter (where status = 'sent') as sent,
+                count(*) filter (where status = 'holdout') as holdout,
+                count(*) filter (where status = 'deferred') as deferred,
+                count(*) filter (where status in ('skipped', 'expired')) as not_sent
+            from nudge.send_ledger group by all order by trigger, i
+            """
+        ).fetchall()
+        timelines = con.execute(
+            """
+            select trigger, trigger_key,
+                list(step || ' ' || strftime(sent_as_of, '%a %H:%M') order by step_index)
+            from nudge.send_ledger
+            where status = 'sent'
+            group by all
+            having count(*) >= 2
+            order by max(step_index) desc, trigger, trigger_key
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    lines = ["Sequence progress (the ledger, per step):"]
+    for trigger, step, _, sent, holdout, deferred, not_sent in steps:
+        lines.append(
+            f"  {trigger + '/' + step:<38} sent {sent:>5}  holdout {holdout:>4}  "
+            f"deferred {deferred:>4}  skipped/expired {not_sent:>4}"
+        )
+    lines.append(f"\n{len(timelines)} entries received two or more steps, for example:")
+    for trigger, key, sends in timelines[:examples]:
+        lines.append(f"  {trigger} {key}: " + " -> ".join(sends) + " (UTC)")
+    return "\n".join(lines)
 
 
 def _self_command() -> str:
@@ -496,9 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resolve.set_defaults(func=_cmd_resolve_unknown)
 
-    demo = sub.add_parser("demo", help="generate a demo warehouse and run a day of hourly ticks")
+    demo = sub.add_parser("demo", help="generate a demo warehouse and simulate three days of ticks")
     demo.add_argument("--customers", type=int, default=3000, help="demo size (default 3000)")
-    demo.add_argument("--hours", type=int, default=24, help="hourly ticks to run (default 24)")
+    demo.add_argument(
+        "--hours", type=int, default=72, help="simulated span before --end (default 72)"
+    )
+    demo.add_argument(
+        "--every",
+        type=int,
+        default=3,
+        help="hours between simulated ticks (default 3, so sequences visibly progress in a "
+        "few minutes; production ticks hourly)",
+    )
     demo.add_argument("--end", help="last tick, ISO-8601 (default: this hour)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")

@@ -302,11 +302,12 @@ def _dispatch(
         reason = guards.mass_send_hold(spec.name, decision.count, recent, policy.guards)
         if reason:
             decision.hold()
+    # Capped by the frequency cap at this tick (recorded as deferred unless the tick is held).
+    summary.deferred = decision.deferred
     if decision.held:
         _hold(summary, decision.count, reason or "held", "mass_send")
     else:
         summary.new = decision.count
-        summary.deferred = decision.deferred
     failpoints.hit("after_plan")
 
     batch_size = min(policy.batch_size, provider.limits.max_batch)

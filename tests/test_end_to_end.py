@@ -19,6 +19,7 @@ from dagster_project.cli import TickOutcome, main, run_tick
 from dagster_project.config import DBT_PROJECT_DIR, Settings
 from dagster_project.dbt_assets import dbt_executable
 from dagster_project.demo_data import generate_to_file
+from dagster_project.lookahead import project_triggers
 from tests.esp_server import EspServer
 from tests.sendgrid_schema import validate_sendgrid_payload
 
@@ -73,12 +74,16 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
         assert [t["trigger"] for t in outcome.triggers] == [
             "abandoned_cart",
             "birthday",
-            "inactivity",
+            "browse_abandonment",
+            "post_purchase_review",
+            "signup_anniversary",
+            "welcome",
+            "win_back",
         ]
     first = {t["trigger"]: t for t in ticks.first.triggers}
     # The generated data always has due carts and lapsed customers in the first tick.
     assert first["abandoned_cart"]["sent"] > 0
-    assert first["inactivity"]["sent"] > 0
+    assert first["win_back"]["sent"] > 0
     for outcome in (ticks.first, ticks.second):
         # Guards, duplicate deliveries, failure rate: every asset check passed.
         assert outcome.failed_checks == []
@@ -87,8 +92,9 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
         assert t["candidates"] == t["eligible"] + sum(t["excluded"].values())
         settled = t["sent"] + t["failed"] + t["unknown"] + t["expired"] + t["skipped"]
         assert t["new"] + t["resumed"] == settled
-        # Every eligible row of the tick was planned or held by a guard: none fell through.
-        assert t["eligible"] == t["new"] + t["held"]
+        # Every eligible row of the tick was planned, deferred by the frequency cap or held by
+        # a guard: none fell through.
+        assert t["eligible"] == t["new"] + t["deferred"] + t["held"]
 
 
 def test_server_received_each_send_exactly_once_and_the_ledger_agrees(ticks: Ticks) -> None:
@@ -120,7 +126,8 @@ def test_every_request_is_valid_against_sendgrids_published_schema(ticks: Ticks)
         assert request.headers["authorization"] == f"Bearer {API_KEY}"
         (personalization,) = request.body["personalizations"]
         assert len(personalization["to"]) == 1
-        assert set(personalization["custom_args"]) == {"send_id", "trigger", "step"}
+        args = set(personalization["custom_args"])
+        assert {"send_id", "trigger", "step"} <= args <= {"send_id", "trigger", "step", "variant"}
 
 
 def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
@@ -183,14 +190,25 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
         "where schema_name in ('staging', 'intermediate', 'triggers', 'audience') "
         "and comment is null",
     )
-    assert undocumented == []
+    # An eligibility table passes its trigger's entry columns through: they are documented
+    # once, on the trigger model (models/triggers/<trigger>.yml), and commented there.
+    documented_on_trigger = {
+        (f"{table}_eligibility", column)
+        for table, column in _ledger(
+            ticks.settings,
+            "select table_name, column_name from duckdb_columns() "
+            "where schema_name = 'triggers' and comment is not null",
+        )
+    }
+    assert [u for u in undocumented if u not in documented_on_trigger] == []
     relations = _ledger(
         ticks.settings,
         "select table_name, comment from duckdb_tables() "
         "where schema_name in ('intermediate', 'triggers', 'audience') "
         "union all select view_name, comment from duckdb_views() where schema_name = 'staging'",
     )
-    assert len(relations) == 12
+    # 3 staging views, 4 intermediate tables, 7 triggers and their 7 eligibility tables.
+    assert len(relations) == 21
     assert all(comment for _name, comment in relations)
 
 
@@ -231,21 +249,22 @@ def test_the_demo_reports_what_its_outbox_holds(
 ) -> None:
     monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "demo.duckdb"))
     monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    args = ["demo", "--customers", "400", "--hours", "2", "--end", END.isoformat()]
+    args = ["demo", "--customers", "400", "--hours", "2", "--every", "1", "--end", END.isoformat()]
     assert main(args) == 0
     out = capsys.readouterr().out
     table = out[out.index("trigger ") :].splitlines()
     header = table[0].split()
     sent_column = header.index("sent")
     reported = {
-        line.split()[0]: int(line.split()[sent_column]) for line in table[2:5] if line.strip()
+        line.split()[0]: int(line.split()[sent_column]) for line in table[2:9] if line.strip()
     }
-    assert set(reported) == {"abandoned_cart", "birthday", "inactivity"}
+    assert set(reported) == {s.name for s in project_triggers()[0]}
     for trigger, count in reported.items():
         assert len(list((tmp_path / "outbox" / trigger).glob("*.eml"))) == count
     assert sum(reported.values()) > 0
     assert (tmp_path / "outbox" / "index.html").exists()
     assert "--allow-late" in out
+    assert "Sequence progress" in out and "abandoned_cart/reminder" in out
     # A warehouse holding someone's data is never overwritten by the demo.
     monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "mine.duckdb"))
     mine = duckdb.connect(str(tmp_path / "mine.duckdb"))
@@ -272,13 +291,13 @@ def test_a_held_trigger_fails_its_check_and_an_approval_releases_it(
     assert "nudge/send_abandoned_cart:mass_send_guard" in captured.out
     held = _ledger_rows(
         warehouse,
-        "select count(*) from nudge.send_ledger where trigger in ('abandoned_cart', 'inactivity')",
+        "select count(*) from nudge.send_ledger where trigger in ('abandoned_cart', 'win_back')",
     )
     assert held == [(0,)]  # held: nothing planned, nothing sent
     runs = _ledger_rows(warehouse, "select trigger, outcome, held from nudge.runs order by 1")
     assert ("abandoned_cart", "held") in {(t, o) for t, o, _ in runs}
 
-    approve = [a for t in ("abandoned_cart", "birthday", "inactivity") for a in ("--approve", t)]
+    approve = [a for t in project_triggers()[0] for a in ("--approve", t.name)]
     assert main([*tick, *approve, "--json"]) == 0
     released = json.loads(capsys.readouterr().out)
     assert released["failed_checks"] == []

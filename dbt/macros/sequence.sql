@@ -326,7 +326,14 @@ ruled as (
             when {{ as_of() }} > expires_at then 'expired'
             when not is_previous_step_done then 'waiting_for_previous_step'
             when {{ as_of() }} < scheduled_at then 'not_due'
-            when {{ as_of() }} < due_at then 'quiet_hours'
+            {%- if quiet %}
+            -- Not only a step scheduled at night: one that became sendable late (deferred by a
+            -- cap, waiting for its previous step) must not go out at night either.
+            when
+                hour(timezone(timezone, {{ as_of() }})) >= {{ var('quiet_hours_start') | int }}
+                or hour(timezone(timezone, {{ as_of() }})) < {{ var('quiet_hours_end') | int }}
+                then 'quiet_hours'
+            {%- endif %}
             when not meets_condition then 'condition_not_met'
             when is_control_group then 'control_group'
             when is_holdout then 'holdout'
