@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-demo: setup  ## generate a demo warehouse and run a day of hourly ticks into the local outbox
+demo: setup  ## generate a demo warehouse and simulate three days of ticks into the local outbox
 	$(BIN)/nudge demo
 
 run: setup  ## one tick now, on NUDGE_WAREHOUSE

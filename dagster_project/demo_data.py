@@ -7,13 +7,13 @@
   JSON *text* so that malformed payloads can exist, exactly as they do after real ingestion.
 * ``raw.subscriptions(customer_id, list, status, changed_at)``: the marketing consent history.
 
-The data is shaped around what the demo exercises. The demo runs 24 hourly ticks over the day
-before ``end``; nudge sends an abandoned-cart email 1 h after a cart's last activity (24 h grace),
-a win-back email 90 days after the last event of a customer who ever ordered (7 days grace) and a
-birthday email at 09:00 local time. So the generator plants carts that go quiet during that day,
-customers whose 90-day mark falls inside it, and birthdays on ``end``'s date, and then adds the
-dirt that a real pipeline must survive (duplicates, anonymous events, broken JSON, clock skew,
-unknown events, invalid emails and time zones).
+The data is shaped around what the demo exercises: the trigger catalogue over the days before
+``end`` (the demo's last tick). Sign-ups through the month feed the welcome series, orders its
+exit and the review requests, carts that go quiet near ``end`` the abandoned-cart sequence,
+repeated product views browse abandonment, customers whose 90-day mark of silence falls near
+``end`` the win-back, and birthdays on ``end``'s date. Then it adds the dirt that a real pipeline
+must survive (duplicates, anonymous events, broken JSON, clock skew, unknown events, invalid
+emails and time zones).
 
 Everything is derived from one ``random.Random(seed)``; no wall clock is read, so the same
 arguments always produce byte-identical tables. Rows are built as Python lists of primitives

@@ -59,6 +59,8 @@ class TriggerSummary:
     # Due steps recorded without a send: held out for lift, capped and waiting.
     holdout: int = 0
     deferred: int = 0
+    # Due steps skipped when planned (condition false, or capped under cap_policy skip).
+    skipped_at_plan: int = 0
     # Sends this tick would have planned but a guard held back (nothing written or sent).
     held: int = 0
     held_by: str | None = None  # the guard that held them: mass_send | source_freshness
@@ -308,6 +310,7 @@ def _dispatch(
         _hold(summary, decision.count, reason or "held", "mass_send")
     else:
         summary.new = decision.count
+        summary.skipped_at_plan = decision.by_status.get("skipped", 0)
     failpoints.hit("after_plan")
 
     batch_size = min(policy.batch_size, provider.limits.max_batch)

@@ -136,7 +136,6 @@ def build_send_asset(
     due sends take a customer's frequency-cap slot first, so their tables must be built first.
     """
     relations = relations or ProjectRelations()
-    competitor_relations = [other.relation for other, _ in competitors]
 
     @asset(
         key=send_asset_key(spec),
@@ -181,7 +180,12 @@ def build_send_asset(
                     policy=policy,
                     relations=relations,
                     consent_cutoff=tick.consent_cutoff(as_of),
-                    competitors=competitor_relations,
+                    # A paused trigger sends nothing, so it takes no one's cap slot.
+                    competitors=[
+                        other.relation
+                        for other, _ in competitors
+                        if other.name not in policy.paused
+                    ],
                 )
         finally:
             provider.close()

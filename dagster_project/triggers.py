@@ -21,6 +21,17 @@ from .sequences import (
     parse_sequence,
 )
 
+# Columns the sequence engine adds to every eligibility row: an entries model must not
+# output them (dbt/macros/sequence.sql).
+ENGINE_COLUMNS = frozenset(
+    {
+        "send_id", "trigger", "step", "step_index", "variant", "template", "category",
+        "priority", "reentry_key", "email", "first_name", "timezone", "scheduled_at", "due_at",
+        "expires_at", "is_eligible", "exclusion_reason", "rule_exclusion_reason",
+        "consent_status", "ledger_status", "previous_step_status", "sent_steps", "as_of",
+    }
+)  # fmt: skip
+
 __all__ = ["ProjectRelations", "TriggerDefinitionError", "TriggerSpec", "triggers_from_manifest"]
 
 
@@ -145,6 +156,12 @@ def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSp
                 f"{where}: the trigger model name {name!r} must be a lowercase identifier"
             )
         sequence = parse_sequence(name, meta, where)
+        reserved = sorted(set(node.get("columns") or {}) & ENGINE_COLUMNS)
+        if reserved:
+            raise TriggerDefinitionError(
+                f"{where}: model {name} outputs {', '.join(reserved)}, which the sequence "
+                "engine adds itself; rename the column (or use config.meta.nudge.reentry_key)"
+            )
         target = eligibility.get(name)
         if target is None:
             raise TriggerDefinitionError(

@@ -1,0 +1,105 @@
+"""The catalogue's YAML definitions: valid, paired with templates, and the copies the dbt unit
+tests use (they cannot read the graph) identical to the real ones."""
+
+from __future__ import annotations
+
+
+import pytest
+import yaml
+
+from dagster_project.config import MODELS_DIR, TEMPLATES_DIR
+from dagster_project.lookahead import project_triggers
+from dagster_project.rendering import Renderer
+from dagster_project.triggers import TriggerDefinitionError, triggers_from_manifest
+
+CATALOGUE = {
+    "abandoned_cart",
+    "birthday",
+    "browse_abandonment",
+    "post_purchase_review",
+    "signup_anniversary",
+    "welcome",
+    "win_back",
+}
+
+
+def _yaml_meta(trigger: str) -> dict:
+    data = yaml.safe_load((MODELS_DIR / "triggers" / f"{trigger}.yml").read_text())
+    (model,) = [m for m in data["models"] if m["name"] == trigger]
+    return model["config"]["meta"]["nudge"]
+
+
+def test_the_catalogue_loads_with_every_template_present() -> None:
+    specs, _ = project_triggers()
+    assert {s.name for s in specs} == CATALOGUE
+    renderer = Renderer(TEMPLATES_DIR)
+    for spec in specs:
+        assert spec.source_file == f"models/triggers/{spec.name}.yml"
+        assert spec.relation == f"audience.{spec.name}_eligibility"
+        for template in spec.templates:
+            renderer.check(template)
+
+
+def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
+    specs = {s.name: s for s in project_triggers()[0]}
+    delays = {name: [st.delay_minutes for st in spec.steps] for name, spec in specs.items()}
+    assert delays["welcome"] == [0, 3 * 1440, 9 * 1440]
+    assert delays["abandoned_cart"] == [60, 24 * 60, 72 * 60]
+    assert delays["browse_abandonment"] == [120]
+    assert delays["post_purchase_review"] == [10 * 1440]
+    assert delays["win_back"] == [90 * 1440, 104 * 1440]
+    assert specs["browse_abandonment"].sequence.reentry == "after_days:30"
+    assert specs["welcome"].sequence.reentry == "never"
+    assert {v.name for v in specs["abandoned_cart"].steps[2].variants} == {
+        "ten_percent",
+        "free_shipping",
+    }
+    assert all(s.category == "marketing" for s in specs.values())
+
+
+def test_unit_test_copies_of_definitions_match_the_trigger_yaml() -> None:
+    data = yaml.safe_load((MODELS_DIR / "audience" / "_audience__models.yml").read_text())
+    copies = [
+        (test["model"], test["overrides"]["macros"]["nudge_trigger_meta"])
+        for test in data["unit_tests"]
+        if "nudge_trigger_meta" in (test.get("overrides") or {}).get("macros", {})
+    ]
+    assert copies, "the engine's unit tests no longer override nudge_trigger_meta"
+    for model, meta in copies:
+        trigger = model.removesuffix("_eligibility")
+        assert meta == _yaml_meta(trigger), f"{model}: copy differs from {trigger}.yml"
+
+
+def _manifest(columns: dict[str, dict]) -> dict:
+    return {
+        "nodes": {
+            "model.nudge.t": {
+                "resource_type": "model",
+                "name": "t",
+                "schema": "triggers",
+                "patch_path": "nudge://../models/triggers/t.yml",
+                "columns": columns,
+                "config": {"meta": {"nudge": {"steps": [{"name": "s", "delay": "1h"}]}}},
+            },
+            "model.nudge.t_eligibility": {
+                "resource_type": "model",
+                "name": "t_eligibility",
+                "schema": "audience",
+                "config": {"meta": {"nudge_eligibility": {"trigger": "t"}}},
+            },
+        }
+    }
+
+
+def test_an_entries_model_may_not_output_engine_columns() -> None:
+    assert [s.name for s in triggers_from_manifest(_manifest({"cart_id": {}}))] == ["t"]
+    with pytest.raises(TriggerDefinitionError, match=r"models/triggers/t.yml: .*due_at"):
+        triggers_from_manifest(_manifest({"due_at": {}}))
+
+
+def test_every_trigger_yaml_sits_next_to_its_sql() -> None:
+    for trigger in CATALOGUE:
+        assert (MODELS_DIR / "triggers" / f"{trigger}.sql").exists()
+        assert (MODELS_DIR / "audience" / f"{trigger}_eligibility.sql").read_text().strip() == (
+            "{{ sequence_eligibility('" + trigger + "') }}"
+        )
