@@ -3,7 +3,6 @@ tests use (they cannot read the graph) identical to the real ones."""
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 
