@@ -388,25 +388,32 @@ def _push_batch(
     ledger.settle(con, run_id=run_id, results=render_failures, as_of=as_of, retry=policy.retry)
     summary.errors.extend(f"{f.send_id}: {f.error}" for f in render_failures)
 
-    if spec.category == "marketing" and messages:
-        # An unsubscribe that landed after this tick's dbt build is honoured here.
-        unsubscribed = ledger.unsubscribed_now(
+    # What landed after this tick's dbt build is honoured here: a suppression (hard bounce,
+    # complaint) for every category, an unsubscribe for marketing.
+    checks = [(spec.suppression_list, "suppressed", "suppressed_before_send")]
+    if spec.category == "marketing":
+        checks.append((spec.consent_list, "unsubscribed", "unsubscribed_before_send"))
+    for consent_list, status, reason in checks:
+        if not messages:
+            break
+        opted_out = ledger.unsubscribed_now(
             con,
             subscriptions=relations.subscriptions,
             customer_ids=[m.customer_id for m in messages],
-            consent_list=spec.consent_list,
+            consent_list=consent_list,
             cutoff=consent_cutoff,
+            status=status,
         )
-        if unsubscribed:
+        if opted_out:
             ledger.skip(
                 con,
                 run_id=run_id,
-                send_ids=[m.send_id for m in messages if m.customer_id in unsubscribed],
-                reason="unsubscribed_before_send",
-                error="unsubscribed after the tick's eligibility was built",
+                send_ids=[m.send_id for m in messages if m.customer_id in opted_out],
+                reason=reason,
+                error=f"{status} after the tick's eligibility was built",
                 as_of=as_of,
             )
-            messages = [m for m in messages if m.customer_id not in unsubscribed]
+            messages = [m for m in messages if m.customer_id not in opted_out]
     if not messages:
         return
 

@@ -420,8 +420,10 @@ def unsubscribed_now(
     customer_ids: Sequence[str],
     consent_list: str,
     cutoff: datetime,
+    status: str = "unsubscribed",
 ) -> set[str]:
-    """Which of these customers' latest consent change up to ``cutoff`` is an unsubscribe."""
+    """Which of these customers' latest change on ``consent_list`` up to ``cutoff`` is
+    ``status`` (an unsubscribe; or ``suppressed`` on the suppression list)."""
     if not customer_ids:
         return set()
     statement = sql("ledger/unsubscribed_before_send").format(
@@ -429,7 +431,12 @@ def unsubscribed_now(
     )
     rows = con.execute(
         statement,
-        {"customer_ids": list(set(customer_ids)), "list": consent_list, "cutoff": cutoff},
+        {
+            "customer_ids": list(set(customer_ids)),
+            "list": consent_list,
+            "status": status,
+            "cutoff": cutoff,
+        },
     ).fetchall()
     return {r[0] for r in rows}
 

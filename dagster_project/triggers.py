@@ -46,6 +46,8 @@ class TriggerSpec:
     description: str = ""
     # The consent list re-checked at push time (marketing triggers only).
     consent_list: str = "marketing"
+    # The list whose latest status `suppressed` blocks every email (dbt var suppression_list).
+    suppression_list: str = "suppression"
     source_file: str = ""  # the YAML that declares it, for error messages
 
     @property
@@ -169,7 +171,7 @@ def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSp
                 f"models/audience/{name}_eligibility.sql containing "
                 f"{{{{ sequence_eligibility('{name}') }}}}"
             )
-        consent_list = _meta(target)["nudge_eligibility"].get("consent_list")
+        marker = _meta(target)["nudge_eligibility"]
         specs.append(
             TriggerSpec(
                 name=name,
@@ -177,7 +179,8 @@ def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSp
                 relation=_relation(target),
                 sequence=sequence,
                 description=(node.get("description") or "").strip(),
-                consent_list=str(consent_list or "marketing"),
+                consent_list=str(marker.get("consent_list") or "marketing"),
+                suppression_list=str(marker.get("suppression_list") or "suppression"),
                 source_file=where,
             )
         )

@@ -72,6 +72,7 @@
 {{ config(meta={'nudge_eligibility': {
     'trigger': trigger,
     'consent_list': var('marketing_list'),
+    'suppression_list': var('suppression_list'),
 }}) }}
 {%- if execute -%}
     {%- set meta = nudge_trigger_meta(trigger) -%}

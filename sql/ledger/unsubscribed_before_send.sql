@@ -1,7 +1,8 @@
--- Consent re-check at push time: which of a batch's customers are unsubscribed now, counting
--- consent changes that landed after the tick's dbt build. The latest change per customer wins;
--- on a tie the unsubscribe wins, as in int_subscriptions__latest.
--- Parameters: $customer_ids, $list, $cutoff. {subscriptions} is the staging view (not as_of
+-- Consent re-check at push time: which of a batch's customers' latest status on a list is now
+-- $status (unsubscribed on the marketing list, suppressed on the suppression list), counting
+-- changes that landed after the tick's dbt build. The latest change per customer wins; on a
+-- tie the unsubscribe wins, as in int_subscriptions__latest.
+-- Parameters: $customer_ids, $list, $status, $cutoff. {subscriptions} is the staging view (not as_of
 -- filtered).
 with
 
@@ -24,4 +25,4 @@ changes as (
 )
 
 select customer_id from changes
-where status = 'unsubscribed'
+where status = $status

@@ -1,0 +1,77 @@
+"""Push-time re-checks: what lands after the tick's dbt build is honoured before sending."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
+from dagster_project.providers import OutboxProvider
+from dagster_project.rendering import Renderer
+from dagster_project.sequences import parse_sequence
+from dagster_project.warehouse import connect
+from tests.factories import AS_OF, CART_SPEC, cart_row, ensure_staging, write_eligibility
+
+
+def _suppress(con, customer_id: str, status: str, minutes_after: int) -> None:
+    ensure_staging(con)
+    con.execute(
+        "insert into staging.stg_raw__subscriptions values (?, 'suppression', ?, ?)",
+        [customer_id, status, AS_OF + timedelta(minutes=minutes_after)],
+    )
+
+
+def _dispatch(con, spec, outbox: Path):
+    return dispatch_trigger(
+        con,
+        spec,
+        provider=OutboxProvider(outbox),
+        renderer=Renderer(),
+        as_of=AS_OF,
+        run_id="run-1",
+        from_email="shop@example.com",
+        policy=DispatchPolicy(),
+        consent_cutoff=AS_OF + timedelta(hours=1),
+    )
+
+
+def test_a_suppression_after_the_build_stops_even_transactional_mail(tmp_path: Path) -> None:
+    transactional = replace(
+        CART_SPEC,
+        sequence=parse_sequence(
+            "abandoned_cart",
+            {"category": "transactional", "steps": [{"name": "reminder", "delay": "1h"}]},
+            "test",
+        ),
+    )
+    con = connect(tmp_path / "w.duckdb")
+    write_eligibility(
+        con, [cart_row(k, category="transactional") for k in ("bounced", "lifted", "fine")]
+    )
+    # A hard bounce recorded after the build; another one lifted again before the push.
+    _suppress(con, "cust_bounced", "suppressed", 10)
+    _suppress(con, "cust_lifted", "suppressed", 5)
+    _suppress(con, "cust_lifted", "subscribed", 20)
+    summary = _dispatch(con, transactional, tmp_path / "outbox")
+    rows = dict(
+        con.execute(
+            "select customer_id, status || ':' || coalesce(reason, '') from nudge.send_ledger"
+        ).fetchall()
+    )
+    assert rows == {
+        "cust_bounced": "skipped:suppressed_before_send",
+        "cust_lifted": "sent:",
+        "cust_fine": "sent:",
+    }
+    assert summary.sent == 2 and summary.skipped == 1
+    delivered = {p.stem for p in (tmp_path / "outbox").rglob("*.eml")}
+    assert len(delivered) == 2
+
+
+def test_a_suppression_after_the_cutoff_is_not_seen(tmp_path: Path) -> None:
+    con = connect(tmp_path / "w.duckdb")
+    write_eligibility(con, [cart_row("late")])
+    _suppress(con, "cust_late", "suppressed", 120)  # after the consent cutoff (+1 h)
+    summary = _dispatch(con, CART_SPEC, tmp_path / "outbox")
+    assert summary.sent == 1 and summary.skipped == 0
