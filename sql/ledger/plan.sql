@@ -29,16 +29,11 @@ select
     decided.entered_at,
     decided.due_at,
     decided.expires_at,
-    -- The whole eligibility row: what the email is rendered from.
+    -- The whole eligibility row (and the decision): what the email is rendered from.
     to_json(decided) as context,
     now() as planned_at,
     case when decided.decided_status in ('holdout', 'skipped') then now() end as settled_at,
     now() as updated_at
-from (
-    select * exclude (wants_slot, used_day, used_week, slot_rank, decided_status, decided_reason),
-        decided_status,
-        decided_reason
-    from plan_decisions
-) as decided
+from plan_decisions as decided
 where decided.send_id not in (select ledger.send_id from nudge.send_ledger as ledger)
 on conflict (send_id) do nothing

@@ -31,7 +31,9 @@ due as (
             -- Outcomes that settle a step without sending it, recorded once.
             or (
                 eligibility.ledger_status is null
-                and eligibility.rule_exclusion_reason in ('holdout', 'control_group', 'condition_not_met')
+                and eligibility.rule_exclusion_reason in (
+                    'holdout', 'control_group', 'condition_not_met'
+                )
             )
         )
 
@@ -65,11 +67,11 @@ recent as (
 competing as (
 
     select
-        customer_id,
+        competitors.customer_id,
         count(*) as competing
     from ({competitors}) as competitors
-    where customer_id in (select due.customer_id from due)
-    group by customer_id
+    where competitors.customer_id in (select due.customer_id from due)
+    group by competitors.customer_id
 
 ),
 
@@ -83,8 +85,9 @@ ranked as (
         case
             when due.wants_slot
                 then row_number() over (
-                    partition by due.customer_id, due.wants_slot order by due.due_at, due.send_id
-                )
+                        partition by due.customer_id, due.wants_slot
+                        order by due.due_at, due.send_id
+                    )
         end as slot_rank
     from due
     left join recent
@@ -101,18 +104,22 @@ final as (
         case
             when rule_exclusion_reason in ('holdout', 'control_group') then 'holdout'
             when rule_exclusion_reason = 'condition_not_met' then 'skipped'
-            when category = 'marketing' and slot_rank > least($cap_day - used_day, $cap_week - used_week)
+            when
+                category = 'marketing'
+                and slot_rank > least($cap_day - used_day, $cap_week - used_week)
                 then case when $cap_policy = 'skip' then 'skipped' else 'deferred' end
             else 'planned'
         end as decided_status,
         case
             when rule_exclusion_reason in ('holdout', 'control_group', 'condition_not_met')
                 then rule_exclusion_reason
-            when category = 'marketing' and slot_rank > $cap_day - used_day then 'frequency_cap_24h'
-            when category = 'marketing' and slot_rank > $cap_week - used_week then 'frequency_cap_7d'
+            when category = 'marketing' and slot_rank > $cap_day - used_day
+                then 'frequency_cap_24h'
+            when category = 'marketing' and slot_rank > $cap_week - used_week
+                then 'frequency_cap_7d'
         end as decided_reason
     from ranked
 
 )
 
-select * from final
+select * from final  -- noqa: AM04

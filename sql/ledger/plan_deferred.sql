@@ -11,10 +11,7 @@ set
     as_of = $as_of,
     settled_at = case when decided.decided_status = 'skipped' then now() end,
     updated_at = now()
-from (
-    select * exclude (wants_slot, used_day, used_week, slot_rank)
-    from plan_decisions
-) as decided
+from plan_decisions as decided
 where
     ledger.send_id = decided.send_id
     and ledger.status = 'deferred'

@@ -1,9 +1,9 @@
--- Consent re-check at push time: which of a batch's customers' latest status on a list is now
--- $status (unsubscribed on the marketing list, suppressed on the suppression list), counting
--- changes that landed after the tick's dbt build. The latest change per customer wins; on a
--- tie the unsubscribe wins, as in int_subscriptions__latest.
--- Parameters: $customer_ids, $list, $status, $cutoff. {subscriptions} is the staging view (not as_of
--- filtered).
+-- Consent re-check at push time: which customers of a batch have, as latest status on a
+-- list, $status (unsubscribed on the marketing list, suppressed on the suppression list),
+-- counting changes that landed after the tick's dbt build. The latest change per customer
+-- wins; on a tie the unsubscribe wins, as in int_subscriptions__latest.
+-- Parameters: $customer_ids, $list, $status, $cutoff. {subscriptions} is the staging view
+-- (not as_of filtered).
 with
 
 changes as (
