@@ -484,7 +484,7 @@ def format_progress(settings: Settings, examples: int = 4) -> str:
             where status = 'sent'
             group by all
             having count(*) >= 2
-            order by max(step_index) desc, trigger, trigger_key
+            order by count(*) desc, trigger, trigger_key
             """
         ).fetchall()
     finally:
