@@ -186,8 +186,6 @@ def dispatch_trigger(
     summary = TriggerSummary(trigger=spec.name, step=spec.step_names, as_of=as_of.isoformat())
     started = datetime.now(UTC)
     clock = time.monotonic()
-    for template in spec.templates:
-        renderer.check(template)
     ledger.ensure_ledger(con)
     if spec.name in policy.paused:
         # Switched off by configuration: nothing planned, resumed or sent. Steps that fall due
@@ -196,6 +194,8 @@ def dispatch_trigger(
         summary.skipped_reason = f"trigger {spec.name} is paused (NUDGE_PAUSED_TRIGGERS)"
         _record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
         return summary
+    for template in spec.templates:
+        renderer.check(template)
     try:
         _dispatch(
             con,

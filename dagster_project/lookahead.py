@@ -16,8 +16,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,51 +65,46 @@ def find_trigger(triggers: Sequence[TriggerSpec], name: str) -> TriggerSpec:
     )
 
 
-class _Dbt:
-    """dbt in this process: one import, then one invocation per build (no subprocess start)."""
+def _dbt(warehouse: Path, args: list[str], as_of: str, *, schema_prefix: str = "") -> None:
+    """One dbt command in a subprocess, as the live job runs it.
 
-    def __init__(self) -> None:
-        from dbt.cli.main import dbtRunner
+    Not dbt's in-process runner: dbt-duckdb keeps its connection to the file open for the
+    life of the process, which would lock the warehouse against the next tick's dbt.
+    """
+    from .dbt_assets import dbt_executable
 
-        self.runner = dbtRunner()
-
-    def build(self, warehouse: Path, as_of: datetime, *, schema_prefix: str = "") -> None:
-        dbt_vars: dict[str, Any] = {"as_of": as_of.isoformat()}
-        if schema_prefix:
-            dbt_vars["schema_prefix"] = schema_prefix
-        previous = os.environ.get("NUDGE_WAREHOUSE")
-        os.environ["NUDGE_WAREHOUSE"] = str(warehouse)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = self.runner.invoke(
-                    [
-                        "run",
-                        "--project-dir",
-                        str(DBT_PROJECT_DIR),
-                        "--profiles-dir",
-                        str(DBT_PROJECT_DIR),
-                        "--vars",
-                        json.dumps(dbt_vars),
-                        "--select",
-                        "+tag:nudge_audience",
-                        # Its own manifest: the live job's target/ must keep the real schemas.
-                        "--target-path",
-                        str(DBT_PROJECT_DIR / "target" / (schema_prefix or "replay").strip("_")),
-                        "--quiet",
-                    ]
-                )
-        finally:
-            if previous is None:
-                os.environ.pop("NUDGE_WAREHOUSE", None)
-            else:
-                os.environ["NUDGE_WAREHOUSE"] = previous
-        if not result.success:
-            rows: Any = result.result if hasattr(result.result, "results") else None
-            detail = result.exception or "; ".join(
-                str(r.message) for r in (rows.results if rows else []) if r.status == "error"
-            )
-            raise DbtBuildError(f"dbt run failed for as_of {as_of.isoformat()}: {detail}")
+    dbt_vars: dict[str, Any] = {"as_of": as_of}
+    if schema_prefix:
+        dbt_vars["schema_prefix"] = schema_prefix
+    target = DBT_PROJECT_DIR / "target" / (schema_prefix.strip("_") or "replay")
+    result = subprocess.run(
+        [
+            dbt_executable(),
+            *args,
+            "--vars",
+            json.dumps(dbt_vars),
+            "--select",
+            "+tag:nudge_audience",
+            # Its own target path: the live job's manifest must keep the real schemas.
+            "--target-path",
+            str(target),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={
+            **os.environ,
+            "NUDGE_WAREHOUSE": str(warehouse),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        errors = [line for line in result.stdout.splitlines() if "Error" in line or "error" in line]
+        raise DbtBuildError(
+            f"dbt {args[0]} failed for as_of {as_of}: "
+            + ("\n".join(errors[-10:]) or result.stderr[-2000:])
+        )
 
 
 class CompiledModels:
@@ -126,37 +121,8 @@ class CompiledModels:
     SENTINEL = "1970-01-01T00:00:00.424242+00:00"
 
     def __init__(self, warehouse: Path) -> None:
-        target = DBT_PROJECT_DIR / "target" / "compiled_replay"
-        previous = os.environ.get("NUDGE_WAREHOUSE")
-        os.environ["NUDGE_WAREHOUSE"] = str(warehouse)
-        try:
-            from dbt.cli.main import dbtRunner
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = dbtRunner().invoke(
-                    [
-                        "compile",
-                        "--project-dir",
-                        str(DBT_PROJECT_DIR),
-                        "--profiles-dir",
-                        str(DBT_PROJECT_DIR),
-                        "--vars",
-                        json.dumps({"as_of": self.SENTINEL}),
-                        "--select",
-                        "+tag:nudge_audience",
-                        "--target-path",
-                        str(target),
-                        "--quiet",
-                    ]
-                )
-        finally:
-            if previous is None:
-                os.environ.pop("NUDGE_WAREHOUSE", None)
-            else:
-                os.environ["NUDGE_WAREHOUSE"] = previous
-        if not result.success:
-            raise DbtBuildError(f"dbt compile failed: {result.exception or 'see dbt logs'}")
+        _dbt(warehouse, ["compile", "--quiet"], self.SENTINEL)
+        target = DBT_PROJECT_DIR / "target" / "replay"
         manifest = json.loads((target / "manifest.json").read_text())
         nodes = {
             uid: node
@@ -227,7 +193,9 @@ def _preview_tables(settings: Settings, as_of: datetime) -> Iterator[duckdb.Duck
             ledger.ensure_ledger(con)
         finally:
             con.close()
-        _Dbt().build(settings.warehouse, as_of, schema_prefix=PREVIEW_PREFIX)
+        _dbt(
+            settings.warehouse, ["run", "--quiet"], as_of.isoformat(), schema_prefix=PREVIEW_PREFIX
+        )
         con = connect(settings.warehouse)
         try:
             yield con

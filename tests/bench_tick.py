@@ -63,6 +63,7 @@ from dagster_project.dispatch import (
 from dagster_project.guards import GuardPolicy
 from dagster_project.providers import Message, SendGridProvider, SendResult
 from dagster_project.rendering import Renderer
+from dagster_project.send_assets import higher_priority
 from dagster_project.triggers import TriggerSpec, triggers_from_manifest
 from dagster_project.warehouse import connect
 from tests.esp_server import EspServer
@@ -289,6 +290,8 @@ def _tick_one_trigger(
     batch_size: int,
     stages: dict[str, Stage],
     samples: list[Message],
+    policy: DispatchPolicy,
+    competitors: Sequence[str],
 ) -> TriggerRun:
     """dispatch_trigger's calls in its order, with a stopwatch around each stage."""
     run = TriggerRun(spec)
@@ -308,13 +311,22 @@ def _tick_one_trigger(
             idempotent=provider.limits.idempotent,
         )
         run.planned = ledger.plan(
-            con, eligibility=spec.relation, run_id=RUN_1, as_of=as_of, provider=provider.name
+            con,
+            eligibility=spec.relation,
+            run_id=RUN_1,
+            as_of=as_of,
+            provider=provider.name,
+            priority=spec.priority,
+            cap_policy=spec.sequence.cap_policy,
+            caps=policy.caps,
+            competitors=competitors,
         )
     t1 = time.perf_counter()
 
     rendered: list[tuple[list[Message], list[SendResult]]] = []
     with stages["render"].timed():
-        renderer.check(spec.name, spec.step)
+        for template in spec.templates:
+            renderer.check(template)
         for batch in ledger.planned_batches(
             con, trigger=spec.name, run_id=RUN_1, batch_size=batch_size
         ):
@@ -327,7 +339,7 @@ def _tick_one_trigger(
             ledger.settle(con, run_id=RUN_1, results=failures, as_of=as_of)
             ids = [m.send_id for m in messages]
             key = ledger.batch_key(ids)
-            claimed = ledger.claim_batch(con, run_id=RUN_1, send_ids=ids, batch_id=key)
+            claimed = ledger.claim_batch(con, run_id=RUN_1, send_ids=ids, batch_id=key, as_of=as_of)
             to_send = [m for m in messages if m.send_id in claimed]
             if to_send:
                 results = provider.send(to_send, idempotency_key=key)
@@ -351,6 +363,12 @@ def _tick_one_trigger(
     stages["render"].rows += run.rendered
     stages["push"].rows += run.rendered
     return run
+
+
+def _competitors(spec: TriggerSpec, specs: Sequence[TriggerSpec]) -> list[str]:
+    """The eligibility relations whose due sends win a cap slot over ``spec``'s, as the send
+    assets wire them (higher-priority marketing triggers)."""
+    return [other.relation for other in higher_priority(spec, specs)]
 
 
 def _synthetic_messages(n: int, template: Message | None) -> list[Message]:
@@ -433,6 +451,7 @@ def _warm_up(
                     run_id=RUN_WARM_UP,
                     from_email=FROM_EMAIL,
                     policy=bench_policy(args.batch_size),
+                    competitors=_competitors(spec, specs),
                 )
                 assert summary.skipped_reason is None, summary.skipped_reason
                 sent += summary.sent
@@ -536,6 +555,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
                         batch_size=args.batch_size,
                         stages=stages,
                         samples=samples,
+                        policy=bench_policy(args.batch_size),
+                        competitors=_competitors(spec, specs),
                     )
                 )
             handed_over = sum(r.rendered for r in runs)
@@ -569,6 +590,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
                         run_id=RUN_2,
                         from_email=FROM_EMAIL,
                         policy=bench_policy(args.batch_size),
+                        competitors=_competitors(spec, specs),
                     )
                 elapsed = time.perf_counter() - start
                 assert summary.skipped_reason is None, summary.skipped_reason

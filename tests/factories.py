@@ -12,17 +12,35 @@ import polars as pl
 
 from dagster_project import ledger
 from dagster_project.providers import Message
+from dagster_project.sequences import parse_sequence
 from dagster_project.triggers import TriggerSpec
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
-CART_SPEC = TriggerSpec(
-    name="abandoned_cart",
-    step="reminder",
-    category="marketing",
-    model="abandoned_cart_eligibility",
-    relation="audience.abandoned_cart_eligibility",
-)
+CART_META: dict[str, Any] = {
+    "category": "marketing",
+    "priority": 80,
+    "steps": [
+        {"name": "reminder", "delay": "1h", "grace": "24h"},
+        {"name": "second_reminder", "delay": "24h", "grace": "24h"},
+    ],
+}
+
+
+def cart_spec(**meta: Any) -> TriggerSpec:
+    """The abandoned-cart trigger as the send step sees it, with ``config.meta.nudge`` fields
+    overridden (``fires_on_absence=True``, ``category="transactional"``, ...)."""
+    return TriggerSpec(
+        name="abandoned_cart",
+        model="abandoned_cart_eligibility",
+        relation="audience.abandoned_cart_eligibility",
+        sequence=parse_sequence("abandoned_cart", {**CART_META, **meta}, "tests/factories.py"),
+    )
+
+
+# A trigger that fires on presence (a cart), so the source freshness guard leaves it alone
+# unless a test asks for an absence trigger with cart_spec(fires_on_absence=True).
+CART_SPEC = cart_spec()
 
 
 def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str, Any]:
@@ -32,14 +50,22 @@ def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str
         "trigger": "abandoned_cart",
         "trigger_key": key,
         "step": "reminder",
+        "step_index": 1,
+        "variant": None,
+        "template": "abandoned_cart/reminder",
+        "category": "marketing",
+        "priority": 80,
         "customer_id": f"cust_{key}",
+        "reentry_key": f"cust_{key}",
         "email": f"{key}@example.com",
         "first_name": "Ann",
+        "entered_at": as_of - timedelta(hours=1, minutes=5),
         "due_at": as_of - timedelta(minutes=5),
         "expires_at": as_of + timedelta(hours=23),
         "is_eligible": True,
         "exclusion_reason": None,
         "rule_exclusion_reason": None,
+        "ledger_status": None,
         "as_of": as_of,
         "items": [{"name": "Mug", "quantity": 1, "price": 12.5, "url": None, "image_url": None}],
         "item_count": 1,
@@ -60,8 +86,11 @@ def write_eligibility(
     frame = pl.DataFrame(
         rows,
         schema_overrides={
+            "entered_at": pl.Datetime("us", "UTC"),
             "due_at": pl.Datetime("us", "UTC"),
             "expires_at": pl.Datetime("us", "UTC"),
+            "variant": pl.String,
+            "ledger_status": pl.String,
             "as_of": pl.Datetime("us", "UTC"),
             "exclusion_reason": pl.String,
             "rule_exclusion_reason": pl.String,

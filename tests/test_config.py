@@ -51,7 +51,15 @@ def test_definitions_list_the_assets_and_the_hourly_schedule() -> None:
 
     defs = build_definitions(Settings.from_env({}))
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"nudge/send_abandoned_cart", "nudge/send_birthday", "nudge/send_inactivity"} <= keys
+    assert {
+        "nudge/send_abandoned_cart",
+        "nudge/send_birthday",
+        "nudge/send_browse_abandonment",
+        "nudge/send_post_purchase_review",
+        "nudge/send_signup_anniversary",
+        "nudge/send_welcome",
+        "nudge/send_win_back",
+    } <= keys
     assert "audience/abandoned_cart_eligibility" in keys
     schedule = defs.resolve_schedule_def("hourly_tick")
     assert schedule.cron_schedule == "0 * * * *"

@@ -20,6 +20,7 @@ from tests.factories import (
     add_event,
     add_subscription,
     cart_row,
+    cart_spec,
     ledger_rows,
     write_eligibility,
 )
@@ -130,7 +131,8 @@ def test_the_multiple_rule_uses_the_trigger_history_in_nudge_runs(con) -> None:
 
 
 def test_an_absence_trigger_is_held_when_events_are_stale(con) -> None:
-    spec = dataclasses.replace(CART_SPEC, fires_on_absence=True)
+    spec = cart_spec(fires_on_absence=True)
+    assert spec.fires_on_absence
     write_eligibility(con, [cart_row("a"), cart_row("b")])
     provider = Recorder()
     add_event(con, "c1", AS_OF - timedelta(hours=30))
@@ -181,8 +183,8 @@ def test_consent_after_the_cutoff_is_the_future_for_a_simulated_tick(con) -> Non
 
 
 def test_transactional_triggers_skip_the_marketing_consent_recheck(con) -> None:
-    spec = dataclasses.replace(CART_SPEC, category="transactional")
-    write_eligibility(con, [cart_row("receipt")])
+    spec = cart_spec(category="transactional")
+    write_eligibility(con, [cart_row("receipt", category="transactional")])
     add_subscription(con, "cust_receipt", "unsubscribed", AS_OF + timedelta(minutes=1))
     assert _dispatch(con, Recorder(), spec=spec, cutoff=AS_OF + timedelta(hours=1)).sent == 1
 

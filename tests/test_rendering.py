@@ -22,7 +22,7 @@ def _templates(
 
 def test_html_is_autoescaped_and_text_is_not(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "Hi {{ name }}")
-    email = renderer.render("t", "s", {"name": "Tom & <Jerry>"})
+    email = renderer.render("t/s", {"name": "Tom & <Jerry>"})
     assert email.html == "<p>Tom &amp; &lt;Jerry&gt;</p>"
     assert email.text == "Tom & <Jerry>\n"
 
@@ -30,12 +30,12 @@ def test_html_is_autoescaped_and_text_is_not(tmp_path: Path) -> None:
 def test_a_missing_variable_is_an_error_naming_the_template(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "Hi {{ nam }}")
     with pytest.raises(RenderError, match=r"t/s\.subject\.j2: UndefinedError"):
-        renderer.render("t", "s", {"name": "Ann"})
+        renderer.render("t/s", {"name": "Ann"})
 
 
 def test_newlines_in_data_cannot_inject_headers_into_the_subject(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "Hi {{ name }}")
-    email = renderer.render("t", "s", {"name": "Ann\r\nBcc: victim@example.com"})
+    email = renderer.render("t/s", {"name": "Ann\r\nBcc: victim@example.com"})
     assert "\n" not in email.subject and "\r" not in email.subject
     assert email.subject == "Hi Ann Bcc: victim@example.com"
 
@@ -43,33 +43,32 @@ def test_newlines_in_data_cannot_inject_headers_into_the_subject(tmp_path: Path)
 def test_the_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "{{ name.__class__.__mro__ }}")
     with pytest.raises(RenderError, match=r"SecurityError|UndefinedError"):
-        renderer.render("t", "s", {"name": "x"})
+        renderer.render("t/s", {"name": "x"})
 
 
 def test_an_empty_subject_is_an_error(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "{{ name }}")
     with pytest.raises(RenderError, match="empty subject"):
-        renderer.render("t", "s", {"name": "  "})
+        renderer.render("t/s", {"name": "  "})
 
 
 def test_check_reports_a_missing_part(tmp_path: Path) -> None:
     renderer = _templates(tmp_path, "x")
     (tmp_path / "t" / "s.txt.j2").unlink()
     with pytest.raises(RenderError, match=r"s\.txt\.j2 is missing"):
-        renderer.check("t", "s")
+        renderer.check("t/s")
 
 
 def test_shipped_templates_render_with_money_and_date_filters() -> None:
     renderer = Renderer()
-    for trigger, step in [
-        ("abandoned_cart", "reminder"),
-        ("inactivity", "we_miss_you"),
-        ("birthday", "greeting"),
+    for template in [
+        "abandoned_cart/reminder",
+        "win_back/we_miss_you",
+        "birthday/greeting",
     ]:
-        renderer.check(trigger, step)
+        renderer.check(template)
     email = renderer.render(
-        "abandoned_cart",
-        "reminder",
+        "abandoned_cart/reminder",
         {
             "first_name": None,
             "items": [
@@ -90,8 +89,7 @@ def test_shipped_templates_render_with_money_and_date_filters() -> None:
     assert email.subject == "Hi, you left 2 items in your cart"
     assert "2 &times; $12.50" in email.html and "Total: $25.00" in email.text
     winback = renderer.render(
-        "inactivity",
-        "we_miss_you",
+        "win_back/we_miss_you",
         {
             "first_name": "Ann",
             "last_event_at": "2026-03-03T12:00:00+00:00",
@@ -99,6 +97,21 @@ def test_shipped_templates_render_with_money_and_date_filters() -> None:
         },
     )
     assert "03 March 2026" in winback.text
+
+
+def test_every_template_of_the_default_triggers_exists_and_compiles() -> None:
+    from dagster_project.dbt_assets import nudge_dbt_project
+    from dagster_project.triggers import triggers_from_manifest
+
+    renderer = Renderer()
+    templates = [
+        t
+        for spec in triggers_from_manifest(nudge_dbt_project.manifest_path)
+        for t in spec.templates
+    ]
+    assert "abandoned_cart/discount__ten_percent" in templates
+    for template in templates:
+        renderer.check(template)
 
 
 def test_context_must_be_a_json_object() -> None:

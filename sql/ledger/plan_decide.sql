@@ -1,14 +1,15 @@
 -- Decide what this tick does with every due step of one trigger, before anything is written:
 -- 'planned' (send now), 'deferred' or 'skipped' (the customer's frequency cap is full),
 -- 'holdout' (held out to measure lift), 'skipped' (the step's condition is false).
--- Run inside the planning transaction into a temp table; plan_insert / plan_update apply it.
+-- Run inside the planning transaction into a temp table; plan.sql (new sends) and
+-- plan_deferred.sql (sends an earlier tick deferred) apply it.
 --
 -- Frequency caps count, per customer and across all triggers, the marketing sends the ledger
 -- says went out (or may have: sending, unknown) in the last 24 h and 7 days of tick time, plus
 -- sends of higher-priority triggers due at this same tick that have not gone out yet (their
 -- eligibility tables were all built before any send step runs), so which trigger wins a slot
 -- never depends on the order Dagster runs the send steps in.
--- Parameters: $as_of, $cap_day, $cap_week, $cap_policy, $priority, $trigger.
+-- Parameters: $as_of, $cap_day, $cap_week, $cap_policy.
 -- Placeholders filled by ledger.planning: eligibility (this trigger's eligibility relation)
 -- and competitors (a query of customer_id rows, one per due send of a higher-priority
 -- marketing trigger; ledger.competing_sends).
@@ -23,7 +24,12 @@ due as (
         eligibility.exclusion_reason is null as wants_slot
     from {eligibility} as eligibility
     where
-        eligibility.due_at <= $as_of
+        -- The table was built before this tick's sends: a rerun must not see them again.
+        eligibility.send_id not in (
+            select ledger.send_id from nudge.send_ledger as ledger
+            where ledger.status != 'deferred'
+        )
+        and eligibility.due_at <= $as_of
         and $as_of <= eligibility.expires_at
         and (
             -- New sends, and sends deferred by an earlier tick's cap.

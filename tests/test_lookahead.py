@@ -1,0 +1,114 @@
+"""`nudge preview`, `nudge render` and `nudge backtest`: real dbt, real planning, no send and
+no ledger write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dagster_project.cli import main
+from dagster_project.demo_data import generate_to_file
+
+pytestmark = pytest.mark.dbt
+
+END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lookahead") / "warehouse.duckdb"
+    generate_to_file(path, customers=500, end=END)
+    return path
+
+
+@pytest.fixture
+def warehouse(generated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # conftest clears NUDGE_* for every test, so the environment is set per test.
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(generated))
+    monkeypatch.setenv("NUDGE_ESP", "outbox")
+    monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(generated.parent / "outbox"))
+    yield generated
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _ledger_is_empty(path: Path) -> bool:
+    return _query(path, "select count(*) from nudge.send_ledger") == [(0,)] and _query(
+        path, "select count(*) from nudge.send_events"
+    ) == [(0,)]
+
+
+def test_preview_plans_nothing_and_matches_a_one_tick_backtest(
+    warehouse: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["preview", "--trigger", "abandoned_cart", "--as-of", END.isoformat(), "--json"]) == 0
+    )
+    preview = json.loads(capsys.readouterr().out)
+    planned = sum(n for key, n in preview["decisions"].items() if key.endswith(": planned"))
+    assert planned > 0
+    assert preview["excluded"]["reminder"]  # reasons by step
+    assert preview["samples"] and all("@" not in s["to"].split("*")[0] for s in preview["samples"])
+    assert _ledger_is_empty(warehouse)
+    # The live tables were not touched: only the preview schemas were built.
+    schemas = {r[0] for r in _query(warehouse, "select schema_name from duckdb_tables()")}
+    assert "preview_audience" in schemas and "audience" not in schemas
+
+    # abandoned_cart has the highest priority, so alone it plans what the full preview plans.
+    args = ["backtest", "--from", END.isoformat(), "--to", END.isoformat()]
+    assert main([*args, "--trigger", "abandoned_cart", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ticks"] == 1
+    sent = sum(r["count"] for r in report["rows"] if r["outcome"] == "sent")
+    assert sent == planned
+    assert _ledger_is_empty(warehouse)
+
+
+def test_backtest_reports_daily_volume_per_trigger_and_step(
+    warehouse: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = END - timedelta(hours=5)
+    assert main(["backtest", "--from", start.isoformat(), "--to", END.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "6 hourly ticks" in out and "nothing was sent" in out
+    assert "abandoned_cart" in out and "sent per trigger:" in out
+    assert _ledger_is_empty(warehouse)
+    assert not list((warehouse.parent / "outbox").glob("**/*.eml"))
+
+
+def test_render_writes_the_email_one_customer_would_get(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["preview", "--trigger", "welcome", "--as-of", END.isoformat(), "--samples", "0"])
+    capsys.readouterr()
+    customer, first_name = _query(
+        warehouse,
+        "select customer_id, first_name from preview_audience.welcome_eligibility "
+        "where step = 'day_0' and first_name is not null order by is_eligible desc limit 1",
+    )[0]
+    out_dir = tmp_path / "render"
+    args = ["render", "--trigger", "welcome", "--step", "day_0", "--customer", customer]
+    assert main([*args, "--as-of", END.isoformat(), "--out", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "welcome/day_0" in printed and str(out_dir / "email.html") in printed
+    assert first_name in (out_dir / "email.txt").read_text()
+    headers = (out_dir / "headers.txt").read_text()
+    assert "Subject: " in headers and "X-Nudge-Template: welcome/day_0" in headers
+    assert (out_dir / "email.html").read_text().lstrip().startswith("<!doctype html>")
+    # Unknown step or customer: a clear error, exit 2.
+    assert main(["render", "--trigger", "welcome", "--step", "day_99", "--customer", customer]) == 2
+    assert "no step 'day_99'" in capsys.readouterr().err
+    assert main([*args[:-1], "nobody", "--as-of", END.isoformat()]) == 2
+    assert "has no welcome/day_0 step" in capsys.readouterr().err
+    assert _ledger_is_empty(warehouse)

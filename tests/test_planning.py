@@ -1,0 +1,773 @@
+"""Planning a tick's due steps on a real DuckDB file: frequency caps across triggers, priority,
+deferred sends released later, holdouts, the mass-send hold, resume of deferred and waiting
+sends, and paused triggers.
+
+Earlier sends are made the way a tick makes them (plan, claim, settle through
+``dagster_project.ledger``), so the caps count exactly what the ledger functions record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dagster_project import ledger
+from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
+from dagster_project.ledger import FrequencyCaps, PlanDecision
+from dagster_project.providers import Message, ProviderLimits, SendResult
+from dagster_project.rendering import Renderer
+from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+
+CART = CART_SPEC.relation
+BIRTHDAY = "audience.birthday_eligibility"  # a higher-priority competitor
+RECEIPT = "audience.receipt_eligibility"  # a transactional trigger
+HISTORY = "audience.history_eligibility"  # earlier sends of some other trigger
+LOOSE = FrequencyCaps(day=99, week=99)  # for setting up history without capping it
+
+
+def row(trigger: str, key: str, customer: str, *, step: str = "s", **overrides: Any) -> dict:
+    """A due, eligible row of any trigger for ``customer``."""
+    return cart_row(
+        key,
+        **{
+            "trigger": trigger,
+            "send_id": ledger.send_id(trigger, key, step),
+            "step": step,
+            "template": f"{trigger}/{step}",
+            "customer_id": customer,
+            "reentry_key": customer,
+            **overrides,
+        },
+    )
+
+
+def cart(key: str, customer: str, **overrides: Any) -> dict:
+    """A due, eligible abandoned-cart row for ``customer``."""
+    return cart_row(key, customer_id=customer, reentry_key=customer, **overrides)
+
+
+def decide(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    relation: str = CART,
+    as_of: datetime = AS_OF,
+    run_id: str = "r1",
+    **options: Any,
+) -> PlanDecision:
+    with ledger.planning(
+        con, eligibility=relation, run_id=run_id, as_of=as_of, provider="outbox", **options
+    ) as decision:
+        pass
+    return decision
+
+
+def status(con: duckdb.DuckDBPyConnection, send_id: str) -> tuple[str, str | None]:
+    found = con.execute(
+        "select status, reason from nudge.send_ledger where send_id = ?", [send_id]
+    ).fetchone()
+    assert found is not None, f"{send_id} is not in the ledger"
+    return found[0], found[1]
+
+
+def events(con: duckdb.DuckDBPyConnection, send_id: str) -> list[tuple[Any, ...]]:
+    return con.execute(
+        "select status, reason, run_id from nudge.send_events where send_id = ? "
+        "order by recorded_at, status",
+        [send_id],
+    ).fetchall()
+
+
+def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    found = con.execute(f"select count(*) from {table}").fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+_RESULTS = {
+    "sent": lambda i: SendResult(i, "sent", provider_message_id=f"m-{i}"),
+    "unknown": lambda i: SendResult(i, "unknown", error="read timeout"),
+    "failed_retryable": lambda i: SendResult(i, "failed", error="HTTP 503", retryable=True),
+    "failed_permanent": lambda i: SendResult(i, "failed", error="HTTP 400"),
+}
+
+
+def send_earlier(
+    con: duckdb.DuckDBPyConnection,
+    customer: str,
+    *,
+    hours: float,
+    category: str = "marketing",
+    final: str = "sent",
+    trigger: str = "history",
+) -> str:
+    """Another trigger's send to ``customer`` by the tick ``hours`` before AS_OF, taken to
+    ``final`` (planned, sending, sent, unknown, failed_*) through the ledger functions."""
+    tick = AS_OF - timedelta(hours=hours)
+    key = f"{customer}-{hours}h"
+    earlier = row(trigger, key, customer, as_of=tick, category=category)
+    write_eligibility(con, [earlier], HISTORY)
+    run_id = f"history-{key}"
+    assert decide(con, relation=HISTORY, as_of=tick, run_id=run_id, caps=LOOSE).count == 1
+    send_id = earlier["send_id"]
+    if final != "planned":
+        claimed = ledger.claim_batch(
+            con, run_id=run_id, send_ids=[send_id], batch_id=f"b-{key}", as_of=tick
+        )
+        assert claimed == {send_id}
+    if final in _RESULTS:
+        ledger.settle(con, run_id=run_id, results=[_RESULTS[final](send_id)], as_of=tick)
+    assert status(con, send_id)[0] == final
+    return send_id
+
+
+# --- the daily and weekly caps ---------------------------------------------------------------
+
+
+def test_the_claim_records_the_tick_the_caps_count_by(con) -> None:
+    send_id = send_earlier(con, "c1", hours=3)
+    (sent_as_of,) = con.execute(
+        "select sent_as_of from nudge.send_ledger where send_id = ?", [send_id]
+    ).fetchone()
+    assert sent_as_of == AS_OF - timedelta(hours=3)
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "expected"),
+    [
+        (3, ("deferred", "frequency_cap_24h")),
+        (23.5, ("deferred", "frequency_cap_24h")),
+        # Exactly one day later is a new day: a daily trigger at 09:00 is not pushed to 10:00.
+        (24, ("planned", None)),
+        (25, ("planned", None)),
+    ],
+)
+def test_one_marketing_email_per_customer_per_24h(con, hours_ago, expected) -> None:
+    send_earlier(con, "c1", hours=hours_ago)
+    capped, other = cart("k1", "c1"), cart("k2", "c2")
+    write_eligibility(con, [capped, other])
+    decision = decide(con)
+    assert status(con, capped["send_id"]) == expected
+    assert status(con, other["send_id"]) == ("planned", None)  # another customer: unaffected
+    if expected[0] == "deferred":
+        assert (decision.count, decision.deferred) == (1, 1)
+        assert decision.by_status == {"planned": 1, "deferred": 1}
+    else:
+        assert (decision.count, decision.deferred) == (2, 0)
+        assert decision.by_status == {"planned": 2}
+
+
+def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
+    # First planned 26 h ago, failed on a 503, resumed and delivered by the tick 3 h ago: it
+    # counts as an email of 3 h ago, not of when it was first planned.
+    first, retry = AS_OF - timedelta(hours=26), AS_OF - timedelta(hours=3)
+    earlier = row("history", "retried", "c1", as_of=first, expires_at=AS_OF)
+    write_eligibility(con, [earlier], HISTORY)
+    send_id = earlier["send_id"]
+    decide(con, relation=HISTORY, as_of=first, run_id="h1")
+    ledger.claim_batch(con, run_id="h1", send_ids=[send_id], batch_id="b1", as_of=first)
+    ledger.settle(con, run_id="h1", results=[_RESULTS["failed_retryable"](send_id)], as_of=first)
+    write_eligibility(con, [{**earlier, "as_of": retry}], HISTORY)
+    assert ledger.resume(
+        con,
+        trigger="history",
+        eligibility=HISTORY,
+        run_id="h2",
+        as_of=retry,
+        provider="outbox",
+        idempotent=False,
+    ) == {"planned": 1}
+    ledger.claim_batch(con, run_id="h2", send_ids=[send_id], batch_id="b2", as_of=retry)
+    ledger.settle(con, run_id="h2", results=[_RESULTS["sent"](send_id)], as_of=retry)
+    assert status(con, send_id) == ("sent", None)
+
+    new = cart("k1", "c1")
+    write_eligibility(con, [new])
+    decide(con)
+    assert status(con, new["send_id"]) == ("deferred", "frequency_cap_24h")
+
+
+@pytest.mark.parametrize(
+    ("final", "counts"),
+    [
+        ("planned", True),  # about to go out
+        ("sending", True),  # may be out
+        ("sent", True),
+        ("unknown", True),  # may have been delivered
+        ("failed_retryable", False),  # nothing was delivered
+        ("failed_permanent", False),
+    ],
+)
+def test_what_counts_toward_the_cap(con, final, counts) -> None:
+    send_earlier(con, "c1", hours=3, final=final)
+    new = cart("k1", "c1")
+    write_eligibility(con, [new])
+    decide(con)
+    assert status(con, new["send_id"]) == (
+        ("deferred", "frequency_cap_24h") if counts else ("planned", None)
+    )
+
+
+def test_transactional_sends_neither_obey_nor_count_toward_the_caps(con) -> None:
+    send_earlier(con, "c1", hours=3)  # marketing: c1's daily slot is used
+    send_earlier(con, "c2", hours=3, category="transactional")  # does not use c2's slot
+    receipt = row("receipt", "o1", "c1", category="transactional")
+    write_eligibility(con, [receipt], RECEIPT)
+    receipt_decision = decide(con, relation=RECEIPT, run_id="receipt-run")
+    assert status(con, receipt["send_id"]) == ("planned", None)
+    assert (receipt_decision.count, receipt_decision.deferred) == (1, 0)
+
+    marketing_c1, marketing_c2 = cart("k1", "c1"), cart("k2", "c2")
+    write_eligibility(con, [marketing_c1, marketing_c2])
+    decide(con)
+    # c1 is capped by the marketing send (not by the receipt planned this tick), c2 is not.
+    assert status(con, marketing_c1["send_id"]) == ("deferred", "frequency_cap_24h")
+    assert status(con, marketing_c2["send_id"]) == ("planned", None)
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "expected"),
+    [
+        ((30, 72, 144), ("deferred", "frequency_cap_7d")),  # three within 7 days
+        ((30, 72, 192), ("planned", None)),  # the third is 8 days old
+        ((30, 72), ("planned", None)),
+    ],
+)
+def test_three_marketing_emails_per_customer_per_7_days(con, hours_ago, expected) -> None:
+    for hours in sorted(hours_ago, reverse=True):  # oldest first, as ticks would
+        send_earlier(con, "c1", hours=hours)
+    new = cart("k1", "c1")
+    write_eligibility(con, [new])
+    decide(con)
+    assert status(con, new["send_id"]) == expected
+
+
+def test_caps_are_configurable(con) -> None:
+    send_earlier(con, "c1", hours=3)
+    new = cart("k1", "c1")
+    write_eligibility(con, [new])
+    decide(con, caps=FrequencyCaps(day=2, week=3))
+    assert status(con, new["send_id"]) == ("planned", None)
+
+
+def test_cap_policy_skip_settles_the_step_as_skipped(con) -> None:
+    send_earlier(con, "c1", hours=3)
+    new = cart("k1", "c1")
+    write_eligibility(con, [new])
+    decision = decide(con, cap_policy="skip")
+    assert status(con, new["send_id"]) == ("skipped", "frequency_cap_24h")
+    assert (decision.count, decision.deferred, decision.by_status) == (0, 0, {"skipped": 1})
+    (settled_at,) = con.execute(
+        "select settled_at from nudge.send_ledger where send_id = ?", [new["send_id"]]
+    ).fetchone()
+    assert settled_at is not None
+    # Skipped is final: a tick after the cap window does not send it after all.
+    later = AS_OF + timedelta(hours=22)
+    write_eligibility(con, [cart("k1", "c1", as_of=later, expires_at=AS_OF + timedelta(days=2))])
+    assert decide(con, as_of=later, run_id="r2", cap_policy="skip").count == 0
+    assert status(con, new["send_id"]) == ("skipped", "frequency_cap_24h")
+
+
+def test_two_sends_due_for_one_customer_in_one_tick_go_earliest_first(con) -> None:
+    a, b = cart("cart_a", "c1"), cart("cart_b", "c1")
+    # Give the earlier due_at to the larger send_id, so ordering by send_id would fail.
+    first, second = sorted([a, b], key=lambda r: r["send_id"], reverse=True)
+    first["due_at"] = AS_OF - timedelta(hours=2)
+    second["due_at"] = AS_OF - timedelta(hours=1)
+    write_eligibility(con, [second, first])
+    decision = decide(con)
+    assert status(con, first["send_id"]) == ("planned", None)
+    assert status(con, second["send_id"]) == ("deferred", "frequency_cap_24h")
+    assert (decision.count, decision.deferred) == (1, 1)
+
+
+# --- priority between triggers ---------------------------------------------------------------
+
+
+def test_a_higher_priority_trigger_due_now_takes_the_slot(con) -> None:
+    write_eligibility(
+        con,
+        [
+            row("birthday", "b1", "c1"),  # due now: wins c1's slot
+            row(
+                "birthday",
+                "b2",
+                "c2",
+                is_eligible=False,
+                exclusion_reason="unsubscribed",
+                rule_exclusion_reason="unsubscribed",
+            ),  # will not go out: takes no slot
+            row("birthday", "b3", "c3", due_at=AS_OF + timedelta(hours=1)),  # not due yet
+            row("birthday", "b4", "c4", expires_at=AS_OF - timedelta(minutes=1)),  # expired
+        ],
+        BIRTHDAY,
+    )
+    carts = [cart(f"k{i}", f"c{i}") for i in range(1, 6)]
+    write_eligibility(con, carts)
+
+    # Without the competitor every cart would go out (held: nothing is written).
+    with ledger.planning(
+        con, eligibility=CART, run_id="probe", as_of=AS_OF, provider="outbox"
+    ) as probe:
+        assert probe.count == 5
+        probe.hold()
+    assert count(con, "nudge.send_ledger") == 0
+
+    decision = decide(con, competitors=[BIRTHDAY], priority=80)
+    assert status(con, carts[0]["send_id"]) == ("deferred", "frequency_cap_24h")
+    for other in carts[1:]:
+        assert status(con, other["send_id"]) == ("planned", None)
+    assert (decision.count, decision.deferred) == (4, 1)
+    # The competitor's own rows are not this trigger's to write.
+    assert count(con, "nudge.send_ledger where trigger = 'birthday'") == 0
+
+
+@pytest.mark.parametrize("final", ["planned", "sending", "sent"])
+def test_a_competitor_send_already_in_the_ledger_is_counted_once(con, final) -> None:
+    caps = FrequencyCaps(day=2, week=3)
+    # c1: only the birthday send, planned earlier in this same tick by its own step.
+    # c2: a marketing send 3 h ago plus the birthday send still due: two, the cap is full.
+    birthday_c1, birthday_c2 = row("birthday", "b1", "c1"), row("birthday", "b2", "c2")
+    write_eligibility(con, [birthday_c1], BIRTHDAY)
+    assert decide(con, relation=BIRTHDAY, run_id="bday", caps=caps).count == 1
+    if final != "planned":
+        ledger.claim_batch(
+            con, run_id="bday", send_ids=[birthday_c1["send_id"]], batch_id="b", as_of=AS_OF
+        )
+    if final == "sent":
+        ledger.settle(
+            con, run_id="bday", results=[SendResult(birthday_c1["send_id"], "sent")], as_of=AS_OF
+        )
+    assert status(con, birthday_c1["send_id"])[0] == final
+    send_earlier(con, "c2", hours=3)
+    # The birthday table was built before any send step ran: both rows still look due there.
+    write_eligibility(con, [birthday_c1, birthday_c2], BIRTHDAY)
+
+    cart_c1, cart_c2 = cart("k1", "c1"), cart("k2", "c2")
+    write_eligibility(con, [cart_c1, cart_c2])
+    decide(con, caps=caps, competitors=[BIRTHDAY])
+    assert status(con, cart_c1["send_id"]) == ("planned", None)
+    assert status(con, cart_c2["send_id"]) == ("deferred", "frequency_cap_24h")
+
+
+# --- deferred sends --------------------------------------------------------------------------
+
+
+def test_a_deferred_send_is_released_once_the_cap_window_has_passed(con) -> None:
+    send_earlier(con, "c1", hours=3)  # c1's slot is free again at AS_OF + 21 h
+    expires = AS_OF + timedelta(days=2)
+    capped = cart("k1", "c1", expires_at=expires)
+    write_eligibility(con, [capped])
+    assert decide(con).deferred == 1
+    send_id = capped["send_id"]
+    assert events(con, send_id) == [("deferred", "frequency_cap_24h", "r1")]
+
+    # Still inside the window: nothing changes and no "still deferred" event is recorded.
+    still = AS_OF + timedelta(hours=20)
+    write_eligibility(
+        con, [cart("k1", "c1", as_of=still, expires_at=expires, ledger_status="deferred")]
+    )
+    waiting = decide(con, as_of=still, run_id="r2")
+    assert (waiting.count, waiting.deferred, waiting.by_status) == (0, 1, {})
+    assert status(con, send_id) == ("deferred", "frequency_cap_24h")
+    assert events(con, send_id) == [("deferred", "frequency_cap_24h", "r1")]
+
+    # The window has passed: the next tick plans it, rendered from the current row.
+    later = AS_OF + timedelta(hours=22)
+    write_eligibility(
+        con,
+        [
+            cart(
+                "k1",
+                "c1",
+                as_of=later,
+                expires_at=expires,
+                ledger_status="deferred",
+                first_name="Annie",
+            )
+        ],
+    )
+    released = decide(con, as_of=later, run_id="r3")
+    assert (released.count, released.deferred, released.by_status) == (1, 0, {"planned": 1})
+    assert status(con, send_id) == ("planned", None)
+    assert events(con, send_id) == [
+        ("deferred", "frequency_cap_24h", "r1"),
+        ("planned", None, "r3"),
+    ]
+    run_id, as_of, name = con.execute(
+        "select run_id, as_of, context ->> 'first_name' from nudge.send_ledger where send_id = ?",
+        [send_id],
+    ).fetchone()
+    assert (run_id, as_of, name) == ("r3", later, "Annie")
+    # It goes out with this run's batches.
+    batches = ledger.planned_batches(con, trigger="abandoned_cart", run_id="r3", batch_size=10)
+    assert [[r[0] for r in b] for b in batches] == [[send_id]]
+
+
+def test_a_deferred_send_released_under_cap_policy_skip_is_skipped(con) -> None:
+    send_earlier(con, "c1", hours=3)
+    capped = cart("k1", "c1", expires_at=AS_OF + timedelta(days=2))
+    write_eligibility(con, [capped])
+    decide(con)
+    assert status(con, capped["send_id"]) == ("deferred", "frequency_cap_24h")
+    # Two hours later c1's slot is still used, and the trigger's YAML now says cap_policy: skip.
+    later = AS_OF + timedelta(hours=2)
+    write_eligibility(
+        con,
+        [
+            cart(
+                "k1",
+                "c1",
+                as_of=later,
+                expires_at=AS_OF + timedelta(days=2),
+                ledger_status="deferred",
+            )
+        ],
+    )
+    decision = decide(con, as_of=later, run_id="r2", cap_policy="skip")
+    assert decision.by_status == {"skipped": 1}
+    assert status(con, capped["send_id"]) == ("skipped", "frequency_cap_24h")
+
+
+# --- holdouts and conditions -----------------------------------------------------------------
+
+
+def _not_sent(key: str, customer: str, reason: str) -> dict:
+    return cart(
+        key, customer, is_eligible=False, exclusion_reason=reason, rule_exclusion_reason=reason
+    )
+
+
+def test_holdouts_and_unmet_conditions_are_recorded_once_and_never_sent(con) -> None:
+    rows = {
+        "holdout": _not_sent("h", "c1", "holdout"),
+        "control_group": _not_sent("g", "c2", "control_group"),
+        "condition_not_met": _not_sent("n", "c3", "condition_not_met"),
+        "unsubscribed": _not_sent("u", "c4", "unsubscribed"),  # an ordinary exclusion
+    }
+    write_eligibility(con, list(rows.values()))
+    decision = decide(con)
+    assert (decision.count, decision.deferred) == (0, 0)
+    assert decision.by_status == {"holdout": 2, "skipped": 1}
+    assert status(con, rows["holdout"]["send_id"]) == ("holdout", "holdout")
+    assert status(con, rows["control_group"]["send_id"]) == ("holdout", "control_group")
+    assert status(con, rows["condition_not_met"]["send_id"]) == ("skipped", "condition_not_met")
+    assert count(con, f"nudge.send_ledger where send_id = '{rows['unsubscribed']['send_id']}'") == 0
+    unsettled = count(con, "nudge.send_ledger where settled_at is null")
+    assert unsettled == 0  # settled outcomes, nothing waiting
+
+    # The same table planned again, and the next tick's table (which now sees the ledger):
+    # no second row, no second event, nothing planned.
+    assert decide(con, run_id="r2").by_status == {}
+    write_eligibility(
+        con,
+        [
+            {**r, "ledger_status": s, "exclusion_reason": s}
+            for r, s in (
+                (rows["holdout"], "holdout"),
+                (rows["control_group"], "holdout"),
+                (rows["condition_not_met"], "skipped"),
+            )
+        ],
+    )
+    assert decide(con, as_of=AS_OF + timedelta(hours=1), run_id="r3").by_status == {}
+    for r in rows.values():
+        expected = 0 if r is rows["unsubscribed"] else 1
+        assert len(events(con, r["send_id"])) == expected
+    assert count(con, "nudge.send_ledger where status = 'planned'") == 0
+
+
+def test_holdouts_and_skipped_steps_do_not_use_the_cap(con) -> None:
+    # c1 was held out of another trigger an hour ago: that is not an email.
+    earlier = row("history", "old", "c1", as_of=AS_OF - timedelta(hours=1))
+    earlier.update(is_eligible=False, exclusion_reason="holdout", rule_exclusion_reason="holdout")
+    write_eligibility(con, [earlier], HISTORY)
+    decide(con, relation=HISTORY, as_of=AS_OF - timedelta(hours=1), run_id="h")
+    assert status(con, earlier["send_id"]) == ("holdout", "holdout")
+    # c2: a step of this trigger skipped by its condition, due before the one that goes out.
+    skipped = _not_sent("skipped", "c2", "condition_not_met")
+    skipped["due_at"] = AS_OF - timedelta(hours=3)
+    held_out = _not_sent("held", "c3", "holdout")
+    held_out["due_at"] = AS_OF - timedelta(hours=3)
+    fresh = [cart("k1", "c1"), cart("k2", "c2"), cart("k3", "c3")]
+    write_eligibility(con, [skipped, held_out, *fresh])
+    decision = decide(con)
+    for r in fresh:
+        assert status(con, r["send_id"]) == ("planned", None)
+    assert decision.by_status == {"planned": 3, "holdout": 1, "skipped": 1}
+
+
+# --- the mass-send hold ----------------------------------------------------------------------
+
+
+def test_hold_rolls_back_every_decision(con) -> None:
+    send_earlier(con, "c1", hours=3)
+    before_rows, before_events = count(con, "nudge.send_ledger"), count(con, "nudge.send_events")
+    write_eligibility(
+        con,
+        [cart("k1", "c1"), cart("k2", "c2"), _not_sent("h", "c3", "holdout")],
+    )
+    with ledger.planning(con, eligibility=CART, run_id="r1", as_of=AS_OF, provider="x") as held:
+        assert (held.count, held.deferred) == (1, 1)
+        assert held.by_status == {"planned": 1, "deferred": 1, "holdout": 1}
+        held.hold()
+    assert held.held
+    assert count(con, "nudge.send_ledger") == before_rows
+    assert count(con, "nudge.send_events") == before_events
+    assert count(con, "nudge.send_ledger where run_id = 'r1'") == 0
+    # The next tick decides afresh, exactly as if the held one never happened.
+    again = decide(con, run_id="r2")
+    assert again.by_status == {"planned": 1, "deferred": 1, "holdout": 1}
+    assert count(con, "nudge.send_events where run_id = 'r2'") == 3
+
+
+# --- resume ----------------------------------------------------------------------------------
+
+
+def _failed_retryable(con, key: str = "blip") -> str:
+    write_eligibility(con, [cart(key, f"c_{key}")])
+    decide(con, run_id="r1")
+    send_id = ledger.send_id("abandoned_cart", key, "reminder")
+    ledger.claim_batch(con, run_id="r1", send_ids=[send_id], batch_id="b1", as_of=AS_OF)
+    ledger.settle(
+        con,
+        run_id="r1",
+        results=[SendResult(send_id, "failed", error="HTTP 503", retryable=True)],
+        as_of=AS_OF,
+    )
+    assert status(con, send_id) == ("failed_retryable", "provider_unavailable")
+    return send_id
+
+
+def _resume(con, as_of: datetime) -> dict[str, int]:
+    return ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART,
+        run_id="next",
+        as_of=as_of,
+        provider="outbox",
+        idempotent=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule_reason", "expected", "counts"),
+    [
+        (None, "planned", {"planned": 1}),
+        ("quiet_hours", "failed_retryable", {}),  # waits for the morning, keeps its state
+        ("not_due", "failed_retryable", {}),
+        ("unsubscribed", "skipped", {"skipped": 1}),
+    ],
+)
+def test_resume_leaves_a_retry_waiting_for_quiet_hours_alone(
+    con, rule_reason, expected, counts
+) -> None:
+    send_id = _failed_retryable(con)
+    later = AS_OF + timedelta(hours=1)
+    history = events(con, send_id)
+    write_eligibility(
+        con,
+        [
+            cart(
+                "blip",
+                "c_blip",
+                as_of=later,
+                is_eligible=False,
+                exclusion_reason="retrying",
+                rule_exclusion_reason=rule_reason,
+                ledger_status="failed_retryable",
+            )
+        ],
+    )
+    assert _resume(con, later) == counts
+    assert status(con, send_id)[0] == expected
+    if not counts:
+        assert events(con, send_id) == history  # untouched: no event either
+        (run_id,) = con.execute(
+            "select run_id from nudge.send_ledger where send_id = ?", [send_id]
+        ).fetchone()
+        assert run_id == "r1"
+
+
+def _deferred(con, *, expires_at: datetime) -> str:
+    send_earlier(con, "c1", hours=3)
+    capped = cart("k1", "c1", expires_at=expires_at)
+    write_eligibility(con, [capped])
+    decide(con)
+    assert status(con, capped["send_id"]) == ("deferred", "frequency_cap_24h")
+    return capped["send_id"]
+
+
+def _deferred_row_now(as_of: datetime, expires_at: datetime, rule_reason: str | None) -> dict:
+    return cart(
+        "k1",
+        "c1",
+        as_of=as_of,
+        expires_at=expires_at,
+        is_eligible=rule_reason is None,
+        exclusion_reason=rule_reason,
+        rule_exclusion_reason=rule_reason,
+        ledger_status="deferred",
+    )
+
+
+def test_resume_expires_a_deferred_send_past_its_grace_window(con) -> None:
+    expires = AS_OF + timedelta(hours=1)
+    send_id = _deferred(con, expires_at=expires)
+    later = AS_OF + timedelta(hours=2)
+    write_eligibility(con, [_deferred_row_now(later, expires, "expired")])
+    assert _resume(con, later) == {"expired": 1}
+    assert status(con, send_id) == ("expired", "grace_window_ended")
+
+
+def test_resume_skips_a_deferred_send_no_longer_allowed(con) -> None:
+    expires = AS_OF + timedelta(days=2)
+    send_id = _deferred(con, expires_at=expires)
+    later = AS_OF + timedelta(hours=2)
+    write_eligibility(con, [_deferred_row_now(later, expires, "unsubscribed")])
+    assert _resume(con, later) == {"skipped": 1}
+    assert status(con, send_id) == ("skipped", "no_longer_eligible:unsubscribed")
+
+
+@pytest.mark.parametrize("rule_reason", [None, "quiet_hours"])
+def test_resume_never_plans_a_deferred_send(con, rule_reason) -> None:
+    # Only planning releases a deferred send, when the cap allows: resume leaves it waiting.
+    expires = AS_OF + timedelta(days=2)
+    send_id = _deferred(con, expires_at=expires)
+    later = AS_OF + timedelta(hours=22)  # the cap would allow it now
+    write_eligibility(con, [_deferred_row_now(later, expires, rule_reason)])
+    assert _resume(con, later) == {}
+    assert status(con, send_id) == ("deferred", "frequency_cap_24h")
+    assert len(events(con, send_id)) == 1
+
+
+# --- dispatch: paused triggers, summary counts -----------------------------------------------
+
+
+class Recorder:
+    name = "recording"
+    limits = ProviderLimits(max_batch=100)
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[SendResult]:
+        self.sent.extend(messages)
+        return [SendResult(m.send_id, "sent") for m in messages]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def renderer(tmp_path: Path) -> Renderer:
+    """Templates of their own, so these tests do not depend on the shipped copy."""
+    for step in ("reminder", "second_reminder"):
+        folder = tmp_path / "templates" / "abandoned_cart"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{step}.subject.j2").write_text("Your cart, {{ first_name }}")
+        (folder / f"{step}.html.j2").write_text("<p>{{ cart_url }}</p>")
+        (folder / f"{step}.txt.j2").write_text("{{ cart_url }}")
+    return Renderer(templates_dir=tmp_path / "templates")
+
+
+def _dispatch(con, renderer, provider, *, run_id="r1", as_of=AS_OF, **options):
+    competitors = options.pop("competitors", ())
+    return dispatch_trigger(
+        con,
+        CART_SPEC,
+        provider=provider,
+        renderer=renderer,
+        as_of=as_of,
+        run_id=run_id,
+        from_email="shop@example.com",
+        policy=DispatchPolicy(**options),
+        competitors=competitors,
+    )
+
+
+def test_a_paused_trigger_touches_nothing(con, renderer) -> None:
+    write_eligibility(con, [cart("k1", "c1"), cart("k2", "c2")])
+    provider = Recorder()
+    summary = _dispatch(con, renderer, provider, paused=frozenset({"abandoned_cart"}))
+    assert summary.outcome == "paused"
+    assert "paused" in (summary.skipped_reason or "")
+    assert (summary.new, summary.sent) == (0, 0)
+    assert provider.sent == []
+    assert count(con, "nudge.send_ledger") == 0
+    assert count(con, "nudge.send_events") == 0
+    runs = con.execute("select run_id, trigger, outcome from nudge.runs").fetchall()
+    assert runs == [("r1", "abandoned_cart", "paused")]
+
+    # Pausing another trigger does not pause this one.
+    resumed = _dispatch(con, renderer, provider, run_id="r2", paused=frozenset({"birthday"}))
+    assert (resumed.outcome, resumed.sent) == ("ok", 2)
+
+
+def test_a_paused_trigger_does_not_resume_earlier_runs(con, renderer) -> None:
+    write_eligibility(con, [cart("k1", "c1")])
+    decide(con, run_id="dead")  # a run planned it, then died
+    send_id = cart("k1", "c1")["send_id"]
+    history = events(con, send_id)
+    summary = _dispatch(
+        con, renderer, Recorder(), run_id="r2", paused=frozenset({"abandoned_cart"})
+    )
+    assert summary.outcome == "paused"
+    owner = con.execute(
+        "select status, run_id from nudge.send_ledger where send_id = ?", [send_id]
+    ).fetchone()
+    assert owner == ("planned", "dead")
+    assert events(con, send_id) == history
+
+
+def test_dispatch_reports_deferred_and_held_out_sends(con, renderer) -> None:
+    write_eligibility(con, [row("birthday", "b1", "c1")], BIRTHDAY)
+    write_eligibility(con, [cart("k1", "c1"), cart("k2", "c2"), _not_sent("h", "c3", "holdout")])
+    provider = Recorder()
+    summary = _dispatch(con, renderer, provider, competitors=[BIRTHDAY])
+    assert (summary.outcome, summary.new, summary.sent) == ("ok", 1, 1)
+    assert (summary.deferred, summary.holdout) == (1, 1)
+    assert [m.customer_id for m in provider.sent] == ["c2"]
+    recorded = con.execute("select new, sent, deferred, holdout from nudge.runs").fetchone()
+    assert recorded == (1, 1, 1, 1)
+
+
+def test_dispatch_applies_the_policy_caps(con, renderer) -> None:
+    send_earlier(con, "c1", hours=3)
+    write_eligibility(con, [cart("k1", "c1")])
+    capped = _dispatch(con, renderer, Recorder(), run_id="r1")
+    assert (capped.new, capped.deferred) == (0, 1)
+    loose = _dispatch(con, renderer, Recorder(), run_id="r2", caps=FrequencyCaps(day=2, week=3))
+    assert (loose.new, loose.sent, loose.deferred) == (1, 1, 0)
+
+
+# --- regressions: a same-tick rerun, and pausing a trigger whose templates are broken ------
+
+
+def test_a_rerun_of_the_same_tick_reports_nothing_deferred(con, renderer) -> None:
+    write_eligibility(con, [cart(f"k{i}", f"c{i}") for i in range(3)])
+    first = _dispatch(con, renderer, Recorder(), run_id="r1")
+    assert (first.new, first.sent, first.deferred) == (3, 3, 0)
+    again = _dispatch(con, renderer, Recorder(), run_id="r2")  # same as_of, same table
+    assert count(con, "nudge.send_ledger where status = 'deferred'") == 0
+    assert (again.new, again.sent) == (0, 0)
+    assert again.deferred == 0
+
+
+def test_a_paused_trigger_with_missing_templates_is_still_just_paused(con, tmp_path) -> None:
+    write_eligibility(con, [cart("k1", "c1")])
+    summary = _dispatch(
+        con,
+        Renderer(templates_dir=tmp_path / "no-templates"),
+        Recorder(),
+        paused=frozenset({"abandoned_cart"}),
+    )
+    assert summary.outcome == "paused"
+    assert count(con, "nudge.runs where outcome = 'paused'") == 1
