@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,13 @@ def project_triggers() -> tuple[list[TriggerSpec], ProjectRelations]:
 
     manifest = ensure_manifest()
     return triggers_from_manifest(manifest), project_relations(manifest)
+
+
+def _configured_policy(settings: Settings) -> DispatchPolicy:
+    """The send policy of the live job (frequency caps, retries, ...) from NUDGE_* settings."""
+    from .resources import SendPolicyResource
+
+    return SendPolicyResource(**settings.send_policy).policy(batch_size=100)
 
 
 def find_trigger(triggers: Sequence[TriggerSpec], name: str) -> TriggerSpec:
@@ -208,7 +215,7 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
     triggers, _ = project_triggers()
     spec = find_trigger(triggers, trigger)
     relation = PREVIEW_PREFIX + spec.relation
-    policy = DispatchPolicy()
+    policy = _configured_policy(settings)
     higher = [PREVIEW_PREFIX + r for r in higher_priority_relations(spec, triggers)]
     result = Preview(trigger=spec.name, as_of=as_of.isoformat())
     renderer = Renderer()
@@ -512,7 +519,11 @@ def backtest(
             specs=specs,
             relations=relations,
             # Guards would hold the backlog of the first tick: a backtest wants the volume.
-            policy=DispatchPolicy(guards=GuardPolicy(approved=frozenset(names))),
+            policy=replace(
+                _configured_policy(settings),
+                guards=GuardPolicy(approved=frozenset(names)),
+                paused=frozenset(),
+            ),
             from_email=settings.from_email,
             on_tick=count_exclusions,
         )
