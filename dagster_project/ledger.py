@@ -67,8 +67,14 @@ def batch_key(send_ids: Sequence[str]) -> str:
 
 
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``nudge`` schema, ledger, events and runs tables if missing (idempotent)."""
+    """Create the ``nudge`` schema, ledger, events and runs tables if missing, and upgrade an
+    older ledger in place (idempotent)."""
     con.execute(sql("ledger/create"))
+    with _transaction(con):
+        rows = con.execute(
+            f"{sql('ledger/upgrade_inactivity')}\nreturning {_EVENT_COLUMNS}"
+        ).fetchall()
+        _record_events(con, rows, run_id="upgrade", as_of=None)
 
 
 @contextmanager
@@ -216,7 +222,7 @@ def planning(
         )
         rows = con.execute(
             f"{sql('ledger/plan_deferred')}\nreturning {_EVENT_COLUMNS}",
-            {"run_id": run_id, "as_of": as_of},
+            {"run_id": run_id, "as_of": as_of, "provider": provider},
         ).fetchall()
         rows += con.execute(f"{sql('ledger/plan')}\nreturning {_EVENT_COLUMNS}", params).fetchall()
         for row in rows:

@@ -53,6 +53,37 @@ def test_an_old_ledger_is_upgraded_and_its_sends_count_toward_the_cap(tmp_path: 
         pass
     assert (decision.count, decision.deferred) == (0, 1)
     assert con.execute(
-        "select status, reason from nudge.send_ledger where customer_id = 'cust_k1' "
-        "and send_id != 'old'"
+        "select status, reason from nudge.send_ledger where trigger = 'abandoned_cart'"
     ).fetchall() == [("deferred", "frequency_cap_24h")]
+
+
+def test_inactivity_sends_are_not_repeated_by_win_back(tmp_path: Path) -> None:
+    con = connect(tmp_path / "w.duckdb")
+    con.execute(OLD_LEDGER)
+    for send_id, key, status in (("s1", "c1:20260301T100000", "sent"), ("s2", "c2:x", "failed")):
+        con.execute(
+            """
+            insert into nudge.send_ledger (send_id, trigger, trigger_key, step, customer_id,
+                status, as_of, context, planned_at, updated_at)
+            values (?, 'inactivity', ?, 'we_miss_you', ?, ?, ?, '{}', now(), now())
+            """,
+            [send_id, key, key.split(":")[0], status, AS_OF],
+        )
+    ledger.ensure_ledger(con)
+    ledger.ensure_ledger(con)  # idempotent
+    migrated = con.execute(
+        "select send_id, trigger_key, status, reason from nudge.send_ledger "
+        "where trigger = 'win_back'"
+    ).fetchall()
+    # Only the email that went out is carried over, under win_back's own send_id.
+    assert migrated == [
+        (
+            ledger.send_id("win_back", "c1:20260301T100000", "we_miss_you"),
+            "c1:20260301T100000",
+            "skipped",
+            "sent_before_upgrade",
+        )
+    ]
+    assert con.execute(
+        "select count(*) from nudge.send_events where trigger = 'win_back'"
+    ).fetchall() == [(1,)]

@@ -198,7 +198,7 @@ def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
         ("sending", True),  # may be out
         ("sent", True),
         ("unknown", True),  # may have been delivered
-        ("failed_retryable", False),  # nothing was delivered
+        ("failed_retryable", True),  # waits for its retry, which takes no new slot: holds it
         ("failed_permanent", False),
     ],
 )
@@ -771,3 +771,53 @@ def test_a_paused_trigger_with_missing_templates_is_still_just_paused(con, tmp_p
     )
     assert summary.outcome == "paused"
     assert count(con, "nudge.runs where outcome = 'paused'") == 1
+
+
+# --- found in review: out-of-order ticks, stale idempotency keys, released rows' provider ---
+
+
+def test_a_send_by_a_later_tick_counts_for_an_earlier_tick_run_late(con) -> None:
+    # A tick of 13:00 already mailed c1; the 12:00 tick re-run afterwards must not mail again.
+    send_earlier(con, "c1", hours=-1)
+    write_eligibility(con, [cart("k1", "c1")])
+    decide(con)
+    assert status(con, cart("k1", "c1")["send_id"]) == ("deferred", "frequency_cap_24h")
+
+
+def test_a_crashed_batch_older_than_the_providers_key_memory_is_unknown(con) -> None:
+    write_eligibility(con, [cart("k1", "c1")])
+    assert decide(con, run_id="dead").count == 1
+    send_id = cart("k1", "c1")["send_id"]
+    ledger.claim_batch(con, run_id="dead", send_ids=[send_id], batch_id="key-1", as_of=AS_OF)
+    # The run died while sending, a day ago by the wall clock: the key may be forgotten.
+    con.execute(
+        "update nudge.send_ledger set sending_at = now() - interval 25 hours where send_id = ?",
+        [send_id],
+    )
+    ledger.resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART,
+        run_id="r2",
+        as_of=AS_OF,
+        provider="outbox",
+        idempotent=True,
+    )
+    assert status(con, send_id) == ("unknown", "run_died_while_sending")
+
+
+def test_a_released_deferred_send_takes_the_releasing_runs_provider(con) -> None:
+    send_earlier(con, "c1", hours=3)
+    write_eligibility(con, [cart("k1", "c1")])
+    decide(con)  # deferred under provider "outbox"
+    send_id = cart("k1", "c1")["send_id"]
+    later = AS_OF + timedelta(hours=22)
+    write_eligibility(con, [cart("k1", "c1", as_of=later)])
+    with ledger.planning(
+        con, eligibility=CART, run_id="r2", as_of=later, provider="resend"
+    ) as decision:
+        pass
+    assert decision.count == 1
+    assert con.execute(
+        "select status, provider from nudge.send_ledger where send_id = ?", [send_id]
+    ).fetchall() == [("planned", "resend")]

@@ -184,7 +184,12 @@ entry_history as (
 
     select
         trigger_key,
-        list(step order by step) filter (where status = 'sent') as sent_steps
+        list(step order by step) filter (where status = 'sent') as sent_steps,
+        -- The first step still open (in flight, retrying, delivery unknown, deferred): no
+        -- later step may go out, even once the steps between have expired unsent.
+        min(step_index) filter (
+            where status in ('planned', 'sending', 'unknown', 'failed_retryable', 'deferred')
+        ) as open_step_index
     from ledger
     group by trigger_key
 
@@ -216,7 +221,8 @@ joined as (
         consent.status as consent_status,
         this_step.status as ledger_status,
         previous_step.status as previous_step_status,
-        coalesce(entry_history.sent_steps, []) as sent_steps
+        coalesce(entry_history.sent_steps, []) as sent_steps,
+        entry_history.open_step_index
     from entry_steps
     left join customers
         on entry_steps.customer_id = customers.customer_id
@@ -244,11 +250,16 @@ timed as (
         {%- endif %}
         -- The step before is settled (sent, skipped, expired, failed for good, held out) or can
         -- no longer go out (its grace window is over without it ever being planned).
-        previous_step is null
-        or coalesce(
-            previous_step_status in ('sent', 'skipped', 'expired', 'failed_permanent', 'holdout'),
-            previous_step_status is null and {{ as_of() }} > previous_expires_at
-        ) as is_previous_step_done,
+        (
+            previous_step is null
+            or coalesce(
+                previous_step_status in (
+                    'sent', 'skipped', 'expired', 'failed_permanent', 'holdout'
+                ),
+                previous_step_status is null and {{ as_of() }} > previous_expires_at
+            )
+        )
+        and coalesce(open_step_index >= step_index, true) as is_previous_step_done,
         {%- if exit_condition %}
         coalesce(({{ exit_condition }}), false) as has_exited,
         {%- else %}
@@ -407,7 +418,7 @@ final as (
             send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
             first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
             rule_exclusion_reason, consent_status, ledger_status, previous_step_status,
-            sent_steps, previous_step, previous_send_id, previous_expires_at,
+            sent_steps, previous_step, previous_send_id, previous_expires_at, open_step_index,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
             has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
         )

@@ -45,6 +45,8 @@ due as (
 
 ),
 
+-- A send that failed and waits for its retry holds its slot: the retry is resumed without a
+-- cap check, so another trigger must not take the slot meanwhile.
 counted as (
 
     select
@@ -53,19 +55,25 @@ counted as (
     from nudge.send_ledger
     where
         category = 'marketing'
-        and status in ('planned', 'sending', 'sent', 'unknown')
+        and status in ('planned', 'sending', 'sent', 'unknown', 'failed_retryable')
         and customer_id in (select due.customer_id from due)
 
 ),
 
+-- Both directions: a tick re-run (or finishing) after a later one must see that one's sends.
 recent as (
 
     select
         customer_id,
-        count(*) filter (where counted_at > $as_of - interval 24 hours) as sent_day,
-        count(*) filter (where counted_at > $as_of - interval 7 days) as sent_week
+        count(*) filter (
+            where
+            counted_at > $as_of - interval 24 hours
+            and counted_at < $as_of + interval 24 hours
+        ) as sent_day,
+        count(*) filter (
+            where counted_at > $as_of - interval 7 days and counted_at < $as_of + interval 7 days
+        ) as sent_week
     from counted
-    where counted_at <= $as_of
     group by customer_id
 
 ),

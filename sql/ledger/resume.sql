@@ -91,7 +91,10 @@ from (
             -- Every row of the interrupted batch may still go out, so the batch can be sent
             -- again as it was; one row that may not makes the whole batch unknown.
             -- Only the same provider knows the key: after a switch of ESP the batch is unknown.
+            -- Providers keep idempotency keys for a day (Resend: 24 h): an older batch could
+            -- be delivered twice, so it is unknown.
             $idempotent and pending.provider = $provider and pending.batch_id is not null
+            and coalesce(pending.sending_at > now() - interval 23 hours, true)
             and bool_and(
                 fresh.send_id is not null
                 and fresh.rule_exclusion_reason is null
