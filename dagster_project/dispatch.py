@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -61,6 +62,8 @@ class TriggerSummary:
     deferred: int = 0
     # Due steps skipped when planned (condition false, or capped under cap_policy skip).
     skipped_at_plan: int = 0
+    # Planned, but the tick ran when it was night for the recipient: left for a later tick.
+    waiting_quiet_hours: int = 0
     # Sends this tick would have planned but a guard held back (nothing written or sent).
     held: int = 0
     held_by: str | None = None  # the guard that held them: mass_send | source_freshness
@@ -414,6 +417,20 @@ def _push_batch(
                 as_of=as_of,
             )
             messages = [m for m in messages if m.customer_id not in opted_out]
+    # An interrupted batch resent under its key must go whole (same key, same body).
+    if messages and spec.sequence.quiet_hours and batch[0][3] is None:
+        # The tick's rules judged quiet hours at as_of; a tick that runs late (re-executed,
+        # or after a long wait for the warehouse lock) must not mail at night. The rows stay
+        # planned: the next tick resumes them once it is morning for the recipient.
+        zones = {send_id: _timezone(context) for send_id, _, context, _ in batch}
+        night = {
+            m.send_id
+            for m in messages
+            if in_quiet_hours(consent_cutoff, zones.get(m.send_id), spec.quiet_hours_window)
+        }
+        if night:
+            summary.waiting_quiet_hours += len(night)
+            messages = [m for m in messages if m.send_id not in night]
     if not messages:
         return
 
@@ -430,6 +447,25 @@ def _push_batch(
     failpoints.hit("after_send")
     ledger.settle(con, run_id=run_id, results=results, as_of=as_of, retry=policy.retry)
     summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
+
+
+def _timezone(context_json: str) -> str | None:
+    try:
+        value = json.loads(context_json).get("timezone")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def in_quiet_hours(instant: datetime, timezone: str | None, window: tuple[int, int]) -> bool:
+    """Whether ``instant`` falls in [start, end) local hours of ``timezone`` (UTC if unknown)."""
+    start, end = window
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    hour = instant.astimezone(zone).hour
+    return hour >= start or hour < end if start > end else start <= hour < end
 
 
 def _record_run(

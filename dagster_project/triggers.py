@@ -48,6 +48,8 @@ class TriggerSpec:
     consent_list: str = "marketing"
     # The list whose latest status `suppressed` blocks every email (dbt var suppression_list).
     suppression_list: str = "suppression"
+    # Local hours [start, end) when marketing mail waits (dbt vars quiet_hours_start/_end).
+    quiet_hours_window: tuple[int, int] = (21, 8)
     source_file: str = ""  # the YAML that declares it, for error messages
 
     @property
@@ -96,6 +98,12 @@ def _where(node: Mapping[str, Any]) -> str:
         patch = patch.split("://", 1)[1]
     patch = patch.removeprefix("../")
     return patch or node.get("original_file_path") or node.get("name", "?")
+
+
+def _window(value: Any) -> tuple[int, int]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return (21, 8)
 
 
 def _meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -181,6 +189,7 @@ def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSp
                 description=(node.get("description") or "").strip(),
                 consent_list=str(marker.get("consent_list") or "marketing"),
                 suppression_list=str(marker.get("suppression_list") or "suppression"),
+                quiet_hours_window=_window(marker.get("quiet_hours")),
                 source_file=where,
             )
         )

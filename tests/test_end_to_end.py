@@ -91,7 +91,7 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
         assert t["outcome"] == "ok"
         assert t["candidates"] == t["eligible"] + sum(t["excluded"].values())
         settled = t["sent"] + t["failed"] + t["unknown"] + t["expired"] + t["skipped"]
-        assert t["new"] + t["resumed"] + t["skipped_at_plan"] == settled
+        assert t["new"] + t["resumed"] + t["skipped_at_plan"] == settled + t["waiting_quiet_hours"]
         # Every eligible row of the tick was planned, deferred by the frequency cap or held by
         # a guard: none fell through.
         assert t["eligible"] == t["new"] + t["deferred"] + t["held"]

@@ -75,3 +75,52 @@ def test_a_suppression_after_the_cutoff_is_not_seen(tmp_path: Path) -> None:
     _suppress(con, "cust_late", "suppressed", 120)  # after the consent cutoff (+1 h)
     summary = _dispatch(con, CART_SPEC, tmp_path / "outbox")
     assert summary.sent == 1 and summary.skipped == 0
+
+
+def test_a_tick_that_runs_late_into_the_night_leaves_marketing_mail_for_the_morning(
+    tmp_path: Path,
+) -> None:
+    con = connect(tmp_path / "w.duckdb")
+    rows = [cart_row("ny", timezone="America/New_York"), cart_row("tokyo", timezone="Asia/Tokyo")]
+    write_eligibility(con, rows)
+    # The 12:00 UTC tick actually sends at 14:00 UTC: 10:00 in New York, 23:00 in Tokyo.
+    summary = dispatch_trigger(
+        con,
+        CART_SPEC,
+        provider=OutboxProvider(tmp_path / "outbox"),
+        renderer=Renderer(),
+        as_of=AS_OF,
+        run_id="late",
+        from_email="shop@example.com",
+        policy=DispatchPolicy(),
+        consent_cutoff=AS_OF + timedelta(hours=2),
+    )
+    assert (summary.sent, summary.waiting_quiet_hours) == (1, 1)
+    statuses = dict(con.execute("select customer_id, status from nudge.send_ledger").fetchall())
+    assert statuses == {"cust_ny": "sent", "cust_tokyo": "planned"}
+    # Next morning in Tokyo (00:00 UTC = 09:00 there) the next tick resumes and sends it.
+    morning = AS_OF + timedelta(hours=12)
+    write_eligibility(
+        con,
+        [
+            cart_row(
+                "tokyo",
+                timezone="Asia/Tokyo",
+                as_of=morning,
+                expires_at=morning + timedelta(hours=5),
+            )
+        ],
+    )
+    summary = dispatch_trigger(
+        con,
+        CART_SPEC,
+        provider=OutboxProvider(tmp_path / "outbox"),
+        renderer=Renderer(),
+        as_of=morning,
+        run_id="morning",
+        from_email="shop@example.com",
+        policy=DispatchPolicy(),
+        consent_cutoff=morning,
+    )
+    assert (summary.resumed, summary.sent) == (1, 1)
+    assert len(list((tmp_path / "outbox").rglob("*.eml"))) == 2

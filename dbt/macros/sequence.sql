@@ -73,6 +73,7 @@
     'trigger': trigger,
     'consent_list': var('marketing_list'),
     'suppression_list': var('suppression_list'),
+    'quiet_hours': [var('quiet_hours_start') | int, var('quiet_hours_end') | int],
 }}) }}
 {%- if execute -%}
     {%- set meta = nudge_trigger_meta(trigger) -%}
