@@ -9,8 +9,8 @@ from .config import Settings
 from .dbt_assets import dbt_executable, nudge_dbt_models, nudge_dbt_project
 from .resources import resources_from_settings
 from .schedules import hourly_tick, nudge_tick_job
-from .send_assets import build_send_asset, higher_priority
-from .triggers import project_relations, triggers_from_manifest
+from .send_assets import build_send_asset
+from .triggers import higher_priority, project_relations, triggers_from_manifest
 
 TRIGGERS = triggers_from_manifest(nudge_dbt_project.manifest_path)
 RELATIONS = project_relations(nudge_dbt_project.manifest_path)

@@ -240,7 +240,6 @@ def _dispatch(
     competitors: Sequence[str],
 ) -> None:
     plan_options: dict[str, Any] = {
-        "priority": spec.priority,
         "cap_policy": spec.sequence.cap_policy,
         "caps": policy.caps,
         "competitors": competitors,

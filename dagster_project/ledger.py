@@ -189,7 +189,6 @@ def planning(
     run_id: str,
     as_of: datetime,
     provider: str,
-    priority: int = 50,
     cap_policy: str = "defer",
     caps: FrequencyCaps | None = None,
     competitors: Sequence[str] = (),

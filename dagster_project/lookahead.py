@@ -34,7 +34,7 @@ from .guards import GuardPolicy
 from .masking import mask_email
 from .providers import Message, Provider, ProviderLimits, SendResult
 from .rendering import Renderer, RenderError
-from .triggers import ProjectRelations, TriggerSpec
+from .triggers import ProjectRelations, TriggerSpec, higher_priority
 from .warehouse import connect, quote_relation, warehouse_lock
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
     spec = find_trigger(triggers, trigger)
     relation = PREVIEW_PREFIX + spec.relation
     policy = _configured_policy(settings)
-    higher = [PREVIEW_PREFIX + r for r in higher_priority_relations(spec, triggers)]
+    higher = [PREVIEW_PREFIX + other.relation for other in higher_priority(spec, triggers)]
     result = Preview(trigger=spec.name, as_of=as_of.isoformat())
     renderer = Renderer()
     with _preview_tables(settings, as_of) as con:
@@ -236,7 +236,6 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
             run_id="preview",
             as_of=as_of,
             provider="preview",
-            priority=spec.priority,
             cap_policy=spec.sequence.cap_policy,
             caps=policy.caps,
             competitors=higher,
@@ -405,16 +404,6 @@ def hourly(start: datetime, end: datetime) -> list[datetime]:
     return ticks
 
 
-def higher_priority_relations(spec: TriggerSpec, specs: Sequence[TriggerSpec]) -> list[str]:
-    return [
-        other.relation
-        for other in specs
-        if other.name != spec.name
-        and other.category == "marketing"
-        and (other.priority, other.name) > (spec.priority, spec.name)
-    ]
-
-
 def replay(
     warehouse: Path,
     ticks: Sequence[datetime],
@@ -452,7 +441,7 @@ def replay(
                     policy=policy,
                     relations=relations,
                     consent_cutoff=tick,
-                    competitors=higher_priority_relations(spec, ordered),
+                    competitors=[o.relation for o in higher_priority(spec, ordered)],
                 )
                 for spec in ordered
             ]

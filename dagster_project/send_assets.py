@@ -113,17 +113,6 @@ def _check_results(
     return results
 
 
-def higher_priority(spec: TriggerSpec, triggers: Sequence[TriggerSpec]) -> list[TriggerSpec]:
-    """The marketing triggers that win a customer's frequency-cap slot over ``spec``'s sends."""
-    return [
-        other
-        for other in triggers
-        if other.name != spec.name
-        and other.category == "marketing"
-        and (other.priority, other.name) > (spec.priority, spec.name)
-    ]
-
-
 def build_send_asset(
     spec: TriggerSpec,
     eligibility_key: AssetKey,

@@ -8,7 +8,7 @@ needs its entries SQL, its YAML, a one-line eligibility model and its templates;
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,18 @@ class TriggerSpec:
     @property
     def templates(self) -> tuple[str, ...]:
         return tuple(t for s in self.steps for t in s.templates)
+
+
+def higher_priority(spec: TriggerSpec, triggers: Sequence[TriggerSpec]) -> list[TriggerSpec]:
+    """The marketing triggers whose due sends take a customer's frequency-cap slot before
+    ``spec``'s: a higher priority, ties broken by name."""
+    return [
+        other
+        for other in triggers
+        if other.name != spec.name
+        and other.category == "marketing"
+        and (other.priority, other.name) > (spec.priority, spec.name)
+    ]
 
 
 def _single_step() -> SequenceDefinition:

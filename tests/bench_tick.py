@@ -63,8 +63,7 @@ from dagster_project.dispatch import (
 from dagster_project.guards import GuardPolicy
 from dagster_project.providers import Message, SendGridProvider, SendResult
 from dagster_project.rendering import Renderer
-from dagster_project.send_assets import higher_priority
-from dagster_project.triggers import TriggerSpec, triggers_from_manifest
+from dagster_project.triggers import TriggerSpec, higher_priority, triggers_from_manifest
 from dagster_project.warehouse import connect
 from tests.esp_server import EspServer
 
@@ -316,7 +315,6 @@ def _tick_one_trigger(
             run_id=RUN_1,
             as_of=as_of,
             provider=provider.name,
-            priority=spec.priority,
             cap_policy=spec.sequence.cap_policy,
             caps=policy.caps,
             competitors=competitors,

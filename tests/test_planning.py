@@ -317,7 +317,7 @@ def test_a_higher_priority_trigger_due_now_takes_the_slot(con) -> None:
         probe.hold()
     assert count(con, "nudge.send_ledger") == 0
 
-    decision = decide(con, competitors=[BIRTHDAY], priority=80)
+    decision = decide(con, competitors=[BIRTHDAY])
     assert status(con, carts[0]["send_id"]) == ("deferred", "frequency_cap_24h")
     for other in carts[1:]:
         assert status(con, other["send_id"]) == ("planned", None)

@@ -9,7 +9,11 @@ import yaml
 from dagster_project.config import MODELS_DIR, TEMPLATES_DIR
 from dagster_project.lookahead import project_triggers
 from dagster_project.rendering import Renderer
-from dagster_project.triggers import TriggerDefinitionError, triggers_from_manifest
+from dagster_project.triggers import (
+    TriggerDefinitionError,
+    higher_priority,
+    triggers_from_manifest,
+)
 
 CATALOGUE = {
     "abandoned_cart",
@@ -102,3 +106,10 @@ def test_every_trigger_yaml_sits_next_to_its_sql() -> None:
         assert (MODELS_DIR / "audience" / f"{trigger}_eligibility.sql").read_text().strip() == (
             "{{ sequence_eligibility('" + trigger + "') }}"
         )
+
+
+def test_higher_priority_marketing_triggers_take_the_cap_slot_first() -> None:
+    specs = {s.name: s for s in project_triggers()[0]}
+    above_welcome = {s.name for s in higher_priority(specs["welcome"], list(specs.values()))}
+    assert above_welcome == {"abandoned_cart", "birthday"}  # priorities 80 and 70 over 60
+    assert higher_priority(specs["abandoned_cart"], list(specs.values())) == []
