@@ -501,6 +501,66 @@ def test_holdouts_and_skipped_steps_do_not_use_the_cap(con) -> None:
     assert decision.by_status == {"planned": 3, "holdout": 1, "skipped": 1}
 
 
+# --- a sequence only moves forward ----------------------------------------------------------
+
+
+def _step(key: str, customer: str, step: str, index: int, **overrides: Any) -> dict:
+    return cart(
+        key,
+        customer,
+        send_id=ledger.send_id("abandoned_cart", key, step),
+        step=step,
+        step_index=index,
+        template=f"abandoned_cart/{step}",
+        **overrides,
+    )
+
+
+def test_a_step_before_one_already_sent_is_superseded_not_planned(con) -> None:
+    # Step 2 went out yesterday; the cart was edited since, so entered_at moved and step 1 is
+    # due again. The table was built before the ledger knew (or by a rule-less copy of it):
+    # planning reads the ledger itself and records step 1 as superseded.
+    second = _step("k", "c1", "second_reminder", 2, as_of=AS_OF - timedelta(hours=24))
+    write_eligibility(con, [second], HISTORY)
+    assert decide(con, relation=HISTORY, as_of=AS_OF - timedelta(hours=24), run_id="y").count == 1
+    ledger.settle(
+        con,
+        run_id="y",
+        results=[SendResult(second["send_id"], "sent", provider_message_id="m")],
+        as_of=AS_OF,
+    )
+    first = _step("k", "c1", "reminder", 1)
+    other = cart("other", "c2")
+    write_eligibility(con, [first, other])
+    decision = decide(con)
+    assert decision.by_status == {"planned": 1, "skipped": 1}
+    assert status(con, first["send_id"]) == ("skipped", "superseded")
+    assert status(con, other["send_id"]) == ("planned", None)
+
+
+def test_steps_the_engine_marks_superseded_are_recorded_once_due_or_not(con) -> None:
+    due_now = _step("k", "c1", "reminder", 1, is_eligible=False)
+    later = _step(
+        "k",
+        "c1",
+        "second_reminder",
+        2,
+        is_eligible=False,
+        due_at=AS_OF + timedelta(hours=20),
+        expires_at=AS_OF + timedelta(hours=44),
+    )
+    gone = _step("old", "c2", "reminder", 1, is_eligible=False, expires_at=AS_OF - timedelta(hours=1))
+    for r in (due_now, later, gone):
+        r.update(exclusion_reason="superseded", rule_exclusion_reason="superseded")
+    write_eligibility(con, [due_now, later, gone])
+    assert decide(con).by_status == {"skipped": 2}
+    assert status(con, due_now["send_id"]) == ("skipped", "superseded")
+    assert status(con, later["send_id"]) == ("skipped", "superseded")
+    # A step whose window closed before it was overtaken keeps no row, like any expired step.
+    assert count(con, f"nudge.send_ledger where send_id = '{gone['send_id']}'") == 0
+    assert decide(con, run_id="r2").by_status == {}
+
+
 # --- the mass-send hold ----------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ CUSTOMERS = [
     ("cart_berlin", "Europe/Berlin", None, _at(-200, 0)),
     ("cart_order", "UTC", None, _at(-200, 0)),
     ("capped", "UTC", "1990-06-03", _at(-200, 0)),
+    ("cart_back", "UTC", None, _at(-200, 0)),
     ("browser", "UTC", None, _at(-200, 0)),
     ("reviewer", "UTC", None, _at(-200, 0)),
     (HELD_OUT, "UTC", None, _at(-400, 0)),
@@ -73,6 +74,11 @@ def _events() -> list[tuple[str, str, str, datetime, dict[str, object]]]:
         # Cart reminder (priority 80) and birthday (70) due at the same 09:00 tick: the cart
         # wins the day's only slot, the birthday is deferred and expires at local midnight.
         ("e8", "capped", "product_added", _at(2, 7, 30), {"cart_id": "k_c", **cart}),
+        # Unsubscribed while the reminders were due, back in time for the discount on day 3;
+        # then the cart is edited (same episode), entered_at moves and the reminders fall due
+        # again: a sequence only moves forward, so they are superseded, never sent.
+        ("e16", "cart_back", "product_added", _at(0, 9), {"cart_id": "k_back", **cart}),
+        ("e17", "cart_back", "product_added", _at(3, 15), {"cart_id": "k_back", **cart}),
         # Views a lamp twice on day 0 (one email), twice again on day 3 (blocked: 30 days).
         ("e9", "browser", "product_viewed", _at(0, 12), lamp),
         ("e10", "browser", "product_viewed", _at(0, 13), lamp),
@@ -122,6 +128,11 @@ def _build_warehouse(path: Path) -> None:
                 "insert into raw.subscriptions values (?, 'marketing', 'subscribed', ?)",
                 [cid, created - timedelta(minutes=1)],
             )
+        con.execute(
+            "insert into raw.subscriptions values ('cart_back', 'marketing', 'unsubscribed', ?),"
+            " ('cart_back', 'marketing', 'subscribed', ?)",
+            [_at(-1, 0), _at(2, 12)],
+        )
         for event_id, cid, name, at, props in _events():
             con.execute(
                 "insert into raw.events values (?, ?, ?, ?, ?)",
@@ -139,6 +150,8 @@ class Week:
     # send_id -> (trigger, trigger_key, step, customer_id, status, reason, sent_as_of)
     rows: dict[str, tuple[str, str, str, str, str, str | None, datetime | None]]
     events: list[tuple[str, str]]  # (send_id, status) history
+    # (send_id, status, reason, tick) history, in the order it was recorded
+    history: list[tuple[str, str, str | None, datetime]]
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +181,13 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Week]:
             ).fetchall()
         }
         events = con.execute("select send_id, status from nudge.send_events").fetchall()
+        history = con.execute(
+            "select send_id, status, reason, as_of from nudge.send_events"
+            " order by recorded_at, as_of"
+        ).fetchall()
     finally:
         con.close()
-    yield Week(warehouse, outbox, rows, events)
+    yield Week(warehouse, outbox, rows, events, history)
 
 
 def _sends(week: Week, customer: str) -> list[tuple[str, str, datetime]]:
@@ -286,3 +303,37 @@ def test_steps_of_an_entry_never_overtake_each_other(week: Week) -> None:
     for entry, sends in by_entry.items():
         sends.sort()
         assert [i for _, i in sends] == sorted(i for _, i in sends), entry
+
+
+def test_a_sequence_only_moves_forward_even_when_its_entry_moves(week: Week) -> None:
+    # The discount went out on day 3; the cart edit that afternoon moved entered_at, and the
+    # two reminders fell due again: recorded as superseded, never sent.
+    assert _sends(week, "cart_back") == [("abandoned_cart", "discount", _at(3, 9))]
+    for step in ("reminder", "second_reminder"):
+        assert _status(week, "cart_back", "abandoned_cart", step) == ("skipped", "superseded")
+
+
+# Statuses that mean an entry's sequence has reached a step: handed over or settled on purpose.
+REACHED = {"sending", "sent", "unknown", "failed_retryable", "failed_permanent", "skipped", "holdout"}
+
+
+def test_no_entry_is_ever_sent_a_step_before_one_it_already_reached(week: Week) -> None:
+    """The forward-only invariant, for every entry of the week, from the full history."""
+    step_order = {
+        (spec.name, s.name): i for spec in project_triggers()[0] for i, s in enumerate(spec.steps)
+    }
+    reached: dict[tuple[str, str], tuple[int, datetime]] = {}
+    checked = 0
+    for send_id, status, _, tick in week.history:
+        trigger, key, step = week.rows[send_id][:3]
+        index = step_order[(trigger, step)]
+        furthest = reached.get((trigger, key))
+        if status == "sent":
+            checked += 1
+            assert furthest is None or furthest[0] <= index, (
+                f"{trigger} {key}: {step} sent at {tick} after step {furthest[0] + 1} was "
+                f"reached at {furthest[1]}"
+            )
+        if status in REACHED and (furthest is None or index > furthest[0]):
+            reached[(trigger, key)] = (index, tick)
+    assert checked >= 10, "the week sent too little to check"

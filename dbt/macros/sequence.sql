@@ -180,19 +180,32 @@ entry_steps as (
 
 ),
 
--- What this entry's earlier steps did, for step order and for conditions on earlier sends.
+-- What this entry's steps did, for step order and for conditions on earlier sends.
 entry_history as (
 
     select
-        trigger_key,
-        list(step order by step) filter (where status = 'sent') as sent_steps,
+        ledger.trigger_key,
+        list(ledger.step order by ledger.step) filter (where ledger.status = 'sent') as sent_steps,
         -- The first step still open (in flight, retrying, delivery unknown, deferred): no
         -- later step may go out, even once the steps between have expired unsent.
-        min(step_index) filter (
-            where status in ('planned', 'sending', 'unknown', 'failed_retryable', 'deferred')
-        ) as open_step_index
+        min(steps.step_index) filter (
+            where ledger.status in ('planned', 'sending', 'unknown', 'failed_retryable', 'deferred')
+        ) as open_step_index,
+        -- The furthest step the sequence has reached: handed to the provider or settled on
+        -- purpose. A sequence only moves forward, so no step before it is ever sent, even when
+        -- the entry's entered_at moves (an edited cart) and an earlier step falls due again.
+        -- Indexes come from the YAML's step names, not the ledger's step_index, so rows written
+        -- before step_index existed count too.
+        max(steps.step_index) filter (
+            where ledger.status in (
+                'planned', 'sending', 'sent', 'unknown', 'failed_retryable', 'failed_permanent',
+                'skipped', 'holdout'
+            )
+        ) as reached_step_index
     from ledger
-    group by trigger_key
+    left join steps
+        on ledger.step = steps.step
+    group by ledger.trigger_key
 
 ),
 
@@ -223,7 +236,8 @@ joined as (
         this_step.status as ledger_status,
         previous_step.status as previous_step_status,
         coalesce(entry_history.sent_steps, []) as sent_steps,
-        entry_history.open_step_index
+        entry_history.open_step_index,
+        entry_history.reached_step_index
     from entry_steps
     left join customers
         on entry_steps.customer_id = customers.customer_id
@@ -336,6 +350,8 @@ ruled as (
             {%- endif %}
             when has_exited then 'exited'
             when is_reentry_blocked then 'reentry_blocked'
+            -- A later step of this entry was already reached: this one was skipped over.
+            when coalesce(reached_step_index > step_index, false) then 'superseded'
             when {{ as_of() }} > expires_at then 'expired'
             when not is_previous_step_done then 'waiting_for_previous_step'
             when {{ as_of() }} < scheduled_at then 'not_due'
@@ -420,6 +436,7 @@ final as (
             first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
             rule_exclusion_reason, consent_status, ledger_status, previous_step_status,
             sent_steps, previous_step, previous_send_id, previous_expires_at, open_step_index,
+            reached_step_index,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
             has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
         )

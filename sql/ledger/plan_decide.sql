@@ -1,6 +1,7 @@
 -- Decide what this tick does with every due step of one trigger, before anything is written:
 -- 'planned' (send now), 'deferred' or 'skipped' (the customer's frequency cap is full),
--- 'holdout' (held out to measure lift), 'skipped' (the step's condition is false).
+-- 'holdout' (held out to measure lift), 'skipped' (the step's condition is false, or a later
+-- step of the entry was already reached: 'superseded', since a sequence only moves forward).
 -- Run inside the planning transaction into a temp table; plan.sql (new sends) and
 -- plan_deferred.sql (sends an earlier tick deferred) apply it.
 --
@@ -17,11 +18,9 @@ create or replace temp table plan_decisions as
 
 with
 
-due as (
+candidates as (
 
-    select
-        eligibility.*,
-        eligibility.exclusion_reason is null as wants_slot
+    select eligibility.*
     from {eligibility} as eligibility
     where
         -- The table was built before this tick's sends: a rerun must not see them again.
@@ -29,19 +28,72 @@ due as (
             select ledger.send_id from nudge.send_ledger as ledger
             where ledger.status != 'deferred'
         )
-        and eligibility.due_at <= $as_of
         and $as_of <= eligibility.expires_at
         and (
-            -- New sends, and sends deferred by an earlier tick's cap.
-            eligibility.exclusion_reason is null
-            -- Outcomes that settle a step without sending it, recorded once.
-            or (
-                eligibility.ledger_status is null
-                and eligibility.rule_exclusion_reason in (
-                    'holdout', 'control_group', 'condition_not_met'
+            (
+                eligibility.due_at <= $as_of
+                and (
+                    -- New sends, and sends deferred by an earlier tick's cap.
+                    eligibility.exclusion_reason is null
+                    -- Outcomes that settle a step without sending it, recorded once.
+                    or (
+                        eligibility.ledger_status is null
+                        and eligibility.rule_exclusion_reason in (
+                            'holdout', 'control_group', 'condition_not_met'
+                        )
+                    )
                 )
             )
+            -- Steps a later step of their entry overtook: recorded once, due or not, so the
+            -- entry's history says why they never went out.
+            or (
+                eligibility.ledger_status is null
+                and eligibility.rule_exclusion_reason = 'superseded'
+            )
         )
+
+),
+
+-- The furthest step each entry has reached, read from the ledger now rather than from the
+-- table's build: the engine's 'superseded' rule, re-checked at the moment of planning.
+reached as (
+
+    select
+        ledger.trigger_key,
+        max(ledger.step_index) as reached_step_index
+    from nudge.send_ledger as ledger
+    where
+        ledger.trigger in (select candidates.trigger from candidates)
+        and ledger.trigger_key in (select candidates.trigger_key from candidates)
+        and ledger.status in (
+            'planned', 'sending', 'sent', 'unknown', 'failed_retryable', 'failed_permanent',
+            'skipped', 'holdout'
+        )
+    group by ledger.trigger_key
+
+),
+
+reviewed as (
+
+    select
+        candidates.*,
+        coalesce(
+            candidates.rule_exclusion_reason = 'superseded'
+            or reached.reached_step_index > candidates.step_index,
+            false
+        ) as is_superseded
+    from candidates
+    left join reached
+        on candidates.trigger_key = reached.trigger_key
+
+),
+
+due as (
+
+    select
+        *,
+        exclusion_reason is null and not is_superseded as wants_slot
+    from reviewed
 
 ),
 
@@ -116,6 +168,7 @@ final as (
     select
         *,
         case
+            when is_superseded then 'skipped'
             when rule_exclusion_reason in ('holdout', 'control_group') then 'holdout'
             when rule_exclusion_reason = 'condition_not_met' then 'skipped'
             when
@@ -125,6 +178,7 @@ final as (
             else 'planned'
         end as decided_status,
         case
+            when is_superseded then 'superseded'
             when rule_exclusion_reason in ('holdout', 'control_group', 'condition_not_met')
                 then rule_exclusion_reason
             when category = 'marketing' and slot_rank > $cap_day - used_day
