@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CUSTOMERS ?= 100000
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo run test lint bench dev validate clean ses-emulator
+.PHONY: setup demo run test lint bench dev validate clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ demo: setup  ## generate a demo warehouse and simulate three days of ticks into 
 run: setup  ## one tick now, on NUDGE_WAREHOUSE
 	$(BIN)/nudge run
 
-test: setup ses-emulator  ## the whole test suite (dbt unit tests, provider emulators included)
+test: setup  ## the whole test suite (dbt unit tests, provider emulators included)
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -43,14 +43,6 @@ bench: setup  ## time each stage of a tick at CUSTOMERS customers
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000
 	mkdir -p .nudge/dagster_home
 	DAGSTER_HOME=$(CURDIR)/.nudge/dagster_home $(BIN)/dagster dev -w workspace.yaml
-
-# The SES provider's contract tests run against this emulator (tests/ses_emulator.py); without it
-# they skip locally and fail when CI is set. Pinned so every machine tests the same emulator.
-ses-emulator: .nudge/node/node_modules/aws-ses-v2-local/package.json  ## the local Amazon SES v2 emulator
-
-.nudge/node/node_modules/aws-ses-v2-local/package.json:
-	@command -v npm >/dev/null || { echo "npm is needed for the SES emulator (apt install nodejs npm)"; exit 1; }
-	npm install --prefix .nudge/node --no-audit --no-fund --save-exact aws-ses-v2-local@2.10.2
 
 clean:
 	rm -rf .nudge dbt/target dbt/logs

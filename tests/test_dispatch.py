@@ -23,6 +23,7 @@ from dagster_project.rendering import Renderer, RenderError
 from dagster_project.warehouse import connect, warehouse_lock
 from tests.esp_server import EspServer
 from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.providers import RecordingProvider
 
 
 def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500):
@@ -36,33 +37,6 @@ def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500):
         from_email="shop@example.com",
         policy=DispatchPolicy(batch_size=batch_size),
     )
-
-
-class RecordingProvider:
-    """A provider that records what it was asked to send and can die mid-batch."""
-
-    name = "recording"
-    limits = ProviderLimits(max_batch=1000)
-
-    def __init__(self, die_after: int | None = None) -> None:
-        self.sent: list[Message] = []
-        self.die_after = die_after
-
-    def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[SendResult]:
-        results = []
-        for message in messages:
-            if self.die_after is not None and len(self.sent) >= self.die_after:
-                raise RuntimeError("process killed mid-batch")
-            self.sent.append(message)
-            results.append(
-                SendResult(message.send_id, "sent", provider_message_id=f"m-{message.send_id}")
-            )
-        return results
-
-    def close(self) -> None:
-        pass
 
 
 def test_rerun_of_the_same_tick_sends_nothing(con, tmp_path: Path) -> None:

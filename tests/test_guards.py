@@ -14,6 +14,7 @@ from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
 from dagster_project.guards import GuardPolicy
 from dagster_project.providers import Message, OutboxProvider, ProviderLimits, SendResult
 from dagster_project.rendering import Renderer
+from tests.support.providers import RecordingProvider
 from tests.factories import (
     AS_OF,
     CART_SPEC,
@@ -60,26 +61,6 @@ def test_freshness_hold() -> None:
     assert guards.freshness_hold("t", None, AS_OF, approved) is None
 
 
-class Recorder:
-    name = "recording"
-    limits = ProviderLimits(max_batch=1000)
-
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[Message] = []
-        self.fail = fail
-
-    def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[SendResult]:
-        if self.fail:
-            raise RuntimeError("provider exploded")
-        self.sent.extend(messages)
-        return [SendResult(m.send_id, "sent") for m in messages]
-
-    def close(self) -> None:
-        pass
-
-
 def _dispatch(con, provider, *, spec=CART_SPEC, as_of=AS_OF, run_id="r1", cutoff=None, **policy):
     return dispatch_trigger(
         con,
@@ -103,7 +84,7 @@ def _runs(con) -> list[tuple]:
 
 def test_a_mass_send_is_held_until_approved(con) -> None:
     write_eligibility(con, [cart_row(f"k{i}") for i in range(30)])
-    provider = Recorder()
+    provider = RecordingProvider()
     held = _dispatch(con, provider, mass_send_max=25)
     assert (held.outcome, held.held, held.new, held.sent) == ("held", 30, 0, 0)
     assert held.held_by == "mass_send" and "cap of 25" in (held.hold_reason or "")
@@ -116,7 +97,7 @@ def test_a_mass_send_is_held_until_approved(con) -> None:
 
 
 def test_the_multiple_rule_uses_the_trigger_history_in_nudge_runs(con) -> None:
-    provider = Recorder()
+    provider = RecordingProvider()
     # Three quiet ticks of 3 sends each form the baseline...
     for hour in range(3):
         as_of = AS_OF + timedelta(hours=hour)
@@ -134,7 +115,7 @@ def test_an_absence_trigger_is_held_when_events_are_stale(con) -> None:
     spec = cart_spec(fires_on_absence=True)
     assert spec.fires_on_absence
     write_eligibility(con, [cart_row("a"), cart_row("b")])
-    provider = Recorder()
+    provider = RecordingProvider()
     add_event(con, "c1", AS_OF - timedelta(hours=30))
     stale = _dispatch(con, provider, spec=spec, freshness_max_hours=24)
     assert (stale.outcome, stale.held_by, stale.held, stale.sent) == (
@@ -152,7 +133,7 @@ def test_an_absence_trigger_is_held_when_events_are_stale(con) -> None:
 def test_stale_events_do_not_hold_a_trigger_that_fires_on_presence(con) -> None:
     write_eligibility(con, [cart_row("a")])
     add_event(con, "c1", AS_OF - timedelta(days=30))
-    summary = _dispatch(con, Recorder(), spec=CART_SPEC, freshness_max_hours=24)
+    summary = _dispatch(con, RecordingProvider(), spec=CART_SPEC, freshness_max_hours=24)
     assert not CART_SPEC.fires_on_absence
     assert (summary.outcome, summary.sent) == ("ok", 1)
 
@@ -179,20 +160,22 @@ def test_an_unsubscribe_after_the_build_is_honoured_at_push_time(con, tmp_path: 
 def test_consent_after_the_cutoff_is_the_future_for_a_simulated_tick(con) -> None:
     write_eligibility(con, [cart_row("later")])
     add_subscription(con, "cust_later", "unsubscribed", AS_OF + timedelta(days=2))
-    assert _dispatch(con, Recorder(), cutoff=AS_OF).sent == 1
+    assert _dispatch(con, RecordingProvider(), cutoff=AS_OF).sent == 1
 
 
 def test_transactional_triggers_skip_the_marketing_consent_recheck(con) -> None:
     spec = cart_spec(category="transactional")
     write_eligibility(con, [cart_row("receipt", category="transactional")])
     add_subscription(con, "cust_receipt", "unsubscribed", AS_OF + timedelta(minutes=1))
-    assert _dispatch(con, Recorder(), spec=spec, cutoff=AS_OF + timedelta(hours=1)).sent == 1
+    assert (
+        _dispatch(con, RecordingProvider(), spec=spec, cutoff=AS_OF + timedelta(hours=1)).sent == 1
+    )
 
 
 def test_a_failed_push_still_leaves_its_run_log_row(con) -> None:
     write_eligibility(con, [cart_row("a")])
     with pytest.raises(RuntimeError, match="exploded"):
-        _dispatch(con, Recorder(fail=True))
+        _dispatch(con, RecordingProvider(fail=True))
     (outcome, errors) = con.execute("select outcome, errors from nudge.runs").fetchone()
     assert outcome == "failed" and "provider exploded" in errors
     # The claimed row stays 'sending' for the next run to settle: not lost, not resent blindly.

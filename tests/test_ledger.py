@@ -1,4 +1,4 @@
-"""The ledger's claims and state changes, on a real DuckDB file."""
+"""The ledger's claims, state changes, migrations and crash recovery, on a real DuckDB file."""
 
 from __future__ import annotations
 
@@ -8,17 +8,29 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
+from dagster_project.policy import RetryPolicy
 from dagster_project.providers import SendResult
 from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.ledger_steps import hand_over, plan
+from tests.support.mirrors import send_id
 
 
-def test_send_id_is_deterministic_and_distinguishes_steps() -> None:
-    assert ledger.send_id("t", "k", "s") == ledger.send_id("t", "k", "s")
-    assert ledger.send_id("t", "k", "s1") != ledger.send_id("t", "k", "s2")
-    # Same as the dbt macro: md5 of trigger|trigger_key|step.
-    assert ledger.send_id("abandoned_cart", "k_sent", "reminder") == (
-        "b8e8b0dd1757de1afd83a1f6983c727d"
-    )
+def test_the_ledger_is_created_once_and_upgrades_apply_once(tmp_path) -> None:
+    con = duckdb.connect(str(tmp_path / "fresh.duckdb"))
+    try:
+        applied = ledger.ensure_ledger(con)
+        migrations = sorted(p.stem for p in ledger.MIGRATIONS_DIR.glob("*.sql"))
+        assert applied == migrations and len(migrations) >= 5
+        assert ledger.ensure_ledger(con) == []  # up to date: nothing runs again
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from duckdb_tables() where schema_name = 'nudge'"
+            ).fetchall()
+        }
+        assert {"send_ledger", "send_events", "runs", "handovers", "migrations"} <= tables
+    finally:
+        con.close()
 
 
 def test_plan_claims_only_due_eligible_rows_not_in_ledger(con: duckdb.DuckDBPyConnection) -> None:
@@ -31,33 +43,28 @@ def test_plan_claims_only_due_eligible_rows_not_in_ledger(con: duckdb.DuckDBPyCo
             cart_row("expired", expires_at=AS_OF - timedelta(seconds=1)),
         ],
     )
-    planned = ledger.plan(
-        con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="outbox"
-    )
+    planned = plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="outbox")
     assert planned == 1
-    assert ledger_rows(con) == {
-        ledger.send_id("abandoned_cart", "due", "reminder"): ("planned", None, 0)
-    }
+    assert ledger_rows(con) == {send_id("abandoned_cart", "due", "reminder"): ("planned", None, 0)}
 
 
 def test_plan_twice_claims_each_send_once(con: duckdb.DuckDBPyConnection) -> None:
     write_eligibility(con, [cart_row("a"), cart_row("b")])
-    first = ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
-    second = ledger.plan(
-        con, eligibility=CART_SPEC.relation, run_id="r2", as_of=AS_OF, provider="x"
-    )
+    first = plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    second = plan(con, eligibility=CART_SPEC.relation, run_id="r2", as_of=AS_OF, provider="x")
     assert (first, second) == (2, 0)
     owners = {r[0] for r in con.execute("select run_id from nudge.send_ledger").fetchall()}
     assert owners == {"r1"}
 
 
-def test_claim_and_settle_record_results(con: duckdb.DuckDBPyConnection) -> None:
+def test_settle_records_results_and_clears_the_batchs_journal(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
     write_eligibility(con, [cart_row("a"), cart_row("b")])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
-    ids = [ledger.send_id("abandoned_cart", k, "reminder") for k in ("a", "b")]
-    assert ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b-r1") == set(ids)
-    # A second claim of the same rows finds nothing planned: they are already sending.
-    assert ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b-r1") == set()
+    plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    ids = [send_id("abandoned_cart", k, "reminder") for k in ("a", "b")]
+    hand_over(con, run_id="r1", trigger="abandoned_cart", send_ids=ids, key="b-r1")
+    assert _journal(con) == 2
     ledger.settle(
         con,
         run_id="r1",
@@ -74,6 +81,15 @@ def test_claim_and_settle_record_results(con: duckdb.DuckDBPyConnection) -> None
         "sent": 1,
         "failed_permanent": 1,
     }
+    assert _journal(con) == 0  # settled: the journal has served its purpose
+    sending_at, sent_as_of = con.execute(
+        "select sending_at, sent_as_of from nudge.send_ledger where send_id = ?", [ids[0]]
+    ).fetchall()[0]
+    assert sending_at is not None and sent_as_of == AS_OF
+
+
+def _journal(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("select count(*) from nudge.handovers").fetchall()[0][0]
 
 
 def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -82,9 +98,9 @@ def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     rows = [cart_row(k) for k in keys]
     rows[keys.index("late")]["expires_at"] = AS_OF + timedelta(minutes=30)
     write_eligibility(con, rows)
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
-    ids = {k: ledger.send_id("abandoned_cart", k, "reminder") for k in keys}
-    ledger.claim_batch(con, run_id="dead", send_ids=[ids["sending"]], batch_id="b-dead")
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="x")
+    ids = {k: send_id("abandoned_cart", k, "reminder") for k in keys}
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[ids["sending"]], key="k1")
     return ids
 
 
@@ -151,9 +167,8 @@ def test_resume_resends_in_flight_rows_only_through_an_idempotent_provider(con) 
 
 def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
     write_eligibility(con, [cart_row("blip"), cart_row("rejected")])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
-    blip, rejected = (ledger.send_id("abandoned_cart", k, "reminder") for k in ("blip", "rejected"))
-    ledger.claim_batch(con, run_id="r1", send_ids=[blip, rejected], batch_id="b-r1")
+    plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    blip, rejected = (send_id("abandoned_cart", k, "reminder") for k in ("blip", "rejected"))
     ledger.settle(
         con,
         run_id="r1",
@@ -192,16 +207,16 @@ def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
 
 def _one_failed_retryable(con, *, attempts: int = 1) -> str:
     write_eligibility(con, [cart_row("blip")])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
-    blip = ledger.send_id("abandoned_cart", "blip", "reminder")
-    ledger.claim_batch(con, run_id="r1", send_ids=[blip], batch_id="b1")
-    con.execute("update nudge.send_ledger set attempts = ?", [attempts])
+    plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    blip = send_id("abandoned_cart", "blip", "reminder")
+    # Earlier ticks' attempts: this failure is the attempts-th.
+    con.execute("update nudge.send_ledger set attempts = ?", [attempts - 1])
     ledger.settle(
         con,
         run_id="r1",
         as_of=AS_OF,
         results=[SendResult(blip, "failed", error="HTTP 503", retryable=True)],
-        retry=ledger.RetryPolicy(base_minutes=15, max_backoff_minutes=60),
+        retry=RetryPolicy(base_minutes=15, max_backoff_minutes=60),
     )
     return blip
 
@@ -215,7 +230,7 @@ def _resume(con, as_of, *, provider="x", idempotent=False, run_id="next", **retr
         as_of=as_of,
         provider=provider,
         idempotent=idempotent,
-        retry=ledger.RetryPolicy(**retry),
+        retry=RetryPolicy(**retry),
     )
 
 
@@ -244,15 +259,15 @@ def test_a_retryable_failure_gives_up_after_the_maximum_age(con) -> None:
 
 
 def _interrupted_batch(con, keys: list[str], provider: str = "resend") -> list[str]:
-    """A run sent one batch through ``provider`` and died before the answer was recorded."""
+    """A run sent one request through ``provider`` and died before its answer was read."""
     write_eligibility(con, [cart_row(k) for k in keys])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider=provider)
-    ids = [ledger.send_id("abandoned_cart", k, "reminder") for k in keys]
-    ledger.claim_batch(con, run_id="dead", send_ids=ids, batch_id="key-1")
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider=provider)
+    ids = [send_id("abandoned_cart", k, "reminder") for k in keys]
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="key-1")
     return ids
 
 
-def test_an_interrupted_idempotent_batch_is_resent_whole_with_its_key(con) -> None:
+def test_an_interrupted_idempotent_request_is_resent_whole_with_its_key(con) -> None:
     ids = _interrupted_batch(con, ["a", "b", "c"])
     assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 3}
     batches = ledger.planned_batches(con, trigger="abandoned_cart", run_id="next", batch_size=2)
@@ -260,6 +275,47 @@ def test_an_interrupted_idempotent_batch_is_resent_whole_with_its_key(con) -> No
     assert [(sorted(r[0] for r in b), {r[3] for r in b}) for b in batches] == [
         (sorted(ids), {"key-1"})
     ]
+    assert _journal(con) == 0  # what the journal said is now in the ledger
+
+
+def test_a_dead_runs_sends_are_settled_by_what_the_journal_says(con) -> None:
+    """Only a request handed over without an answer is in doubt; the rest is known."""
+    keys = ["answered", "rejected", "in_flight", "never_sent"]
+    write_eligibility(con, [cart_row(k) for k in keys])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sendgrid")
+    ids = {k: send_id("abandoned_cart", k, "reminder") for k in keys}
+    hand_over(
+        con,
+        run_id="dead",
+        trigger="abandoned_cart",
+        send_ids=[ids["answered"], ids["rejected"]],
+        key="req-1",
+        answers=[
+            SendResult(ids["answered"], "sent", provider_message_id="m-1"),
+            SendResult(ids["rejected"], "failed", error="HTTP 400: bad address"),
+        ],
+    )
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[ids["in_flight"]], key="r2")
+    counts = _resume(con, AS_OF, provider="sendgrid")
+    rows = ledger_rows(con)
+    assert rows[ids["answered"]][0] == "sent"
+    assert rows[ids["rejected"]] == ("failed_permanent", "HTTP 400: bad address", 1)
+    assert rows[ids["in_flight"]][0] == "unknown"
+    assert rows[ids["never_sent"]][0] == "planned"  # never left the dead run: sent now
+    assert counts == {"sent": 1, "failed_permanent": 1, "unknown": 1, "planned": 1}
+    (message_id,) = con.execute(
+        "select provider_message_id from nudge.send_ledger where send_id = ?", [ids["answered"]]
+    ).fetchall()[0]
+    assert message_id == "m-1"
+    assert _journal(con) == 0
+
+
+def test_a_send_an_older_release_left_sending_is_unknown(con) -> None:
+    # Before the journal, a whole batch was marked 'sending' before its requests went out.
+    write_eligibility(con, [cart_row("a")])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sendgrid")
+    con.execute("update nudge.send_ledger set status = 'sending', batch_id = 'old-key'")
+    assert _resume(con, AS_OF, provider="sendgrid") == {"unknown": 1}
 
 
 def test_an_interrupted_idempotent_batch_with_one_ineligible_row_is_unknown(con) -> None:
@@ -288,7 +344,6 @@ def test_every_state_change_is_in_the_history(con) -> None:
     ).fetchall()
     assert history == [
         ("planned", None, "r1"),
-        ("sending", None, "r1"),
         ("failed_retryable", "provider_unavailable", "r1"),
         ("planned", "provider_unavailable", "next"),
     ]
@@ -314,9 +369,8 @@ def test_resolve_unknown_resend_and_drop(con) -> None:
 
 def test_duplicate_deliveries_counts_send_ids_settled_sent_twice(con) -> None:
     write_eligibility(con, [cart_row("a"), cart_row("b")])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
+    plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
     ids = [cart_row(k)["send_id"] for k in ("a", "b")]
-    ledger.claim_batch(con, run_id="r1", send_ids=ids, batch_id="b1")
     ledger.settle(con, run_id="r1", as_of=AS_OF, results=[SendResult(i, "sent") for i in ids])
     assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 0
     # A regression that re-plans a sent row and sends it again shows up in the history.

@@ -2,7 +2,7 @@
 deferred sends released later, holdouts, the mass-send hold, resume of deferred and waiting
 sends, and paused triggers.
 
-Earlier sends are made the way a tick makes them (plan, claim, settle through
+Earlier sends are made the way a tick makes them (plan, settle through
 ``dagster_project.ledger``), so the caps count exactly what the ledger functions record.
 """
 
@@ -17,11 +17,15 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
-from dagster_project.ledger import FrequencyCaps, PlanDecision
+from dagster_project.dispatch import dispatch_trigger
+from dagster_project.ledger import PlanDecision
+from dagster_project.policy import DispatchPolicy, FrequencyCaps
 from dagster_project.providers import Message, ProviderLimits, SendResult
 from dagster_project.rendering import Renderer
 from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.ledger_steps import hand_over
+from tests.support.providers import RecordingProvider
+from tests.support.mirrors import send_id as make_send_id
 
 CART = CART_SPEC.relation
 BIRTHDAY = "audience.birthday_eligibility"  # a higher-priority competitor
@@ -36,7 +40,7 @@ def row(trigger: str, key: str, customer: str, *, step: str = "s", **overrides: 
         key,
         **{
             "trigger": trigger,
-            "send_id": ledger.send_id(trigger, key, step),
+            "send_id": make_send_id(trigger, key, step),
             "step": step,
             "template": f"{trigger}/{step}",
             "customer_id": customer,
@@ -106,19 +110,20 @@ def send_earlier(
     trigger: str = "history",
 ) -> str:
     """Another trigger's send to ``customer`` by the tick ``hours`` before AS_OF, taken to
-    ``final`` (planned, sending, sent, unknown, failed_*) through the ledger functions."""
+    ``final`` (planned, sent, unknown, failed_*) through the ledger functions; ``sending`` is
+    the state an older release left a batch in while its requests were out."""
     tick = AS_OF - timedelta(hours=hours)
     key = f"{customer}-{hours}h"
     earlier = row(trigger, key, customer, as_of=tick, category=category)
     write_eligibility(con, [earlier], HISTORY)
     run_id = f"history-{key}"
-    assert decide(con, relation=HISTORY, as_of=tick, run_id=run_id, caps=LOOSE).count == 1
+    assert decide(con, relation=HISTORY, as_of=tick, run_id=run_id, caps=LOOSE).planned == 1
     send_id = earlier["send_id"]
-    if final != "planned":
-        claimed = ledger.claim_batch(
-            con, run_id=run_id, send_ids=[send_id], batch_id=f"b-{key}", as_of=tick
+    if final == "sending":
+        con.execute(
+            "update nudge.send_ledger set status = 'sending', sent_as_of = ? where send_id = ?",
+            [tick, send_id],
         )
-        assert claimed == {send_id}
     if final in _RESULTS:
         ledger.settle(con, run_id=run_id, results=[_RESULTS[final](send_id)], as_of=tick)
     assert status(con, send_id)[0] == final
@@ -128,7 +133,7 @@ def send_earlier(
 # --- the daily and weekly caps ---------------------------------------------------------------
 
 
-def test_the_claim_records_the_tick_the_caps_count_by(con) -> None:
+def test_a_settled_send_records_the_tick_the_caps_count_by(con) -> None:
     send_id = send_earlier(con, "c1", hours=3)
     (sent_as_of,) = con.execute(
         "select sent_as_of from nudge.send_ledger where send_id = ?", [send_id]
@@ -154,10 +159,10 @@ def test_one_marketing_email_per_customer_per_24h(con, hours_ago, expected) -> N
     assert status(con, capped["send_id"]) == expected
     assert status(con, other["send_id"]) == ("planned", None)  # another customer: unaffected
     if expected[0] == "deferred":
-        assert (decision.count, decision.deferred) == (1, 1)
+        assert (decision.planned, decision.deferred) == (1, 1)
         assert decision.by_status == {"planned": 1, "deferred": 1}
     else:
-        assert (decision.count, decision.deferred) == (2, 0)
+        assert (decision.planned, decision.deferred) == (2, 0)
         assert decision.by_status == {"planned": 2}
 
 
@@ -169,7 +174,6 @@ def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
     write_eligibility(con, [earlier], HISTORY)
     send_id = earlier["send_id"]
     decide(con, relation=HISTORY, as_of=first, run_id="h1")
-    ledger.claim_batch(con, run_id="h1", send_ids=[send_id], batch_id="b1", as_of=first)
     ledger.settle(con, run_id="h1", results=[_RESULTS["failed_retryable"](send_id)], as_of=first)
     write_eligibility(con, [{**earlier, "as_of": retry}], HISTORY)
     assert ledger.resume(
@@ -181,7 +185,6 @@ def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
         provider="outbox",
         idempotent=False,
     ) == {"planned": 1}
-    ledger.claim_batch(con, run_id="h2", send_ids=[send_id], batch_id="b2", as_of=retry)
     ledger.settle(con, run_id="h2", results=[_RESULTS["sent"](send_id)], as_of=retry)
     assert status(con, send_id) == ("sent", None)
 
@@ -195,7 +198,7 @@ def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
     ("final", "counts"),
     [
         ("planned", True),  # about to go out
-        ("sending", True),  # may be out
+        ("sending", True),  # may be out (a batch an older release left in flight)
         ("sent", True),
         ("unknown", True),  # may have been delivered
         ("failed_retryable", True),  # waits for its retry, which takes no new slot: holds it
@@ -219,7 +222,7 @@ def test_transactional_sends_neither_obey_nor_count_toward_the_caps(con) -> None
     write_eligibility(con, [receipt], RECEIPT)
     receipt_decision = decide(con, relation=RECEIPT, run_id="receipt-run")
     assert status(con, receipt["send_id"]) == ("planned", None)
-    assert (receipt_decision.count, receipt_decision.deferred) == (1, 0)
+    assert (receipt_decision.planned, receipt_decision.deferred) == (1, 0)
 
     marketing_c1, marketing_c2 = cart("k1", "c1"), cart("k2", "c2")
     write_eligibility(con, [marketing_c1, marketing_c2])
@@ -260,7 +263,7 @@ def test_cap_policy_skip_settles_the_step_as_skipped(con) -> None:
     write_eligibility(con, [new])
     decision = decide(con, cap_policy="skip")
     assert status(con, new["send_id"]) == ("skipped", "frequency_cap_24h")
-    assert (decision.count, decision.deferred, decision.by_status) == (0, 0, {"skipped": 1})
+    assert (decision.planned, decision.deferred, decision.by_status) == (0, 0, {"skipped": 1})
     (settled_at,) = con.execute(
         "select settled_at from nudge.send_ledger where send_id = ?", [new["send_id"]]
     ).fetchone()
@@ -268,7 +271,7 @@ def test_cap_policy_skip_settles_the_step_as_skipped(con) -> None:
     # Skipped is final: a tick after the cap window does not send it after all.
     later = AS_OF + timedelta(hours=22)
     write_eligibility(con, [cart("k1", "c1", as_of=later, expires_at=AS_OF + timedelta(days=2))])
-    assert decide(con, as_of=later, run_id="r2", cap_policy="skip").count == 0
+    assert decide(con, as_of=later, run_id="r2", cap_policy="skip").planned == 0
     assert status(con, new["send_id"]) == ("skipped", "frequency_cap_24h")
 
 
@@ -282,7 +285,7 @@ def test_two_sends_due_for_one_customer_in_one_tick_go_earliest_first(con) -> No
     decision = decide(con)
     assert status(con, first["send_id"]) == ("planned", None)
     assert status(con, second["send_id"]) == ("deferred", "frequency_cap_24h")
-    assert (decision.count, decision.deferred) == (1, 1)
+    assert (decision.planned, decision.deferred) == (1, 1)
 
 
 # --- priority between triggers ---------------------------------------------------------------
@@ -313,7 +316,7 @@ def test_a_higher_priority_trigger_due_now_takes_the_slot(con) -> None:
     with ledger.planning(
         con, eligibility=CART, run_id="probe", as_of=AS_OF, provider="outbox"
     ) as probe:
-        assert probe.count == 5
+        assert probe.planned == 5
         probe.hold()
     assert count(con, "nudge.send_ledger") == 0
 
@@ -321,28 +324,26 @@ def test_a_higher_priority_trigger_due_now_takes_the_slot(con) -> None:
     assert status(con, carts[0]["send_id"]) == ("deferred", "frequency_cap_24h")
     for other in carts[1:]:
         assert status(con, other["send_id"]) == ("planned", None)
-    assert (decision.count, decision.deferred) == (4, 1)
+    assert (decision.planned, decision.deferred) == (4, 1)
     # The competitor's own rows are not this trigger's to write.
     assert count(con, "nudge.send_ledger where trigger = 'birthday'") == 0
 
 
-@pytest.mark.parametrize("final", ["planned", "sending", "sent"])
+@pytest.mark.parametrize("final", ["planned", "handed_over", "sent"])
 def test_a_competitor_send_already_in_the_ledger_is_counted_once(con, final) -> None:
     caps = FrequencyCaps(day=2, week=3)
     # c1: only the birthday send, planned earlier in this same tick by its own step.
     # c2: a marketing send 3 h ago plus the birthday send still due: two, the cap is full.
     birthday_c1, birthday_c2 = row("birthday", "b1", "c1"), row("birthday", "b2", "c2")
     write_eligibility(con, [birthday_c1], BIRTHDAY)
-    assert decide(con, relation=BIRTHDAY, run_id="bday", caps=caps).count == 1
-    if final != "planned":
-        ledger.claim_batch(
-            con, run_id="bday", send_ids=[birthday_c1["send_id"]], batch_id="b", as_of=AS_OF
-        )
+    assert decide(con, relation=BIRTHDAY, run_id="bday", caps=caps).planned == 1
+    if final == "handed_over":  # its request is on the wire: the ledger still says planned
+        hand_over(con, run_id="bday", trigger="birthday", send_ids=[birthday_c1["send_id"]])
     if final == "sent":
         ledger.settle(
             con, run_id="bday", results=[SendResult(birthday_c1["send_id"], "sent")], as_of=AS_OF
         )
-    assert status(con, birthday_c1["send_id"])[0] == final
+    assert status(con, birthday_c1["send_id"])[0] == final.replace("handed_over", "planned")
     send_earlier(con, "c2", hours=3)
     # The birthday table was built before any send step ran: both rows still look due there.
     write_eligibility(con, [birthday_c1, birthday_c2], BIRTHDAY)
@@ -372,7 +373,7 @@ def test_a_deferred_send_is_released_once_the_cap_window_has_passed(con) -> None
         con, [cart("k1", "c1", as_of=still, expires_at=expires, ledger_status="deferred")]
     )
     waiting = decide(con, as_of=still, run_id="r2")
-    assert (waiting.count, waiting.deferred, waiting.by_status) == (0, 1, {})
+    assert (waiting.planned, waiting.deferred, waiting.by_status) == (0, 1, {})
     assert status(con, send_id) == ("deferred", "frequency_cap_24h")
     assert events(con, send_id) == [("deferred", "frequency_cap_24h", "r1")]
 
@@ -392,7 +393,7 @@ def test_a_deferred_send_is_released_once_the_cap_window_has_passed(con) -> None
         ],
     )
     released = decide(con, as_of=later, run_id="r3")
-    assert (released.count, released.deferred, released.by_status) == (1, 0, {"planned": 1})
+    assert (released.planned, released.deferred, released.by_status) == (1, 0, {"planned": 1})
     assert status(con, send_id) == ("planned", None)
     assert events(con, send_id) == [
         ("deferred", "frequency_cap_24h", "r1"),
@@ -451,7 +452,7 @@ def test_holdouts_and_unmet_conditions_are_recorded_once_and_never_sent(con) -> 
     }
     write_eligibility(con, list(rows.values()))
     decision = decide(con)
-    assert (decision.count, decision.deferred) == (0, 0)
+    assert (decision.planned, decision.deferred) == (0, 0)
     assert decision.by_status == {"holdout": 2, "skipped": 1}
     assert status(con, rows["holdout"]["send_id"]) == ("holdout", "holdout")
     assert status(con, rows["control_group"]["send_id"]) == ("holdout", "control_group")
@@ -508,7 +509,7 @@ def _step(key: str, customer: str, step: str, index: int, **overrides: Any) -> d
     return cart(
         key,
         customer,
-        send_id=ledger.send_id("abandoned_cart", key, step),
+        send_id=make_send_id("abandoned_cart", key, step),
         step=step,
         step_index=index,
         template=f"abandoned_cart/{step}",
@@ -522,7 +523,7 @@ def test_a_step_before_one_already_sent_is_superseded_not_planned(con) -> None:
     # planning reads the ledger itself and records step 1 as superseded.
     second = _step("k", "c1", "second_reminder", 2, as_of=AS_OF - timedelta(hours=24))
     write_eligibility(con, [second], HISTORY)
-    assert decide(con, relation=HISTORY, as_of=AS_OF - timedelta(hours=24), run_id="y").count == 1
+    assert decide(con, relation=HISTORY, as_of=AS_OF - timedelta(hours=24), run_id="y").planned == 1
     ledger.settle(
         con,
         run_id="y",
@@ -549,7 +550,9 @@ def test_steps_the_engine_marks_superseded_are_recorded_once_due_or_not(con) -> 
         due_at=AS_OF + timedelta(hours=20),
         expires_at=AS_OF + timedelta(hours=44),
     )
-    gone = _step("old", "c2", "reminder", 1, is_eligible=False, expires_at=AS_OF - timedelta(hours=1))
+    gone = _step(
+        "old", "c2", "reminder", 1, is_eligible=False, expires_at=AS_OF - timedelta(hours=1)
+    )
     for r in (due_now, later, gone):
         r.update(exclusion_reason="superseded", rule_exclusion_reason="superseded")
     write_eligibility(con, [due_now, later, gone])
@@ -572,7 +575,7 @@ def test_hold_rolls_back_every_decision(con) -> None:
         [cart("k1", "c1"), cart("k2", "c2"), _not_sent("h", "c3", "holdout")],
     )
     with ledger.planning(con, eligibility=CART, run_id="r1", as_of=AS_OF, provider="x") as held:
-        assert (held.count, held.deferred) == (1, 1)
+        assert (held.planned, held.deferred) == (1, 1)
         assert held.by_status == {"planned": 1, "deferred": 1, "holdout": 1}
         held.hold()
     assert held.held
@@ -591,8 +594,7 @@ def test_hold_rolls_back_every_decision(con) -> None:
 def _failed_retryable(con, key: str = "blip") -> str:
     write_eligibility(con, [cart(key, f"c_{key}")])
     decide(con, run_id="r1")
-    send_id = ledger.send_id("abandoned_cart", key, "reminder")
-    ledger.claim_batch(con, run_id="r1", send_ids=[send_id], batch_id="b1", as_of=AS_OF)
+    send_id = make_send_id("abandoned_cart", key, "reminder")
     ledger.settle(
         con,
         run_id="r1",
@@ -709,23 +711,6 @@ def test_resume_never_plans_a_deferred_send(con, rule_reason) -> None:
 # --- dispatch: paused triggers, summary counts -----------------------------------------------
 
 
-class Recorder:
-    name = "recording"
-    limits = ProviderLimits(max_batch=100)
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[SendResult]:
-        self.sent.extend(messages)
-        return [SendResult(m.send_id, "sent") for m in messages]
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def renderer(tmp_path: Path) -> Renderer:
     """Templates of their own, so these tests do not depend on the shipped copy."""
@@ -755,7 +740,7 @@ def _dispatch(con, renderer, provider, *, run_id="r1", as_of=AS_OF, **options):
 
 def test_a_paused_trigger_touches_nothing(con, renderer) -> None:
     write_eligibility(con, [cart("k1", "c1"), cart("k2", "c2")])
-    provider = Recorder()
+    provider = RecordingProvider(max_batch=100)
     summary = _dispatch(con, renderer, provider, paused=frozenset({"abandoned_cart"}))
     assert summary.outcome == "paused"
     assert "paused" in (summary.skipped_reason or "")
@@ -777,7 +762,11 @@ def test_a_paused_trigger_does_not_resume_earlier_runs(con, renderer) -> None:
     send_id = cart("k1", "c1")["send_id"]
     history = events(con, send_id)
     summary = _dispatch(
-        con, renderer, Recorder(), run_id="r2", paused=frozenset({"abandoned_cart"})
+        con,
+        renderer,
+        RecordingProvider(max_batch=100),
+        run_id="r2",
+        paused=frozenset({"abandoned_cart"}),
     )
     assert summary.outcome == "paused"
     owner = con.execute(
@@ -790,7 +779,7 @@ def test_a_paused_trigger_does_not_resume_earlier_runs(con, renderer) -> None:
 def test_dispatch_reports_deferred_and_held_out_sends(con, renderer) -> None:
     write_eligibility(con, [row("birthday", "b1", "c1")], BIRTHDAY)
     write_eligibility(con, [cart("k1", "c1"), cart("k2", "c2"), _not_sent("h", "c3", "holdout")])
-    provider = Recorder()
+    provider = RecordingProvider(max_batch=100)
     summary = _dispatch(con, renderer, provider, competitors=[BIRTHDAY])
     assert (summary.outcome, summary.new, summary.sent) == ("ok", 1, 1)
     assert (summary.deferred, summary.holdout) == (1, 1)
@@ -802,9 +791,15 @@ def test_dispatch_reports_deferred_and_held_out_sends(con, renderer) -> None:
 def test_dispatch_applies_the_policy_caps(con, renderer) -> None:
     send_earlier(con, "c1", hours=3)
     write_eligibility(con, [cart("k1", "c1")])
-    capped = _dispatch(con, renderer, Recorder(), run_id="r1")
+    capped = _dispatch(con, renderer, RecordingProvider(max_batch=100), run_id="r1")
     assert (capped.new, capped.deferred) == (0, 1)
-    loose = _dispatch(con, renderer, Recorder(), run_id="r2", caps=FrequencyCaps(day=2, week=3))
+    loose = _dispatch(
+        con,
+        renderer,
+        RecordingProvider(max_batch=100),
+        run_id="r2",
+        caps=FrequencyCaps(day=2, week=3),
+    )
     assert (loose.new, loose.sent, loose.deferred) == (1, 1, 0)
 
 
@@ -813,9 +808,11 @@ def test_dispatch_applies_the_policy_caps(con, renderer) -> None:
 
 def test_a_rerun_of_the_same_tick_reports_nothing_deferred(con, renderer) -> None:
     write_eligibility(con, [cart(f"k{i}", f"c{i}") for i in range(3)])
-    first = _dispatch(con, renderer, Recorder(), run_id="r1")
+    first = _dispatch(con, renderer, RecordingProvider(max_batch=100), run_id="r1")
     assert (first.new, first.sent, first.deferred) == (3, 3, 0)
-    again = _dispatch(con, renderer, Recorder(), run_id="r2")  # same as_of, same table
+    again = _dispatch(
+        con, renderer, RecordingProvider(max_batch=100), run_id="r2"
+    )  # same as_of, same table
     assert count(con, "nudge.send_ledger where status = 'deferred'") == 0
     assert (again.new, again.sent) == (0, 0)
     assert again.deferred == 0
@@ -826,7 +823,7 @@ def test_a_paused_trigger_with_missing_templates_is_still_just_paused(con, tmp_p
     summary = _dispatch(
         con,
         Renderer(templates_dir=tmp_path / "no-templates"),
-        Recorder(),
+        RecordingProvider(max_batch=100),
         paused=frozenset({"abandoned_cart"}),
     )
     assert summary.outcome == "paused"
@@ -846,14 +843,11 @@ def test_a_send_by_a_later_tick_counts_for_an_earlier_tick_run_late(con) -> None
 
 def test_a_crashed_batch_older_than_the_providers_key_memory_is_unknown(con) -> None:
     write_eligibility(con, [cart("k1", "c1")])
-    assert decide(con, run_id="dead").count == 1
+    assert decide(con, run_id="dead").planned == 1
     send_id = cart("k1", "c1")["send_id"]
-    ledger.claim_batch(con, run_id="dead", send_ids=[send_id], batch_id="key-1", as_of=AS_OF)
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[send_id], key="key-1")
     # The run died while sending, a day ago by the wall clock: the key may be forgotten.
-    con.execute(
-        "update nudge.send_ledger set sending_at = now() - interval 25 hours where send_id = ?",
-        [send_id],
-    )
+    con.execute("update nudge.handovers set recorded_at = now() - interval 25 hours")
     ledger.resume(
         con,
         trigger="abandoned_cart",
@@ -877,7 +871,7 @@ def test_a_released_deferred_send_takes_the_releasing_runs_provider(con) -> None
         con, eligibility=CART, run_id="r2", as_of=later, provider="resend"
     ) as decision:
         pass
-    assert decision.count == 1
+    assert decision.planned == 1
     assert con.execute(
         "select status, provider from nudge.send_ledger where send_id = ?", [send_id]
     ).fetchall() == [("planned", "resend")]

@@ -314,7 +314,15 @@ def test_a_sequence_only_moves_forward_even_when_its_entry_moves(week: Week) -> 
 
 
 # Statuses that mean an entry's sequence has reached a step: handed over or settled on purpose.
-REACHED = {"sending", "sent", "unknown", "failed_retryable", "failed_permanent", "skipped", "holdout"}
+REACHED = {
+    "sending",
+    "sent",
+    "unknown",
+    "failed_retryable",
+    "failed_permanent",
+    "skipped",
+    "holdout",
+}
 
 
 def test_no_entry_is_ever_sent_a_step_before_one_it_already_reached(week: Week) -> None:

@@ -11,6 +11,14 @@
 
     Frequency caps are the one rule not decided here: they depend on what other triggers send in
     the same tick, so the send step applies them when it plans (sql/ledger/plan.sql).
+
+    A trigger model may also output a text column `entry_exclusion_reason`: null when the entry
+    is fine, else why its data cannot make an email (abandoned_cart and post_purchase_review say
+    `invalid_items` when every product has a price or quantity that is not a number). The entry
+    is then excluded with that reason, right after invalid_email (data problems before consent
+    and exits). A new reason must be added to exclusion_reason's accepted values in
+    models/audience/_audience__models.yml. Every eligibility table has the column, null for
+    triggers that do not output it.
 -#}
 
 {#- "90m", "24h", "3d" -> minutes. Python validates the same grammar at load time with an
@@ -90,9 +98,16 @@
 
 with
 
+-- `union all by name` with an empty row adds entry_exclusion_reason as null when the trigger
+-- model has no such column, and keeps the model's own when it has: decided by DuckDB when the
+-- query runs, so the macro needs no compile-time look at the model's columns (unit tests have
+-- neither the graph's YAML nor a built relation to look at).
 entries as (
 
     select * from {{ ref(trigger) }}
+    union all by name
+    select cast(null as varchar) as entry_exclusion_reason
+    where false
 
 ),
 
@@ -343,6 +358,9 @@ ruled as (
         case
             when not is_known_customer then 'unknown_customer'
             when not is_valid_email then 'invalid_email'
+            -- The trigger's own verdict on the entry's data (e.g. invalid_items): before consent
+            -- and before exits, so a cart left with only invalid items does not read `exited`.
+            when entry_exclusion_reason is not null then entry_exclusion_reason
             when is_suppressed then 'suppressed'
             {%- if category == 'marketing' %}
             when consent_status is null then 'no_consent'
@@ -426,6 +444,7 @@ final as (
         exclusion_reason is null as is_eligible,
         exclusion_reason,
         rule_exclusion_reason,
+        entry_exclusion_reason,
         consent_status,
         ledger_status,
         previous_step_status,
@@ -434,9 +453,9 @@ final as (
         * exclude (
             send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
             first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
-            rule_exclusion_reason, consent_status, ledger_status, previous_step_status,
-            sent_steps, previous_step, previous_send_id, previous_expires_at, open_step_index,
-            reached_step_index,
+            rule_exclusion_reason, entry_exclusion_reason, consent_status, ledger_status,
+            previous_step_status, sent_steps, previous_step, previous_send_id,
+            previous_expires_at, open_step_index, reached_step_index,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
             has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
         )

@@ -50,9 +50,14 @@ line_items as (
                 else 0
             end
         ) as net_quantity,
+        -- One add or remove whose quantity is not a number leaves the net quantity unknown.
+        bool_and(coalesce(has_valid_quantity, true)) as has_valid_quantity,
         -- The latest add carries the current name and price shown to the shopper.
         arg_max(product_name, occurred_at) filter (where event_name = 'product_added') as name,
         arg_max(price, occurred_at) filter (where event_name = 'product_added') as price,
+        arg_max(has_valid_price, occurred_at) filter (
+            where event_name = 'product_added'
+        ) as has_valid_price,
         arg_max(url, occurred_at) filter (where event_name = 'product_added') as url,
         arg_max(image_url, occurred_at) filter (where event_name = 'product_added') as image_url,
         arg_max(currency, occurred_at) filter (where event_name = 'product_added') as currency
@@ -64,6 +69,19 @@ line_items as (
 
 ),
 
+-- What is still in the cart. A product whose latest price or any quantity is not a number
+-- cannot be shown or totalled: it is left out of the email and only counted. One whose quantity
+-- is unknown may or may not still be in the cart, so it is counted too.
+cart_lines as (
+
+    select
+        *,
+        coalesce(has_valid_price, true) and has_valid_quantity as is_valid
+    from line_items
+    where net_quantity > 0 or not has_valid_quantity
+
+),
+
 contents as (
 
     select
@@ -71,19 +89,21 @@ contents as (
         list(
             {
                 'product_id': product_id,
-                'name': coalesce(name, product_id),
+                'name': coalesce(
+                    name, {{ nudge_truncate('product_id', 'max_product_name_chars') }}
+                ),
                 'quantity': net_quantity,
                 'price': price,
                 'url': url,
                 'image_url': image_url
             }
             order by name, product_id
-        ) as items,
-        sum(net_quantity) as item_count,
-        sum(net_quantity * coalesce(price, 0)) as cart_value,
-        coalesce(max(currency), 'USD') as currency
-    from line_items
-    where net_quantity > 0
+        ) filter (where is_valid) as items,
+        sum(net_quantity) filter (where is_valid) as item_count,
+        sum(net_quantity * coalesce(price, 0)) filter (where is_valid) as cart_value,
+        count(*) filter (where not is_valid) as invalid_item_count,
+        max(currency) filter (where is_valid) as currency
+    from cart_lines
     group by cart_id
 
 ),
@@ -118,6 +138,7 @@ final as (
         contents.items,
         coalesce(contents.item_count, 0) as item_count,
         coalesce(contents.cart_value, 0) as cart_value,
+        coalesce(contents.invalid_item_count, 0) as invalid_item_count,
         coalesce(contents.currency, 'USD') as currency,
         ordered_carts.cart_id is not null as is_ordered
     from activity

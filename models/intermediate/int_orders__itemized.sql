@@ -37,18 +37,29 @@ order_products as (
 
 ),
 
+-- Names and URLs come straight from the shop's payload: held to the same limits as in staging.
 typed_products as (
 
     select
         order_id,
         product_index,
         product ->> 'product_id' as product_id,
-        product ->> 'name' as name,
+        {{ nudge_truncate("product ->> 'name'", 'max_product_name_chars') }} as name,
         try_cast(product ->> 'price' as decimal(18, 2)) as price,
         -- Same default as the events' own quantity: a product listed without one was bought once.
         coalesce(try_cast(product ->> 'quantity' as integer), 1) as quantity,
-        product ->> 'url' as url,
-        product ->> 'image_url' as image_url
+        -- A price or quantity present but not a number: the product is left out of the email.
+        (
+            product ->> 'price' is null
+            or try_cast(product ->> 'price' as decimal(18, 2)) is not null
+        )
+        and (
+            product ->> 'quantity' is null
+            or try_cast(product ->> 'quantity' as integer) is not null
+        ) as is_valid,
+        {{ nudge_truncate("product ->> 'url'", 'max_url_chars', overflow='null') }} as url,
+        {{ nudge_truncate("product ->> 'image_url'", 'max_url_chars', overflow='null') }}
+            as image_url
     from order_products
 
 ),
@@ -60,15 +71,18 @@ order_items as (
         list(
             {
                 'product_id': product_id,
-                'name': coalesce(name, product_id),
+                'name': coalesce(
+                    name, {{ nudge_truncate('product_id', 'max_product_name_chars') }}
+                ),
                 'quantity': quantity,
                 'price': price,
                 'url': url,
                 'image_url': image_url
             }
             order by product_index
-        ) as items,
-        sum(quantity) as item_count
+        ) filter (where is_valid) as items,
+        sum(quantity) filter (where is_valid) as item_count,
+        count(*) filter (where not is_valid) as invalid_item_count
     from typed_products
     -- An entry that names no product cannot be shown in an email.
     where product_id is not null or name is not null
@@ -86,7 +100,8 @@ final as (
         orders.revenue,
         orders.currency,
         order_items.items,
-        coalesce(order_items.item_count, 0) as item_count
+        coalesce(order_items.item_count, 0) as item_count,
+        coalesce(order_items.invalid_item_count, 0) as invalid_item_count
     from orders
     left join order_items
         on orders.order_id = order_items.order_id

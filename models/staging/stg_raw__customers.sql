@@ -17,7 +17,9 @@ cleaned as (
     select
         cast(source.customer_id as varchar) as customer_id,
         {{ normalize_email('source.email') }} as email,
-        nullif(trim(source.first_name), '') as first_name,
+        -- Cut to var max_name_chars: a greeting is no place for a 200 KB name.
+        {{ nudge_truncate("nullif(trim(source.first_name), '')", 'max_name_chars') }}
+            as first_name,
         nullif(trim(source.timezone), '') as timezone_raw,
         cast(source.birthday as date) as birthday,
         cast(source.created_at as timestamptz) as created_at

@@ -62,13 +62,20 @@ final as (
         properties ->> 'cart_id' as cart_id,
         properties ->> 'order_id' as order_id,
         properties ->> 'product_id' as product_id,
-        properties ->> 'name' as product_name,
+        {{ nudge_truncate("properties ->> 'name'", 'max_product_name_chars') }} as product_name,
         try_cast(properties ->> 'price' as decimal(18, 2)) as price,
+        -- A price or quantity that is present but not a number ("twelve") is flagged rather than
+        -- read as a number it is not: the emails leave such items out.
+        properties ->> 'price' is null
+        or try_cast(properties ->> 'price' as decimal(18, 2)) is not null as has_valid_price,
         coalesce(try_cast(properties ->> 'quantity' as integer), 1) as quantity,
+        properties ->> 'quantity' is null
+        or try_cast(properties ->> 'quantity' as integer) is not null as has_valid_quantity,
         try_cast(properties ->> 'revenue' as decimal(18, 2)) as revenue,
         upper(properties ->> 'currency') as currency,
-        properties ->> 'url' as url,
-        properties ->> 'image_url' as image_url,
+        {{ nudge_truncate("properties ->> 'url'", 'max_url_chars', overflow='null') }} as url,
+        {{ nudge_truncate("properties ->> 'image_url'", 'max_url_chars', overflow='null') }}
+            as image_url,
         properties
     from parsed
 

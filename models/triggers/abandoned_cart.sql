@@ -128,6 +128,14 @@ final as (
         carts.item_count,
         carts.cart_value,
         carts.currency,
+        carts.invalid_item_count,
+        -- Every product left in the cart has a price or quantity that is not a number: nothing
+        -- can be shown, so the engine excludes the entry with this reason (before any exit,
+        -- although item_count is 0).
+        case
+            when carts.invalid_item_count > 0 and carts.item_count = 0
+                then 'invalid_items'
+        end as entry_exclusion_reason,
         '{{ var("shop_url") }}/cart/' || converted_episodes.cart_id as cart_url,
         -- A personal code per cart and episode, stable across ticks so every rerun renders the
         -- same email; the shop's checkout must accept CART- codes for discount_percent.

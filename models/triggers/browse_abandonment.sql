@@ -132,7 +132,8 @@ final as (
         customer_id,
         last_viewed_at as entered_at,
         product_id,
-        coalesce(product_name, product_id) as product_name,
+        coalesce(product_name, {{ nudge_truncate('product_id', 'max_product_name_chars') }})
+            as product_name,
         price,
         coalesce(currency, 'USD') as currency,
         url,

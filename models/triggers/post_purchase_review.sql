@@ -39,6 +39,13 @@ final as (
         deliveries.delivered_at,
         orders.items,
         orders.item_count,
+        orders.invalid_item_count,
+        -- Every product the order lists has a price or quantity that is not a number: the engine
+        -- excludes the entry with this reason.
+        case
+            when orders.invalid_item_count > 0 and orders.item_count = 0
+                then 'invalid_items'
+        end as entry_exclusion_reason,
         '{{ var("shop_url") }}/review/' || orders.order_id as review_url,
         '{{ var("shop_url") }}' as shop_url
     from orders

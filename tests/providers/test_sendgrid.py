@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from dagster_project.providers import (
     build_provider,
 )
 from dagster_project.providers.sendgrid import build_sendgrid_payload, parse_retry_after
+from tests import spec_schemas
 from tests.esp_server import EspServer, Reply, bad_request
 from tests.factories import SleepRecorder, make_message
 from tests.sendgrid_schema import validate_sendgrid_payload
@@ -140,23 +143,72 @@ def test_validator_rejects_bad_payloads(mutate: Any, why: str) -> None:
         validate_sendgrid_payload(payload)
 
 
-def test_message_id_comes_from_the_response_header(
-    server: EspServer, provider: SendGridProvider
-) -> None:
-    server.script([202, Reply(status=202, include_message_id=False)])
-    first, second = provider.send([make_message(1)]) + provider.send([make_message(2)])
-    assert first.provider_message_id  # a server-generated id
-    assert second.status == "sent"
-    assert second.provider_message_id is None
+# -- without the published specs: skip on a fresh clone, fail where they are required --------
 
 
-def test_unsendable_message_fails_without_a_request(
-    server: EspServer, provider: SendGridProvider
+def _no_specs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, require: str) -> Path:
+    missing = tmp_path / "no-shared" / "specs"
+    monkeypatch.setitem(spec_schemas.SETTINGS, spec_schemas.SPECS_ENV, str(missing))
+    monkeypatch.setitem(spec_schemas.SETTINGS, spec_schemas.SENDGRID_SPEC_ENV, "")
+    monkeypatch.setitem(spec_schemas.SETTINGS, spec_schemas.REQUIRE_ENV, require)
+    return missing
+
+
+@pytest.mark.parametrize(
+    ("require", "outcome"), [("", pytest.skip.Exception), ("1", pytest.fail.Exception)]
+)
+def test_a_missing_spec_skips_or_fails_when_required_naming_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, require: str, outcome: type[BaseException]
 ) -> None:
-    results = provider.send([make_message(1, html="", text=""), make_message(2, to_email="")])
-    assert [r.status for r in results] == ["failed", "failed"]
-    assert [r.attempts for r in results] == [0, 0]
-    assert server.send_requests() == []
+    missing = _no_specs(monkeypatch, tmp_path, require)
+    for provider in ("postmark", "resend", "sendgrid"):
+        with pytest.raises(outcome, match=re.escape(f"published specs not found at {missing}")):
+            spec_schemas.require_spec(provider)
+    with pytest.raises(outcome, match="NUDGE_REQUIRE_SPECS"):
+        spec_schemas.validate_request_body("postmark", [])
+
+
+def test_the_sendgrid_spec_override_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_specs(monkeypatch, tmp_path, "")
+    override = tmp_path / "mail.json"
+    monkeypatch.setitem(spec_schemas.SETTINGS, spec_schemas.SENDGRID_SPEC_ENV, str(override))
+    assert spec_schemas.spec_path("sendgrid") == override
+    with pytest.raises(pytest.skip.Exception, match=re.escape(str(override))):
+        spec_schemas.require_spec("sendgrid")
+    override.write_text("{}")
+    assert spec_schemas.require_spec("sendgrid") == override
+
+
+@pytest.mark.parametrize("validate", [True, ["sendgrid", "webhook"]])
+def test_without_specs_the_server_checks_only_the_webhook_contract(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sleeps: SleepRecorder,
+    validate: bool | list[str],
+) -> None:
+    _no_specs(monkeypatch, tmp_path, "")
+    with EspServer(api_key=API_KEY, validate=validate) as server:
+        assert server.validated_dialects == {"webhook"}
+        with make_provider(server.url, sleeps) as provider:
+            assert provider.send([make_message(1)])[0].status == "sent"
+        assert server.schema_violations == []
+
+
+def test_when_specs_are_required_a_server_validating_that_dialect_fails_to_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = _no_specs(monkeypatch, tmp_path, "1")
+    server = EspServer(validate=["sendgrid"])
+    with pytest.raises(pytest.fail.Exception, match=re.escape(str(missing))):
+        server.start()
+    server.stop()
+    # A server checking only our own webhook contract needs no published spec.
+    with EspServer(validate=["webhook"]) as webhook_only:
+        assert webhook_only.validated_dialects == {"webhook"}
+    with EspServer(validate=True) as lenient:
+        assert lenient.validated_dialects == {"webhook"}
 
 
 # -- retries -------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from dagster_project import ledger
 from dagster_project.providers import Message
 from dagster_project.sequences import parse_sequence
 from dagster_project.triggers import TriggerSpec
+from tests.support.mirrors import send_id
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -46,7 +46,7 @@ CART_SPEC = cart_spec()
 def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str, Any]:
     """One due, eligible abandoned-cart row, as the dbt eligibility model would produce it."""
     row: dict[str, Any] = {
-        "send_id": ledger.send_id("abandoned_cart", key, "reminder"),
+        "send_id": send_id("abandoned_cart", key, "reminder"),
         "trigger": "abandoned_cart",
         "trigger_key": key,
         "step": "reminder",

@@ -1,139 +1,141 @@
 """Two SES stand-ins for the SES adapter's tests.
 
-* fixture ``ses_emulator``: the npm package ``aws-ses-v2-local`` (installed by ``make
-  ses-emulator`` into ``.nudge/node``) run as a subprocess on a free loopback port. It speaks
-  the SES v2 API (``POST /v2/email/outbound-emails``) and lists what it received at
-  ``GET /store`` (``POST /clear-store`` empties it, ``GET /health-check`` answers 200). It
-  checks only that an ``Authorization: AWS...`` header is present and does not keep
-  ``EmailTags``, so signatures and tags are checked against :class:`SesStubServer`.
+* :func:`run_ses_emulator`: moto's server mode (``moto[server]``, a pinned dev dependency from
+  PyPI), run in this process by :class:`moto.server.ThreadedMotoServer` on 127.0.0.1 and a port
+  the OS picks. It speaks the SES v2 API (``POST /v2/email/outbound-emails``), refuses senders
+  whose address or domain is not a verified identity (``MessageRejected``, as SES does in its
+  sandbox), and shows what it accepted through its own introspection API,
+  ``GET /moto-api/data.json`` (``POST /moto-api/reset`` empties every backend). For a simple
+  email it keeps the sender, the destinations, the subject and *one* body (the HTML part when
+  there is one, else the text); it does not check signatures and keeps neither ``EmailTags``,
+  ``ConfigurationSetName`` nor custom headers, so those are checked against
+  :class:`SesStubServer`.
 * :class:`SesStubServer`: a tiny ``http.server`` on 127.0.0.1 that records every request
   (headers, body, client port) and answers as scripted, with SES-style JSON errors
   (``x-amzn-ErrorType`` header plus ``{"message": ...}``), delays or dropped connections.
 
-Without the emulator the fixture skips with the command to run, or fails when ``CI`` is set so
-a CI run cannot silently lose the contract test.
+Nothing here needs more than the ``dev`` extras: no Node.js, no network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-ROOT = Path(__file__).resolve().parent.parent
-EMULATOR_PACKAGE = ROOT / ".nudge" / "node" / "node_modules" / "aws-ses-v2-local"
-INSTALL_HINT = "the SES emulator is not installed; run `make ses-emulator` (needs Node 20 + npm)"
-_STARTUP_SECONDS = 15.0
+# moto only routes on the credential scope of the signature; any key pair will do.
+EMULATOR_ACCESS_KEY = "AKIDEXAMPLE0NUDGE0EMU"
+EMULATOR_SECRET_KEY = "nudge-ses-emulator-secret"
+VERIFIED_DOMAIN = "nudge.example"  # the domain of tests.factories' senders
 
 
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (released, so the emulator can bind it)."""
+    """A currently free TCP port on 127.0.0.1 (released again: nothing listens on it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _emulator_command(port: int) -> list[str] | None:
-    """``node <cli.js> --host 127.0.0.1 --port N``, or None when node/the package is missing."""
-    node = shutil.which("node")
-    manifest = EMULATOR_PACKAGE / "package.json"
-    if node is None or not manifest.is_file():
-        return None
-    bin_field = json.loads(manifest.read_text()).get("bin")
-    cli = bin_field.get("aws-ses-v2-local") if isinstance(bin_field, dict) else bin_field
-    if not cli or not (EMULATOR_PACKAGE / cli).is_file():
-        return None
-    return [node, str(EMULATOR_PACKAGE / cli), "--host", "127.0.0.1", "--port", str(port)]
+@dataclass(frozen=True)
+class SentEmail:
+    """One email as moto stored it (``moto.ses.models.Message``)."""
 
-
-def _missing_emulator() -> None:
-    if os.environ.get("CI"):
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    pytest.skip(INSTALL_HINT)
+    message_id: str
+    source: str
+    to: list[str]
+    subject: str
+    body: str  # moto keeps the HTML part when there is one, else the text part
 
 
 @dataclass
 class SesEmulator:
-    """A running emulator: its base URL and helpers for its store."""
+    """A running moto server: its base URL, and helpers for its identities and its store."""
 
     url: str
+    region: str
+    identities: list[str] = field(default_factory=list)
 
-    def emails(self) -> list[dict[str, Any]]:
-        """Every email the emulator accepted, oldest first."""
-        response = httpx.get(f"{self.url}/store", timeout=5)
+    def _call(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """A signed SES v2 call, signed with fixed keys (never the developer's AWS setup)."""
+        body = json.dumps(payload)
+        request = AWSRequest(
+            "POST", self.url + path, data=body, headers={"Content-Type": "application/json"}
+        )
+        credentials = Credentials(EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY)
+        SigV4Auth(credentials, "ses", self.region).add_auth(request)
+        return httpx.post(
+            self.url + path, content=body, headers=dict(request.headers.items()), timeout=5
+        )
+
+    def verify(self, identity: str) -> None:
+        """Make ``identity`` (an address or a domain) a verified sender: SES v2
+        ``CreateEmailIdentity``, which moto verifies at once."""
+        response = self._call("/v2/email/identities", {"EmailIdentity": identity})
+        if response.status_code != 200:
+            pytest.fail(f"moto refused CreateEmailIdentity {identity}: {response.text}")
+        if identity not in self.identities:
+            self.identities.append(identity)
+
+    def emails(self) -> list[SentEmail]:
+        """Every simple email moto accepted since the last :meth:`clear`, oldest first."""
+        response = httpx.get(f"{self.url}/moto-api/data.json", timeout=5)
         response.raise_for_status()
-        return list(response.json()["emails"])
+        return [
+            SentEmail(
+                message_id=m["id"],
+                source=m["source"],
+                to=list(m["destinations"].get("ToAddresses", [])),
+                subject=m["subject"],
+                body=m["body"],
+            )
+            for m in response.json().get("ses", {}).get("Message", [])
+        ]
 
     def clear(self) -> None:
-        httpx.post(f"{self.url}/clear-store", timeout=5).raise_for_status()
+        """Forget every stored email: moto resets all its state, so re-verify the senders."""
+        httpx.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
+        for identity in self.identities:
+            self.verify(identity)
 
 
 @contextlib.contextmanager
-def run_ses_emulator() -> Iterator[SesEmulator]:
-    """Run ``aws-ses-v2-local`` on a free loopback port until the block ends.
+def run_ses_emulator(
+    region: str, identities: Iterable[str] = (VERIFIED_DOMAIN,)
+) -> Iterator[SesEmulator]:
+    """Run moto's server on 127.0.0.1 (a port the OS picks) until the block ends, with the
+    ``identities`` verified in ``region``. Its state starts empty.
 
-    Skips the calling test when the emulator is not installed, or fails it when ``CI`` is set.
+    moto keeps its state in module globals, shared by every server in the process: run one at
+    a time (the SES tests share one per session and :meth:`SesEmulator.clear` it per test).
     """
-    port = free_port()
-    command = _emulator_command(port)
-    if command is None:
-        _missing_emulator()
-        return
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as output:
-        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + _STARTUP_SECONDS
-            while True:
-                if proc.poll() is not None:
-                    output.seek(0)
-                    log = output.read().decode(errors="replace")
-                    pytest.fail(f"SES emulator exited with {proc.returncode}:\n{log}")
-                try:
-                    if httpx.get(f"{url}/health-check", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"SES emulator did not answer on {url} in {_STARTUP_SECONDS}s")
-                time.sleep(0.05)
-            yield SesEmulator(url)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    from moto.server import ThreadedMotoServer
 
-
-@pytest.fixture(scope="session", name="ses_emulator")
-def ses_emulator_fixture() -> Iterator[SesEmulator]:
-    """:func:`run_ses_emulator` once per test session, as fixture ``ses_emulator``.
-
-    Import ``ses_emulator_fixture`` into a test module to use it. Tests share one process, so
-    each should :meth:`SesEmulator.clear` the store first (or filter by what it sent).
-    """
-    with run_ses_emulator() as emulator:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        emulator = SesEmulator(f"http://{host}:{port}", region)
+        httpx.post(f"{emulator.url}/moto-api/reset", timeout=5).raise_for_status()
+        for identity in identities:
+            emulator.verify(identity)
         yield emulator
+    finally:
+        server.stop()
 
 
 # -- a scripted SES stand-in for signatures and error classification -------------------------

@@ -6,9 +6,27 @@ hard-coded copy): ``requestBody`` in OpenAPI 3 (Resend, SendGrid), the ``in: bod
 in Swagger 2.0 (Postmark). ``$ref``s resolve through a ``referencing.Registry`` rooted at the
 whole spec document, and formats are asserted.
 
-The specs live beside the repository in ``<repo>/../shared/specs``; ``NUDGE_SPECS_DIR``
-overrides the folder. What the published specs cannot say is checked too, clearly separated
+What the published specs cannot say is checked too, clearly separated
 (:func:`documented_rules`), each rule quoting where it comes from.
+
+Where the specs come from, and what happens without them (the one place that decides it):
+
+* The specs live beside the repository in ``<repo>/../shared/specs``, which a fresh clone
+  does not have. ``NUDGE_SPECS_DIR`` points elsewhere (a folder laid out the same way; a
+  non-existent one simulates a fresh clone), ``NUDGE_SENDGRID_SPEC`` at SendGrid's file alone.
+* ``NUDGE_REQUIRE_SPECS=1`` (set by ``.ci/run``; any value but empty, ``0``, ``false`` or
+  ``no``) makes a missing spec *fail* every test that needs it, with the missing path.
+  Without it those tests *skip*, all with the same reason, and every other test still runs.
+* A test needs a spec when it validates against one: :func:`validate_request_body` and
+  ``tests.sendgrid_schema.validate_sendgrid_payload`` skip or fail through
+  :func:`require_spec`. :class:`tests.esp_server.EspServer` checks request bodies against
+  the schemas at hand (:func:`warm_up`; the webhook's schema is ours and always there): with
+  ``validate=("postmark",)`` a missing Postmark spec fails its start under
+  ``NUDGE_REQUIRE_SPECS`` and leaves Postmark bodies unchecked otherwise, so the server's
+  other tests (retries, errors...) still run on a fresh clone.
+* ``tests/conftest.py`` clears every ``NUDGE_*`` variable before each test, so these three
+  are read once, when this module is first imported (at collection: the test modules and
+  ``tests/esp_server.py`` import it at top level).
 
 Spec quirks worth knowing:
 
@@ -29,9 +47,11 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from jsonschema import Draft4Validator, Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
@@ -42,7 +62,13 @@ from referencing.jsonschema import DRAFT4, DRAFT202012
 from dagster_project.providers.webhook import WEBHOOK_REQUEST_SCHEMA
 
 SPECS_ENV = "NUDGE_SPECS_DIR"
+SENDGRID_SPEC_ENV = "NUDGE_SENDGRID_SPEC"
+REQUIRE_ENV = "NUDGE_REQUIRE_SPECS"
 DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs"
+
+# Read at import, before conftest's per-test clean-up of NUDGE_* (see the module docstring);
+# tests of these rules patch this dict.
+SETTINGS = {name: os.environ.get(name, "") for name in (SPECS_ENV, SENDGRID_SPEC_ENV, REQUIRE_ENV)}
 
 # provider -> (spec file under the specs folder, batch endpoint path)
 SPECS: dict[str, tuple[str, str]] = {
@@ -54,19 +80,53 @@ SPECS: dict[str, tuple[str, str]] = {
 _RESEND_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
+def specs_required() -> bool:
+    """Whether a missing spec fails the tests that need it (else they skip)."""
+    return SETTINGS[REQUIRE_ENV].strip().lower() not in ("", "0", "false", "no")
+
+
 def specs_dir() -> Path:
-    return Path(os.environ.get(SPECS_ENV) or DEFAULT_SPECS_DIR)
+    return Path(SETTINGS[SPECS_ENV] or DEFAULT_SPECS_DIR)
 
 
 def spec_path(provider: str) -> Path:
+    """Where the provider's published spec is read from (it may not exist)."""
+    if provider == "sendgrid" and SETTINGS[SENDGRID_SPEC_ENV]:
+        return Path(SETTINGS[SENDGRID_SPEC_ENV])
     relative, _ = SPECS[provider]
-    path = specs_dir() / relative
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{provider} API spec not found at {path}. The specs are expected in "
-            f"<repo>/../shared/specs/{relative}; set {SPECS_ENV} to the folder holding them."
+    return specs_dir() / relative
+
+
+def _missing(provider: str) -> Path | None:
+    """None when the spec is on disk, else the path to name: the specs folder when it is
+    missing altogether (so every skip gives the same reason), else the file."""
+    path = spec_path(provider)
+    if path.is_file():
+        return None
+    folder = specs_dir()
+    return folder if path.is_relative_to(folder) and not folder.is_dir() else path
+
+
+def spec_available(provider: str) -> bool:
+    """Whether the provider's spec is on disk; if not, fails the calling test when
+    ``NUDGE_REQUIRE_SPECS`` is set, else returns False."""
+    missing = _missing(provider)
+    if missing is not None and specs_required():
+        pytest.fail(
+            f"published specs not found at {missing}, and {REQUIRE_ENV} is set: put them in "
+            f"<repo>/../shared/specs or point {SPECS_ENV} at them",
+            pytrace=False,
         )
-    return path
+    return missing is None
+
+
+def require_spec(provider: str) -> Path:
+    """The provider's spec; without it, skips the calling test (fails it when
+    ``NUDGE_REQUIRE_SPECS`` is set)."""
+    if not spec_available(provider):
+        reason = f"published specs not found at {_missing(provider)}"
+        pytest.skip(f"{reason} (set {REQUIRE_ENV}=1 to require them)")
+    return spec_path(provider)
 
 
 @functools.cache
@@ -74,10 +134,11 @@ def load_spec(provider: str) -> dict[str, Any]:
     """The parsed spec document (YAML, or JSON, which YAML reads too)."""
     # libyaml's loader when present: the pure-Python one takes ~0.5 s for Resend's spec.
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with spec_path(provider).open(encoding="utf-8") as handle:
+    path = require_spec(provider)
+    with path.open(encoding="utf-8") as handle:
         document = yaml.load(handle, Loader=loader)
     if not isinstance(document, dict):
-        raise ValueError(f"{spec_path(provider)} is not an OpenAPI/Swagger document")
+        raise ValueError(f"{path} is not an OpenAPI/Swagger document")
     return document
 
 
@@ -173,18 +234,37 @@ def documented_rules(provider: str, body: Any) -> list[str]:
     return problems
 
 
-def warm_up() -> None:
-    """Load every spec and build every validator now (e.g. before a server starts timing)."""
-    for provider in (*SPECS, "webhook"):
-        if provider != "sendgrid":
-            request_validator(provider)
+def warm_up(required: Iterable[str] = ()) -> frozenset[str]:
+    """Build the validator of every schema at hand now (e.g. before a server starts timing)
+    and return the dialects they cover: ``webhook`` (our own schema) and each provider whose
+    published spec is present. A ``required`` provider without its spec fails the calling
+    test under ``NUDGE_REQUIRE_SPECS`` (see :func:`spec_available`)."""
+    from tests.sendgrid_schema import mail_send_validator
+
+    required = set(required)
+    if required - {*SPECS, "webhook"}:
+        raise ValueError(f"no schema for {sorted(required - {*SPECS, 'webhook'})}")
+    available = {"webhook"}
+    request_validator("webhook")
+    for provider in SPECS:
+        present = spec_available(provider) if provider in required else not _missing(provider)
+        if present:
+            available.add(provider)
+            if provider == "sendgrid":
+                mail_send_validator()
+            else:
+                request_validator(provider)
+    return frozenset(available)
 
 
 def validate_request_body(provider: str, body: Any) -> None:
     """Raise :class:`jsonschema.ValidationError` unless ``body`` is a valid request body.
 
     ``provider``: ``postmark``, ``resend``, ``sendgrid`` or ``webhook`` (our own contract).
+    Skips or fails the calling test when the provider's published spec is missing.
     """
+    if provider in SPECS:
+        require_spec(provider)  # checked on every call: the validators are cached
     if provider == "sendgrid":
         from tests.sendgrid_schema import validate_sendgrid_payload
 

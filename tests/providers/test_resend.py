@@ -26,7 +26,7 @@ KEY = "batch-0123456789abcdef"
 
 @pytest.fixture
 def server() -> Iterator[EspServer]:
-    with EspServer(api_key=API_KEY, validate=True) as srv:
+    with EspServer(api_key=API_KEY, validate=["resend"]) as srv:
         yield srv
         assert srv.errors == []
         assert srv.schema_violations == []

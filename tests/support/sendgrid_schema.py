@@ -10,7 +10,8 @@ Known quirk of the spec: the *top-level* ``custom_args`` is typed as a string; n
 ``personalizations[].custom_args`` (an object there), so this is left as published.
 
 The spec lives in the shared folder beside the repository (``<repo>/../shared/specs/...``);
-``NUDGE_SENDGRID_SPEC`` overrides the path.
+``NUDGE_SENDGRID_SPEC`` overrides the path. Where it is read from, and whether a missing spec
+skips or fails the test (``NUDGE_REQUIRE_SPECS``), is decided in ``tests/spec_schemas.py``.
 
 Usage from another test::
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,16 @@ from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_ENV = "NUDGE_SENDGRID_SPEC"
-DEFAULT_SPEC_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "specs" / "sendgrid" / "tsg_mail_v3.json"
-)
+from tests import spec_schemas
+
+SPEC_ENV = spec_schemas.SENDGRID_SPEC_ENV
 SPEC_URI = "urn:nudge:sendgrid:tsg_mail_v3.json"
 MAIL_SEND_PATH = "/v3/mail/send"
 
 
 def spec_path() -> Path:
-    """Where the SendGrid Mail Send OpenAPI document is read from."""
-    return Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC_PATH)
+    """Where the SendGrid Mail Send OpenAPI document is read from (it may not exist)."""
+    return spec_schemas.spec_path("sendgrid")
 
 
 def _escape_pointer(token: str) -> str:
@@ -50,12 +49,11 @@ def _escape_pointer(token: str) -> str:
 
 @functools.cache
 def mail_send_validator() -> Draft202012Validator:
-    """A Draft 2020-12 validator for the JSON body of ``POST /v3/mail/send``."""
-    path = spec_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"SendGrid OpenAPI spec not found at {path}; set {SPEC_ENV} to its location"
-        )
+    """A Draft 2020-12 validator for the JSON body of ``POST /v3/mail/send``.
+
+    Skips the calling test without the spec (fails it when ``NUDGE_REQUIRE_SPECS`` is set).
+    """
+    path = spec_schemas.require_spec("sendgrid")
     spec = json.loads(path.read_text(encoding="utf-8"))
     request_body = spec["paths"][MAIL_SEND_PATH]["post"]["requestBody"]
     if "$ref" in request_body:
@@ -77,8 +75,10 @@ def validate_sendgrid_payload(payload: Any) -> None:
     """Raise :class:`jsonschema.ValidationError` unless ``payload`` is a valid Mail Send body.
 
     Besides the published schema, checks one documented rule the schema cannot express:
-    ``text/plain`` content must come before ``text/html``.
+    ``text/plain`` content must come before ``text/html``. Skips or fails the calling test
+    when the spec is missing (see ``tests/spec_schemas.py``).
     """
+    spec_schemas.require_spec("sendgrid")  # checked on every call: the validator is cached
     error = best_match(mail_send_validator().iter_errors(payload))
     if error is not None:
         raise error

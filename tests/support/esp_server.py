@@ -67,6 +67,10 @@ from dagster_project.providers.webhook import (
     verify_webhook_signature,
 )
 
+# At import, i.e. at collection: spec_schemas reads its NUDGE_* settings before conftest clears
+# them for each test.
+from tests import spec_schemas
+
 SEND_PATH = "/v3/mail/send"  # SendGrid's; kept under this name for older tests
 SENDGRID_PATH = SEND_PATH
 POSTMARK_PATH = "/email/batch"
@@ -330,23 +334,30 @@ class EspServer:
         default: ReplySpec | None = None,
         host: str = "127.0.0.1",
         webhook_secret: str | None = None,
-        validate: bool = False,
+        validate: bool | Iterable[str] = False,
         idempotent_dialects: Sequence[str] = ("resend",),
     ) -> None:
         """``api_key``: when set, SendGrid/Resend requests need ``Authorization: Bearer
         <api_key>`` and Postmark ones ``X-Postmark-Server-Token: <api_key>``, else 401/403.
         ``webhook_secret``: when set, webhook requests need a valid signature, else 401.
-        ``validate``: check every body against the published schemas (``tests/spec_schemas``)
+        ``validate``: check bodies against the published schemas (``tests/spec_schemas``)
         and answer a violation as the ESP would (400/422); violations land in
-        ``schema_violations``. ``idempotent_dialects``: which dialects honour Idempotency-Key.
+        ``schema_violations``. ``True`` checks every dialect whose schema is at hand; a list
+        of dialects checks those, and their specs are required where ``NUDGE_REQUIRE_SPECS``
+        is set (the server fails to start without them). A dialect whose published spec is
+        missing otherwise goes unchecked; ``validated_dialects`` lists those checked.
+        ``idempotent_dialects``: which dialects honour Idempotency-Key.
         """
         self.api_key = api_key
         self.host = host
         self.webhook_secret = webhook_secret
-        self.validate = validate
+        self.validate: bool | frozenset[str] = (
+            validate if isinstance(validate, bool) else frozenset(validate)
+        )
         self.idempotent_dialects = frozenset(idempotent_dialects)
         self.errors: list[str] = []  # unexpected server-side exceptions; tests can assert empty
         self.schema_violations: list[str] = []
+        self.validated_dialects: frozenset[str] = frozenset()  # set by start() when validating
         self._default = Reply.coerce(default if default is not None else Reply())
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -370,9 +381,11 @@ class EspServer:
             return self
         if self.validate:
             # Parse the specs now, not inside the first request's answer time.
-            from tests.spec_schemas import warm_up
-
-            warm_up()
+            if self.validate is True:
+                self.validated_dialects = spec_schemas.warm_up()
+            else:
+                available = spec_schemas.warm_up(required=self.validate)
+                self.validated_dialects = available & self.validate
         self._stopping.clear()
         self._server = _Server(self, self.host)
         self._thread = threading.Thread(
@@ -578,12 +591,10 @@ class EspServer:
     def _schema_violation(self, dialect: str, body: Any) -> str | None:
         from jsonschema import ValidationError
 
-        from tests.spec_schemas import validate_request_body
-
-        if dialect == "unknown":
+        if dialect not in self.validated_dialects:
             return None
         try:
-            validate_request_body(dialect, body)
+            spec_schemas.validate_request_body(dialect, body)
         except ValidationError as exc:
             return f"{dialect}: {exc.message}"
         return None

@@ -99,7 +99,7 @@ def test_random_faults_never_lose_or_duplicate_a_send(tmp_path: Path, name: str)
     rows = [cart_row(f"k{i:05d}") for i in range(count)]
     write_eligibility(con, rows)
     due = {r["send_id"] for r in rows}
-    with EspServer(api_key=KEY, webhook_secret=SECRET, validate=True) as server:
+    with EspServer(api_key=KEY, webhook_secret=SECRET, validate=[name]) as server:
         server.random_faults(0.3, seed=SEED, retry_after="0.01", slow_delay=0.02, timeout_delay=0.5)
         first = _tick(con, build(server), as_of=AS_OF, run_id="faulty")
         statuses = _statuses(con)

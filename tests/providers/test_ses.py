@@ -1,9 +1,12 @@
-"""The SES adapter against the real SES v2 emulator and a scripted SES stand-in on loopback.
+"""The SES adapter against an SES v2 emulator and a scripted SES stand-in, both on loopback.
 
-The contract test sends real SigV4-signed requests to ``aws-ses-v2-local`` (``make
-ses-emulator``) and reads its store back. The emulator does not check signatures or keep tags,
-so those are checked on :class:`SesStubServer`, which also scripts SES's error answers. Waits go
-through a fake clock, so backoff and rate limiting are asserted without sleeping.
+The contract tests send real SigV4-signed requests to moto's server (``moto[server]``, run in
+this process by ``tests/ses_emulator.py``) and read back what it stored through its
+``/moto-api/`` introspection API. moto does not check signatures and keeps neither tags, the
+configuration set, custom headers nor the text part of an HTML email, so those are checked on
+:class:`SesStubServer` (signatures by an independent SigV4 implementation), which also scripts
+SES's error answers. Waits go through a fake clock, so backoff and rate limiting are asserted
+without sleeping.
 """
 
 from __future__ import annotations
@@ -27,15 +30,13 @@ from dagster_project.providers.ses import (
     build_ses_payload,
     classify_ses_error,
 )
-from tests import ses_emulator as emulator_module
 from tests.factories import make_message
-from tests.ses_emulator import (  # ses_emulator_fixture registers the `ses_emulator` fixture
+from tests.ses_emulator import (
     SesEmulator,
     SesReply,
     SesStubServer,
     free_port,
     run_ses_emulator,
-    ses_emulator_fixture,  # noqa: F401
 )
 
 ACCESS_KEY = "AKIDEXAMPLE0NUDGE0TEST"
@@ -94,6 +95,20 @@ def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
+@pytest.fixture(scope="session")
+def moto_ses() -> Iterator[SesEmulator]:
+    """moto's SES v2 emulator, once per session, with the senders' domain verified."""
+    with run_ses_emulator(REGION) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def ses_emulator(moto_ses: SesEmulator) -> SesEmulator:
+    """The emulator, emptied for this test."""
+    moto_ses.clear()
+    return moto_ses
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -118,7 +133,6 @@ def provider(stub: SesStubServer, clock: FakeClock) -> Iterator[SesProvider]:
 def test_every_message_reaches_the_emulator_exactly_once(
     ses_emulator: SesEmulator, clock: FakeClock
 ) -> None:
-    ses_emulator.clear()
     messages = [make_message(n) for n in range(1, 7)]
     messages.append(make_message(7, html="", from_email="plain@nudge.example"))  # text-only
 
@@ -127,26 +141,20 @@ def test_every_message_reaches_the_emulator_exactly_once(
 
     assert [r.status for r in results] == ["sent"] * 7
     assert [r.attempts for r in results] == [1] * 7
-    stored = ses_emulator.emails()
-    assert sorted(e["messageId"] for e in stored) == sorted(r.provider_message_id for r in results)
-    by_send_id: dict[str, list[dict[str, Any]]] = {}
-    for email in stored:
-        headers = {h["name"]: h["value"] for h in email.get("headers") or []}
-        by_send_id.setdefault(headers["X-Nudge-Send-Id"], []).append(email)
-    assert sorted(by_send_id) == sorted(m.send_id for m in messages)
-    for message in messages:
-        (email,) = by_send_id[message.send_id]  # exactly once
-        assert email["destination"]["to"] == [message.to_email]
-        assert email["from"] == message.from_email
-        assert email["subject"] == message.subject
-        assert email["body"]["text"] == message.text
-        assert email["body"].get("html") == (message.html or None)
+    stored = {e.message_id: e for e in ses_emulator.emails()}
+    assert len(stored) == 7  # nothing sent twice, nothing else
+    assert sorted(stored) == sorted(r.provider_message_id or "" for r in results)
+    for message, result in zip(messages, results, strict=True):
+        email = stored[result.provider_message_id or ""]  # the MessageId SES answered
+        assert email.to == [message.to_email]
+        assert email.source == message.from_email
+        assert email.subject == message.subject
+        assert email.body == (message.html or message.text)  # moto keeps one part
 
 
 def test_credentials_from_the_environment_reach_the_emulator(
     ses_emulator: SesEmulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ses_emulator.clear()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_REGION", REGION)
@@ -156,22 +164,36 @@ def test_credentials_from_the_environment_reach_the_emulator(
     with provider:
         (result,) = provider.send([make_message(42)])
     assert result.status == "sent"
-    assert [e["messageId"] for e in ses_emulator.emails()] == [result.provider_message_id]
+    assert [e.message_id for e in ses_emulator.emails()] == [result.provider_message_id]
 
 
-@pytest.mark.parametrize(
-    ("ci", "outcome"), [(None, pytest.skip.Exception), ("true", pytest.fail.Exception)]
-)
-def test_missing_emulator_skips_locally_and_fails_in_ci(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ci: str | None, outcome: type[BaseException]
+def test_unverified_sender_is_refused_by_the_emulator_and_not_retried(
+    ses_emulator: SesEmulator, clock: FakeClock
 ) -> None:
-    monkeypatch.setattr(emulator_module, "EMULATOR_PACKAGE", tmp_path / "not-installed")
-    if ci is None:
-        monkeypatch.delenv("CI", raising=False)
-    else:
-        monkeypatch.setenv("CI", ci)
-    with pytest.raises(outcome, match="make ses-emulator"), run_ses_emulator():
-        pass
+    messages = [make_message(1, from_email="News <news@unverified.example>"), make_message(2)]
+    with make_provider(ses_emulator.url, clock) as provider:
+        refused, sent = provider.send(messages)
+
+    # SES's own answer, as the emulator sends it: 400 MessageRejected, a permanent failure.
+    assert (refused.status, refused.retryable, refused.attempts) == ("failed", False, 1)
+    assert (refused.error or "").startswith("HTTP 400 MessageRejected: ")
+    assert "news@unverified.example" not in (refused.error or "")  # addresses masked
+    assert clock.sleeps == []
+    assert sent.status == "sent"  # one refused message does not stop the others
+    assert [e.to for e in ses_emulator.emails()] == [["customer2@example.com"]]
+
+
+def test_clearing_the_emulator_empties_its_store_and_keeps_the_sender_verified(
+    ses_emulator: SesEmulator, clock: FakeClock
+) -> None:
+    with make_provider(ses_emulator.url, clock) as provider:
+        assert provider.send([make_message(1)])[0].status == "sent"
+        assert len(ses_emulator.emails()) == 1
+        ses_emulator.clear()
+        assert ses_emulator.emails() == []
+        (again,) = provider.send([make_message(2)])
+    assert again.status == "sent"
+    assert [e.message_id for e in ses_emulator.emails()] == [again.provider_message_id]
 
 
 # -- signing and payload (scripted stand-in) ----------------------------------------------
