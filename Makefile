@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CUSTOMERS ?= 100000
+DEV_PORT ?= 3000
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: setup demo run test lint bench dev validate clean
@@ -32,17 +33,16 @@ lint: setup
 	@# The dbt templater compiles the project, which opens the profile's DuckDB file.
 	mkdir -p .nudge
 	NUDGE_WAREHOUSE=$(CURDIR)/.nudge/lint.duckdb $(BIN)/sqlfluff lint models
-	cd sql && ../$(BIN)/sqlfluff lint ledger
+	cd sql && ../$(BIN)/sqlfluff lint .
 
-validate: setup  ## Dagster loads the code location: assets, job and hourly schedule
-	$(BIN)/dagster definitions validate -w workspace.yaml
+validate: setup  ## Dagster loads the code location: assets, checks, job and hourly schedule
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 bench: setup  ## time each stage of a tick at CUSTOMERS customers
-	$(BIN)/python -m tests.bench_tick --customers $(CUSTOMERS)
+	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS)
 
-dev: setup  ## the Dagster UI on http://127.0.0.1:3000
-	mkdir -p .nudge/dagster_home
-	DAGSTER_HOME=$(CURDIR)/.nudge/dagster_home $(BIN)/dagster dev -w workspace.yaml
+dev: setup  ## the Dagster UI on http://127.0.0.1:3000, with the runs of `nudge run` and the demo
+	$(BIN)/nudge dev --port $(DEV_PORT)
 
 clean:
 	rm -rf .nudge dbt/target dbt/logs

@@ -1,160 +1,41 @@
-"""The ``nudge`` command: one tick in process (``run``), the demo (``demo``), setup (``init``).
+"""nudge: warehouse-native triggered email. Commands:
 
-``nudge run`` executes the same Dagster job the hourly schedule launches, so what a person runs
-by hand is exactly what production runs. With ``DAGSTER_HOME`` set the run is recorded in that
-instance (and shows in ``dagster dev``); otherwise an ephemeral instance is used.
+  run              one tick now (or --as-of): dbt build, then every trigger's sends
+  demo             generate a demo warehouse and replay the last three days of ticks
+  preview          who would get which step now, why others would not, samples (sends nothing)
+  render           the exact email one customer would get for one step (HTML, text, headers)
+  backtest         replay hourly ticks over history on a scratch copy; daily volumes
+  resolve-unknown  list sends whose delivery is unknown; resend or drop them
+  init             create the nudge schema and send ledger in the warehouse
+  dev              the Dagster UI on this project (dg dev), with nudge's runs in it
+
+Settings come from NUDGE_* environment variables (see the README); the warehouse defaults to
+.nudge/warehouse.duckdb and the emails to the local outbox .nudge/outbox.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .clock import parse_as_of, this_hour
 from .config import ConfigError, Settings
-from .resources import parse_as_of
+from .runs import COUNTS
 
-SUMMARY_COLUMNS = (
-    "candidates",
-    "eligible",
-    "already_sent",
-    "new",
-    "resumed",
-    "sent",
-    "failed",
-    "unknown",
-    "deferred",
-    "holdout",
-    "held",
-)
+# The counts the summary table shows, in order (expired and skipped are in the ledger).
+SUMMARY_COLUMNS = tuple(c for c in COUNTS if c not in ("expired", "skipped"))
 
 # `nudge run` exit codes: 0 ok, 1 the run failed, 2 bad usage or configuration, 3 the run
 # succeeded but a guard held a trigger's sends (schedulers and CI see it as not-OK).
 EXIT_HELD = 3
-
-
-@dataclass
-class TickOutcome:
-    """What one tick did: success, its as_of, and each trigger's summary."""
-
-    success: bool
-    as_of: str | None
-    run_id: str
-    triggers: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    # "asset/check: description" of every asset check that did not pass.
-    failed_checks: list[str] = field(default_factory=list)
-
-    @property
-    def held(self) -> list[dict[str, Any]]:
-        return [t for t in self.triggers if t.get("outcome") == "held"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "success": self.success,
-            "as_of": self.as_of,
-            "run_id": self.run_id,
-            "triggers": self.triggers,
-            "failed_checks": self.failed_checks,
-            "error": self.error,
-        }
-
-
-def run_tick(
-    as_of: str | None = None,
-    *,
-    settings: Settings | None = None,
-    allow_late: bool = False,
-    verbose: bool = False,
-    approve: list[str] | None = None,
-) -> TickOutcome:
-    """Execute the tick job in this process and collect each send asset's summary.
-
-    ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
-    ``approve`` releases the guards' hold on those triggers for this run.
-    """
-    from dagster import DagsterInstance
-
-    from .definitions import build_definitions
-    from .schedules import TICK_JOB_NAME, tick_run_config
-
-    defs = build_definitions(settings or Settings.from_env())
-
-    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
-    if not verbose:
-        # Failures are summarized below; Dagster's own error logs (stack traces) need --verbose.
-        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
-    job = defs.resolve_job_def(TICK_JOB_NAME)
-    # dagster-dbt echoes every dbt event to stdout (for Dagster's compute logs); the CLI keeps
-    # that out of the way and shows it only with --verbose or when the tick fails.
-    captured = io.StringIO()
-    with contextlib.ExitStack() as stack:
-        if not verbose:
-            stack.enter_context(contextlib.redirect_stdout(captured))
-        instance = (
-            DagsterInstance.get()
-            if os.environ.get("DAGSTER_HOME")
-            else stack.enter_context(DagsterInstance.ephemeral())
-        )
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
-        )
-
-    summaries: list[dict[str, Any]] = []
-    for event in result.get_asset_materialization_events():
-        materialization = getattr(event.event_specific_data, "materialization", None)
-        if materialization is None or "summary" not in materialization.metadata:
-            continue
-        value = materialization.metadata["summary"].value
-        if isinstance(value, dict):
-            summaries.append(value)
-    summaries.sort(key=lambda s: s["trigger"])
-    error = None
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
-        error = (
-            "\n".join(
-                f"{e.step_key}: {_first_lines(_root_cause(e.step_failure_data.error).message)}"
-                for e in failures
-                if e.step_failure_data and e.step_failure_data.error
-            )
-            or "the run failed"
-        )
-    failed_checks = [
-        f"{'/'.join(e.asset_key.path)}:{e.check_name}"
-        + (f": {e.description}" if e.description else "")
-        for e in result.get_asset_check_evaluations()
-        if not e.passed
-    ]
-    resolved_as_of = summaries[0]["as_of"] if summaries else as_of
-    return TickOutcome(
-        result.success, resolved_as_of, result.run_id, summaries, error, sorted(failed_checks)
-    )
-
-
-def _root_cause(error: Any) -> Any:
-    """Dagster wraps the asset's exception in its own; the innermost one says what went wrong."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error
-
-
-def _first_lines(text: str, limit: int = 25) -> str:
-    """The head of a long error (dbt's are pages long); the rest is behind --verbose."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if len(lines) <= limit:
-        return "\n".join(lines)
-    return "\n".join([*lines[:limit], f"... {len(lines) - limit} more lines: rerun with --verbose"])
 
 
 def format_summary(triggers: list[dict[str, Any]]) -> str:
@@ -177,6 +58,8 @@ def format_summary(triggers: list[dict[str, Any]]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .tick import run_tick
+
     as_of = parse_as_of(args.as_of).isoformat() if args.as_of else None
     outcome = run_tick(
         as_of, allow_late=args.allow_late, verbose=args.verbose, approve=args.approve or None
@@ -212,42 +95,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
     from . import ledger
-    from .warehouse import connect, warehouse_lock
+    from .warehouse import locked_connection
 
     settings = Settings.from_env()
-    with warehouse_lock(settings.warehouse):
-        con = connect(settings.warehouse)
-        try:
-            ledger.ensure_ledger(con)
-            rows = ledger.unknown_sends(con, trigger=args.trigger)
-            if args.send_id:
-                wanted = set(args.send_id)
-                missing = wanted - {r[0] for r in rows}
-                if missing:
-                    raise ConfigError(
-                        f"not unknown sends{f' of {args.trigger}' if args.trigger else ''}: "
-                        f"{', '.join(sorted(missing))}"
-                    )
-                rows = [r for r in rows if r[0] in wanted]
-            if not (args.resend or args.drop):
-                print(f"{len(rows)} unknown sends (delivery not known: check the provider)")
-                for send_id, trigger, step, customer_id, provider, sending_at, error in rows:
-                    print(
-                        f"  {send_id}  {trigger}/{step}  customer {customer_id}  via {provider}"
-                        f"  at {sending_at:%Y-%m-%d %H:%M:%S}Z  {error or ''}"
-                    )
-                if rows:
-                    print("Resolve with --resend (not delivered) or --drop (delivered / skip).")
-                return 0
-            changed = ledger.resolve_unknown(
-                con,
-                action="resend" if args.resend else "drop",
-                run_id=f"resolve-unknown-{datetime.now(UTC):%Y%m%dT%H%M%S}",
-                trigger=args.trigger,
-                send_ids=[r[0] for r in rows],
-            )
-        finally:
-            con.close()
+    with locked_connection(settings.warehouse) as con:
+        ledger.ensure_ledger(con)
+        rows = ledger.unknown_sends(con, trigger=args.trigger)
+        if args.send_id:
+            wanted = set(args.send_id)
+            missing = wanted - {r[0] for r in rows}
+            if missing:
+                raise ConfigError(
+                    f"not unknown sends{f' of {args.trigger}' if args.trigger else ''}: "
+                    f"{', '.join(sorted(missing))}"
+                )
+            rows = [r for r in rows if r[0] in wanted]
+        if not (args.resend or args.drop):
+            print(f"{len(rows)} unknown sends (delivery not known: check the provider)")
+            for send_id, trigger, step, customer_id, provider, sending_at, error in rows:
+                when = f"{sending_at:%Y-%m-%d %H:%M:%S}Z" if sending_at else "?"
+                print(
+                    f"  {send_id}  {trigger}/{step}  customer {customer_id}  via {provider}"
+                    f"  at {when}  {error or ''}"
+                )
+            if rows:
+                print("Resolve with --resend (not delivered) or --drop (delivered / skip).")
+            return 0
+        changed = ledger.resolve_unknown(
+            con,
+            action="resend" if args.resend else "drop",
+            run_id=f"resolve-unknown-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+            trigger=args.trigger,
+            send_ids=[r[0] for r in rows],
+        )
     if args.resend:
         print(f"{changed} sends will be resent by the next tick (while their window is open)")
     else:
@@ -260,7 +140,7 @@ def _as_of(value: str | None) -> datetime:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from .lookahead import preview
+    from .preview import preview
 
     result = preview(Settings.from_env(), args.trigger, _as_of(args.as_of), samples=args.samples)
     if args.json:
@@ -287,7 +167,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .lookahead import render_for_customer
+    from .preview import render_for_customer
 
     out_dir = Path(args.out or f".nudge/render/{args.trigger}-{args.step}-{args.customer}")
     rendered = render_for_customer(
@@ -315,7 +195,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from .lookahead import backtest, format_backtest
+    from .backtest import backtest, format_backtest
 
     def progress(i: int, total: int, tick: datetime) -> None:
         if not args.json and (i == total or i % 24 == 0):
@@ -334,89 +214,33 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from . import ledger
-    from .warehouse import connect, warehouse_lock
+    from .warehouse import locked_connection
 
     settings = Settings.from_env()
-    with warehouse_lock(settings.warehouse):
-        con = connect(settings.warehouse)
-        try:
-            ledger.ensure_ledger(con)
-        finally:
-            con.close()
-    print(f"ledger ready in {settings.warehouse}")
+    with locked_connection(settings.warehouse) as con:
+        applied = ledger.ensure_ledger(con)
+    print(
+        f"ledger ready in {settings.warehouse}"
+        + (f" (applied {', '.join(applied)})" if applied else " (up to date)")
+    )
     return 0
 
 
-DEMO_MARKER = "nudge_demo"
-
-
-def _prepare_demo_warehouse(
-    settings: Settings, *, customers: int, end: datetime, seed: int
-) -> None:
-    """Create a fresh demo warehouse, refusing to overwrite one the demo did not create."""
-    import duckdb
-
-    from . import ledger
-    from .demo_data import generate_demo_warehouse
-
-    if settings.warehouse.exists():
-        con = duckdb.connect(str(settings.warehouse), read_only=True)
-        try:
-            tables = {
-                (schema, name)
-                for schema, name in con.execute(
-                    "select schema_name, table_name from duckdb_tables() "
-                    "union all select schema_name, view_name from duckdb_views() "
-                    "where not internal"
-                ).fetchall()
-            }
-            sends = 0
-            if ("nudge", "send_ledger") in tables:
-                sends = con.execute("select count(*) from nudge.send_ledger").fetchone()[0]  # type: ignore[index]
-        finally:
-            con.close()
-        # Only a demo's own warehouse, or one with no data of anyone's (e.g. left by a
-        # `nudge run` before any data was loaded), may be replaced.
-        is_demo = ("nudge", DEMO_MARKER) in tables
-        is_empty = not any(schema == "raw" for schema, _ in tables) and sends == 0
-        if not (is_demo or is_empty):
-            raise ConfigError(
-                f"{settings.warehouse} exists and was not created by `nudge demo`; refusing to "
-                f"overwrite it. Point NUDGE_WAREHOUSE at another file for the demo."
-            )
-        settings.warehouse.unlink()
-        settings.warehouse.with_name(settings.warehouse.name + ".wal").unlink(missing_ok=True)
-    if settings.outbox_dir.exists():
-        shutil.rmtree(settings.outbox_dir)
-    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(settings.warehouse))
-    try:
-        counts = generate_demo_warehouse(con, customers=customers, end=end, seed=seed)
-        ledger.ensure_ledger(con)
-        con.execute(f"create table nudge.{DEMO_MARKER} as select now() as created_at")
-    finally:
-        con.close()
-    print(
-        f"demo warehouse {settings.warehouse}: {counts['customers']} customers, "
-        f"{counts['events']} events, {counts['subscriptions']} consent changes (with bad rows)"
-    )
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_progress, prepare_demo_warehouse
     from .providers import write_outbox_index_html
+    from .tick import run_tick
 
     settings = Settings.from_env()
-    end = (
-        parse_as_of(args.end)
-        if args.end
-        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    )
-    _prepare_demo_warehouse(settings, customers=args.customers, end=end, seed=args.seed)
-    if settings.esp == "outbox":
-        print(f"emails go to the outbox {settings.outbox_dir} (NUDGE_ESP=outbox)")
-    totals: dict[str, dict[str, Any]] = {}
     if args.every < 1 or args.hours < 1:
         raise ConfigError("--hours and --every must be at least 1")
+    end = parse_as_of(args.end) if args.end else this_hour()
+    print(prepare_demo_warehouse(settings, customers=args.customers, end=end, seed=args.seed))
+    if settings.esp == "outbox":
+        if settings.outbox_dir.exists():
+            shutil.rmtree(settings.outbox_dir)
+        print(f"emails go to the outbox {settings.outbox_dir} (NUDGE_ESP=outbox)")
+    totals: dict[str, dict[str, Any]] = {}
     count = max(1, -(-args.hours // args.every))  # ceil: the span is covered
     ticks = [end - timedelta(hours=args.every * (count - 1 - i)) for i in range(count)]
     for i, tick in enumerate(ticks, start=1):
@@ -452,7 +276,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(format_progress(settings))
     if settings.esp == "outbox":
         index = write_outbox_index_html(settings.outbox_dir)
-        print(f"\nOpen the rendered emails: file://{index}")
+        print(f"\nOpen the rendered emails (newest tick first): file://{index}")
     print(
         "\nRun the last tick again (it sends nothing twice):\n"
         f"  {_self_command()} run --as-of {ticks[-1].isoformat()} --allow-late"
@@ -460,45 +284,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_progress(settings: Settings, examples: int = 4) -> str:
-    """How the sequences moved: per step what happened, and a few entries' timelines."""
-    from .warehouse import connect
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """Replace this process with ``dg dev`` on nudge's Dagster home, venv tools on PATH."""
+    from .tick import prepare_dagster_home
 
-    con = connect(settings.warehouse)
-    try:
-        steps = con.execute(
-            """
-            select trigger, step, min(step_index) as i,
-                count(*) filter (where status = 'sent') as sent,
-                count(*) filter (where status = 'holdout') as holdout,
-                count(*) filter (where status = 'deferred') as deferred,
-                count(*) filter (where status in ('skipped', 'expired')) as not_sent
-            from nudge.send_ledger group by all order by trigger, i
-            """
-        ).fetchall()
-        timelines = con.execute(
-            """
-            select trigger, trigger_key,
-                list(step || ' ' || strftime(sent_as_of, '%a %H:%M') order by step_index)
-            from nudge.send_ledger
-            where status = 'sent'
-            group by all
-            having count(*) >= 2
-            order by count(*) desc, trigger, trigger_key
-            """
-        ).fetchall()
-    finally:
-        con.close()
-    lines = ["Sequence progress (the ledger, per step):"]
-    for trigger, step, _, sent, holdout, deferred, not_sent in steps:
-        lines.append(
-            f"  {trigger + '/' + step:<38} sent {sent:>5}  holdout {holdout:>4}  "
-            f"deferred {deferred:>4}  skipped/expired {not_sent:>4}"
-        )
-    lines.append(f"\n{len(timelines)} entries received two or more steps, for example:")
-    for trigger, key, sends in timelines[:examples]:
-        lines.append(f"  {trigger} {key}: " + " -> ".join(sends) + " (UTC)")
-    return "\n".join(lines)
+    settings = Settings.from_env()
+    home = prepare_dagster_home(settings.dagster_home)
+    bin_dir = str(Path(sys.executable).parent)
+    dg = shutil.which("dg", path=bin_dir) or shutil.which("dg")
+    if dg is None:
+        raise ConfigError("`dg` is not installed: pip install -e '.[dev]' (dagster-dg-cli)")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "NUDGE_WAREHOUSE": str(settings.warehouse),
+        # dbt and dg from this virtualenv even when it is not activated (make runs
+        # .venv/bin/nudge directly): on PATH, and named as the active one for dg.
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        "VIRTUAL_ENV": sys.prefix,
+    }
+    command = [dg, "dev", "--host", args.host, "--port", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    os.execvpe(dg, command, env)
+    return 0  # not reached
 
 
 def _self_command() -> str:
@@ -508,10 +316,14 @@ def _self_command() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nudge", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="nudge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one tick (dbt build, then every trigger's sends)")
+    run = sub.add_parser("run", help="one tick (dbt build, then every trigger's sends)")
     run.add_argument("--as-of", help="the tick's instant, ISO-8601 (default: now)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument(
@@ -528,24 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
     run.set_defaults(func=_cmd_run)
 
-    resolve = sub.add_parser(
-        "resolve-unknown",
-        help="list unknown sends, or resend / drop them after checking the provider",
-    )
-    resolve.add_argument("--trigger", help="only this trigger's unknown sends")
-    resolve.add_argument(
-        "--send-id", action="append", help="only this send (repeatable; default: all)"
-    )
-    action = resolve.add_mutually_exclusive_group()
-    action.add_argument(
-        "--resend", action="store_true", help="they were not delivered: the next tick sends them"
-    )
-    action.add_argument(
-        "--drop", action="store_true", help="do not send them (delivered, or not wanted)"
-    )
-    resolve.set_defaults(func=_cmd_resolve_unknown)
-
-    demo = sub.add_parser("demo", help="generate a demo warehouse and simulate three days of ticks")
+    demo = sub.add_parser("demo", help="generate a demo warehouse and replay three days of ticks")
     demo.add_argument("--customers", type=int, default=3000, help="demo size (default 3000)")
     demo.add_argument(
         "--hours", type=int, default=72, help="simulated span before --end (default 72)"
@@ -592,8 +387,30 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--json", action="store_true")
     backtest.set_defaults(func=_cmd_backtest)
 
+    resolve = sub.add_parser(
+        "resolve-unknown",
+        help="list unknown sends, or resend / drop them after checking the provider",
+    )
+    resolve.add_argument("--trigger", help="only this trigger's unknown sends")
+    resolve.add_argument(
+        "--send-id", action="append", help="only this send (repeatable; default: all)"
+    )
+    action = resolve.add_mutually_exclusive_group()
+    action.add_argument(
+        "--resend", action="store_true", help="they were not delivered: the next tick sends them"
+    )
+    action.add_argument(
+        "--drop", action="store_true", help="do not send them (delivered, or not wanted)"
+    )
+    resolve.set_defaults(func=_cmd_resolve_unknown)
+
     init = sub.add_parser("init", help="create the nudge schema and send ledger in the warehouse")
     init.set_defaults(func=_cmd_init)
+
+    dev = sub.add_parser("dev", help="the Dagster UI (dg dev) with nudge's runs and schedule")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_cmd_dev)
     return parser
 
 

@@ -1,48 +1,56 @@
-"""The single root of nudge's Dagster code location (`dagster dev -w workspace.yaml`)."""
+"""The single root of nudge's Dagster code location (``dg dev``, ``workspace.yaml``).
+
+The definitions are built when Dagster loads the code location, not when the package is
+imported: building them reads the dbt manifest (parsing the project first if a model changed)
+and makes one send asset per trigger it declares.
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions
-from dagster_dbt import DbtCliResource, get_asset_key_for_model
+from dagster import Definitions, definitions
+from dagster_dbt import get_asset_key_for_model
 
 from .config import Settings
-from .dbt_assets import dbt_executable, nudge_dbt_models, nudge_dbt_project
-from .resources import resources_from_settings
-from .schedules import hourly_tick, nudge_tick_job
-from .send_assets import build_send_asset
+from .dbt_runner import ensure_manifest
+from .defs.dbt import build_dbt_assets, dbt_project, dbt_resource
+from .defs.resources import resources_from_settings
+from .defs.schedules import hourly_tick, nudge_tick_job
+from .defs.sends import build_send_asset
 from .triggers import higher_priority, project_relations, triggers_from_manifest
-
-TRIGGERS = triggers_from_manifest(nudge_dbt_project.manifest_path)
-RELATIONS = project_relations(nudge_dbt_project.manifest_path)
-
-ELIGIBILITY_KEYS = {
-    spec.name: get_asset_key_for_model([nudge_dbt_models], spec.model) for spec in TRIGGERS
-}
-
-send_assets = [
-    build_send_asset(
-        spec,
-        ELIGIBILITY_KEYS[spec.name],
-        RELATIONS,
-        competitors=[
-            (other, ELIGIBILITY_KEYS[other.name]) for other in higher_priority(spec, TRIGGERS)
-        ],
-    )
-    for spec in TRIGGERS
-]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
+    """Every asset, check, job, schedule and resource of nudge, for ``settings``
+    (default: the ``NUDGE_*`` environment)."""
     settings = settings or Settings.from_env()
+    manifest = ensure_manifest()
+    project = dbt_project()
+    dbt_models = build_dbt_assets(project, manifest)
+    triggers = triggers_from_manifest(manifest)
+    relations = project_relations(manifest)
+    eligibility = {
+        spec.name: get_asset_key_for_model([dbt_models], spec.model) for spec in triggers
+    }
+    send_assets = [
+        build_send_asset(
+            spec,
+            eligibility[spec.name],
+            relations,
+            competitors=[
+                (other, eligibility[other.name]) for other in higher_priority(spec, triggers)
+            ],
+        )
+        for spec in triggers
+    ]
     return Definitions(
-        assets=[nudge_dbt_models, *send_assets],
+        assets=[dbt_models, *send_assets],
         jobs=[nudge_tick_job],
         schedules=[hourly_tick],
-        resources={
-            "dbt": DbtCliResource(project_dir=nudge_dbt_project, dbt_executable=dbt_executable()),
-            **resources_from_settings(settings),
-        },
+        resources={"dbt": dbt_resource(project), **resources_from_settings(settings)},
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """What ``dg dev``, ``dagster dev -w workspace.yaml`` and the daemon load."""
+    return build_definitions()

@@ -1,18 +1,23 @@
-"""One trigger's push for one tick: guards, diff, plan, render, consent re-check, send, settle.
+"""One trigger's push for one tick: guards, diff, plan, render, re-checks, send, settle.
 
 What if the process dies here? Each step leaves the ledger in a state the next run handles:
+
 - before ``plan``: nothing recorded, the next tick plans the same sends again;
 - after ``plan``: rows are ``planned`` and never reached the ESP; the next run resumes them,
   after re-checking them against its own eligibility table (consent may have changed);
-- after ``claim_batch``: rows are ``sending`` (committed before the request) with the batch's
-  idempotency key: the next run resends the same batch with the same key through an idempotent
-  provider, else marks them ``unknown`` (``nudge resolve-unknown`` decides);
-- mid-``settle``: the settle is one transaction, rolled back whole: as after ``claim_batch``;
+- mid-push: every request is journaled before it goes out and when its answer comes back
+  (``handover.py``). The next run settles the answered sends from the journal, plans again the
+  ones never handed over, and only a request handed over without an answer is in doubt (at
+  most one per provider worker): an idempotent provider gets it again under its key, any other
+  leaves it ``unknown`` (``nudge resolve-unknown`` decides);
+- mid-``settle``: the settle is one transaction, rolled back whole: the journal still holds the
+  answers, as in the previous case;
 - after ``settle``: final, except ``failed_retryable``, which later ticks resume with backoff.
+
 The named failpoints (``failpoints.hit``) are where the kill-and-rerun tests SIGKILL a real
-process.
-What if two runs do this at once? The caller holds the warehouse lock, and the ledger's primary
-key makes ``plan`` claim each send_id for exactly one run.
+process. What if two runs do this at once? The caller holds the warehouse lock, and the
+ledger's primary key makes ``plan`` claim each send_id for exactly one run. What if the person
+unsubscribed a second ago? Each batch is re-checked against consent just before it goes out.
 """
 
 from __future__ import annotations
@@ -20,65 +25,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
 from . import failpoints, guards, ledger
-from .guards import GuardPolicy
-from .ledger import FrequencyCaps, RetryPolicy
+from .handover import HandoverJournal
+from .ledger import PlannedRow
 from .masking import mask_emails_in_text
+from .policy import DispatchPolicy
 from .providers import Message, Provider, SendResult
 from .rendering import Renderer, RenderError, context_from_json
+from .runs import TriggerSummary, record_run
 from .triggers import ProjectRelations, TriggerSpec
-from .warehouse import quote_relation
+from .warehouse import one, quote_relation, sql
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TriggerSummary:
-    """Per-trigger counts of one tick, recorded as Dagster metadata and printed by the CLI."""
-
-    trigger: str
-    step: str
-    as_of: str
-    candidates: int = 0
-    eligible: int = 0
-    already_sent: int = 0
-    new: int = 0
-    resumed: int = 0
-    sent: int = 0
-    failed: int = 0
-    unknown: int = 0
-    expired: int = 0
-    skipped: int = 0
-    # Due steps recorded without a send: held out for lift, capped and waiting.
-    holdout: int = 0
-    deferred: int = 0
-    # Due steps skipped when planned (condition false, or capped under cap_policy skip).
-    skipped_at_plan: int = 0
-    # Planned, but the tick ran when it was night for the recipient: left for a later tick.
-    waiting_quiet_hours: int = 0
-    # Sends this tick would have planned but a guard held back (nothing written or sent).
-    held: int = 0
-    held_by: str | None = None  # the guard that held them: mass_send | source_freshness
-    hold_reason: str | None = None
-    # ok | held | paused | stale_table | failed: what nudge.runs records for this trigger and run.
-    outcome: str = "ok"
-    failure_rate: float = 0.0
-    duplicate_deliveries: int = 0
-    duration_seconds: float = 0.0
-    excluded: dict[str, int] = field(default_factory=dict)
-    skipped_reason: str | None = None
-    errors: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def eligibility_counts(
@@ -86,17 +50,9 @@ def eligibility_counts(
 ) -> tuple[datetime | None, int, int, dict[str, int]]:
     """The as_of the table was built for, its candidates, eligible rows and exclusions by reason."""
     table = quote_relation(relation)
-    totals = con.execute(
-        f"select max(as_of), count(*), count(*) filter (where is_eligible) from {table}"
-    ).fetchone()
+    totals = one(con, sql("reports/eligibility_counts").format(eligibility=table))
     assert totals is not None
-    reasons = con.execute(
-        f"""
-        select exclusion_reason, count(*) from {table}
-        where exclusion_reason is not null
-        group by exclusion_reason order by exclusion_reason
-        """
-    ).fetchall()
+    reasons = con.execute(sql("reports/exclusions").format(eligibility=table)).fetchall()
     return totals[0], totals[1], totals[2], dict(reasons)
 
 
@@ -105,18 +61,39 @@ def render_batch(
     renderer: Renderer,
     batch: Sequence[tuple[str, str]],
     from_email: str,
+    *,
+    max_message_bytes: int | None = None,
 ) -> tuple[list[Message], list[SendResult]]:
-    """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure."""
+    """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure.
+
+    A message bigger than ``max_message_bytes`` (HTML + text) is not sent either: mail clients
+    clip it (Gmail above about 102 KB) and it means a template or a data bug.
+    """
     messages: list[Message] = []
     failures: list[SendResult] = []
     for send_id, context_json in batch:
         try:
             context = context_from_json(context_json)
-            messages.append(_message(spec, renderer, send_id, context, from_email))
+            message = _message(spec, renderer, send_id, context, from_email)
         except (RenderError, json.JSONDecodeError) as exc:
             failures.append(
                 SendResult(send_id=send_id, status="failed", error=f"render: {exc}", attempts=0)
             )
+            continue
+        size = message.size()
+        if max_message_bytes is not None and size > max_message_bytes:
+            failures.append(
+                SendResult(
+                    send_id=send_id,
+                    status="failed",
+                    reason="message_too_large",
+                    error=f"the rendered message is {size} bytes, over the limit of "
+                    f"{max_message_bytes} (NUDGE_MAX_MESSAGE_BYTES)",
+                    attempts=0,
+                )
+            )
+            continue
+        messages.append(message)
     return messages, failures
 
 
@@ -149,19 +126,20 @@ def _message(
         html=rendered.html,
         text=rendered.text,
         custom_args=custom_args,
+        as_of=_instant(context.get("as_of")),
+        due_at=_instant(context.get("due_at")),
     )
 
 
-@dataclass(frozen=True)
-class DispatchPolicy:
-    """How a push behaves: batch size, retries across ticks, guards."""
-
-    batch_size: int = 100
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    guards: GuardPolicy = field(default_factory=GuardPolicy)
-    caps: FrequencyCaps = field(default_factory=FrequencyCaps)
-    # Triggers switched off by configuration (NUDGE_PAUSED_TRIGGERS): nothing moves for them.
-    paused: frozenset[str] = frozenset()
+def _instant(value: Any) -> datetime | None:
+    """A timestamp from the context JSON (an ISO string), in UTC; None when absent or bad."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def dispatch_trigger(
@@ -175,337 +153,307 @@ def dispatch_trigger(
     from_email: str,
     policy: DispatchPolicy | None = None,
     relations: ProjectRelations | None = None,
-    consent_cutoff: datetime | None = None,
+    consent_cutoff: datetime | Callable[[], datetime] | None = None,
     competitors: Sequence[str] = (),
 ) -> TriggerSummary:
     """Send this tick's due emails of one trigger exactly once; return what happened.
 
-    ``consent_cutoff``: consent changes up to this instant are honoured at push time (the live
-    tick passes "now"; a simulation of a past tick passes its as_of). Every call, even a failed
-    one, leaves its row in ``nudge.runs``. ``competitors``: the eligibility relations of the
+    The ledger must exist (``ledger.ensure_ledger``, run once per tick before dbt) and the
+    caller must hold the warehouse lock. ``consent_cutoff``: consent changes up to this instant
+    are honoured at push time, asked again before every batch when it is a function (the live
+    tick passes one that says "now", so an unsubscribe during a long push is honoured by the
+    next batch; a simulation of a past tick passes its as_of). Every call, even a failed one,
+    leaves its row in ``nudge.runs``. ``competitors``: the eligibility relations of the
     marketing triggers with a higher priority (they win a customer's frequency-cap slot).
     """
     policy = policy or DispatchPolicy()
-    summary = TriggerSummary(trigger=spec.name, step=spec.step_names, as_of=as_of.isoformat())
+    summary = TriggerSummary(trigger=spec.name, steps=spec.step_names, as_of=as_of.isoformat())
     started = datetime.now(UTC)
     clock = time.monotonic()
-    ledger.ensure_ledger(con)
     if spec.name in policy.paused:
         # Switched off by configuration: nothing planned, resumed or sent. Steps that fall due
         # meanwhile go out when it is switched on again if their grace window is still open.
         summary.outcome = "paused"
         summary.skipped_reason = f"trigger {spec.name} is paused (NUDGE_PAUSED_TRIGGERS)"
-        _record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
+        record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
         return summary
     for template in spec.templates:
         renderer.check(template)
+    push = _Push(
+        con,
+        spec,
+        summary,
+        provider=provider,
+        renderer=renderer,
+        as_of=as_of,
+        run_id=run_id,
+        from_email=from_email,
+        policy=policy,
+        relations=relations or ProjectRelations(),
+        consent_cutoff=consent_cutoff or as_of,
+    )
     try:
-        _dispatch(
-            con,
-            spec,
-            summary,
-            provider=provider,
-            renderer=renderer,
-            as_of=as_of,
-            run_id=run_id,
-            from_email=from_email,
-            policy=policy,
-            relations=relations or ProjectRelations(),
-            consent_cutoff=consent_cutoff or as_of,
-            competitors=competitors,
-        )
+        push.run(competitors)
     except Exception as exc:
         summary.outcome = "failed"
         summary.errors.insert(0, mask_emails_in_text(f"{type(exc).__name__}: {exc}"))
         raise
     finally:
         summary.duration_seconds = round(time.monotonic() - clock, 3)
-        _record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
+        record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
     return summary
 
 
-def _dispatch(
-    con: duckdb.DuckDBPyConnection,
-    spec: TriggerSpec,
-    summary: TriggerSummary,
-    *,
-    provider: Provider,
-    renderer: Renderer,
-    as_of: datetime,
-    run_id: str,
-    from_email: str,
-    policy: DispatchPolicy,
-    relations: ProjectRelations,
-    consent_cutoff: datetime,
-    competitors: Sequence[str],
-) -> None:
-    plan_options: dict[str, Any] = {
-        "cap_policy": spec.sequence.cap_policy,
-        "caps": policy.caps,
-        "competitors": competitors,
-    }
-    built_for, candidates, eligible, excluded = eligibility_counts(con, spec.relation)
-    summary.candidates, summary.eligible, summary.excluded = candidates, eligible, excluded
-    summary.already_sent = excluded.get("already_sent", 0)
-    if candidates and built_for is not None and built_for != as_of:
-        # Another run rebuilt the table for its own tick between our dbt build and this step;
-        # that run sends from it. Sending its rows under our as_of would misjudge due/expiry.
-        summary.outcome = "stale_table"
-        summary.skipped_reason = (
-            f"{spec.relation} was built for as_of {built_for.isoformat()}, not this tick's "
-            f"{as_of.isoformat()}; another run rebuilt it and will send from it"
-        )
-        log.warning(summary.skipped_reason)
-        return
+class _Push:
+    """The steps of one trigger's push, in order (see the module docstring)."""
 
-    if spec.fires_on_absence:
-        newest = con.execute(
-            f"select max(occurred_at) from {quote_relation(relations.events)}"
-        ).fetchone()
-        reason = guards.freshness_hold(
-            spec.name, newest[0] if newest else None, as_of, policy.guards
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        spec: TriggerSpec,
+        summary: TriggerSummary,
+        *,
+        provider: Provider,
+        renderer: Renderer,
+        as_of: datetime,
+        run_id: str,
+        from_email: str,
+        policy: DispatchPolicy,
+        relations: ProjectRelations,
+        consent_cutoff: datetime | Callable[[], datetime],
+    ) -> None:
+        self.con = con
+        self.spec = spec
+        self.summary = summary
+        self.provider = provider
+        self.renderer = renderer
+        self.as_of = as_of
+        self.run_id = run_id
+        self.from_email = from_email
+        self.policy = policy
+        self.relations = relations
+        self._consent_cutoff = consent_cutoff
+        self.consent = guards.ConsentLists(
+            subscriptions=relations.subscriptions,
+            consent_list=spec.consent_list,
+            suppression_list=spec.suppression_list,
+            marketing=spec.category == "marketing",
         )
-        if reason:
-            # Held whole: resuming old sends would re-check them against the same stale data.
-            with ledger.planning(
-                con,
-                eligibility=spec.relation,
-                run_id=run_id,
-                as_of=as_of,
-                provider=provider.name,
-                **plan_options,
-            ) as decision:
+
+    def _cutoff(self) -> datetime:
+        """The consent cutoff for the batch about to go out (see ``dispatch_trigger``)."""
+        cutoff = self._consent_cutoff
+        return cutoff() if callable(cutoff) else cutoff
+
+    def run(self, competitors: Sequence[str]) -> None:
+        summary = self.summary
+        if not self._table_is_for_this_tick():
+            return
+        if self._held_for_freshness():
+            return
+        resumed = ledger.resume(
+            self.con,
+            trigger=self.spec.name,
+            eligibility=self.spec.relation,
+            run_id=self.run_id,
+            as_of=self.as_of,
+            provider=self.provider.name,
+            idempotent=self.provider.limits.idempotent,
+            retry=self.policy.retry,
+        )
+        # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
+        # expired, failed or unknown.
+        summary.resumed = sum(resumed.values())
+        self._plan(competitors)
+        failpoints.hit("after_plan")
+        batch_size = min(self.policy.batch_size, self.provider.limits.max_batch)
+        with HandoverJournal(
+            self.con, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
+        ) as journal:
+            for batch in ledger.planned_batches(
+                self.con, trigger=self.spec.name, run_id=self.run_id, batch_size=batch_size
+            ):
+                self._push_batch(batch, journal)
+        self._count()
+
+    def _table_is_for_this_tick(self) -> bool:
+        summary = self.summary
+        built_for, candidates, eligible, excluded = eligibility_counts(self.con, self.spec.relation)
+        summary.candidates, summary.eligible, summary.excluded = candidates, eligible, excluded
+        summary.already_sent = excluded.get("already_sent", 0)
+        if candidates and built_for is not None and built_for != self.as_of:
+            # Another run rebuilt the table for its own tick between our dbt build and this
+            # step; that run sends from it. Sending its rows under our as_of would misjudge
+            # due and expiry.
+            summary.outcome = "stale_table"
+            summary.skipped_reason = (
+                f"{self.spec.relation} was built for as_of {built_for.isoformat()}, not this "
+                f"tick's {self.as_of.isoformat()}; another run rebuilt it and will send from it"
+            )
+            log.warning(summary.skipped_reason)
+            return False
+        return True
+
+    def _planning(self, competitors: Sequence[str] = ()) -> Any:
+        return ledger.planning(
+            self.con,
+            eligibility=self.spec.relation,
+            run_id=self.run_id,
+            as_of=self.as_of,
+            provider=self.provider.name,
+            cap_policy=self.spec.sequence.cap_policy,
+            caps=self.policy.caps,
+            competitors=competitors,
+        )
+
+    def _held_for_freshness(self) -> bool:
+        if not self.spec.fires_on_absence:
+            return False
+        reason = guards.freshness_hold(
+            self.spec.name,
+            guards.newest_event(self.con, self.relations.events),
+            self.as_of,
+            self.policy.guards,
+        )
+        if not reason:
+            return False
+        # Held whole: resuming old sends would re-check them against the same stale data.
+        with self._planning() as decision:
+            decision.hold()
+        self._hold(decision.planned, reason, "source_freshness")
+        return True
+
+    def _plan(self, competitors: Sequence[str]) -> None:
+        summary = self.summary
+        reason = None
+        with self._planning(competitors) as decision:
+            recent = ledger.recent_new_counts(
+                self.con,
+                trigger=self.spec.name,
+                before=self.as_of,
+                ticks=self.policy.guards.mass_send_history_ticks,
+            )
+            reason = guards.mass_send_hold(
+                self.spec.name, decision.planned, recent, self.policy.guards
+            )
+            if reason:
                 decision.hold()
-            _hold(summary, decision.count, reason, "source_freshness")
+        # Capped by the frequency cap at this tick (recorded as deferred unless held).
+        summary.deferred = decision.deferred
+        if decision.held:
+            self._hold(decision.planned, reason or "held", "mass_send")
+        else:
+            summary.new = decision.planned
+            summary.skipped_at_plan = decision.by_status.get("skipped", 0)
+
+    def _hold(self, count: int, reason: str, guard: str) -> None:
+        summary = self.summary
+        summary.outcome = "held"
+        summary.held_by = guard
+        summary.held = count
+        summary.hold_reason = reason
+        log.error("trigger %s: %d new sends held: %s", summary.trigger, count, reason)
+
+    def _push_batch(self, batch: list[PlannedRow], journal: HandoverJournal) -> None:
+        """Render, re-check, send and settle one batch."""
+        messages, failures = render_batch(
+            self.spec,
+            self.renderer,
+            [(send_id, context) for send_id, _, context, _ in batch],
+            self.from_email,
+            max_message_bytes=self.policy.max_message_bytes,
+        )
+        ledger.settle(
+            self.con,
+            run_id=self.run_id,
+            results=failures,
+            as_of=self.as_of,
+            retry=self.policy.retry,
+        )
+        self.summary.errors.extend(f"{f.send_id}: {f.error}" for f in failures)
+
+        cutoff = self._cutoff()
+        messages, opted_out = guards.recheck_consent(
+            self.con, messages, self.consent, cutoff=cutoff
+        )
+        # A request resent under its key after a crash must go whole (same key, same body).
+        resend_key = batch[0][3]
+        if resend_key is not None and opted_out:
+            # Someone in it said no since: it cannot go out as it was, and its first attempt
+            # may have been delivered. Nobody is mailed again; an operator decides.
+            ledger.mark_unknown(
+                self.con,
+                run_id=self.run_id,
+                send_ids=[send_id for send_id, *_ in batch],
+                reason="run_died_while_sending",
+                error="an interrupted request could not be resent as it was: "
+                + "; ".join(f"{len(d.send_ids)} {d.reason}" for d in opted_out),
+                as_of=self.as_of,
+            )
+            return
+        for dropped in opted_out:
+            ledger.skip(
+                self.con,
+                run_id=self.run_id,
+                send_ids=dropped.send_ids,
+                reason=dropped.reason,
+                error=dropped.error,
+                as_of=self.as_of,
+            )
+        if messages and self.spec.sequence.quiet_hours and resend_key is None:
+            # The rows stay planned: the next tick resumes them once it is morning there.
+            night = guards.at_night(
+                messages,
+                {send_id: context for send_id, _, context, _ in batch},
+                instant=cutoff,
+                window=self.spec.quiet_hours_window,
+            )
+            if night:
+                self.summary.waiting_quiet_hours += len(night)
+                messages = [m for m in messages if m.send_id not in night]
+        if not messages:
             return
 
-    resumed = ledger.resume(
-        con,
-        trigger=spec.name,
-        eligibility=spec.relation,
-        run_id=run_id,
-        as_of=as_of,
-        provider=provider.name,
-        idempotent=provider.limits.idempotent,
-        retry=policy.retry,
-    )
-    # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
-    # expired, failed or unknown.
-    summary.resumed = sum(resumed.values())
-    with ledger.planning(
-        con,
-        eligibility=spec.relation,
-        run_id=run_id,
-        as_of=as_of,
-        provider=provider.name,
-        **plan_options,
-    ) as decision:
-        recent = ledger.recent_new_counts(
-            con, trigger=spec.name, before=as_of, ticks=policy.guards.mass_send_history_ticks
-        )
-        reason = guards.mass_send_hold(spec.name, decision.count, recent, policy.guards)
-        if reason:
-            decision.hold()
-    # Capped by the frequency cap at this tick (recorded as deferred unless the tick is held).
-    summary.deferred = decision.deferred
-    if decision.held:
-        _hold(summary, decision.count, reason or "held", "mass_send")
-    else:
-        summary.new = decision.count
-        summary.skipped_at_plan = decision.by_status.get("skipped", 0)
-    failpoints.hit("after_plan")
-
-    batch_size = min(policy.batch_size, provider.limits.max_batch)
-    for batch in ledger.planned_batches(
-        con, trigger=spec.name, run_id=run_id, batch_size=batch_size
-    ):
-        _push_batch(
-            con,
-            spec,
-            summary,
-            batch,
-            provider=provider,
-            renderer=renderer,
-            as_of=as_of,
-            run_id=run_id,
-            from_email=from_email,
-            policy=policy,
-            relations=relations,
-            consent_cutoff=consent_cutoff,
-        )
-
-    counts = ledger.status_counts(con, trigger=spec.name, run_id=run_id)
-    summary.sent = counts.get("sent", 0)
-    summary.failed = counts.get("failed_permanent", 0) + counts.get("failed_retryable", 0)
-    summary.unknown = counts.get("unknown", 0)
-    summary.expired = counts.get("expired", 0)
-    summary.skipped = counts.get("skipped", 0)
-    summary.holdout = counts.get("holdout", 0)
-    summary.failure_rate = round(
-        guards.failure_rate(summary.sent, summary.failed, summary.unknown), 4
-    )
-    summary.duplicate_deliveries = ledger.duplicate_deliveries(con, trigger=spec.name)
-    log.info(
-        "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed, %d held, "
-        "%d holdout, %d deferred",
-        spec.name,
-        summary.candidates,
-        summary.eligible,
-        summary.new,
-        summary.sent,
-        summary.failed,
-        summary.held,
-        summary.holdout,
-        summary.deferred,
-    )
-
-
-def _hold(summary: TriggerSummary, count: int, reason: str, guard: str) -> None:
-    summary.outcome = "held"
-    summary.held_by = guard
-    summary.held = count
-    summary.hold_reason = reason
-    log.error("trigger %s: %d new sends held: %s", summary.trigger, count, reason)
-
-
-def _push_batch(
-    con: duckdb.DuckDBPyConnection,
-    spec: TriggerSpec,
-    summary: TriggerSummary,
-    batch: list[tuple[str, str, str, str | None]],
-    *,
-    provider: Provider,
-    renderer: Renderer,
-    as_of: datetime,
-    run_id: str,
-    from_email: str,
-    policy: DispatchPolicy,
-    relations: ProjectRelations,
-    consent_cutoff: datetime,
-) -> None:
-    """Render, re-check consent, claim, send and settle one batch."""
-    messages, render_failures = render_batch(
-        spec, renderer, [(send_id, context) for send_id, _, context, _ in batch], from_email
-    )
-    ledger.settle(con, run_id=run_id, results=render_failures, as_of=as_of, retry=policy.retry)
-    summary.errors.extend(f"{f.send_id}: {f.error}" for f in render_failures)
-
-    # What landed after this tick's dbt build is honoured here: a suppression (hard bounce,
-    # complaint) for every category, an unsubscribe for marketing.
-    checks = [(spec.suppression_list, "suppressed", "suppressed_before_send")]
-    if spec.category == "marketing":
-        checks.append((spec.consent_list, "unsubscribed", "unsubscribed_before_send"))
-    for consent_list, status, reason in checks:
-        if not messages:
-            break
-        opted_out = ledger.unsubscribed_now(
-            con,
-            subscriptions=relations.subscriptions,
-            customer_ids=[m.customer_id for m in messages],
-            consent_list=consent_list,
-            cutoff=consent_cutoff,
-            status=status,
-        )
-        if opted_out:
-            ledger.skip(
-                con,
-                run_id=run_id,
-                send_ids=[m.send_id for m in messages if m.customer_id in opted_out],
-                reason=reason,
-                error=f"{status} after the tick's eligibility was built",
-                as_of=as_of,
+        key = resend_key or ledger.batch_key([m.send_id for m in messages])
+        results = self.provider.send(messages, idempotency_key=key, journal=journal)
+        try:
+            # Every answer durable in the journal before the ledger settles (and clears) it.
+            journal.flush()
+        finally:
+            # A journal that failed must not lose the answers in hand: settle them anyway.
+            ledger.settle(
+                self.con,
+                run_id=self.run_id,
+                results=results,
+                as_of=self.as_of,
+                retry=self.policy.retry,
+                batch_id=key,
             )
-            messages = [m for m in messages if m.customer_id not in opted_out]
-    # An interrupted batch resent under its key must go whole (same key, same body).
-    if messages and spec.sequence.quiet_hours and batch[0][3] is None:
-        # The tick's rules judged quiet hours at as_of; a tick that runs late (re-executed,
-        # or after a long wait for the warehouse lock) must not mail at night. The rows stay
-        # planned: the next tick resumes them once it is morning for the recipient.
-        zones = {send_id: _timezone(context) for send_id, _, context, _ in batch}
-        night = {
-            m.send_id
-            for m in messages
-            if in_quiet_hours(consent_cutoff, zones.get(m.send_id), spec.quiet_hours_window)
-        }
-        if night:
-            summary.waiting_quiet_hours += len(night)
-            messages = [m for m in messages if m.send_id not in night]
-    if not messages:
-        return
+        self.summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
 
-    # A batch resumed after a crash keeps the key it was first sent with.
-    key = batch[0][3] or ledger.batch_key([m.send_id for m in messages])
-    claimed = ledger.claim_batch(
-        con, run_id=run_id, send_ids=[m.send_id for m in messages], batch_id=key, as_of=as_of
-    )
-    to_send = [m for m in messages if m.send_id in claimed]
-    if not to_send:
-        return
-    failpoints.hit("after_claim")
-    results = provider.send(to_send, idempotency_key=key)
-    failpoints.hit("after_send")
-    ledger.settle(con, run_id=run_id, results=results, as_of=as_of, retry=policy.retry)
-    summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
-
-
-def _timezone(context_json: str) -> str | None:
-    try:
-        value = json.loads(context_json).get("timezone")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return str(value) if value else None
-
-
-def in_quiet_hours(instant: datetime, timezone: str | None, window: tuple[int, int]) -> bool:
-    """Whether ``instant`` falls in [start, end) local hours of ``timezone`` (UTC if unknown)."""
-    start, end = window
-    try:
-        zone = ZoneInfo(timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    hour = instant.astimezone(zone).hour
-    return hour >= start or hour < end if start > end else start <= hour < end
-
-
-def _record_run(
-    con: duckdb.DuckDBPyConnection,
-    summary: TriggerSummary,
-    *,
-    run_id: str,
-    provider: str,
-    started: datetime,
-) -> None:
-    # Metadata and the run log stay small and free of personal data: the first reasons,
-    # addresses masked (a provider's error text can quote the recipient); the ledger has all.
-    summary.errors = [mask_emails_in_text(e) for e in summary.errors[:20]]
-    try:
-        ledger.record_run(
-            con,
-            {
-                "run_id": run_id,
-                "trigger": summary.trigger,
-                "as_of": datetime.fromisoformat(summary.as_of),
-                "started_at": started,
-                "finished_at": datetime.now(UTC),
-                "duration_seconds": summary.duration_seconds,
-                "outcome": summary.outcome,
-                "provider": provider,
-                "candidates": summary.candidates,
-                "eligible": summary.eligible,
-                "new": summary.new,
-                "resumed": summary.resumed,
-                "sent": summary.sent,
-                "failed": summary.failed,
-                "unknown": summary.unknown,
-                "expired": summary.expired,
-                "skipped": summary.skipped,
-                "held": summary.held,
-                "hold_reason": summary.hold_reason,
-                "holdout": summary.holdout,
-                "deferred": summary.deferred,
-                "errors": summary.errors,
-            },
+    def _count(self) -> None:
+        summary = self.summary
+        counts = ledger.status_counts(self.con, trigger=self.spec.name, run_id=self.run_id)
+        summary.sent = counts.get("sent", 0)
+        summary.failed = counts.get("failed_permanent", 0) + counts.get("failed_retryable", 0)
+        summary.unknown = counts.get("unknown", 0)
+        summary.expired = counts.get("expired", 0)
+        summary.skipped = counts.get("skipped", 0)
+        summary.holdout = counts.get("holdout", 0)
+        summary.failure_rate = round(
+            guards.failure_rate(summary.sent, summary.failed, summary.unknown), 4
         )
-    except duckdb.Error:
-        # The run log must never turn a finished push into a failed step (and a retry).
-        log.exception("could not record the run of trigger %s in nudge.runs", summary.trigger)
+        summary.duplicate_deliveries = ledger.duplicate_deliveries(self.con, trigger=self.spec.name)
+        log.info(
+            "trigger %s: %d candidates, %d eligible, %d new, %d sent, %d failed, %d held, "
+            "%d holdout, %d deferred",
+            self.spec.name,
+            summary.candidates,
+            summary.eligible,
+            summary.new,
+            summary.sent,
+            summary.failed,
+            summary.held,
+            summary.holdout,
+            summary.deferred,
+        )

@@ -1,47 +1,99 @@
-"""Guards that hold a trigger's push before anything is sent.
+"""Every check that holds, delays or drops a send before it reaches a provider.
 
-* **Mass-send guard.** A bug in a trigger's SQL (a dropped join, a wrong date) shows up as a
-  tick that wants to mail far more people than usual. If a tick's new sends exceed an absolute
-  cap, or a multiple of the trailing median of the trigger's recent ticks, the trigger's new
-  sends are held: nothing is planned or sent, the run says so loudly (a failed asset check, a
-  CLI message and exit code), and an explicit approval releases it
+Before anything is planned (a trigger's whole push):
+
+* **Late tick.** A send step asked to send for an ``as_of`` far in the past (re-executing
+  yesterday's failed run) would send on yesterday's consent: refused unless allowed.
+* **Source freshness.** Triggers that fire on the *absence* of activity (no order since the
+  cart, no visit for 90 days) read a broken ingestion pipeline as "everybody lapsed". When the
+  newest event is older than a limit, those triggers are held whole.
+* **Mass send.** A bug in a trigger's SQL (a dropped join, a wrong date) shows up as a tick
+  that wants to mail far more people than usual. If a tick's new sends exceed an absolute cap,
+  or a multiple of the trailing median of the trigger's recent ticks, they are held: nothing is
+  planned or sent, the run says so loudly, and an explicit approval releases it
   (``nudge run --approve TRIGGER``).
-* **Source freshness guard.** Triggers that fire on the *absence* of activity (no order since
-  the cart, no visit for 90 days) read a broken ingestion pipeline as "everybody lapsed". When
-  the newest event is older than a limit, those triggers are held whole.
 
-Both are pure decisions over numbers; ``dispatch.py`` gathers the numbers and acts.
+Just before each batch is handed to the provider (the push-time re-checks):
+
+* **Consent and suppression.** What landed after the tick's dbt build is honoured: a
+  suppression (hard bounce, complaint, erasure) for every category, an unsubscribe for
+  marketing.
+* **Quiet hours.** A tick that runs late (re-executed, or after a long wait for the warehouse
+  lock) must not mail a recipient at night; those sends wait for a later tick.
+
+The decisions are plain functions over numbers and rows; ``dispatch.py`` gathers the inputs
+and acts on the answers (the ledger records every skip with its reason).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import duckdb
 
-@dataclass(frozen=True)
-class GuardPolicy:
-    """Thresholds of the guards (``NUDGE_MASS_SEND_*``, ``NUDGE_FRESHNESS_MAX_HOURS``)."""
-
-    # Held when a tick's new sends exceed this, whatever the history.
-    mass_send_max: int = 5000
-    # ...or exceed this multiple of the median of the trigger's recent busy ticks.
-    mass_send_multiple: float = 10.0
-    # Below this many new sends the multiple rule never holds (small numbers are noisy).
-    mass_send_min: int = 100
-    # How many recent ticks with sends form the baseline; fewer than 3 means no baseline yet.
-    mass_send_history_ticks: int = 24
-    # Absence triggers are held when the newest event is older than this at the tick.
-    freshness_max_hours: float = 24.0
-    # Triggers whose hold is released for this run (``nudge run --approve``).
-    approved: frozenset[str] = field(default_factory=frozenset)
-    # The failure-rate asset check fails above this share of failed attempts.
-    failure_rate_max: float = 0.05
-
+from .policy import GuardPolicy
+from .providers import Message
+from .warehouse import one, quote_relation, sql
 
 MIN_BASELINE_TICKS = 3
+
+
+# -- before planning --------------------------------------------------------------------------
+
+
+class LateTickError(RuntimeError):
+    """A send step was asked to send for an instant too far in the past."""
+
+
+def check_not_late(
+    as_of: datetime, *, max_lag_hours: float, allow_late: bool, now: datetime | None = None
+) -> None:
+    """Refuse to send for a stale instant unless explicitly allowed.
+
+    Re-executing yesterday's failed run keeps yesterday's as_of: its dbt build would ignore
+    every unsubscribe and order since, and mail people who have since bought or opted out.
+    """
+    now = now or datetime.now(UTC)
+    lag_hours = (now - as_of).total_seconds() / 3600
+    if lag_hours > max_lag_hours and not allow_late:
+        raise LateTickError(
+            f"as_of {as_of.isoformat()} is {lag_hours:.1f} h old "
+            f"(limit {max_lag_hours:g} h): sending now would ignore consent and orders "
+            "since then. Run a fresh tick, or set resources.tick.config.allow_late "
+            "(nudge run --allow-late) to send anyway."
+        )
+
+
+def newest_event(con: duckdb.DuckDBPyConnection, events: str) -> datetime | None:
+    """The newest event the tick's models see (the freshness guard's input)."""
+    row = one(con, sql("guards/newest_event").format(events=quote_relation(events)))
+    return row[0] if row else None
+
+
+def freshness_hold(
+    trigger: str, newest: datetime | None, as_of: datetime, policy: GuardPolicy
+) -> str | None:
+    """Why an absence trigger must be held because events look stale, or ``None``.
+
+    An approval releases this hold too: the operator has checked the pipeline.
+    """
+    if trigger in policy.approved:
+        return None
+    if newest is None:
+        return "no events at all at this tick: is the events pipeline loading?"
+    age_hours = (as_of - newest).total_seconds() / 3600
+    if age_hours > policy.freshness_max_hours:
+        return (
+            f"the newest event is {age_hours:.1f} h old (limit "
+            f"{policy.freshness_max_hours:g} h, NUDGE_FRESHNESS_MAX_HOURS): with stale events "
+            "everyone looks inactive, so this absence trigger is held"
+        )
+    return None
 
 
 def mass_send_hold(
@@ -73,28 +125,127 @@ def mass_send_hold(
     return None
 
 
-def freshness_hold(
-    trigger: str, newest_event: datetime | None, as_of: datetime, policy: GuardPolicy
-) -> str | None:
-    """Why an absence trigger must be held because events look stale, or ``None``.
-
-    An approval releases this hold too: the operator has checked the pipeline.
-    """
-    if trigger in policy.approved:
-        return None
-    if newest_event is None:
-        return "no events at all at this tick: is the events pipeline loading?"
-    age_hours = (as_of - newest_event).total_seconds() / 3600
-    if age_hours > policy.freshness_max_hours:
-        return (
-            f"the newest event is {age_hours:.1f} h old (limit "
-            f"{policy.freshness_max_hours:g} h, NUDGE_FRESHNESS_MAX_HOURS): with stale events "
-            "everyone looks inactive, so this absence trigger is held"
-        )
-    return None
-
-
 def failure_rate(sent: int, failed: int, unknown: int) -> float:
     """Share of this run's attempted sends that did not go out (0 when nothing was attempted)."""
     attempted = sent + failed + unknown
     return (failed + unknown) / attempted if attempted else 0.0
+
+
+# -- just before the push ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """Sends a push-time re-check drops, and the reason the ledger records for them."""
+
+    send_ids: list[str]
+    reason: str  # suppressed_before_send | unsubscribed_before_send
+    error: str
+
+
+@dataclass(frozen=True)
+class ConsentLists:
+    """The lists the push-time consent re-check reads, and from where."""
+
+    subscriptions: str  # the staging view of consent changes, not limited to as_of
+    consent_list: str  # marketing consent
+    suppression_list: str  # suppressed on it: no email of any category
+    marketing: bool  # the trigger is marketing (consent needed)
+
+
+def recheck_consent(
+    con: duckdb.DuckDBPyConnection,
+    messages: Sequence[Message],
+    lists: ConsentLists,
+    *,
+    cutoff: datetime,
+) -> tuple[list[Message], list[OptOut]]:
+    """Drop the messages whose recipient was suppressed (any category) or unsubscribed
+    (marketing) by ``cutoff``, counting changes that landed after the tick's dbt build."""
+    checks = [(lists.suppression_list, "suppressed", "suppressed_before_send")]
+    if lists.marketing:
+        checks.append((lists.consent_list, "unsubscribed", "unsubscribed_before_send"))
+    remaining = list(messages)
+    dropped: list[OptOut] = []
+    for consent_list, status, reason in checks:
+        if not remaining:
+            break
+        opted_out = _latest_status_is(
+            con,
+            lists.subscriptions,
+            [m.customer_id for m in remaining],
+            consent_list=consent_list,
+            status=status,
+            cutoff=cutoff,
+        )
+        if opted_out:
+            dropped.append(
+                OptOut(
+                    [m.send_id for m in remaining if m.customer_id in opted_out],
+                    reason,
+                    f"{status} after the tick's eligibility was built",
+                )
+            )
+            remaining = [m for m in remaining if m.customer_id not in opted_out]
+    return remaining, dropped
+
+
+def _latest_status_is(
+    con: duckdb.DuckDBPyConnection,
+    subscriptions: str,
+    customer_ids: Sequence[str],
+    *,
+    consent_list: str,
+    status: str,
+    cutoff: datetime,
+) -> set[str]:
+    """Which of these customers' latest change on ``consent_list`` up to ``cutoff`` is
+    ``status``."""
+    rows = con.execute(
+        sql("guards/opted_out").format(subscriptions=quote_relation(subscriptions)),
+        {
+            "customer_ids": list(set(customer_ids)),
+            "list": consent_list,
+            "status": status,
+            "cutoff": cutoff,
+        },
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def at_night(
+    messages: Sequence[Message],
+    contexts: Mapping[str, str],
+    *,
+    instant: datetime,
+    window: tuple[int, int],
+) -> set[str]:
+    """The send_ids whose recipient is in quiet hours at ``instant``.
+
+    The tick's rules judged quiet hours at its as_of; a tick running late must not mail at
+    night. ``contexts`` maps send_id to the ledger context JSON (its ``timezone``).
+    """
+    return {
+        m.send_id
+        for m in messages
+        if in_quiet_hours(instant, _timezone(contexts.get(m.send_id)), window)
+    }
+
+
+def _timezone(context_json: str | None) -> str | None:
+    try:
+        value = json.loads(context_json or "{}").get("timezone")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def in_quiet_hours(instant: datetime, timezone: str | None, window: tuple[int, int]) -> bool:
+    """Whether ``instant`` falls in [start, end) local hours of ``timezone`` (UTC if unknown)."""
+    start, end = window
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    hour = instant.astimezone(zone).hour
+    return hour >= start or hour < end if start > end else start <= hour < end

@@ -1,10 +1,11 @@
-"""The send ledger (``nudge.send_ledger``): identity of a send and its state changes.
+"""The send ledger (``nudge.send_ledger``): the identity of a send and its state changes.
 
-Every function takes an open DuckDB connection and runs SQL from ``sql/ledger/``. The order of
-calls in a tick is what makes sends exactly-once (see ``dispatch.py``):
-resume -> plan -> for each batch: claim (planned -> sending, committed) -> ESP -> settle.
-Each state change is appended to ``nudge.send_events`` in the same transaction, so the history
-and the ledger never disagree, even when the process is killed between the two statements.
+"Ledger" is this module plus ``sql/ledger/``: every function takes an open DuckDB connection and
+runs a statement from there. The order of calls in a tick is what makes sends exactly-once (see
+``dispatch.py``): resume -> plan -> for each batch: hand over request by request (the journal,
+``handover.py``) -> settle. Each state change is appended to ``nudge.send_events`` in the same
+transaction, so the history and the ledger never disagree, even when the process is killed
+between two statements.
 """
 
 from __future__ import annotations
@@ -21,44 +22,18 @@ import duckdb
 import polars as pl
 
 from . import failpoints
+from .config import SQL_DIR
+from .policy import FrequencyCaps, RetryPolicy
 from .providers import SendResult
-from .warehouse import quote_relation, sql
+from .warehouse import one, quote_relation, sql
 
-# The columns every state-changing statement returns, recorded in nudge.send_events.
+MIGRATIONS_DIR = SQL_DIR / "ledger" / "migrations"
+
+# What every state-changing statement returns, recorded in nudge.send_events.
 _EVENT_COLUMNS = "send_id, trigger, status, reason, error, attempts, batch_id"
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How later ticks retry ``failed_retryable`` sends.
-
-    The wait before the next attempt doubles with each attempt (``base_minutes``, then twice
-    that, ...) up to ``max_backoff_minutes``; a send still failing ``max_age_hours`` after its
-    first planning gives up as ``failed_permanent`` (reason ``retry_max_age``). Its grace window
-    usually ends first, which makes it ``expired``.
-    """
-
-    base_minutes: int = 15
-    max_backoff_minutes: int = 360
-    max_age_hours: int = 24
-
-
-@dataclass(frozen=True)
-class FrequencyCaps:
-    """At most ``day`` marketing emails per customer per 24 h and ``week`` per 7 days.
-
-    Counted across every trigger from what the ledger says went out (by tick time); a capped
-    step is deferred to a later tick or skipped, per its trigger's ``cap_policy``.
-    Transactional triggers neither obey nor count toward the caps.
-    """
-
-    day: int = 1
-    week: int = 3
-
-
-def send_id(trigger: str, trigger_key: str, step: str) -> str:
-    """Deterministic id of a send; mirrors the dbt macro ``send_id`` exactly."""
-    return hashlib.md5(f"{trigger}|{trigger_key}|{step}".encode()).hexdigest()
+# A batch of planned sends as dispatch pushes it.
+PlannedRow = tuple[str, str, str, str | None]  # (send_id, customer_id, context json, batch_id)
 
 
 def batch_key(send_ids: Sequence[str]) -> str:
@@ -66,15 +41,31 @@ def batch_key(send_ids: Sequence[str]) -> str:
     return hashlib.sha256(",".join(sorted(send_ids)).encode()).hexdigest()[:32]
 
 
-def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``nudge`` schema, ledger, events and runs tables if missing, and upgrade an
-    older ledger in place (idempotent)."""
-    con.execute(sql("ledger/create"))
-    with _transaction(con):
-        rows = con.execute(
-            f"{sql('ledger/upgrade_inactivity')}\nreturning {_EVENT_COLUMNS}"
-        ).fetchall()
-        _record_events(con, rows, run_id="upgrade", as_of=None)
+# -- schema -----------------------------------------------------------------------------------
+
+
+def ensure_ledger(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create or upgrade the ``nudge`` schema: apply the migrations this warehouse lacks.
+
+    ``sql/ledger/migrations/NNN_*.sql`` run in order, each once, recorded in
+    ``nudge.migrations``; on an up-to-date warehouse this is one query. Every migration is
+    idempotent, so a warehouse from before the table existed upgrades in place. Returns the
+    versions applied now. The caller holds the warehouse lock.
+    """
+    con.execute(sql("ledger/migrations_table"))
+    applied = {row[0] for row in con.execute("select version from nudge.migrations").fetchall()}
+    done = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.stem in applied:
+            continue
+        with _transaction(con):
+            con.execute(path.read_text())
+            con.execute(sql("ledger/migration_applied"), {"version": path.stem})
+        done.append(path.stem)
+    return done
+
+
+# -- state changes ----------------------------------------------------------------------------
 
 
 @contextmanager
@@ -113,34 +104,47 @@ def _record_events(
     )
     con.register("changed_rows", frame.to_arrow())
     try:
-        con.execute(
-            f"""
-            insert into nudge.send_events
-                ({_EVENT_COLUMNS}, run_id, as_of, recorded_at)
-            select *, $run_id, $as_of, now() from changed_rows
-            """,
-            {"run_id": run_id, "as_of": as_of},
-        )
+        con.execute(sql("ledger/record_events"), {"run_id": run_id, "as_of": as_of})
     finally:
         con.unregister("changed_rows")
 
 
 def _change(
     con: duckdb.DuckDBPyConnection,
-    statement: str,
+    statements: Sequence[str],
     params: dict[str, Any],
     *,
     run_id: str,
     as_of: datetime | None,
     failpoint: str | None = None,
+    after: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> list[tuple[Any, ...]]:
-    """Run one state change and record its events, atomically; return the changed rows."""
+    """Run state changes and record their events, atomically; return the changed rows.
+
+    Each of ``statements`` returns the event columns of the rows it changed; ``after`` holds
+    ``(statement, parameters)`` run in the same transaction (the journal's clean-up).
+    """
+    rows: list[tuple[Any, ...]] = []
     with _transaction(con):
-        rows = con.execute(statement, params).fetchall()
+        for statement in statements:
+            rows += con.execute(statement, params).fetchall()
         if failpoint:
             failpoints.hit(failpoint)
         _record_events(con, rows, run_id=run_id, as_of=as_of)
+        for statement, after_params in after:
+            con.execute(statement, after_params)
     return rows
+
+
+def _returning(name: str) -> str:
+    return f"{sql(name)}\nreturning {_EVENT_COLUMNS}"
+
+
+def _counts(rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[2]] = counts.get(row[2], 0) + 1
+    return counts
 
 
 def resume(
@@ -156,14 +160,22 @@ def resume(
 ) -> dict[str, int]:
     """Take over unfinished sends of earlier runs, re-checked against the current eligibility.
 
-    The caller holds the warehouse lock, so no other run is live. Returns how many rows moved
-    to each status ('planned' ones are sent by this run).
+    Call it before this run plans anything: rows of ``run_id`` itself are then an earlier
+    attempt's (a retried step keeps its run id) and are taken over like a dead run's.
+
+    First what a run that died mid-push left in the hand-over journal: a send whose answer is
+    there is settled from it, whatever the ledger says; then ``resume.sql`` decides the rest (a
+    send handed over without an answer is in doubt, one never handed over is planned again,
+    ...). The caller holds the warehouse lock, so no other run is live. Returns how many rows
+    moved to each status ('planned' ones are sent by this run).
     """
     retry = retry or RetryPolicy()
-    statement = sql("ledger/resume").format(eligibility=quote_relation(eligibility))
+    counts = _counts(
+        _recover_answers(con, trigger=trigger, run_id=run_id, as_of=as_of, retry=retry)
+    )
     rows = _change(
         con,
-        f"{statement}\nreturning {_EVENT_COLUMNS}",
+        [_returning("ledger/resume").format(eligibility=quote_relation(eligibility))],
         {
             "trigger": trigger,
             "run_id": run_id,
@@ -174,11 +186,47 @@ def resume(
         },
         run_id=run_id,
         as_of=as_of,
+        # Everything the journal said about earlier runs of this trigger is now in the ledger.
+        after=[(sql("ledger/handovers_clear_resumed"), {"trigger": trigger})],
     )
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row[2]] = counts.get(row[2], 0) + 1
+    for status, count in _counts(rows).items():
+        counts[status] = counts.get(status, 0) + count
     return counts
+
+
+def _recover_answers(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    trigger: str,
+    run_id: str,
+    as_of: datetime,
+    retry: RetryPolicy,
+) -> list[tuple[Any, ...]]:
+    """Settle the sends of dead runs whose provider answer reached the journal."""
+    con.execute(sql("ledger/recovered_answers"), {"trigger": trigger})
+    try:
+        found = one(con, sql("ledger/results_count"))
+        if not found or not found[0]:
+            return []
+        return _settle_results(con, run_id=run_id, as_of=as_of, retry=retry)
+    finally:
+        con.execute("drop table if exists results")
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanDecision:
+    """What a tick decided for one trigger's due steps, and whether the caller held it back."""
+
+    planned: int = 0  # handed to the provider this tick
+    deferred: int = 0  # capped and waiting for a later tick (new and still deferred)
+    by_status: dict[str, int] = field(default_factory=dict)  # rows written, by status
+    held: bool = False
+
+    def hold(self) -> None:
+        self.held = True
 
 
 @contextmanager
@@ -196,22 +244,26 @@ def planning(
     """Plan this tick's due steps, letting the caller look at them before they are committed.
 
     Every due step is decided (``plan_decide.sql``): planned, deferred or skipped by the
-    frequency cap, held out, or skipped by its condition; new ones are inserted and deferred
-    ones released. Inside the block nothing is committed; ``decision.hold()`` rolls it all back
-    (the mass-send guard), so a held tick leaves no trace in the ledger and the next tick decides
-    afresh. ``competitors``: eligibility relations of higher-priority marketing triggers, whose
-    due sends take a customer's cap slot before this trigger's.
+    frequency cap, held out, skipped by its condition, or superseded by a later step; new ones
+    are inserted and deferred ones released. Inside the block nothing is committed;
+    ``decision.hold()`` rolls it all back (the mass-send guard), so a held tick leaves no trace
+    in the ledger and the next tick decides afresh. ``competitors``: eligibility relations of
+    higher-priority marketing triggers, whose due sends take a customer's cap slot before this
+    trigger's.
     """
     caps = caps or FrequencyCaps()
     params = {"run_id": run_id, "as_of": as_of, "provider": provider}
-    decide = sql("ledger/plan_decide").format(
-        eligibility=quote_relation(eligibility), competitors=competing_sends(competitors)
-    )
     decision = PlanDecision()
     con.begin()
     try:
+        con.execute(sql("ledger/competing_sends_create"))
+        for relation in competitors:
+            con.execute(
+                sql("ledger/competing_sends").format(eligibility=quote_relation(relation)),
+                {"as_of": as_of},
+            )
         con.execute(
-            decide,
+            sql("ledger/plan_decide").format(eligibility=quote_relation(eligibility)),
             {
                 "as_of": as_of,
                 "cap_day": caps.day,
@@ -219,17 +271,12 @@ def planning(
                 "cap_policy": cap_policy,
             },
         )
-        rows = con.execute(
-            f"{sql('ledger/plan_deferred')}\nreturning {_EVENT_COLUMNS}",
-            {"run_id": run_id, "as_of": as_of, "provider": provider},
-        ).fetchall()
-        rows += con.execute(f"{sql('ledger/plan')}\nreturning {_EVENT_COLUMNS}", params).fetchall()
-        for row in rows:
-            decision.by_status[row[2]] = decision.by_status.get(row[2], 0) + 1
-        decision.count = decision.by_status.get("planned", 0)
-        decision.deferred = con.execute(
-            "select count(*) from plan_decisions where decided_status = 'deferred'"
-        ).fetchall()[0][0]
+        rows = con.execute(_returning("ledger/plan_deferred"), params).fetchall()
+        rows += con.execute(_returning("ledger/plan"), params).fetchall()
+        decision.by_status = _counts(rows)
+        decision.planned = decision.by_status.get("planned", 0)
+        found = one(con, sql("ledger/plan_deferred_count"))
+        decision.deferred = int(found[0]) if found else 0
         yield decision
         if decision.held:
             con.rollback()
@@ -241,75 +288,19 @@ def planning(
     con.commit()
 
 
-def competing_sends(relations: Sequence[str]) -> str:
-    """One row per due, not yet sent marketing send of the given eligibility relations."""
-    if not relations:
-        return "select cast(null as varchar) as customer_id where false"
-    return "\nunion all\n".join(
-        f"""
-        select customer_id from {quote_relation(relation)}
-        where
-            is_eligible
-            and category = 'marketing'
-            and due_at <= $as_of
-            and $as_of <= expires_at
-            and send_id not in (
-                select send_id from nudge.send_ledger where status != 'deferred'
-            )
-        """
-        for relation in relations
-    )
-
-
-@dataclass
-class PlanDecision:
-    """How many sends a tick would plan, and whether the caller held them back."""
-
-    count: int = 0  # planned: handed to the provider this tick
-    deferred: int = 0  # capped and waiting for a later tick (new and still deferred)
-    by_status: dict[str, int] = field(default_factory=dict)  # rows written, by status
-    held: bool = False
-
-    def hold(self) -> None:
-        self.held = True
-
-
-def plan(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    eligibility: str,
-    run_id: str,
-    as_of: datetime,
-    provider: str,
-    **options: Any,
-) -> int:
-    """Plan this tick's due steps (see :func:`planning`); return how many will be sent."""
-    with planning(
-        con, eligibility=eligibility, run_id=run_id, as_of=as_of, provider=provider, **options
-    ) as decision:
-        pass
-    return decision.count
-
-
 def planned_batches(
     con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str, batch_size: int
-) -> list[list[tuple[str, str, str, str | None]]]:
+) -> list[list[PlannedRow]]:
     """This run's planned rows as batches of ``(send_id, customer_id, context json, batch_id)``.
 
-    Rows resumed from an interrupted idempotent batch come first, grouped exactly as they were
+    Rows resumed for a same-key resend come first, grouped exactly as they were handed over
     (same send_ids, same key); new rows follow in batches of ``batch_size``.
     """
     rows = con.execute(
-        """
-        select send_id, customer_id, cast(context as varchar), batch_id
-        from nudge.send_ledger
-        where trigger = $trigger and run_id = $run_id and status = 'planned'
-        order by batch_id nulls last, due_at, send_id
-        """,
-        {"trigger": trigger, "run_id": run_id},
+        sql("ledger/planned_batches"), {"trigger": trigger, "run_id": run_id}
     ).fetchall()
-    batches: list[list[tuple[str, str, str, str | None]]] = []
-    fresh: list[tuple[str, str, str, str | None]] = []
+    batches: list[list[PlannedRow]] = []
+    fresh: list[PlannedRow] = []
     for row in rows:
         if row[3] is None:
             fresh.append(row)
@@ -321,23 +312,7 @@ def planned_batches(
     return batches
 
 
-def claim_batch(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    run_id: str,
-    send_ids: Sequence[str],
-    batch_id: str,
-    as_of: datetime | None = None,
-) -> set[str]:
-    """Mark a batch ``sending`` before the ESP call; return the send_ids actually claimed."""
-    rows = _change(
-        con,
-        sql("ledger/claim_batch"),
-        {"run_id": run_id, "send_ids": list(send_ids), "batch_id": batch_id, "as_of": as_of},
-        run_id=run_id,
-        as_of=as_of,
-    )
-    return {r[0] for r in rows}
+# -- settling ---------------------------------------------------------------------------------
 
 
 def settle(
@@ -347,47 +322,63 @@ def settle(
     results: Sequence[SendResult],
     as_of: datetime,
     retry: RetryPolicy | None = None,
+    batch_id: str | None = None,
 ) -> None:
-    """Record each result: ``sent`` with the provider's message id, else the status and why."""
+    """Record each result of a batch: ``sent`` with the provider's message id, else the status
+    and why. The batch's hand-over journal rows go in the same transaction."""
     if not results:
         return
-    retry = retry or RetryPolicy()
     frame = pl.DataFrame(
         {
+            "run_id": [run_id] * len(results),
             "send_id": [r.send_id for r in results],
             "status": [r.status for r in results],
+            "reason": [r.reason for r in results],
             "provider_message_id": [r.provider_message_id for r in results],
             "error": [r.error for r in results],
             "attempts": [r.attempts for r in results],
             "retryable": [r.retryable for r in results],
+            "batch_id": [batch_id] * len(results),
+            "sent_as_of": [as_of] * len(results),
         },
         schema={
+            "run_id": pl.String,
             "send_id": pl.String,
             "status": pl.String,
+            "reason": pl.String,
             "provider_message_id": pl.String,
             "error": pl.String,
             "attempts": pl.Int32,
             "retryable": pl.Boolean,
+            "batch_id": pl.String,
+            "sent_as_of": pl.Datetime("us", "UTC"),
         },
     )
     con.register("results", frame.to_arrow())
     try:
-        _change(
-            con,
-            sql("ledger/settle"),
-            {
-                "run_id": run_id,
-                "as_of": as_of,
-                "retry_base_minutes": retry.base_minutes,
-                "retry_max_backoff_minutes": retry.max_backoff_minutes,
-            },
-            run_id=run_id,
-            as_of=as_of,
-            # Killed here, the settle is rolled back whole: the rows stay 'sending'.
-            failpoint="mid_settle",
-        )
+        _settle_results(con, run_id=run_id, as_of=as_of, retry=retry or RetryPolicy())
     finally:
         con.unregister("results")
+
+
+def _settle_results(
+    con: duckdb.DuckDBPyConnection, *, run_id: str, as_of: datetime, retry: RetryPolicy
+) -> list[tuple[Any, ...]]:
+    """Apply the relation ``results`` to the ledger and clear its journal rows, atomically."""
+    return _change(
+        con,
+        [sql("ledger/settle")],
+        {
+            "as_of": as_of,
+            "retry_base_minutes": retry.base_minutes,
+            "retry_max_backoff_minutes": retry.max_backoff_minutes,
+        },
+        run_id=run_id,
+        as_of=as_of,
+        # Killed here, the settle is rolled back whole: the journal still has the answers.
+        failpoint="mid_settle",
+        after=[(sql("ledger/handovers_clear_settled"), {})],
+    )
 
 
 def skip(
@@ -400,78 +391,64 @@ def skip(
     as_of: datetime | None = None,
 ) -> int:
     """Settle planned rows as ``skipped`` with a reason, before they reach the provider."""
+    return _settle_unsent(con, "skipped", run_id, send_ids, reason, error, as_of)
+
+
+def mark_unknown(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    send_ids: Sequence[str],
+    reason: str,
+    error: str,
+    as_of: datetime | None = None,
+) -> int:
+    """Settle planned rows as ``unknown``: they may have been delivered by an earlier request
+    that cannot be sent again as it was (``nudge resolve-unknown`` decides)."""
+    return _settle_unsent(con, "unknown", run_id, send_ids, reason, error, as_of)
+
+
+def _settle_unsent(
+    con: duckdb.DuckDBPyConnection,
+    status: str,
+    run_id: str,
+    send_ids: Sequence[str],
+    reason: str,
+    error: str,
+    as_of: datetime | None,
+) -> int:
     if not send_ids:
         return 0
     rows = _change(
         con,
-        f"""
-        update nudge.send_ledger
-        set status = 'skipped', reason = $reason, error = $error, settled_at = now(),
-            updated_at = now()
-        where run_id = $run_id and status = 'planned' and send_id in (select unnest($send_ids))
-        returning {_EVENT_COLUMNS}
-        """,
-        {"run_id": run_id, "send_ids": list(send_ids), "reason": reason, "error": error},
+        [_returning("ledger/settle_unsent")],
+        {
+            "run_id": run_id,
+            "send_ids": list(send_ids),
+            "status": status,
+            "reason": reason,
+            "error": error,
+        },
         run_id=run_id,
         as_of=as_of,
     )
     return len(rows)
 
 
-def unsubscribed_now(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    subscriptions: str,
-    customer_ids: Sequence[str],
-    consent_list: str,
-    cutoff: datetime,
-    status: str = "unsubscribed",
-) -> set[str]:
-    """Which of these customers' latest change on ``consent_list`` up to ``cutoff`` is
-    ``status`` (an unsubscribe; or ``suppressed`` on the suppression list)."""
-    if not customer_ids:
-        return set()
-    statement = sql("ledger/unsubscribed_before_send").format(
-        subscriptions=quote_relation(subscriptions)
-    )
-    rows = con.execute(
-        statement,
-        {
-            "customer_ids": list(set(customer_ids)),
-            "list": consent_list,
-            "status": status,
-            "cutoff": cutoff,
-        },
-    ).fetchall()
-    return {r[0] for r in rows}
+# -- reading ----------------------------------------------------------------------------------
 
 
 def status_counts(con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str) -> dict[str, int]:
     """How this run's rows of one trigger ended, by status."""
     rows = con.execute(
-        """
-        select status, count(*) from nudge.send_ledger
-        where trigger = $trigger and run_id = $run_id
-        group by status
-        """,
-        {"trigger": trigger, "run_id": run_id},
+        sql("ledger/status_counts"), {"trigger": trigger, "run_id": run_id}
     ).fetchall()
     return {status: count for status, count in rows}
 
 
 def duplicate_deliveries(con: duckdb.DuckDBPyConnection, *, trigger: str) -> int:
     """send_ids the history shows as settled ``sent`` more than once: must always be 0."""
-    row = con.execute(
-        """
-        select count(*) from (
-            select send_id from nudge.send_events
-            where trigger = $trigger and status = 'sent'
-            group by send_id
-            having count(*) > 1
-        )
-        """,
-        {"trigger": trigger},
-    ).fetchone()
+    row = one(con, sql("ledger/duplicate_deliveries"), {"trigger": trigger})
     return int(row[0]) if row else 0
 
 
@@ -480,23 +457,9 @@ def recent_new_counts(
 ) -> list[int]:
     """New sends planned by the trigger's last ``ticks`` completed ticks before ``before``."""
     rows = con.execute(
-        """
-        select new from nudge.runs
-        where trigger = $trigger and as_of < $before and outcome in ('ok', 'failed')
-            and new is not null
-        order by as_of desc
-        limit $ticks
-        """,
-        {"trigger": trigger, "before": before, "ticks": ticks},
+        sql("ledger/recent_new_counts"), {"trigger": trigger, "before": before, "ticks": ticks}
     ).fetchall()
     return [int(r[0]) for r in rows]
-
-
-def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
-    """Write this run's row for one trigger into ``nudge.runs`` (replacing a retried step's)."""
-    params = dict(row)
-    params["errors"] = json.dumps(params.get("errors") or [])
-    con.execute(sql("ledger/record_run"), params)
 
 
 def unknown_sends(
@@ -504,15 +467,7 @@ def unknown_sends(
 ) -> list[tuple[Any, ...]]:
     """Every ``unknown`` send as (send_id, trigger, step, customer_id, provider, sending_at,
     error)."""
-    return con.execute(
-        """
-        select send_id, trigger, step, customer_id, provider, sending_at, error
-        from nudge.send_ledger
-        where status = 'unknown' and ($trigger is null or trigger = $trigger)
-        order by trigger, sending_at, send_id
-        """,
-        {"trigger": trigger},
-    ).fetchall()
+    return con.execute(sql("ledger/unknown_sends"), {"trigger": trigger}).fetchall()
 
 
 def resolve_unknown(
@@ -538,15 +493,7 @@ def resolve_unknown(
     )
     rows = _change(
         con,
-        f"""
-        update nudge.send_ledger
-        set status = $status, reason = $reason, error = $error, next_attempt_at = null,
-            batch_id = null, settled_at = now(), updated_at = now()
-        where status = 'unknown'
-            and ($trigger is null or trigger = $trigger)
-            and ($all_ids or send_id in (select unnest($send_ids)))
-        returning {_EVENT_COLUMNS}
-        """,
+        [_returning("ledger/resolve_unknown")],
         {
             "status": status,
             "reason": reason,
@@ -559,3 +506,28 @@ def resolve_unknown(
         as_of=None,
     )
     return len(rows)
+
+
+# -- the run log ------------------------------------------------------------------------------
+
+
+def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Write this run's row for one trigger into ``nudge.runs`` (replacing a retried step's).
+
+    ``row`` holds the run's identity and every count of ``runs.RunCounts``; its keys are the
+    table's column names, so the counts are listed in one place only.
+    """
+    values = {**row, "errors": json.dumps(row.get("errors") or [])}
+    frame = pl.DataFrame([values], infer_schema_length=None)
+    frame = frame.with_columns(
+        [
+            pl.col(c).cast(pl.Datetime("us", "UTC"))
+            for c in ("as_of", "started_at", "finished_at")
+            if c in frame.columns
+        ]
+    )
+    con.register("run_row", frame.to_arrow())
+    try:
+        con.execute(sql("ledger/record_run"))
+    finally:
+        con.unregister("run_row")

@@ -8,9 +8,8 @@ step what it needs in Python: the templates to check, the priority and the cap p
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,15 +83,6 @@ def minutes(value: Any) -> int | None:
     if not match:
         return None
     return int(match.group(1)) * _UNIT_MINUTES[match.group(2)]
-
-
-def bucket(text: str) -> int:
-    """The stable bucket in [0, 10000) the dbt macro ``nudge_bucket`` computes for ``text``."""
-    return int(hashlib.md5(text.encode()).hexdigest()[:8], 16) % 10000
-
-
-def holdout_bucket(trigger: str, customer_id: str) -> int:
-    return bucket(f"{trigger}:{customer_id}")
 
 
 def parse_sequence(trigger: str, meta: Any, where: str) -> SequenceDefinition:
@@ -219,17 +209,3 @@ def _variants(trigger: str, step: str, raw: Any, field: str, fail: Any) -> tuple
     if len({v.name for v in variants}) != len(variants):
         raise fail(field, "variant names must be unique")
     return tuple(variants)
-
-
-def variant_for(send_id: str, variants: Sequence[Variant]) -> str | None:
-    """The variant the dbt macro assigns to ``send_id`` (mirror, for tests and previews)."""
-    if not variants:
-        return None
-    total = sum(v.weight for v in variants)
-    draw = bucket(send_id)
-    upper = 0
-    for variant in variants:
-        upper += variant.weight
-        if draw * total < upper * 10000:
-            return variant.name
-    return variants[-1].name

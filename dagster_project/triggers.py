@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError
 from .sequences import (
     NAME,
     SequenceDefinition,
@@ -20,6 +21,9 @@ from .sequences import (
     TriggerDefinitionError,
     parse_sequence,
 )
+
+# Local hours [start, end) when marketing mail waits, unless the dbt vars say otherwise.
+DEFAULT_QUIET_HOURS = (21, 8)
 
 # Columns the sequence engine adds to every eligibility row: an entries model must not
 # output them (dbt/macros/sequence.sql).
@@ -32,7 +36,14 @@ ENGINE_COLUMNS = frozenset(
     }
 )  # fmt: skip
 
-__all__ = ["ProjectRelations", "TriggerDefinitionError", "TriggerSpec", "triggers_from_manifest"]
+__all__ = [
+    "ProjectRelations",
+    "TriggerDefinitionError",
+    "TriggerSpec",
+    "find_trigger",
+    "project_triggers",
+    "triggers_from_manifest",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ class TriggerSpec:
     # The list whose latest status `suppressed` blocks every email (dbt var suppression_list).
     suppression_list: str = "suppression"
     # Local hours [start, end) when marketing mail waits (dbt vars quiet_hours_start/_end).
-    quiet_hours_window: tuple[int, int] = (21, 8)
+    quiet_hours_window: tuple[int, int] = DEFAULT_QUIET_HOURS
     source_file: str = ""  # the YAML that declares it, for error messages
 
     @property
@@ -115,7 +126,7 @@ def _where(node: Mapping[str, Any]) -> str:
 def _window(value: Any) -> tuple[int, int]:
     if isinstance(value, list | tuple) and len(value) == 2:
         return int(value[0]), int(value[1])
-    return (21, 8)
+    return DEFAULT_QUIET_HOURS
 
 
 def _meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -212,3 +223,21 @@ def triggers_from_manifest(manifest: Mapping[str, Any] | Path) -> list[TriggerSp
             f"('{orphans[0]}') names no trigger model with config.meta.nudge in its YAML"
         )
     return sorted(specs, key=lambda s: s.name)
+
+
+def project_triggers() -> tuple[list[TriggerSpec], ProjectRelations]:
+    """This project's triggers and relations, from the dbt manifest (parsed if stale)."""
+    from .dbt_runner import ensure_manifest
+
+    manifest = ensure_manifest()
+    return triggers_from_manifest(manifest), project_relations(manifest)
+
+
+def find_trigger(triggers: Sequence[TriggerSpec], name: str) -> TriggerSpec:
+    """The trigger called ``name``, or a :class:`ConfigError` listing the ones there are."""
+    for spec in triggers:
+        if spec.name == name:
+            return spec
+    raise ConfigError(
+        f"no trigger named {name!r}; the project has: {', '.join(s.name for s in triggers)}"
+    )

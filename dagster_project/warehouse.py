@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: connections, the cross-process lock, and the SQL files in ``sql/``.
+"""The DuckDB warehouse: connections, the cross-process lock, the input contract, ``sql/``.
 
 DuckDB allows one writing process per file. dbt runs in a subprocess and the send steps in the
 Dagster process, and a scheduled tick can overlap a manual run, so every step that opens the
@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -61,10 +62,66 @@ def connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@contextlib.contextmanager
+def connection(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An open connection, closed on exit; hold the warehouse lock around it to write."""
+    con = connect(warehouse)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def locked_connection(
+    warehouse: Path, *, timeout: float = 1800.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse, locked against every other nudge process, and open; closed on exit."""
+    with warehouse_lock(warehouse, timeout=timeout), connection(warehouse) as con:
+        yield con
+
+
 @cache
 def sql(name: str) -> str:
     """The text of ``sql/<name>.sql``: SQL lives in files, not in Python strings."""
     return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def one(
+    con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, Any] | None = None
+) -> tuple[Any, ...] | None:
+    """The first row of a query, reading the result to its end.
+
+    DuckDB keeps a result that was not read to its end open on the connection (``fetchone``
+    leaves it so), and then refuses to register a frame on it; reading it all avoids that.
+    """
+    rows = con.execute(statement, params or {}).fetchall()
+    return rows[0] if rows else None
+
+
+def sql_literal(value: str) -> str:
+    """A SQL string literal, for the few statements that take no parameters (``attach``)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+# The tables of the input contract (README): nudge reads them and never writes them.
+RAW_TABLES = ("customers", "events", "subscriptions")
+
+
+class MissingInputError(RuntimeError):
+    """The warehouse lacks the raw tables of the input contract."""
+
+
+def check_input_contract(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
+    """Fail with a clear message, before dbt, when the raw tables are not there."""
+    present = {row[0] for row in con.execute(sql("warehouse/raw_relations")).fetchall()}
+    missing = [f"raw.{t}" for t in RAW_TABLES if t not in present]
+    if missing:
+        raise MissingInputError(
+            f"{warehouse} has no {', '.join(missing)}. Load your data as described in the "
+            "README's input contract, point NUDGE_WAREHOUSE at the right file, or run "
+            "`nudge demo` to generate a demo warehouse."
+        )
 
 
 def quote_relation(relation: str) -> str:

@@ -13,10 +13,12 @@ from dagster_project import ledger
 
 
 @pytest.fixture(autouse=True)
-def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own NUDGE_* settings or DAGSTER_HOME must not leak into tests."""
-    for name in [n for n in os.environ if n.startswith("NUDGE_")] + ["DAGSTER_HOME"]:
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer's own NUDGE_* settings or DAGSTER_HOME must not leak into tests, and no test
+    writes the project's own .nudge/ folder: Dagster's runs go to a home of the test's own."""
+    for name in [n for n in os.environ if n.startswith("NUDGE_")]:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
 
 
 @pytest.fixture

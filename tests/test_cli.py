@@ -9,7 +9,8 @@ import pytest
 from dagster_project import ledger
 from dagster_project.cli import main
 from dagster_project.warehouse import connect
-from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.ledger_steps import hand_over, plan
 
 
 @pytest.fixture
@@ -20,9 +21,9 @@ def with_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
     assert main(["init"]) == 0
     con = connect(warehouse)
     write_eligibility(con, [cart_row(k) for k in ("a", "b", "c", "d")])
-    ledger.plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
     ids = [cart_row(k)["send_id"] for k in ("a", "b", "c")]
-    ledger.claim_batch(con, run_id="dead", send_ids=ids, batch_id="k1")
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="k1")
     ledger.resume(
         con,
         trigger="abandoned_cart",
@@ -73,3 +74,25 @@ def test_resolve_unknown_refuses_send_ids_that_are_not_unknown(with_unknown, cap
 def test_resend_and_drop_are_exclusive(with_unknown) -> None:
     with pytest.raises(SystemExit):
         main(["resolve-unknown", "--resend", "--drop"])
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from dagster_project.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert set(commands) == {
+        "run",
+        "demo",
+        "preview",
+        "render",
+        "backtest",
+        "resolve-unknown",
+        "init",
+        "dev",
+    }
+    for command in commands:
+        assert f"\n  {command} " in text, command

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.config import DEFAULT_WAREHOUSE, ConfigError, Settings
-from dagster_project.resources import LateTickError, TickResource, parse_as_of
+from dagster_project.clock import parse_as_of
+from dagster_project.config import DEFAULT_DAGSTER_HOME, DEFAULT_WAREHOUSE, ConfigError, Settings
+from dagster_project.defs.resources import TickResource
+from dagster_project.guards import LateTickError
 
 
 def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
     assert settings.warehouse == DEFAULT_WAREHOUSE.resolve()
-    assert settings.esp == "outbox" and settings.esp_api_key is None
+    assert settings.esp == "outbox" and settings.provider.api_key is None
+    assert settings.dagster_home == DEFAULT_DAGSTER_HOME.resolve()
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
@@ -27,7 +30,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         }
     )
     assert settings.warehouse == tmp_path / "w.duckdb"
-    assert (settings.esp, settings.esp_base_url, settings.esp_api_key) == (
+    assert (settings.esp, settings.provider.base_url, settings.provider.api_key) == (
         "sendgrid",
         "http://127.0.0.1:9",
         "SG.k",
@@ -46,31 +49,12 @@ def test_as_of_parsing_assumes_utc_and_rejects_garbage() -> None:
         parse_as_of("yesterday")
 
 
-def test_definitions_list_the_assets_and_the_hourly_schedule() -> None:
-    from dagster_project.definitions import build_definitions
-
-    defs = build_definitions(Settings.from_env({}))
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {
-        "nudge/send_abandoned_cart",
-        "nudge/send_birthday",
-        "nudge/send_browse_abandonment",
-        "nudge/send_post_purchase_review",
-        "nudge/send_signup_anniversary",
-        "nudge/send_welcome",
-        "nudge/send_win_back",
-    } <= keys
-    assert "audience/abandoned_cart_eligibility" in keys
-    schedule = defs.resolve_schedule_def("hourly_tick")
-    assert schedule.cron_schedule == "0 * * * *"
-
-
 def test_the_schedule_pins_as_of_to_the_scheduled_time() -> None:
     from datetime import UTC, datetime
 
     from dagster import build_schedule_context
 
-    from dagster_project.schedules import hourly_tick
+    from dagster_project.defs.schedules import hourly_tick
 
     context = build_schedule_context(scheduled_execution_time=datetime(2026, 6, 1, 13, tzinfo=UTC))
     request = hourly_tick(context)
@@ -91,7 +75,7 @@ def test_sending_for_a_stale_as_of_is_refused_unless_allowed() -> None:
 
 
 def test_the_api_key_is_not_in_reprs() -> None:
-    from dagster_project.resources import EspResource
+    from dagster_project.defs.resources import EspResource
 
     settings = Settings.from_env({"NUDGE_ESP": "sendgrid", "NUDGE_ESP_API_KEY": "SG.repr-secret"})
     resource = EspResource(
@@ -140,7 +124,9 @@ def test_every_esp_is_built_from_the_environment(monkeypatch, tmp_path, env, exp
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # botocore reads AWS_* itself
-    provider = build_provider(Settings.from_env({**env, "NUDGE_OUTBOX_DIR": str(tmp_path)}))
+    provider = build_provider(
+        Settings.from_env({**env, "NUDGE_OUTBOX_DIR": str(tmp_path)}).provider
+    )
     try:
         assert provider.name == expected
         assert provider.limits.max_batch >= 1
@@ -166,7 +152,7 @@ def test_a_misconfigured_esp_fails_before_anything_is_sent(env, message) -> None
     from dagster_project.providers import ProviderConfigError, build_provider
 
     with pytest.raises(ProviderConfigError, match=message):
-        build_provider(Settings.from_env(env))
+        build_provider(Settings.from_env(env).provider)
 
 
 def test_guard_settings_come_from_the_environment() -> None:
@@ -174,3 +160,39 @@ def test_guard_settings_come_from_the_environment() -> None:
     assert settings.send_policy == {"mass_send_max": 50, "freshness_max_hours": 6.0}
     with pytest.raises(ConfigError, match="NUDGE_MASS_SEND_MAX"):
         Settings.from_env({"NUDGE_MASS_SEND_MAX": "lots"})
+
+
+def test_every_send_policy_knob_is_one_field_of_the_dagster_resource() -> None:
+    from dagster_project.defs.resources import SendPolicyResource
+    from dagster_project.policy import DispatchPolicy, knobs
+
+    declared = {k.name: k for k in knobs()}
+    fields = SendPolicyResource.model_fields
+    assert set(fields) == set(declared)
+    for name, knob in declared.items():
+        assert fields[name].description == knob.doc
+    # Run config and the environment set the same knobs, by the same names.
+    resource = SendPolicyResource(mass_send_max=7, frequency_cap_day=2, paused=["welcome"])
+    policy = resource.policy(batch_size=50)
+    assert policy == DispatchPolicy.from_values(
+        {"mass_send_max": 7, "frequency_cap_day": 2, "paused": ["welcome"]}, batch_size=50
+    )
+    assert (policy.guards.mass_send_max, policy.caps.day, policy.paused) == (
+        7,
+        2,
+        frozenset({"welcome"}),
+    )
+    assert policy.retry.base_minutes == 15 and policy.batch_size == 50  # the rest: defaults
+
+
+def test_send_policy_settings_come_from_the_environment_by_their_documented_names() -> None:
+    from dagster_project.policy import knobs
+
+    env = {k.env: "3" for k in knobs() if k.env and k.python_type != "frozenset[str]"}
+    env["NUDGE_PAUSED_TRIGGERS"] = "welcome, birthday,"
+    values = Settings.from_env(env).send_policy
+    assert values["paused"] == ["birthday", "welcome"]
+    assert values["retry_base_minutes"] == 3 and values["max_message_bytes"] == 3
+    assert len(values) == len(env)
+    with pytest.raises(ConfigError, match="NUDGE_FREQUENCY_CAP_DAY"):
+        Settings.from_env({"NUDGE_FREQUENCY_CAP_DAY": "-1"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,31 +10,34 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
-from dagster_project.providers import (
-    Message,
-    OutboxProvider,
-    ProviderLimits,
-    SendGridProvider,
-    SendResult,
-)
+from dagster_project.dispatch import dispatch_trigger
+from dagster_project.policy import DispatchPolicy
+from dagster_project.providers import OutboxProvider
+from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.rendering import Renderer, RenderError
 from dagster_project.warehouse import connect, warehouse_lock
-from tests.esp_server import EspServer
-from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.esp_server import EspServer
+from tests.support.factories import (
+    AS_OF,
+    CART_SPEC,
+    add_subscription,
+    cart_row,
+    dispatch,
+    ledger_rows,
+    write_eligibility,
+)
+from tests.support.ledger_steps import hand_over, plan
+from tests.support.mirrors import send_id
 from tests.support.providers import RecordingProvider
 
 
-def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500):
-    return dispatch_trigger(
+def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500, **policy):
+    return dispatch(
         con,
-        CART_SPEC,
-        provider=provider,
-        renderer=Renderer(),
+        provider,
         as_of=as_of,
         run_id=run_id,
-        from_email="shop@example.com",
-        policy=DispatchPolicy(batch_size=batch_size),
+        policy=DispatchPolicy(batch_size=batch_size, **policy),
     )
 
 
@@ -49,13 +51,30 @@ def test_rerun_of_the_same_tick_sends_nothing(con, tmp_path: Path) -> None:
     assert len(list((tmp_path / "outbox" / "abandoned_cart").glob("*.eml"))) == 5
 
 
+def test_a_message_over_the_size_limit_is_not_sent_and_the_rest_are(con) -> None:
+    # Hostile data (a 200 KB first name) makes a 400 KB email: Gmail would clip it, unsubscribe
+    # link and all. It fails for good with its reason; the batch goes on.
+    huge = cart_row("huge", first_name="A" * 200_000)
+    write_eligibility(con, [cart_row("fine"), huge])
+    provider = RecordingProvider()
+    summary = _dispatch(con, provider, max_message_bytes=100_000)
+    assert (summary.sent, summary.failed) == (1, 1)
+    assert [m.customer_id for m in provider.sent] == ["cust_fine"]
+    status, reason, error = con.execute(
+        "select status, reason, error from nudge.send_ledger where send_id = ?", [huge["send_id"]]
+    ).fetchall()[0]
+    assert (status, reason) == ("failed_permanent", "message_too_large")
+    assert "over the limit of 100000" in error
+    assert all(m.size() <= 100_000 for m in provider.sent)
+
+
 def test_a_row_that_fails_to_render_is_failed_and_the_rest_are_sent(con) -> None:
     # items = null breaks the cart template's loop: that row fails with the reason, others go.
     write_eligibility(con, [cart_row("good1"), cart_row("broken", items=None), cart_row("good2")])
     provider = RecordingProvider()
     summary = _dispatch(con, provider)
     assert (summary.sent, summary.failed) == (2, 1)
-    broken = ledger.send_id("abandoned_cart", "broken", "reminder")
+    broken = send_id("abandoned_cart", "broken", "reminder")
     status, error, attempts = ledger_rows(con)[broken]
     assert status == "failed_permanent" and attempts == 0
     assert "reminder.html.j2" in error or "reminder.subject.j2" in error
@@ -77,21 +96,25 @@ def test_custom_args_join_provider_events_back_to_the_ledger(con) -> None:
     _dispatch(con, provider)
     (message,) = provider.sent
     assert message.custom_args == {
-        "send_id": ledger.send_id("abandoned_cart", "a", "reminder"),
+        "send_id": send_id("abandoned_cart", "a", "reminder"),
         "trigger": "abandoned_cart",
         "step": "reminder",
     }
 
 
 def test_crash_mid_batch_then_rerun_never_resends_and_never_loses(con) -> None:
-    # Batches of 2: the first batch is delivered and settled, the process dies during the
-    # second, the third was never claimed.
+    # Batches of 2: the first batch is delivered and settled; the process dies during the
+    # second, after its first message went out and was answered (the journal has the answer)
+    # and before its second was handed over; the third batch was never pushed.
     write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
     dying = RecordingProvider(die_after=3)
     with pytest.raises(RuntimeError):
         _dispatch(con, dying, batch_size=2)
     statuses = sorted(s for s, _e, _a in ledger_rows(con).values())
-    assert statuses == ["planned", "planned", "sending", "sending", "sent", "sent"]
+    assert statuses == ["planned", "planned", "planned", "planned", "sent", "sent"]
+    journaled = con.execute("select send_id, event from nudge.handovers").fetchall()
+    assert sorted(event for _, event in journaled) == ["answered", "handed_over"]
+    assert {sid for sid, _ in journaled} == {dying.sent[2].send_id}
 
     # The next tick's dbt build sees those send_ids in the ledger and excludes them.
     later = AS_OF + timedelta(hours=1)
@@ -104,7 +127,7 @@ def test_crash_mid_batch_then_rerun_never_resends_and_never_loses(con) -> None:
                 as_of=later,
                 is_eligible=False,
                 exclusion_reason="already_sent"
-                if statuses_by_id[ledger.send_id("abandoned_cart", f"k{i}", "reminder")] == "sent"
+                if statuses_by_id[send_id("abandoned_cart", f"k{i}", "reminder")] == "sent"
                 else "in_flight",
             )
             for i in range(6)
@@ -114,10 +137,34 @@ def test_crash_mid_batch_then_rerun_never_resends_and_never_loses(con) -> None:
     summary = _dispatch(con, survivor, as_of=later, run_id="run-2")
     delivered_twice = {m.send_id for m in dying.sent} & {m.send_id for m in survivor.sent}
     assert delivered_twice == set()
-    # The never-claimed batch is sent; the in-flight batch is 'unknown' (non-idempotent ESP).
-    assert summary.sent == 2 and summary.unknown == 2
+    # The answered send is settled from the journal, the three never handed over are sent
+    # now: nothing was in doubt, so nothing is unknown and nothing went out twice.
+    assert len(survivor.sent) == 3
+    assert summary.unknown == 0 and summary.resumed == 4
     final = sorted(s for s, _e, _a in ledger_rows(con).values())
-    assert final == ["sent", "sent", "sent", "sent", "unknown", "unknown"]
+    assert final == ["sent"] * 6
+    assert _twice_sent(con) == 0
+
+
+def _twice_sent(con) -> int:
+    return ledger.duplicate_deliveries(con, trigger="abandoned_cart")
+
+
+def test_a_retried_step_with_the_same_run_id_never_resends_what_its_first_attempt_sent(
+    con,
+) -> None:
+    # Dagster retries a failed step inside the same run: same run id. The first attempt died
+    # after three emails went out; the retry must take over its rows as a dead run's.
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
+    dying = RecordingProvider(die_after=3)
+    with pytest.raises(RuntimeError):
+        _dispatch(con, dying, batch_size=2, run_id="run-1")
+    retry = RecordingProvider()
+    summary = _dispatch(con, retry, batch_size=2, run_id="run-1")
+    assert {m.send_id for m in dying.sent} & {m.send_id for m in retry.sent} == set()
+    assert len(retry.sent) == 3 and summary.unknown == 0
+    assert sorted(s for s, _e, _a in ledger_rows(con).values()) == ["sent"] * 6
+    assert _twice_sent(con) == 0
 
 
 def test_stale_eligibility_table_is_not_sent_under_another_as_of(con) -> None:
@@ -182,3 +229,52 @@ def test_overlapping_runs_on_one_warehouse_send_each_email_once(warehouse: Path)
         "select count(*) from nudge.send_ledger where status = 'sent'"
     ).fetchone() == (40,)
     con.close()
+
+
+def test_an_interrupted_request_is_not_resent_once_one_of_its_recipients_said_no(
+    con, tmp_path: Path
+) -> None:
+    # A request went out under key K and the run died; before the resend, one recipient
+    # unsubscribed. Sending the rest under K would change the request (the provider would
+    # refuse or replay), and the first attempt may have reached them all: nobody is mailed,
+    # the request is unknown for an operator.
+    write_eligibility(con, [cart_row("a"), cart_row("b")])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="outbox")
+    ids = [cart_row(k)["send_id"] for k in ("a", "b")]
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="K")
+    add_subscription(con, "cust_b", "unsubscribed", AS_OF + timedelta(minutes=1))
+    outbox = OutboxProvider(tmp_path / "outbox")
+    summary = dispatch(con, outbox, run_id="next", consent_cutoff=AS_OF + timedelta(minutes=2))
+    assert summary.sent == 0 and summary.unknown == 2
+    assert {s for s, _e, _a in ledger_rows(con).values()} == {"unknown"}
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_failing_journal_stops_the_push_but_loses_no_answer(
+    con, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The journal's writer fails (disk full, say) after a few commits: no request goes out
+    # that it could not record, and the answers already in hand are still settled.
+    from dagster_project.handover import HandoverJournal
+
+    real_write = HandoverJournal._write
+    calls = {"n": 0}
+
+    def failing_write(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise OSError("no space left on device")
+        real_write(self, rows)
+
+    monkeypatch.setattr(HandoverJournal, "_write", failing_write)
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
+    with EspServer(api_key="SG.k") as server:
+        provider = SendGridProvider("SG.k", server.url, max_concurrency=1, max_attempts=1)
+        with pytest.raises(Exception, match="no space left"):
+            _dispatch(con, provider)
+        provider.close()
+        received = set(server.received_send_ids())
+    rows = ledger_rows(con)
+    sent = {sid for sid, (status, _e, _a) in rows.items() if status == "sent"}
+    assert received and sent == received  # every delivered email is recorded as sent
+    assert {status for status, _e, _a in rows.values()} <= {"sent", "failed_retryable"}

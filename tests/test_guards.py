@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from dagster_project import guards
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
-from dagster_project.guards import GuardPolicy
-from dagster_project.providers import Message, OutboxProvider, ProviderLimits, SendResult
-from dagster_project.rendering import Renderer
-from tests.support.providers import RecordingProvider
-from tests.factories import (
+from dagster_project.policy import DispatchPolicy, GuardPolicy
+from dagster_project.providers import OutboxProvider
+from tests.support.factories import (
     AS_OF,
     CART_SPEC,
     add_event,
     add_subscription,
     cart_row,
     cart_spec,
+    dispatch,
     ledger_rows,
     write_eligibility,
 )
+from tests.support.providers import RecordingProvider
 
 POLICY = GuardPolicy(mass_send_max=1000, mass_send_multiple=10, mass_send_min=20)
 
@@ -62,14 +60,12 @@ def test_freshness_hold() -> None:
 
 
 def _dispatch(con, provider, *, spec=CART_SPEC, as_of=AS_OF, run_id="r1", cutoff=None, **policy):
-    return dispatch_trigger(
+    return dispatch(
         con,
-        spec,
-        provider=provider,
-        renderer=Renderer(),
+        provider,
+        spec=spec,
         as_of=as_of,
         run_id=run_id,
-        from_email="shop@example.com",
         policy=DispatchPolicy(guards=dataclasses.replace(POLICY, **policy)),
         consent_cutoff=cutoff,
     )
@@ -178,5 +174,31 @@ def test_a_failed_push_still_leaves_its_run_log_row(con) -> None:
         _dispatch(con, RecordingProvider(fail=True))
     (outcome, errors) = con.execute("select outcome, errors from nudge.runs").fetchone()
     assert outcome == "failed" and "provider exploded" in errors
-    # The claimed row stays 'sending' for the next run to settle: not lost, not resent blindly.
-    assert ledger_rows(con)[cart_row("a")["send_id"]][0] == "sending"
+    # The provider failed before handing anything over: the row stays planned and the journal
+    # shows no hand-over, so the next run sends it (nothing in doubt, nothing lost).
+    assert ledger_rows(con)[cart_row("a")["send_id"]][0] == "planned"
+    assert con.execute("select count(*) from nudge.handovers").fetchall() == [(0,)]
+
+
+def test_an_unsubscribe_during_a_long_push_is_honoured_by_the_next_batch(con) -> None:
+    # Batch 1 goes out; while it does, c_b unsubscribes (recorded "now"). The push asks its
+    # consent cutoff again before batch 2, so c_b is not mailed.
+    write_eligibility(con, [cart_row("a"), cart_row("b")])
+    clock = [AS_OF]
+    others = {"cust_a": "cust_b", "cust_b": "cust_a"}
+
+    class UnsubscribesWhileSending(RecordingProvider):
+        def send(self, messages, **kwargs):  # type: ignore[no-untyped-def]
+            results = super().send(messages, **kwargs)
+            if len(self.sent) == 1:  # the other customer says no while this batch goes out
+                clock[0] = AS_OF + timedelta(minutes=5)
+                other = others[self.sent[0].customer_id]
+                add_subscription(con, other, "unsubscribed", AS_OF + timedelta(minutes=1))
+            return results
+
+    provider = UnsubscribesWhileSending()
+    summary = dispatch(
+        con, provider, policy=DispatchPolicy(batch_size=1), consent_cutoff=lambda: clock[0]
+    )
+    assert len(provider.sent) == 1
+    assert summary.skipped == 1 and summary.sent == 1

@@ -8,9 +8,10 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
+from dagster_project.handover import HandoverJournal
 from dagster_project.policy import RetryPolicy
 from dagster_project.providers import SendResult
-from tests.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
+from tests.support.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
 from tests.support.ledger_steps import hand_over, plan
 from tests.support.mirrors import send_id
 
@@ -377,3 +378,53 @@ def test_duplicate_deliveries_counts_send_ids_settled_sent_twice(con) -> None:
     con.execute("update nudge.send_ledger set status = 'sending' where send_id = ?", [ids[0]])
     ledger.settle(con, run_id="r1", as_of=AS_OF, results=[SendResult(ids[0], "sent")])
     assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 1
+
+
+def test_the_key_window_counts_from_the_first_hand_over_not_the_latest_resend(con) -> None:
+    # Run "dead" handed key-1 over 22 h ago and died; "next" resent it and died too. By the
+    # time "third" runs, the key's first use is over a day old: the provider may have forgotten
+    # it, so resending could deliver twice. Only the first use counts, not the resend.
+    ids = _interrupted_batch(con, ["a", "b"])
+    con.execute("update nudge.handovers set recorded_at = now() - interval 22 hours")
+    assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 2}
+    hand_over(con, run_id="next", trigger="abandoned_cart", send_ids=ids, key="key-1")
+    # Two hours later (by the first use's clock):
+    con.execute("update nudge.send_ledger set sending_at = sending_at - interval 2 hours")
+    assert _resume(con, AS_OF, provider="resend", idempotent=True, run_id="third") == {"unknown": 2}
+
+
+def test_an_interrupted_idempotent_request_is_resent_even_at_night(con) -> None:
+    # The request went out once already; it must go out again as it was, night or not (the
+    # provider deduplicates), rather than become unknown.
+    ids = _interrupted_batch(con, ["a", "b"])
+    write_eligibility(con, [cart_row(k, rule_exclusion_reason="quiet_hours") for k in ("a", "b")])
+    assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 2}
+    assert {
+        r[3]
+        for b in ledger.planned_batches(con, trigger="abandoned_cart", run_id="next", batch_size=10)
+        for r in b
+    } == {"key-1"}
+    assert set(ids) == set(ledger_rows(con))
+
+
+@pytest.mark.parametrize(("idempotent", "expected"), [(False, "unknown"), (True, "planned")])
+def test_a_batch_refused_whole_and_split_leaves_only_the_half_on_the_wire_in_doubt(
+    con, idempotent: bool, expected: str
+) -> None:
+    keys = ["a", "b", "c", "d"]
+    write_eligibility(con, [cart_row(k) for k in keys])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="resend")
+    ids = [send_id("abandoned_cart", k, "reminder") for k in keys]
+    with HandoverJournal(con, run_id="dead", trigger="abandoned_cart") as journal:
+        journal.handing_over(ids, "K")  # refused whole (400): nothing taken
+        journal.returned(ids)
+        journal.handing_over(ids[:2], "K-0")  # the first half went out; then the crash
+        journal.flush()
+    _resume(con, AS_OF, provider="resend", idempotent=idempotent)
+    rows = ledger_rows(con)
+    assert [rows[i][0] for i in ids] == [expected, expected, "planned", "planned"]
+    batches = ledger.planned_batches(con, trigger="abandoned_cart", run_id="next", batch_size=10)
+    keyed = {r[0]: r[3] for b in batches for r in b}
+    assert keyed[ids[2]] is None and keyed[ids[3]] is None  # never out: a fresh batch
+    if idempotent:
+        assert keyed[ids[0]] == keyed[ids[1]] == "K-0"  # resent as that half, same key

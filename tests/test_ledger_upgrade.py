@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dagster_project import ledger
 from dagster_project.warehouse import connect
-from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.mirrors import send_id
 
 # nudge.send_ledger as the single-step release created it (before issue 4).
 OLD_LEDGER = """
@@ -51,7 +52,7 @@ def test_an_old_ledger_is_upgraded_and_its_sends_count_toward_the_cap(tmp_path: 
         con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="outbox"
     ) as decision:
         pass
-    assert (decision.count, decision.deferred) == (0, 1)
+    assert (decision.planned, decision.deferred) == (0, 1)
     assert con.execute(
         "select status, reason from nudge.send_ledger where trigger = 'abandoned_cart'"
     ).fetchall() == [("deferred", "frequency_cap_24h")]
@@ -60,14 +61,14 @@ def test_an_old_ledger_is_upgraded_and_its_sends_count_toward_the_cap(tmp_path: 
 def test_inactivity_sends_are_not_repeated_by_win_back(tmp_path: Path) -> None:
     con = connect(tmp_path / "w.duckdb")
     con.execute(OLD_LEDGER)
-    for send_id, key, status in (("s1", "c1:20260301T100000", "sent"), ("s2", "c2:x", "failed")):
+    for old_id, key, status in (("s1", "c1:20260301T100000", "sent"), ("s2", "c2:x", "failed")):
         con.execute(
             """
             insert into nudge.send_ledger (send_id, trigger, trigger_key, step, customer_id,
                 status, as_of, context, planned_at, updated_at)
             values (?, 'inactivity', ?, 'we_miss_you', ?, ?, ?, '{}', now(), now())
             """,
-            [send_id, key, key.split(":")[0], status, AS_OF],
+            [old_id, key, key.split(":")[0], status, AS_OF],
         )
     ledger.ensure_ledger(con)
     ledger.ensure_ledger(con)  # idempotent
@@ -78,7 +79,7 @@ def test_inactivity_sends_are_not_repeated_by_win_back(tmp_path: Path) -> None:
     # Only the email that went out is carried over, under win_back's own send_id.
     assert migrated == [
         (
-            ledger.send_id("win_back", "c1:20260301T100000", "we_miss_you"),
+            send_id("win_back", "c1:20260301T100000", "we_miss_you"),
             "c1:20260301T100000",
             "skipped",
             "sent_before_upgrade",

@@ -8,7 +8,6 @@ Earlier sends are made the way a tick makes them (plan, settle through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,14 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import dispatch_trigger
 from dagster_project.ledger import PlanDecision
 from dagster_project.policy import DispatchPolicy, FrequencyCaps
-from dagster_project.providers import Message, ProviderLimits, SendResult
+from dagster_project.providers import SendResult
 from dagster_project.rendering import Renderer
-from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.factories import AS_OF, CART_SPEC, cart_row, dispatch, write_eligibility
 from tests.support.ledger_steps import hand_over
-from tests.support.providers import RecordingProvider
 from tests.support.mirrors import send_id as make_send_id
+from tests.support.providers import RecordingProvider
 
 CART = CART_SPEC.relation
 BIRTHDAY = "audience.birthday_eligibility"  # a higher-priority competitor
@@ -725,14 +723,12 @@ def renderer(tmp_path: Path) -> Renderer:
 
 def _dispatch(con, renderer, provider, *, run_id="r1", as_of=AS_OF, **options):
     competitors = options.pop("competitors", ())
-    return dispatch_trigger(
+    return dispatch(
         con,
-        CART_SPEC,
-        provider=provider,
+        provider,
         renderer=renderer,
         as_of=as_of,
         run_id=run_id,
-        from_email="shop@example.com",
         policy=DispatchPolicy(**options),
         competitors=competitors,
     )
@@ -875,3 +871,25 @@ def test_a_released_deferred_send_takes_the_releasing_runs_provider(con) -> None
     assert con.execute(
         "select status, provider from nudge.send_ledger where send_id = ?", [send_id]
     ).fetchall() == [("planned", "resend")]
+
+
+def test_a_reordered_sequence_does_not_supersede_a_step_by_its_old_position(con) -> None:
+    # The YAML dropped two leading steps: "second_reminder" was step 2 when it was sent and is
+    # step 1 now, before the new step 2 ("reminder" here). Positions come from the YAML as it
+    # is, so the step due now is not taken for one the entry already passed.
+    sent_earlier = _step("k", "c1", "second_reminder", 4, as_of=AS_OF - timedelta(hours=30))
+    write_eligibility(con, [sent_earlier], HISTORY)
+    decide(con, relation=HISTORY, as_of=AS_OF - timedelta(hours=30), run_id="y", caps=LOOSE)
+    ledger.settle(
+        con,
+        run_id="y",
+        results=[SendResult(sent_earlier["send_id"], "sent")],
+        as_of=AS_OF - timedelta(hours=30),
+    )
+    now_first = _step(
+        "k", "c1", "second_reminder", 1, is_eligible=False, exclusion_reason="already_sent"
+    )
+    due = _step("k", "c1", "reminder", 2)
+    write_eligibility(con, [now_first, due])
+    assert decide(con).by_status == {"planned": 1}
+    assert status(con, due["send_id"]) == ("planned", None)

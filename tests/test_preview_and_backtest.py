@@ -21,7 +21,7 @@ END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("lookahead") / "warehouse.duckdb"
+    path = tmp_path_factory.mktemp("preview and backtest") / "warehouse.duckdb"
     generate_to_file(path, customers=500, end=END)
     return path
 

@@ -6,12 +6,21 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
+from dagster_project import ledger
+from dagster_project.dispatch import dispatch_trigger
+from dagster_project.policy import DispatchPolicy
 from dagster_project.providers import OutboxProvider
 from dagster_project.rendering import Renderer
 from dagster_project.sequences import parse_sequence
 from dagster_project.warehouse import connect
-from tests.factories import AS_OF, CART_SPEC, cart_row, ensure_staging, write_eligibility
+from tests.support.factories import (
+    AS_OF,
+    CART_SPEC,
+    cart_row,
+    dispatch,
+    ensure_staging,
+    write_eligibility,
+)
 
 
 def _suppress(con, customer_id: str, status: str, minutes_after: int) -> None:
@@ -23,16 +32,8 @@ def _suppress(con, customer_id: str, status: str, minutes_after: int) -> None:
 
 
 def _dispatch(con, spec, outbox: Path):
-    return dispatch_trigger(
-        con,
-        spec,
-        provider=OutboxProvider(outbox),
-        renderer=Renderer(),
-        as_of=AS_OF,
-        run_id="run-1",
-        from_email="shop@example.com",
-        policy=DispatchPolicy(),
-        consent_cutoff=AS_OF + timedelta(hours=1),
+    return dispatch(
+        con, OutboxProvider(outbox), spec=spec, consent_cutoff=AS_OF + timedelta(hours=1)
     )
 
 
@@ -46,6 +47,7 @@ def test_a_suppression_after_the_build_stops_even_transactional_mail(tmp_path: P
         ),
     )
     con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
     write_eligibility(
         con, [cart_row(k, category="transactional") for k in ("bounced", "lifted", "fine")]
     )
@@ -71,6 +73,7 @@ def test_a_suppression_after_the_build_stops_even_transactional_mail(tmp_path: P
 
 def test_a_suppression_after_the_cutoff_is_not_seen(tmp_path: Path) -> None:
     con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
     write_eligibility(con, [cart_row("late")])
     _suppress(con, "cust_late", "suppressed", 120)  # after the consent cutoff (+1 h)
     summary = _dispatch(con, CART_SPEC, tmp_path / "outbox")
@@ -81,6 +84,7 @@ def test_a_tick_that_runs_late_into_the_night_leaves_marketing_mail_for_the_morn
     tmp_path: Path,
 ) -> None:
     con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
     rows = [cart_row("ny", timezone="America/New_York"), cart_row("tokyo", timezone="Asia/Tokyo")]
     write_eligibility(con, rows)
     # The 12:00 UTC tick actually sends at 14:00 UTC: 10:00 in New York, 23:00 in Tokyo.

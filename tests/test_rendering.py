@@ -100,15 +100,10 @@ def test_shipped_templates_render_with_money_and_date_filters() -> None:
 
 
 def test_every_template_of_the_default_triggers_exists_and_compiles() -> None:
-    from dagster_project.dbt_assets import nudge_dbt_project
-    from dagster_project.triggers import triggers_from_manifest
+    from dagster_project.triggers import project_triggers
 
     renderer = Renderer()
-    templates = [
-        t
-        for spec in triggers_from_manifest(nudge_dbt_project.manifest_path)
-        for t in spec.templates
-    ]
+    templates = [t for spec in project_triggers()[0] for t in spec.templates]
     assert "abandoned_cart/discount__ten_percent" in templates
     for template in templates:
         renderer.check(template)

@@ -22,11 +22,11 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import DispatchPolicy
-from dagster_project.guards import GuardPolicy
-from dagster_project.lookahead import hourly, project_triggers, replay
+from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import OutboxProvider
-from dagster_project.sequences import holdout_bucket
+from dagster_project.replay import hourly, replay
+from dagster_project.triggers import project_triggers
+from tests.support.mirrors import holdout_bucket
 
 pytestmark = pytest.mark.dbt
 

@@ -15,13 +15,11 @@ from dagster_project.sequences import (
     Step,
     TriggerDefinitionError,
     Variant,
-    bucket,
-    holdout_bucket,
     minutes,
     parse_sequence,
-    variant_for,
 )
 from dagster_project.triggers import triggers_from_manifest
+from tests.support.mirrors import bucket, holdout_bucket, variant_for
 
 WHERE = "models/triggers/welcome.yml"
 STEPS = [{"name": "day_0", "delay": "0h"}, {"name": "day_3", "delay": "3d"}]

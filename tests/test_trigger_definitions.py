@@ -7,11 +7,11 @@ import pytest
 import yaml
 
 from dagster_project.config import MODELS_DIR, TEMPLATES_DIR
-from dagster_project.lookahead import project_triggers
 from dagster_project.rendering import Renderer
 from dagster_project.triggers import (
     TriggerDefinitionError,
     higher_priority,
+    project_triggers,
     triggers_from_manifest,
 )
 

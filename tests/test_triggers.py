@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dagster_project.dbt_assets import nudge_dbt_project
+from dagster_project.dbt_runner import ensure_manifest
 from dagster_project.triggers import TriggerDefinitionError, triggers_from_manifest
 
 
@@ -40,7 +40,7 @@ def _steps(*names: str) -> list[dict[str, Any]]:
 
 
 def test_the_project_declares_the_default_triggers() -> None:
-    specs = triggers_from_manifest(nudge_dbt_project.manifest_path)
+    specs = triggers_from_manifest(ensure_manifest())
     assert [(s.name, s.step_names, s.relation) for s in specs] == [
         (
             "abandoned_cart",

@@ -1,7 +1,9 @@
-"""Dagster resources: the warehouse, the ESP, and the tick's clock.
+"""Dagster resources: the warehouse, the ESP, the send policy, and the tick's clock.
 
 Each is a ``ConfigurableResource`` so tests and run config swap values instead of patching.
-The ESP API key only ever arrives through ``EnvVar("NUDGE_ESP_API_KEY")``.
+Secrets only ever arrive through ``EnvVar`` (``NUDGE_ESP_API_KEY``, ``NUDGE_SMTP_PASSWORD``,
+``NUDGE_WEBHOOK_SECRET``). The send policy's fields are not written here: they are the knobs of
+``policy.py``, each declared once there with its default and description.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pydantic
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
-from .config import Settings
-from .dispatch import DispatchPolicy
-from .guards import GuardPolicy
-from .ledger import FrequencyCaps, RetryPolicy
-from .providers import Provider, build_provider
-from .warehouse import connect, warehouse_lock
+from ..clock import parse_as_of
+from ..config import Settings
+from ..guards import check_not_late
+from ..policy import DispatchPolicy, knobs
+from ..providers import Provider, ProviderSettings, build_provider
+from ..warehouse import connection, warehouse_lock
 
 
 class WarehouseResource(ConfigurableResource):
@@ -44,11 +48,8 @@ class WarehouseResource(ConfigurableResource):
     @contextlib.contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """An open connection; call inside ``locked()``."""
-        con = connect(self.file)
-        try:
+        with connection(self.file) as con:
             yield con
-        finally:
-            con.close()
 
 
 class EspResource(ConfigurableResource):
@@ -77,102 +78,59 @@ class EspResource(ConfigurableResource):
     outbox_dir: str = Field(description="Folder of the outbox provider (NUDGE_OUTBOX_DIR).")
     from_email: str = Field(description="Sender address (NUDGE_FROM_EMAIL).")
     timeout_seconds: float = 10.0
-    max_concurrency: int = 8
+    max_concurrency: int = Field(
+        default=8,
+        description="Requests in flight at once; a crash leaves at most this many in doubt.",
+    )
     max_attempts: int = 5
     batch_size: int = Field(
         default=100,
-        description="Sends handed to the provider and settled in the ledger per batch; a crash "
-        "mid-batch leaves at most this many in doubt.",
+        description="Sends rendered, handed to the provider and settled in the ledger per batch.",
     )
 
     def build(self) -> Provider:
-        settings = Settings(
-            warehouse=Path("."),
-            esp=self.provider,
-            esp_base_url=self.base_url,
-            esp_api_key=self.api_key,
-            outbox_dir=Path(self.outbox_dir),
-            from_email=self.from_email,
-            esp_options=dict(self.options),
-            smtp_password=self.smtp_password,
-            webhook_secret=self.webhook_secret,
-        )
         return build_provider(
-            settings,
-            timeout=self.timeout_seconds,
-            max_concurrency=self.max_concurrency,
-            max_attempts=self.max_attempts,
+            ProviderSettings(
+                esp=self.provider,
+                base_url=self.base_url,
+                api_key=self.api_key,
+                outbox_dir=Path(self.outbox_dir),
+                options=dict(self.options),
+                smtp_password=self.smtp_password,
+                webhook_secret=self.webhook_secret,
+                timeout=self.timeout_seconds,
+                max_concurrency=self.max_concurrency,
+                max_attempts=self.max_attempts,
+            )
         )
 
 
-class SendPolicyResource(ConfigurableResource):
-    """Guards and retries of the push (NUDGE_MASS_SEND_*, NUDGE_FRESHNESS_MAX_HOURS, ...)."""
+def _knob_field(python_type: str, default: Any, doc: str) -> tuple[Any, Any]:
+    if python_type == "frozenset[str]":
+        return list[str], Field(default_factory=lambda: sorted(default), description=doc)
+    return (int if python_type == "int" else float), Field(default=default, description=doc)
 
-    mass_send_max: int = Field(
-        default=GuardPolicy.mass_send_max,
-        description="Hold a trigger whose tick plans more new sends than this.",
-    )
-    mass_send_multiple: float = Field(
-        default=GuardPolicy.mass_send_multiple,
-        description="...or more than this multiple of the median of its recent busy ticks.",
-    )
-    mass_send_min: int = Field(
-        default=GuardPolicy.mass_send_min,
-        description="The multiple rule ignores ticks with fewer new sends than this.",
-    )
-    mass_send_history_ticks: int = Field(default=GuardPolicy.mass_send_history_ticks)
-    freshness_max_hours: float = Field(
-        default=GuardPolicy.freshness_max_hours,
-        description="Hold absence triggers when the newest event is older than this.",
-    )
-    failure_rate_max: float = Field(
-        default=GuardPolicy.failure_rate_max,
-        description="The failure_rate asset check fails above this share of attempts.",
-    )
-    approve: list[str] = Field(
-        default_factory=list,
-        description="Triggers whose guard hold is released for this run (nudge run --approve).",
-    )
-    retry_base_minutes: int = Field(default=RetryPolicy.base_minutes)
-    retry_max_backoff_minutes: int = Field(default=RetryPolicy.max_backoff_minutes)
-    retry_max_age_hours: int = Field(default=RetryPolicy.max_age_hours)
-    frequency_cap_day: int = Field(
-        default=FrequencyCaps.day,
-        description="At most this many marketing emails per customer per 24 h (all triggers).",
-    )
-    frequency_cap_week: int = Field(
-        default=FrequencyCaps.week,
-        description="At most this many marketing emails per customer per 7 days.",
-    )
-    paused: list[str] = Field(
-        default_factory=list,
-        description="Triggers switched off: nothing is planned, resumed or sent for them.",
-    )
+
+class PolicyResource(ConfigurableResource):
+    """Guards, retries, frequency caps, pauses and limits of the push (see ``policy.py``).
+
+    Its config fields are added by :data:`SendPolicyResource`, one per knob of the policy;
+    assets annotate their ``send_policy`` parameter with this base class.
+    """
 
     def policy(self, batch_size: int) -> DispatchPolicy:
-        return DispatchPolicy(
-            batch_size=batch_size,
-            caps=FrequencyCaps(day=self.frequency_cap_day, week=self.frequency_cap_week),
-            paused=frozenset(self.paused),
-            retry=RetryPolicy(
-                base_minutes=self.retry_base_minutes,
-                max_backoff_minutes=self.retry_max_backoff_minutes,
-                max_age_hours=self.retry_max_age_hours,
-            ),
-            guards=GuardPolicy(
-                mass_send_max=self.mass_send_max,
-                mass_send_multiple=self.mass_send_multiple,
-                mass_send_min=self.mass_send_min,
-                mass_send_history_ticks=self.mass_send_history_ticks,
-                freshness_max_hours=self.freshness_max_hours,
-                failure_rate_max=self.failure_rate_max,
-                approved=frozenset(self.approve),
-            ),
-        )
+        return DispatchPolicy.from_values(self.model_dump(), batch_size=batch_size)
 
 
-class LateTickError(RuntimeError):
-    """A send step was asked to send for an instant too far in the past."""
+# One config field per knob of policy.py, with its default and description: the run config
+# `{"resources": {"send_policy": {"config": {"mass_send_max": 100}}}}` and NUDGE_MASS_SEND_MAX
+# set the same thing.
+SendPolicyResource: type[PolicyResource] = pydantic.create_model(  # type: ignore[call-overload]
+    "SendPolicyResource",
+    __base__=PolicyResource,
+    __module__=__name__,
+    **{k.name: _knob_field(k.python_type, k.default, k.doc) for k in knobs()},
+)
 
 
 class TickResource(ConfigurableResource):
@@ -191,20 +149,8 @@ class TickResource(ConfigurableResource):
     )
 
     def check_not_late(self, as_of: datetime, now: datetime | None = None) -> None:
-        """Refuse to send for a stale instant unless explicitly allowed.
-
-        Re-executing yesterday's failed run keeps yesterday's as_of: its dbt build would ignore
-        every unsubscribe and order since, and mail people who have since bought or opted out.
-        """
-        now = now or datetime.now(UTC)
-        lag_hours = (now - as_of).total_seconds() / 3600
-        if lag_hours > self.max_lag_hours and not self.allow_late:
-            raise LateTickError(
-                f"as_of {as_of.isoformat()} is {lag_hours:.1f} h old "
-                f"(limit {self.max_lag_hours:g} h): sending now would ignore consent and orders "
-                "since then. Run a fresh tick, or set resources.tick.config.allow_late "
-                "(nudge run --allow-late) to send anyway."
-            )
+        """The late-tick guard (``guards.check_not_late``) with this tick's settings."""
+        check_not_late(as_of, max_lag_hours=self.max_lag_hours, allow_late=self.allow_late, now=now)
 
     def consent_cutoff(self, as_of: datetime, now: datetime | None = None) -> datetime:
         """Consent changes up to this instant are honoured at push time.
@@ -228,17 +174,6 @@ class TickResource(ConfigurableResource):
         return created.astimezone(UTC).replace(microsecond=0)
 
 
-def parse_as_of(value: str) -> datetime:
-    """Parse an ISO-8601 instant; a value without an offset is taken as UTC."""
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"as_of must be an ISO-8601 instant, got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """The live resources, from NUDGE_* environment variables."""
 
@@ -246,16 +181,17 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         # Secrets reach Dagster as EnvVar references, never as values in its config.
         return EnvVar(name) if os.environ.get(name) else None
 
+    provider = settings.provider
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse)),
         "esp": EspResource(
-            provider=settings.esp,
-            base_url=settings.esp_base_url,
+            provider=provider.esp,
+            base_url=provider.base_url,
             api_key=secret("NUDGE_ESP_API_KEY"),
             smtp_password=secret("NUDGE_SMTP_PASSWORD"),
             webhook_secret=secret("NUDGE_WEBHOOK_SECRET"),
-            options=settings.esp_options,
-            outbox_dir=str(settings.outbox_dir),
+            options=provider.options,
+            outbox_dir=str(provider.outbox_dir),
             from_email=settings.from_email,
         ),
         "tick": TickResource(),

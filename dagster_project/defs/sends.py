@@ -1,20 +1,11 @@
-"""One send asset per trigger, built from the dbt manifest (no Python per trigger).
+"""One send asset per trigger, built from the dbt manifest (no Python per trigger)."""
 
-Each asset reports its counts as metadata and four asset checks, so a held or unhealthy
-trigger is red in the Dagster UI even though the run itself succeeded:
+# Dagster reads the assets' parameter annotations when they are decorated, inside the
+# factories below: no `from __future__ import annotations` here (strings would not resolve).
 
-* ``mass_send_guard`` / ``source_freshness``: fails when a guard held the trigger's sends;
-* ``no_duplicate_deliveries``: no send_id was ever settled ``sent`` twice (the history table);
-* ``failure_rate``: this run's failed + unknown share of attempted sends is under the limit.
-"""
-
-import logging
 from collections.abc import Sequence
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -23,94 +14,18 @@ from dagster import (
     asset,
 )
 
-from .dispatch import TriggerSummary, dispatch_trigger
-from .rendering import Renderer
-from .resources import EspResource, SendPolicyResource, TickResource, WarehouseResource
-from .triggers import ProjectRelations, TriggerSpec
-
-log = logging.getLogger(__name__)
+from .. import ledger
+from ..dispatch import dispatch_trigger
+from ..rendering import Renderer
+from ..triggers import ProjectRelations, TriggerSpec
+from .checks import send_check_results, send_checks
+from .resources import EspResource, PolicyResource, TickResource, WarehouseResource
 
 SEND_GROUP = "sends"
 
 
 def send_asset_key(spec: TriggerSpec) -> AssetKey:
     return AssetKey(["nudge", f"send_{spec.name}"])
-
-
-def _check_specs(spec: TriggerSpec) -> list[AssetCheckSpec]:
-    key = send_asset_key(spec)
-    specs = [
-        AssetCheckSpec(
-            "mass_send_guard",
-            asset=key,
-            description="Fails when this tick's new sends were held as abnormally many; "
-            "release with `nudge run --approve TRIGGER`.",
-        ),
-        AssetCheckSpec(
-            "no_duplicate_deliveries",
-            asset=key,
-            description="No send_id was ever settled as sent more than once.",
-        ),
-        AssetCheckSpec(
-            "failure_rate",
-            asset=key,
-            description="Failed and unknown sends of this run stay under the threshold.",
-        ),
-    ]
-    if spec.fires_on_absence:
-        specs.append(
-            AssetCheckSpec(
-                "source_freshness",
-                asset=key,
-                description="Fails when this absence trigger was held because events are stale.",
-            )
-        )
-    return specs
-
-
-def _check_results(
-    spec: TriggerSpec, summary: TriggerSummary, failure_rate_max: float
-) -> list[AssetCheckResult]:
-    held_by_freshness = summary.held_by == "source_freshness"
-    held_by_mass = summary.held_by == "mass_send"
-    results = [
-        AssetCheckResult(
-            check_name="mass_send_guard",
-            passed=not held_by_mass,
-            severity=AssetCheckSeverity.ERROR,
-            description=summary.hold_reason if held_by_mass else None,
-            metadata={"held": summary.held if held_by_mass else 0, "new": summary.new},
-        ),
-        AssetCheckResult(
-            check_name="no_duplicate_deliveries",
-            passed=summary.duplicate_deliveries == 0,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"duplicate_send_ids": summary.duplicate_deliveries},
-        ),
-        AssetCheckResult(
-            check_name="failure_rate",
-            passed=summary.failure_rate <= failure_rate_max,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "failure_rate": summary.failure_rate,
-                "threshold": failure_rate_max,
-                "sent": summary.sent,
-                "failed": summary.failed,
-                "unknown": summary.unknown,
-            },
-        ),
-    ]
-    if spec.fires_on_absence:
-        results.append(
-            AssetCheckResult(
-                check_name="source_freshness",
-                passed=not held_by_freshness,
-                severity=AssetCheckSeverity.ERROR,
-                description=summary.hold_reason if held_by_freshness else None,
-                metadata={"held": summary.held if held_by_freshness else 0},
-            )
-        )
-    return results
 
 
 def build_send_asset(
@@ -125,10 +40,11 @@ def build_send_asset(
     due sends take a customer's frequency-cap slot first, so their tables must be built first.
     """
     relations = relations or ProjectRelations()
+    key = send_asset_key(spec)
 
     @asset(
-        key=send_asset_key(spec),
-        deps=[eligibility_key, *(key for _, key in competitors)],
+        key=key,
+        deps=[eligibility_key, *(other for _, other in competitors)],
         group_name=SEND_GROUP,
         kinds={"email", "duckdb"},
         description=(
@@ -143,14 +59,14 @@ def build_send_asset(
             "nudge/steps": spec.step_names,
             "nudge/definition": spec.source_file,
         },
-        check_specs=_check_specs(spec),
+        check_specs=send_checks(spec, key),
     )
     def _send(
         context: AssetExecutionContext,
         warehouse: WarehouseResource,
         esp: EspResource,
         tick: TickResource,
-        send_policy: SendPolicyResource,
+        send_policy: PolicyResource,
     ) -> MaterializeResult:
         as_of = tick.resolve(context)
         tick.check_not_late(as_of)
@@ -158,6 +74,9 @@ def build_send_asset(
         provider = esp.build()
         try:
             with warehouse.locked(), warehouse.connection() as con:
+                # One query when the schema is current (the dbt asset applied any migration
+                # first); a send asset materialized on its own after an upgrade needs it.
+                ledger.ensure_ledger(con)
                 summary = dispatch_trigger(
                     con,
                     spec,
@@ -168,7 +87,8 @@ def build_send_asset(
                     from_email=esp.from_email,
                     policy=policy,
                     relations=relations,
-                    consent_cutoff=tick.consent_cutoff(as_of),
+                    # Asked again before every batch: "now" moves during a long push.
+                    consent_cutoff=lambda: tick.consent_cutoff(as_of),
                     # A paused trigger sends nothing, so it takes no one's cap slot.
                     competitors=[
                         other.relation
@@ -191,23 +111,11 @@ def build_send_asset(
                 "as_of": MetadataValue.text(summary.as_of),
                 "provider": MetadataValue.text(provider.name),
                 "outcome": MetadataValue.text(summary.outcome),
-                "candidates": summary.candidates,
-                "eligible": summary.eligible,
-                "already_sent": summary.already_sent,
-                "new": summary.new,
-                "resumed": summary.resumed,
-                "sent": summary.sent,
-                "failed": summary.failed,
-                "unknown": summary.unknown,
-                "expired": summary.expired,
-                "skipped": summary.skipped,
-                "held": summary.held,
-                "holdout": summary.holdout,
-                "deferred": summary.deferred,
+                **summary.counts(),
                 "excluded_by_reason": MetadataValue.json(summary.excluded),
                 "summary": MetadataValue.json(summary.to_dict()),
             },
-            check_results=_check_results(spec, summary, policy.guards.failure_rate_max),
+            check_results=send_check_results(spec, summary, policy.guards.failure_rate_max),
         )
 
     return _send

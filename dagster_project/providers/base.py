@@ -6,16 +6,23 @@ rejection is a ``failed`` result with the provider's reason, so one bad customer
 batch. Only a misconfiguration that makes every send impossible (no API key, say) raises
 :class:`ProviderConfigError`, before anything is sent.
 
+Every request an adapter makes is reported to the push's :class:`Journal` twice: just before
+it goes out (``handing_over``, which returns once that is durable) and when its answer is read
+(``answered``). That is how a crash leaves in doubt only what really was on the wire (see
+``dagster_project/handover.py``). An adapter that makes no requests (the outbox) ignores it.
+
 Exception hierarchy::
 
     ProviderError                 base of everything a provider raises
-    └── ProviderConfigError       the provider cannot run at all (missing key, bad URL)
+    ├── ProviderConfigError       the provider cannot run at all (missing key, bad URL)
+    └── HandoverError             a request could not be journaled, so it was not sent
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol
 
 # sent: the provider accepted it. failed: it was not delivered (see ``retryable``).
@@ -30,6 +37,10 @@ class ProviderError(Exception):
 
 class ProviderConfigError(ProviderError):
     """The provider is misconfigured; nothing can be sent until the configuration is fixed."""
+
+
+class HandoverError(ProviderError):
+    """A request's hand-over could not be recorded; the request must not go out."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,13 @@ class Message:
     # Values the provider echoes back on its events (delivered, opened, bounced), so those
     # events join back to the ledger. Always contains send_id, trigger and step.
     custom_args: dict[str, str] = field(default_factory=dict)
+    # The tick that sends it (the outbox's Date header) and when its step fell due.
+    as_of: datetime | None = None
+    due_at: datetime | None = None
+
+    def size(self) -> int:
+        """Bytes of the rendered bodies (UTF-8), what mail clients count before clipping."""
+        return len(self.html.encode("utf-8")) + len(self.text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,9 @@ class SendResult:
     # For ``failed`` only: nothing was delivered and the cause is transient (rate limit, 5xx,
     # connection refused), so a later tick may try again within the send's grace window.
     retryable: bool = False
+    # A short code the ledger records as the reason, when nudge decided it before any request
+    # (``message_too_large``); otherwise the ledger derives it from the status.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,27 @@ class ProviderLimits:
     per_message_results: bool = True
 
 
+class Journal(Protocol):
+    """Where an adapter reports each request of a push (``dagster_project/handover.py``)."""
+
+    def handing_over(self, send_ids: Sequence[str], request_key: str | None) -> None:
+        """The request carrying ``send_ids`` goes out next; returns once that is durable.
+
+        Raises :class:`HandoverError` when it could not be recorded: then the request must not
+        go out, and its messages fail retryable (nothing was sent).
+        """
+        ...
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        """The request's answer, one result per message it carried."""
+        ...
+
+    def returned(self, send_ids: Sequence[str]) -> None:
+        """The provider refused the request whole, taking none of it (an all-or-nothing batch
+        about to be split to find its bad rows): these sends are off the wire again."""
+        ...
+
+
 class Provider(Protocol):
     """An ESP adapter. ``name`` is recorded in the ledger next to every send."""
 
@@ -94,14 +136,18 @@ class Provider(Protocol):
     limits: ProviderLimits
 
     def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        journal: Journal | None = None,
     ) -> list[SendResult]:
         """Send every message; return exactly one result per message.
 
         ``idempotency_key`` identifies this exact batch (dispatch derives it from the batch's
-        send_ids and records it in the ledger): an idempotent adapter sends it as the
-        provider's idempotency key (per request, suffixed if it splits the batch), so resending
-        the same batch after a crash cannot deliver twice. Others may ignore it.
+        send_ids): an idempotent adapter sends it as the provider's idempotency key (per
+        request, suffixed if it splits the batch), so resending a request after a crash cannot
+        deliver twice. Others may ignore it. ``journal``: told of every request (see above).
         """
         ...
 

@@ -4,7 +4,8 @@ Neither SES ``SendEmail`` nor an SMTP transaction carries more than one message,
 adapters fan a batch out: every message is its own job on a ``ThreadPoolExecutor`` of
 ``max_concurrency`` workers, paced by one shared :class:`RateLimiter`, with its own retry loop.
 An adapter says how to prepare a message (:meth:`FanoutProvider._prepare`) and how one attempt
-goes (:meth:`FanoutProvider._try`); :class:`FanoutProvider` does the rest:
+goes (:meth:`FanoutProvider._try`, judged with the fates of ``retry.py``);
+:class:`FanoutProvider` does the rest:
 
 * one result per message, in input order; ``send()`` never raises for one message;
 * ``sent``: done. ``permanent``: failed, not retried. ``transient``: backoff with jitter (the
@@ -14,6 +15,9 @@ goes (:meth:`FanoutProvider._try`); :class:`FanoutProvider` does the rest:
 * ``fatal``: a problem that is no message's fault and that no retry fixes (credentials, server
   set-up). The first one stops the rest of the batch without further requests, and every
   message of it ends failed *retryable*, so a later tick sends them once the cause is fixed;
+* every attempt is journaled just before it goes out, and the message's result as soon as it
+  is known (:class:`~dagster_project.providers.base.Journal`), so a crash leaves at most one
+  message per worker in doubt;
 * ``close()`` cancels queued messages, waits for in-flight ones, then lets the adapter release
   its connections (:meth:`FanoutProvider._release`).
 """
@@ -21,35 +25,33 @@ goes (:meth:`FanoutProvider._try`); :class:`FanoutProvider` does the rest:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, Generic, Literal, Self, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from dagster_project.masking import mask_email, mask_emails_in_text
 from dagster_project.providers.base import (
+    HandoverError,
+    Journal,
     Message,
-    ProviderConfigError,
-    ProviderError,
     ProviderLimits,
     SendResult,
+    SendStatus,
 )
-from dagster_project.providers.http import backoff_delay, check_worker_settings
+from dagster_project.providers.pool import PooledProvider
 from dagster_project.providers.ratelimit import RateLimiter
+from dagster_project.providers.retry import Fate, backoff_delay
 
 logger = logging.getLogger(__name__)
 
 JobT = TypeVar("JobT")
 
-Outcome = Literal["sent", "transient", "permanent", "uncertain", "fatal"]
-
 
 @dataclass(frozen=True)
 class Attempt:
-    """How one attempt at one message went, in the terms of the module docstring."""
+    """How one attempt at one message went."""
 
-    outcome: Outcome
+    fate: Fate
     reason: str = ""  # redacted by the adapter; recipients are masked here
     message_id: str | None = None  # for "sent" and "uncertain"
 
@@ -65,7 +67,8 @@ class Unsendable(Exception):
 class Batch:
     """State shared by the messages of one ``send()`` call."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None) -> None:
+        self.journal = journal
         self.fatal: str | None = None  # set by the first "fatal" outcome
 
 
@@ -75,22 +78,12 @@ def _failed(send_id: str, error: str, attempts: int, *, retryable: bool = False)
     )
 
 
-def check_tuning(
-    timeout: float, max_concurrency: int, max_attempts: int, requests_per_second: float | None
-) -> None:
-    """Raise :class:`ProviderConfigError` for settings no send could work with."""
-    check_worker_settings(timeout, max_concurrency, max_attempts)
-    if requests_per_second is not None and requests_per_second <= 0:
-        raise ProviderConfigError(
-            f"requests_per_second must be positive or None, got {requests_per_second}"
-        )
-
-
-class FanoutProvider(Generic[JobT]):
+class FanoutProvider(PooledProvider, Generic[JobT]):
     """Base class of the one-request-per-message adapters; see the module docstring.
 
-    Subclasses call :func:`check_tuning` first thing, ``super().__init__`` once the rest of
-    their configuration is known to be good, and fill in the hooks at the bottom.
+    Subclasses call :func:`~dagster_project.providers.retry.check_tuning` first thing,
+    ``super().__init__`` once the rest of their configuration is known to be good, and fill in
+    the hooks at the bottom.
     """
 
     name: str
@@ -129,30 +122,23 @@ class FanoutProvider(Generic[JobT]):
         self._sleep = sleep
         self._jitter = jitter
         self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix=f"nudge-{self.name}"
-        )
-        self._closed = False
-        self._close_lock = threading.Lock()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._start_pool(max_concurrency)
 
     def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        journal: Journal | None = None,
     ) -> list[SendResult]:
         """Send every message, at most ``max_concurrency`` at a time; results in input order.
 
         ``idempotency_key`` is ignored: the provider has none (see ``limits.idempotent``).
         """
-        if self._closed:
-            raise ProviderError(f"{type(self).__name__} is closed")
+        self._check_open()
         if not messages:
             return []
-        batch = Batch()
+        batch = Batch(journal)
         futures = [self._executor.submit(self._send_one, m, batch) for m in messages]
         results = [f.result() for f in futures]
         counts = {s: sum(r.status == s for r in results) for s in ("sent", "failed", "unknown")}
@@ -166,15 +152,6 @@ class FanoutProvider(Generic[JobT]):
         )
         return results
 
-    def close(self) -> None:
-        """Cancel queued sends, wait for in-flight ones, release connections. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._release()
-
     # -- internals -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -182,8 +159,9 @@ class FanoutProvider(Generic[JobT]):
 
     def _send_one(self, message: Message, batch: Batch) -> SendResult:
         """Never raises: an escaping exception would lose the batch's other results."""
+        handed_over: list[bool] = []
         try:
-            return self._send_with_retries(message, batch)
+            result = self._send_with_retries(message, batch, handed_over)
         except Exception as exc:
             self._on_unexpected_error()
             reason = mask_emails_in_text(
@@ -196,9 +174,19 @@ class FanoutProvider(Generic[JobT]):
                 mask_email(message.to_email),
                 reason,
             )
-            return SendResult(send_id=message.send_id, status="failed", error=reason)
+            # Once handed over, it may have been delivered: 'unknown' cannot lead to a second one.
+            status: SendStatus = "unknown" if handed_over else "failed"
+            result = SendResult(send_id=message.send_id, status=status, error=reason)
+        if batch.journal is not None and handed_over:
+            try:
+                batch.journal.answered([result])
+            except HandoverError as exc:  # the batch's settle still records the result
+                logger.error("%s: could not journal an answer: %s", self.name, exc)
+        return result
 
-    def _send_with_retries(self, message: Message, batch: Batch) -> SendResult:
+    def _send_with_retries(
+        self, message: Message, batch: Batch, handed_over: list[bool]
+    ) -> SendResult:
         send_id = message.send_id
         masked_to = mask_email(message.to_email)
         try:
@@ -214,6 +202,14 @@ class FanoutProvider(Generic[JobT]):
             if batch.fatal is not None:
                 return _failed(send_id, f"not sent: {batch.fatal}", attempts, retryable=True)
             self._limiter.acquire()
+            if batch.journal is not None:
+                try:
+                    batch.journal.handing_over([send_id], None)
+                except HandoverError as exc:
+                    # Not sent: nothing goes out that the ledger could not account for (an
+                    # earlier attempt, if any, failed transiently: nothing was delivered).
+                    return _failed(send_id, f"not sent: {exc}", attempts, retryable=True)
+                handed_over.append(True)
             tried = self._try(job, attempts)
             if tried is None:
                 continue
@@ -222,7 +218,7 @@ class FanoutProvider(Generic[JobT]):
 
             attempts += 1
             reason = mask_emails_in_text(tried.reason)
-            if tried.outcome == "sent":
+            if tried.fate == "sent":
                 logger.debug(
                     "%s: send %s to %s accepted%s",
                     self.name,
@@ -236,7 +232,7 @@ class FanoutProvider(Generic[JobT]):
                     provider_message_id=tried.message_id,
                     attempts=attempts,
                 )
-            if tried.outcome == "uncertain":
+            if tried.fate == "uncertain":
                 logger.warning(
                     "%s: send %s to %s may have been %s (%s); not retried",
                     self.name,
@@ -255,11 +251,11 @@ class FanoutProvider(Generic[JobT]):
                     ),
                     attempts=attempts,
                 )
-            if tried.outcome == "fatal":
+            if tried.fate == "fatal":
                 batch.fatal = reason
                 logger.error("%s: %s, stopping this batch: %s", self.name, self.fatal_label, reason)
                 return _failed(send_id, reason, attempts, retryable=True)
-            if tried.outcome == "permanent":
+            if tried.fate != "transient":  # permanent, or a fate no retry can change
                 logger.warning(
                     "%s: send %s to %s rejected, not retrying: %s",
                     self.name,
@@ -313,6 +309,3 @@ class FanoutProvider(Generic[JobT]):
 
     def _on_unexpected_error(self) -> None:
         """An attempt raised something unexpected; drop whatever state it may have spoiled."""
-
-    def _release(self) -> None:
-        """Called once by :meth:`close`, after the last send finished: close connections."""

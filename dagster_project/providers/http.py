@@ -5,8 +5,9 @@ body of one request (:meth:`encode`), what a 2xx answer says about each message
 (:meth:`parse_accepted`) and the provider's words for an error. :class:`HttpJsonProvider` decides
 *how*: requests of at most ``batch_size`` messages and ``max_request_bytes`` bytes, run by a
 ``ThreadPoolExecutor`` over one pooled keep-alive :class:`httpx.Client` (for this
-request/response pattern a sync client on threads measured faster than ``AsyncClient``; see
-GUIDE.md), paced by a shared :class:`RateLimiter`, each request with its own retry loop:
+request/response pattern a sync client on threads measured faster than ``AsyncClient``),
+paced by a shared :class:`RateLimiter`, each request with its own retry loop (the fates are
+those of ``retry.py``; reading the answer is ``wire.py``):
 
 ========================== ============================================== ==============
 answer                     what happens                                   an attempt?
@@ -35,88 +36,67 @@ failure would be resent by the next tick and could deliver twice. The one except
 400/422/413 to a same-key retry: the provider judged that very payload under that key (it
 would have replayed its first answer had it accepted it), so its "no" is authoritative.
 
+Every attempt is journaled just before it goes out, and every request's answer as soon as it
+is read (:class:`~dagster_project.providers.base.Journal`): a worker runs one request at a time,
+so a crash leaves at most one request per worker in doubt.
+
 Secrets (API keys, tokens, HMAC secrets) live in the client's default headers or the adapter
-only; every text that can reach an error, a log line or ``repr`` goes through :meth:`_redact`,
-and recipients are masked in logs (:func:`mask_email`).
+only; every text that can reach an error, a log line or ``repr`` goes through :meth:`_redact`
+(see ``redaction.py``), and recipients are masked in logs (:func:`mask_email`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
-import math
 import random
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar
 
 import httpx
 
 from dagster_project.masking import mask_email, mask_emails_in_text
 from dagster_project.providers.base import (
+    HandoverError,
+    Journal,
     Message,
     ProviderConfigError,
-    ProviderError,
     ProviderLimits,
     SendResult,
     SendStatus,
 )
+from dagster_project.providers.pool import PooledProvider
 from dagster_project.providers.ratelimit import RateLimiter
+from dagster_project.providers.redaction import HTTPX_LOG_REDACTOR, REDACTED, public_url
+from dagster_project.providers.retry import Fate, SleepClock, backoff_delay, check_tuning
+from dagster_project.providers.wire import (
+    RETRYABLE_TRANSPORT_ERRORS,
+    UNSENT_TRANSPORT_ERRORS,
+    body_excerpt,
+    describe_transport_error,
+    json_or_none,
+    parse_retry_after,
+    pooled_client,
+    rate_limit_wait,
+    window_spent,
+)
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "[REDACTED]"
-MAX_ERROR_BODY = 300
 # A provider answering 429 with "retry in 0 s" forever must not spin a worker forever.
 MAX_RATE_LIMITED_ANSWERS = 20
-# Some providers send the reset as a Unix timestamp (seconds or ms), others as seconds to wait.
-_EPOCH_THRESHOLD = 1_000_000_000
 
-# The request never left the client (no connection, or no free connection in the pool): safe
-# to retry, nothing can have been delivered.
-RETRYABLE_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-)
-# The request was (or may have been) sent but no answer came back: the provider may have
-# accepted it. Resent only with the same idempotency key; otherwise the messages are 'unknown'.
-UNCERTAIN_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
-
-# Raised before a byte of the request was sent (bad URL scheme, a header httpx refuses):
-# retrying cannot help and nothing was delivered. Any other httpx error (say a DecodingError
-# while reading an answer) may come after the provider took the request: uncertain.
-UNSENT_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
-    httpx.UnsupportedProtocol,
-    httpx.LocalProtocolError,
-)
-
-# How a non-2xx answer (or a transport error) is handled; see the table in the module docstring.
-# "conflict": the provider says the idempotency key was used for another payload, so what
-# happened to these messages cannot be told from here ('unknown').
-Fate = Literal[
-    "rate_limited", "transient", "uncertain", "conflict", "invalid", "too_large", "permanent"
-]
+Results = list[tuple[int, SendResult]]  # (index in the caller's list, result)
 
 
 @dataclass(frozen=True)
 class Rejection:
-    """An adapter's reading of one non-2xx answer."""
+    """An adapter's reading of one non-2xx answer (or of a transport error)."""
 
     fate: Fate
     reason: str
@@ -137,7 +117,7 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Entry:
+class RequestEntry:
     """One message on its way: its position in the caller's list and its JSON item."""
 
     index: int
@@ -145,12 +125,13 @@ class Entry:
     item: Any
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Request:
-    entries: list[Entry]
+    entries: list[RequestEntry]
     body: bytes
     key: str | None
     prior_attempts: int = 0  # requests that carried these messages before a split
+    handed_over: bool = False  # journaled as going out at least once
 
     @property
     def label(self) -> str:
@@ -159,279 +140,30 @@ class _Request:
             return f"send {first}"
         return f"request of {len(self.entries)} messages ({first}, ...)"
 
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one loads the CA bundle (~20 ms)."""
-    return httpx.create_ssl_context()
+    @property
+    def send_ids(self) -> list[str]:
+        return [e.message.send_id for e in self.entries]
 
 
-# -- header parsing --------------------------------------------------------------------------
+@dataclass
+class _Split:
+    """A rejected all-or-nothing request, to be sent again as these halves."""
+
+    children: list[_Request]
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse a ``Retry-After`` header (delay-seconds or HTTP-date) into seconds to wait.
+@dataclass
+class _Tries:
+    """Where one request's retry loop stands."""
 
-    Returns ``None`` when absent or unparseable (the caller then falls back to backoff), and
-    never a negative number (a date in the past means "now").
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+    attempts: int = 0
+    rate_waited: float = 0.0
+    rate_limited_answers: int = 0
+    maybe_delivered: bool = False
+    reason: str = ""
 
 
-def parse_rate_limit_reset(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds until a ``RateLimit-Reset`` / ``X-RateLimit-Reset`` says the window reopens.
-
-    Resend (the IETF draft) sends seconds to wait; SendGrid and others send a Unix timestamp,
-    sometimes in milliseconds. A value too large to be a wait is read as a timestamp.
-    """
-    if value is None or not value.strip():
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(number):
-        return None
-    if number >= _EPOCH_THRESHOLD * 1000:
-        number /= 1000.0
-    if number >= _EPOCH_THRESHOLD:
-        number -= time.time() if now is None else now
-    return max(0.0, number)
-
-
-def rate_limit_wait(headers: httpx.Headers, *, now: float | None = None) -> float | None:
-    """How long the provider asked us to wait: ``Retry-After``, else its rate-limit reset."""
-    wait = parse_retry_after(headers.get("Retry-After"), now=now)
-    if wait is not None:
-        return wait
-    for name in ("RateLimit-Reset", "X-RateLimit-Reset"):
-        wait = parse_rate_limit_reset(headers.get(name), now=now)
-        if wait is not None:
-            return wait
-    return None
-
-
-def window_spent(headers: httpx.Headers) -> bool:
-    """The answer says no request is left in the current window (``*-Remaining: 0``)."""
-    for name in ("RateLimit-Remaining", "X-RateLimit-Remaining"):
-        value = headers.get(name)
-        if value is not None and value.strip() in ("0", "0.0"):
-            return True
-    return False
-
-
-def body_excerpt(response: httpx.Response) -> str:
-    """The start of a response body, for errors that are not the provider's usual JSON."""
-    body = response.text.strip()
-    if len(body) > MAX_ERROR_BODY:
-        body = body[:MAX_ERROR_BODY] + "..."
-    return body or response.reason_phrase or "no response body"
-
-
-def json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-# -- retry helpers, shared with the per-message adapters (fanout.py) --------------------------
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, jitter: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, capped at ``cap``.
-
-    ``attempt`` counts from 1; ``jitter`` returns a number in [0, 1).
-    """
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    return ceiling / 2 + (ceiling / 2) * jitter()
-
-
-def pooled_client(
-    headers: Mapping[str, str],
-    *,
-    timeout: float,
-    max_concurrency: int,
-    transport: httpx.BaseTransport | None,
-) -> httpx.Client:
-    """One keep-alive :class:`httpx.Client`, sending ``headers``, for a provider's workers.
-
-    As many pooled connections as workers: no worker waits on the pool, none idles. Redirects
-    are not followed.
-    """
-    return httpx.Client(
-        headers=headers,
-        timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(
-            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-        ),
-        transport=transport,
-        verify=_ssl_context(),
-        follow_redirects=False,
-    )
-
-
-def describe_transport_error(exc: httpx.HTTPError, timeout: float) -> str:
-    """``"ReadTimeout: ... (timeout 10s)"``: an httpx error for a result; redact it before use."""
-    detail = str(exc) or "no detail"
-    if isinstance(exc, httpx.TimeoutException):
-        detail = f"{detail} (timeout {timeout:g}s)"
-    return f"{type(exc).__name__}: {detail}"
-
-
-# -- configuration checks shared by the adapters ----------------------------------------------
-
-
-def require_secret(value: str | None, what: str) -> str:
-    """Return the stripped secret, or raise without ever echoing it."""
-    secret = (value or "").strip()
-    if not secret:
-        raise ProviderConfigError(f"{what} is empty")
-    # A secret with spaces or control characters would make httpx raise an error quoting the
-    # header value, i.e. the secret. Refuse it here, without echoing it.
-    if not (secret.isascii() and secret.isprintable()) or " " in secret:
-        raise ProviderConfigError(f"{what} contains whitespace or non-printable characters")
-    return secret
-
-
-def require_http_url(value: str | None, what: str, example: str) -> httpx.URL:
-    """Parse an http(s) URL or raise a config error naming the setting and an example."""
-    try:
-        url = httpx.URL((value or "").strip())
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        shown = public_url(value or "")
-        raise ProviderConfigError(f"{what} must be an http(s) URL such as {example}, got {shown!r}")
-    return url
-
-
-def public_url(value: str) -> str:
-    """A URL without userinfo or query, which may hold credentials."""
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    if not url.host:
-        return value.split("?", 1)[0].rsplit("@", 1)[-1]
-    port = f":{url.port}" if url.port else ""
-    return f"{url.scheme}://{url.host}{port}{url.path}"
-
-
-def check_worker_settings(timeout: float, max_concurrency: int, max_attempts: int) -> None:
-    """The settings every provider with a worker pool and a retry loop needs to be sane."""
-    if timeout <= 0:
-        raise ProviderConfigError(f"timeout must be positive, got {timeout}")
-    if max_concurrency < 1:
-        raise ProviderConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    if max_attempts < 1:
-        raise ProviderConfigError(f"max_attempts must be >= 1, got {max_attempts}")
-
-
-def _check_tuning(
-    timeout: float,
-    max_concurrency: int,
-    max_attempts: int,
-    requests_per_second: float | None,
-    max_rate_limit_wait: float,
-) -> None:
-    check_worker_settings(timeout, max_concurrency, max_attempts)
-    if requests_per_second is not None and requests_per_second <= 0:
-        raise ProviderConfigError(
-            f"requests_per_second must be positive (or unset), got {requests_per_second}"
-        )
-    if max_rate_limit_wait < 0:
-        raise ProviderConfigError(f"max_rate_limit_wait must be >= 0, got {max_rate_limit_wait}")
-
-
-class _HttpxLogRedactor(logging.Filter):
-    """Scrub URL-embedded credentials from httpx's own log lines.
-
-    httpx logs every request's full URL at INFO ("HTTP Request: POST https://..."); a webhook
-    URL may carry a token in its query. Adapters register such secrets for their lifetime.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("httpx")
-        self._lock = threading.Lock()
-        self._secrets: dict[str, int] = {}
-
-    def register(self, secrets: Sequence[str]) -> None:
-        with self._lock:
-            for secret in secrets:
-                self._secrets[secret] = self._secrets.get(secret, 0) + 1
-
-    def unregister(self, secrets: Sequence[str]) -> None:
-        with self._lock:
-            for secret in secrets:
-                left = self._secrets.get(secret, 0) - 1
-                if left > 0:
-                    self._secrets[secret] = left
-                else:
-                    self._secrets.pop(secret, None)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        with self._lock:
-            secrets = list(self._secrets)
-        if secrets:
-            text = record.getMessage()
-            if any(secret in text for secret in secrets):
-                for secret in secrets:
-                    text = text.replace(secret, REDACTED)
-                record.msg, record.args = text, ()
-        return True
-
-
-_HTTPX_LOG_REDACTOR = _HttpxLogRedactor()
-logging.getLogger("httpx").addFilter(_HTTPX_LOG_REDACTOR)
-
-
-class _SleepClock:
-    """A monotonic clock that also moves forward by whatever an injected ``sleep`` skipped.
-
-    Tests inject a ``sleep`` that records instead of sleeping; the rate limiter computes its
-    waits from a clock, and with the real clock it would spin until real time caught up. This
-    clock adds the part of each wait that real time did not cover: all of it for a recorder,
-    nothing for a ``sleep`` that really sleeps (a cancellable ``Event.wait``, say), so the
-    rate limit stays honest either way.
-    """
-
-    def __init__(self, sleep: Callable[[float], None]) -> None:
-        self._inner = sleep
-        self._offset = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return time.monotonic() + self._offset
-
-    def sleep(self, seconds: float) -> None:
-        started = time.monotonic()
-        self._inner(seconds)
-        skipped = seconds - (time.monotonic() - started)
-        if skipped > 0:
-            with self._lock:
-                self._offset += skipped
-
-
-class HttpJsonProvider:
+class HttpJsonProvider(PooledProvider):
     """Base class of the HTTP adapters; subclasses fill in the hooks at the bottom."""
 
     name: str = "http"
@@ -468,10 +200,10 @@ class HttpJsonProvider:
 
         ``sleep``, ``jitter`` and ``clock`` are injectable so tests record waits instead of
         sleeping; when ``sleep`` is injected without a ``clock``, the clock advances by the
-        injected sleeps (see :class:`_SleepClock`). ``transport`` accepts an
-        ``httpx.MockTransport``.
+        injected sleeps (see :class:`~dagster_project.providers.retry.SleepClock`).
+        ``transport`` accepts an ``httpx.MockTransport``.
         """
-        _check_tuning(
+        check_tuning(
             timeout, max_concurrency, max_attempts, requests_per_second, max_rate_limit_wait
         )
         if batch_size < 1:
@@ -488,7 +220,7 @@ class HttpJsonProvider:
         self._secrets = tuple(s for s in secrets if s)
         self._jitter = jitter
         if clock is None and sleep is not time.sleep:
-            sleep_clock = _SleepClock(sleep)
+            sleep_clock = SleepClock(sleep)
             self._clock: Callable[[], float] = sleep_clock
             self._sleep: Callable[[float], None] = sleep_clock.sleep
         else:
@@ -513,13 +245,9 @@ class HttpJsonProvider:
             max_concurrency=max_concurrency,
             transport=transport,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix=f"nudge-{self.name}"
-        )
         self._url_secrets = tuple(s for s in url_secrets if s)
-        _HTTPX_LOG_REDACTOR.register(self._url_secrets)
-        self._closed = False
-        self._close_lock = threading.Lock()
+        HTTPX_LOG_REDACTOR.register(self._url_secrets)
+        self._start_pool(max_concurrency)
 
     def _repr_url(self) -> str:
         return public_url(self._url)
@@ -531,16 +259,14 @@ class HttpJsonProvider:
             f"max_attempts={self.max_attempts}, requests_per_second={self.requests_per_second})"
         )
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     # -- the Provider interface ------------------------------------------------------------
 
     def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        journal: Journal | None = None,
     ) -> list[SendResult]:
         """Send every message; one result per message, in input order. Never raises for one.
 
@@ -548,15 +274,14 @@ class HttpJsonProvider:
         ``idempotency_key`` (see :meth:`_plan`); without one, a random key still makes this
         call's own retries safe, though not a rerun after a crash.
         """
-        if self._closed:
-            raise ProviderError(f"{type(self).__name__} is closed")
+        self._check_open()
         if not messages:
             return []
         results: list[SendResult | None] = [None] * len(messages)
-        entries: list[Entry] = []
+        entries: list[RequestEntry] = []
         for index, message in enumerate(messages):
             try:
-                entries.append(Entry(index, message, self.build_item(message)))
+                entries.append(RequestEntry(index, message, self.build_item(message)))
             except ValueError as exc:
                 reason = self._redact(str(exc))
                 logger.warning(
@@ -572,7 +297,7 @@ class HttpJsonProvider:
         if key is None and self.limits.idempotent:
             key = uuid.uuid4().hex
         requests = self._plan(entries, key, results)
-        futures = [self._executor.submit(self._run, request) for request in requests]
+        futures = [self._executor.submit(self._run, request, journal) for request in requests]
         for future in futures:
             for index, result in future.result():
                 results[index] = result
@@ -591,25 +316,14 @@ class HttpJsonProvider:
         )
         return final
 
-    def close(self) -> None:
-        """Cancel queued requests, wait for in-flight ones, close the pool. Safe to call twice.
-
-        After a normal ``send()`` nothing is queued. If the run is being stopped mid-batch
-        (SIGTERM, an exception), queued requests are cancelled rather than sent after the run
-        has given up recording them: those rows stay 'sending' and the next tick settles them.
-        """
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _release(self) -> None:
         self._client.close()
-        _HTTPX_LOG_REDACTOR.unregister(self._url_secrets)
+        HTTPX_LOG_REDACTOR.unregister(self._url_secrets)
 
     # -- planning: which messages go in which request ----------------------------------------
 
     def _plan(
-        self, entries: list[Entry], key: str | None, results: list[SendResult | None]
+        self, entries: list[RequestEntry], key: str | None, results: list[SendResult | None]
     ) -> list[_Request]:
         """Cut the messages into requests, deterministically, each with its own key.
 
@@ -629,7 +343,7 @@ class HttpJsonProvider:
         return requests
 
     def _fit(
-        self, entries: list[Entry], key: str | None, results: list[SendResult | None]
+        self, entries: list[RequestEntry], key: str | None, results: list[SendResult | None]
     ) -> list[_Request]:
         """One request, or halves of it until each fits ``max_request_bytes``."""
         body = self.encode([e.item for e in entries])
@@ -662,145 +376,206 @@ class HttpJsonProvider:
 
     # -- running one request ---------------------------------------------------------------
 
-    def _run(self, request: _Request) -> list[tuple[int, SendResult]]:
-        """Never raises: whatever happens becomes a result for each of the request's messages.
+    def _run(self, request: _Request, journal: Journal | None) -> Results:
+        """One request, and the halves it may be split into, one after another in this worker.
 
+        Never raises: whatever happens becomes a result for each of the request's messages.
         An exception escaping here would surface from ``send()`` and lose the results of
-        messages that were already accepted, and the caller would send them again.
+        messages that were already accepted, and the caller would send them again. Each
+        request's answer goes to the journal as soon as it is known, before the next request
+        of this worker is handed over.
         """
-        try:
-            return self._deliver(request)
-        except Exception as exc:
-            reason = self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
-            logger.error("%s: %s: %s", self.name, request.label, reason)
-            # Whether a request went out before the error is not known here: 'unknown' is the
-            # answer that cannot lead to a second delivery.
-            return self._settle(request, "unknown", reason, attempts=0)
-
-    def _deliver(self, request: _Request) -> list[tuple[int, SendResult]]:
-        attempts = 0
-        rate_waited = 0.0
-        rate_limited_answers = 0
-        maybe_delivered = False
-        reason = ""
-        while True:
-            blocked = self._rate_limited_for()
-            if blocked > 0 and rate_waited + blocked > self.max_rate_limit_wait:
-                why = (
-                    f"{self.display_name} is rate limiting this account for another "
-                    f"{blocked:.1f}s, more than max_rate_limit_wait="
-                    f"{self.max_rate_limit_wait:g}s allows (waited {rate_waited:.1f}s)"
-                )
-                reason = f"{reason}; {why}" if reason else f"not sent: {why}"
-                return self._give_up(request, reason, attempts, maybe_delivered)
-            if blocked > 0:
-                rate_waited += blocked
-                self._limiter.pause_for(blocked)
-            self._limiter.acquire()
-
-            with self._state_lock:
-                self.requests_made += 1
+        out: Results = []
+        pending = [request]
+        while pending:
+            current = pending.pop(0)
             try:
-                response = self._client.post(
-                    self._url,
-                    content=request.body,
-                    headers=self.request_headers(request.body, request.key),
+                outcome = self._deliver(current, journal)
+            except Exception as exc:
+                reason = self._redact(f"unexpected error: {type(exc).__name__}: {exc}")
+                logger.error("%s: %s: %s", self.name, current.label, reason)
+                # Whether a request went out before the error is not known here: 'unknown' is
+                # the answer that cannot lead to a second delivery.
+                outcome = self._settle(current, "unknown", reason, attempts=0)
+            if isinstance(outcome, _Split):
+                if journal is not None and current.handed_over:
+                    self._journal(journal.returned, current.send_ids)
+                pending[0:0] = outcome.children
+                continue
+            if journal is not None and current.handed_over:
+                self._journal(journal.answered, [result for _, result in outcome])
+            out.extend(outcome)
+        return out
+
+    def _journal(self, record: Callable[[Any], None], entries: Any) -> None:
+        """Journal an answer; a journal that failed must not lose the results themselves (the
+        batch's settle still records them, from what ``send()`` returns)."""
+        try:
+            record(entries)
+        except HandoverError as exc:
+            logger.error("%s: could not journal an answer: %s", self.name, exc)
+
+    def _deliver(self, request: _Request, journal: Journal | None) -> Results | _Split:
+        """The retry loop of one request: rate limits, backoff, splits; see the module doc."""
+        tries = _Tries()
+        while True:
+            given_up = self._wait_for_rate_limit(request, tries)
+            if given_up is not None:
+                return given_up
+            answer = self._attempt(request, journal, tries)
+            if not isinstance(answer, Rejection):
+                return answer
+            tries.reason = self._redact(answer.reason)
+            if answer.fate == "fatal":
+                # The hand-over could not be journaled: the request did not go out, no attempt.
+                return self._give_up(request, tries.reason, tries.attempts, tries.maybe_delivered)
+            if answer.fate == "rate_limited":
+                given_up = self._on_rate_limited(request, answer, tries)
+                if given_up is not None:
+                    return given_up
+                continue
+            tries.attempts += 1
+            outcome = self._on_failure(request, answer, tries)
+            if outcome is not None:
+                return outcome
+
+    def _wait_for_rate_limit(self, request: _Request, tries: _Tries) -> Results | None:
+        """Wait while the provider asked every worker to; give up past the budget."""
+        blocked = self._rate_limited_for()
+        if blocked > 0 and tries.rate_waited + blocked > self.max_rate_limit_wait:
+            why = (
+                f"{self.display_name} is rate limiting this account for another "
+                f"{blocked:.1f}s, more than max_rate_limit_wait="
+                f"{self.max_rate_limit_wait:g}s allows (waited {tries.rate_waited:.1f}s)"
+            )
+            reason = f"{tries.reason}; {why}" if tries.reason else f"not sent: {why}"
+            return self._give_up(request, reason, tries.attempts, tries.maybe_delivered)
+        if blocked > 0:
+            tries.rate_waited += blocked
+            self._limiter.pause_for(blocked)
+        self._limiter.acquire()
+        return None
+
+    def _attempt(
+        self, request: _Request, journal: Journal | None, tries: _Tries
+    ) -> Results | Rejection:
+        """Journal the hand-over, POST once, and read the answer."""
+        if journal is not None:
+            try:
+                journal.handing_over(request.send_ids, request.key)
+            except HandoverError as exc:
+                # The request does not go out: nothing the ledger could not account for.
+                return Rejection("fatal", self._redact(f"not sent: {exc}"))
+            request.handed_over = True
+        with self._state_lock:
+            self.requests_made += 1
+        try:
+            response = self._client.post(
+                self._url,
+                content=request.body,
+                headers=self.request_headers(request.body, request.key),
+            )
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
+            return Rejection("transient", self._transport_reason(exc))
+        except UNSENT_TRANSPORT_ERRORS as exc:
+            return Rejection("permanent", self._transport_reason(exc))
+        except httpx.HTTPError as exc:
+            # A read timeout, a dropped connection, or anything else (a DecodingError reading
+            # the answer, ...) that may come after the provider took the request.
+            return Rejection("uncertain", self._transport_reason(exc))
+        self._note_window(response)
+        if 200 <= response.status_code < 300:
+            return self._accepted(request, response, tries.attempts + 1)
+        return self.classify(response)
+
+    def _on_rate_limited(
+        self, request: _Request, rejection: Rejection, tries: _Tries
+    ) -> Results | None:
+        """Pause every worker as the provider asked; give up after too many such answers."""
+        tries.rate_limited_answers += 1
+        if tries.rate_limited_answers > MAX_RATE_LIMITED_ANSWERS:
+            reason = (
+                f"{tries.reason}; still rate limited after {tries.rate_limited_answers} answers"
+            )
+            return self._give_up(request, reason, tries.attempts, tries.maybe_delivered)
+        wait = rejection.wait
+        if wait is None:
+            wait = self._backoff(tries.rate_limited_answers)
+        if rejection.exhausted:
+            # Nothing to wait for in this run: make every request fail fast.
+            wait = max(wait, self.max_rate_limit_wait + 1.0)
+        self._block_for(wait)
+        logger.warning(
+            "%s: %s rate limited (%s); %s %.2fs",
+            self.name,
+            request.label,
+            mask_emails_in_text(tries.reason),
+            "all workers wait" if wait <= self.max_rate_limit_wait else "told to wait",
+            wait,
+        )
+        return None
+
+    def _on_failure(
+        self, request: _Request, rejection: Rejection, tries: _Tries
+    ) -> Results | _Split | None:
+        """What a failed attempt leads to: ``None`` to try again (after a backoff), else the
+        request's outcome."""
+        reason = tries.reason
+        fate = rejection.fate
+        if fate == "uncertain":
+            tries.maybe_delivered = True
+            if not (self.limits.idempotent and request.key is not None):
+                return self._give_up(
+                    request,
+                    f"{reason}; {self.display_name} may have accepted it, not retried",
+                    tries.attempts,
+                    maybe_delivered=True,
                 )
-            except RETRYABLE_TRANSPORT_ERRORS as exc:
-                rejection = Rejection("transient", self._transport_reason(exc))
-            except UNSENT_TRANSPORT_ERRORS as exc:
-                rejection = Rejection("permanent", self._transport_reason(exc))
-            except UNCERTAIN_TRANSPORT_ERRORS as exc:
-                rejection = Rejection("uncertain", self._transport_reason(exc))
-            except httpx.HTTPError as exc:
-                # Anything else (a DecodingError reading the answer, ...) may also come after
-                # the provider took the request.
-                rejection = Rejection("uncertain", self._transport_reason(exc))
+            fate = "transient"  # resent with the same key: the provider deduplicates
+        if fate == "transient":
+            if tries.attempts >= self.max_attempts:
+                return self._give_up(request, reason, tries.attempts, tries.maybe_delivered)
+            if rejection.wait is not None:
+                delay = min(rejection.wait, self.backoff_max)
             else:
-                self._note_window(response)
-                if 200 <= response.status_code < 300:
-                    return self._accepted(request, response, attempts + 1)
-                rejection = self.classify(response)
-            reason = self._redact(rejection.reason)
-
-            if rejection.fate == "rate_limited":
-                rate_limited_answers += 1
-                if rate_limited_answers > MAX_RATE_LIMITED_ANSWERS:
-                    reason += f"; still rate limited after {rate_limited_answers} answers"
-                    return self._give_up(request, reason, attempts, maybe_delivered)
-                wait = rejection.wait
-                if wait is None:
-                    wait = self._backoff(rate_limited_answers)
-                if rejection.exhausted:
-                    # Nothing to wait for in this run: make every request fail fast.
-                    wait = max(wait, self.max_rate_limit_wait + 1.0)
-                self._block_for(wait)
-                logger.warning(
-                    "%s: %s rate limited (%s); %s %.2fs",
-                    self.name,
-                    request.label,
-                    mask_emails_in_text(reason),
-                    "all workers wait" if wait <= self.max_rate_limit_wait else "told to wait",
-                    wait,
-                )
-                continue
-
-            attempts += 1
-            fate = rejection.fate
-            if fate == "uncertain":
-                maybe_delivered = True
-                if not (self.limits.idempotent and request.key is not None):
-                    return self._give_up(
-                        request,
-                        f"{reason}; {self.display_name} may have accepted it, not retried",
-                        attempts,
-                        maybe_delivered,
-                    )
-                fate = "transient"  # resent with the same key: the provider deduplicates
-            if fate == "transient" and attempts < self.max_attempts:
-                if rejection.wait is not None:
-                    delay = min(rejection.wait, self.backoff_max)
-                else:
-                    delay = self._backoff(attempts)
-                logger.warning(
-                    "%s: %s attempt %d/%d failed (%s); retrying in %.2fs",
-                    self.name,
-                    request.label,
-                    attempts,
-                    self.max_attempts,
-                    mask_emails_in_text(reason),
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            if fate == "transient":
-                return self._give_up(request, reason, attempts, maybe_delivered)
-            if fate in ("invalid", "too_large"):
-                # The provider judged this very payload, under the same key if an earlier
-                # attempt was lost (it would have replayed that answer had it been accepted):
-                # an authoritative "no", whatever happened before.
-                maybe_delivered = False
-                splittable = len(request.entries) > 1 and (
-                    fate == "too_large" or not self.limits.per_message_results
-                )
-                if splittable:
-                    return self._split(request, reason, attempts)
-            if fate == "conflict" or maybe_delivered:
-                return self._give_up(request, reason, attempts, maybe_delivered=True)
+                delay = self._backoff(tries.attempts)
             logger.warning(
-                "%s: %s rejected, not retrying: %s",
+                "%s: %s attempt %d/%d failed (%s); retrying in %.2fs",
                 self.name,
                 request.label,
+                tries.attempts,
+                self.max_attempts,
                 mask_emails_in_text(reason),
+                delay,
             )
-            return self._settle(request, "failed", reason, attempts)
+            self._sleep(delay)
+            return None
+        if fate in ("invalid", "too_large"):
+            # The provider judged this very payload, under the same key if an earlier attempt
+            # was lost (it would have replayed that answer had it been accepted): an
+            # authoritative "no", whatever happened before.
+            tries.maybe_delivered = False
+            splittable = len(request.entries) > 1 and (
+                fate == "too_large" or not self.limits.per_message_results
+            )
+            if splittable:
+                return self._split(request, reason, tries.attempts)
+        if fate == "conflict" or tries.maybe_delivered:
+            return self._give_up(request, reason, tries.attempts, maybe_delivered=True)
+        logger.warning(
+            "%s: %s rejected, not retrying: %s",
+            self.name,
+            request.label,
+            mask_emails_in_text(reason),
+        )
+        return self._settle(request, "failed", reason, tries.attempts)
 
-    def _split(self, request: _Request, reason: str, attempts: int) -> list[tuple[int, SendResult]]:
-        """Resend the two halves of a rejected all-or-nothing request, to isolate bad rows.
+    def _split(self, request: _Request, reason: str, attempts: int) -> _Split:
+        """The two halves of a rejected all-or-nothing request, to isolate bad rows.
 
         Worst case (every row bad) costs 2n-1 requests for n rows; a batch with one bad row
-        costs about 2*log2(n). The halves run in this worker, one after the other: submitting
-        them to the pool and waiting could deadlock a full pool.
+        costs about 2*log2(n). The halves run in this worker, one after the other (see
+        :meth:`_run`): submitting them to the pool and waiting could deadlock a full pool.
         """
         middle = len(request.entries) // 2
         logger.info(
@@ -809,20 +584,21 @@ class HttpJsonProvider:
             request.label,
             mask_emails_in_text(reason),
         )
-        out: list[tuple[int, SendResult]] = []
-        for i, half in enumerate((request.entries[:middle], request.entries[middle:])):
-            child = _Request(
-                half,
-                self.encode([e.item for e in half]),
-                self._child_key(request.key, i),
-                request.prior_attempts + attempts,
-            )
-            out.extend(self._deliver(child))
-        return out
+        return _Split(
+            [
+                _Request(
+                    half,
+                    self.encode([e.item for e in half]),
+                    self._child_key(request.key, i),
+                    request.prior_attempts + attempts,
+                )
+                for i, half in enumerate((request.entries[:middle], request.entries[middle:]))
+            ]
+        )
 
     def _give_up(
         self, request: _Request, reason: str, attempts: int, maybe_delivered: bool
-    ) -> list[tuple[int, SendResult]]:
+    ) -> Results:
         """Nothing more to try: 'unknown' if a request may have got through, else retryable."""
         if maybe_delivered:
             logger.warning(
@@ -841,9 +617,7 @@ class HttpJsonProvider:
         )
         return self._settle(request, "failed", reason, attempts, retryable=True)
 
-    def _accepted(
-        self, request: _Request, response: httpx.Response, attempts: int
-    ) -> list[tuple[int, SendResult]]:
+    def _accepted(self, request: _Request, response: httpx.Response, attempts: int) -> Results:
         deliveries = self.parse_accepted(response, request.entries)
         if len(deliveries) != len(request.entries):
             reason = (
@@ -895,7 +669,7 @@ class HttpJsonProvider:
         attempts: int,
         *,
         retryable: bool = False,
-    ) -> list[tuple[int, SendResult]]:
+    ) -> Results:
         total = request.prior_attempts + attempts
         return [
             (
@@ -976,7 +750,7 @@ class HttpJsonProvider:
         """The body of one request carrying ``items`` (default: a JSON array)."""
         return json.dumps(items).encode("utf-8")
 
-    def chunks(self, entries: list[Entry]) -> list[list[Entry]]:
+    def chunks(self, entries: list[RequestEntry]) -> list[list[RequestEntry]]:
         """Group entries into requests (default: runs of ``batch_size``)."""
         size = self.batch_size
         return [entries[i : i + size] for i in range(0, len(entries), size)]
@@ -987,7 +761,9 @@ class HttpJsonProvider:
             return {"Idempotency-Key": key}
         return {}
 
-    def parse_accepted(self, response: httpx.Response, entries: list[Entry]) -> list[Delivery]:
+    def parse_accepted(
+        self, response: httpx.Response, entries: list[RequestEntry]
+    ) -> list[Delivery]:
         """Per-message outcome of a 2xx answer, aligned with ``entries`` (default: all sent)."""
         return [Delivery("sent") for _ in entries]
 

@@ -8,13 +8,17 @@ Layout::
 
     outbox_dir/
         index.jsonl                     one line per send, append-only (re-sends add a line)
-        index.html                      table of every message, newest first, links below
+        index.html                      table of every message, newest tick first, links below
         <trigger>/<send_id>.eml         the message itself
         <trigger>/<send_id>.html        its HTML body, for a browser
 
 It mirrors a real provider's contract so the pipeline cannot tell the difference: per-message
 failures are ``failed`` results, never exceptions, and re-sending a ``send_id`` is harmless (the
 same file is replaced atomically, the Message-ID is derived from the send_id so it is stable).
+
+Times are the simulation's, not the wall clock's: a message's ``Date:`` header is the tick that
+sent it (``as_of``), and the index lists each message with its tick and its step's due time, so
+a replay of three days reads as three days, not as the few minutes it took to run.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dagster_project.masking import mask_email
-from dagster_project.providers.base import Message, ProviderLimits, SendResult
+from dagster_project.providers.base import Journal, Message, ProviderLimits, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def sent_at(message: Message) -> datetime:
+    """When the message counts as sent: its tick (``as_of``), or now outside a tick."""
+    return message.as_of or datetime.now(UTC).replace(microsecond=0)
+
+
 def build_email(message: Message, *, sent_at: datetime) -> EmailMessage:
     """Build the multipart/alternative RFC 5322 message for ``message``.
 
@@ -129,11 +138,17 @@ class OutboxProvider:
         return folder / f"{stem}.eml", folder / f"{stem}.html"
 
     def send(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        journal: Journal | None = None,
     ) -> list[SendResult]:
         """Write every message; one result per message, in input order.
 
         Also refreshes ``index.html`` once at the end, so the preview page is always current.
+        Nothing goes over a network and rewriting a message is harmless, so the journal is
+        not needed: a crash mid-batch leaves the rows planned, and the next tick rewrites them.
         """
         results = [self._write_one(m) for m in messages]
         if messages:
@@ -145,10 +160,10 @@ class OutboxProvider:
         return results
 
     def _write_one(self, message: Message) -> SendResult:
-        sent_at = datetime.now(UTC)
+        tick = sent_at(message)
         eml_path, html_path = self.paths_for(message)
         try:
-            email_msg = build_email(message, sent_at=sent_at)
+            email_msg = build_email(message, sent_at=tick)
             data = email_msg.as_bytes(policy=policy.SMTP)  # CRLF line endings, per RFC 5322
             _atomic_write(eml_path, data)
             # A UTF-8 BOM makes browsers opening a file:// page decode it as UTF-8 even when the
@@ -164,7 +179,8 @@ class OutboxProvider:
                     "subject": message.subject,
                     "path": eml_path.relative_to(self.outbox_dir).as_posix(),
                     "html_path": html_path.relative_to(self.outbox_dir).as_posix(),
-                    "sent_at": sent_at.isoformat(),
+                    "as_of": tick.isoformat(),
+                    "due_at": message.due_at.isoformat() if message.due_at else None,
                 }
             )
         except Exception as exc:  # one bad message must not stop the batch
@@ -201,7 +217,7 @@ class OutboxProvider:
 
 
 def read_outbox_index(outbox_dir: Path) -> list[dict[str, Any]]:
-    """Return the latest index entry per send_id, newest first.
+    """Return the latest index entry per send_id, newest tick first (then by step due time).
 
     Skips lines that are not valid JSON objects: a crash during an append can leave a partial
     last line, and the preview page should still render everything else.
@@ -218,7 +234,26 @@ def read_outbox_index(outbox_dir: Path) -> list[dict[str, Any]]:
                 continue
             if isinstance(entry, dict) and "send_id" in entry:
                 latest[str(entry["send_id"])] = entry
-    return sorted(latest.values(), key=lambda e: str(e.get("sent_at", "")), reverse=True)
+    return sorted(latest.values(), key=_newest_first, reverse=True)
+
+
+def _newest_first(entry: dict[str, Any]) -> tuple[str, str, str]:
+    # Lines written before the tick was recorded carry only sent_at (a wall-clock time).
+    tick = str(entry.get("as_of") or entry.get("sent_at") or "")
+    return tick, str(entry.get("due_at") or ""), str(entry.get("send_id", ""))
+
+
+def _when(value: Any) -> str:
+    """An ISO instant as people read it in the index: ``2026-06-01 09:00`` (UTC)."""
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%a %Y-%m-%d %H:%M")
 
 
 def _href(relative_path: str) -> str:
@@ -238,9 +273,12 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
     for e in entries:
         esc = {k: html.escape(str(e.get(k, "")), quote=True) for k in e}
         html_path = str(e.get("html_path") or str(e.get("path", "")).removesuffix(".eml") + ".html")
+        tick = html.escape(_when(e.get("as_of") or e.get("sent_at")), quote=True)
+        due = html.escape(_when(e.get("due_at")), quote=True)
         rows.append(
             "    <tr>"
-            f"<td>{esc.get('sent_at', '')}</td>"
+            f"<td>{tick}</td>"
+            f"<td>{due}</td>"
             f"<td>{esc.get('trigger', '')}</td>"
             f"<td>{esc.get('step', '')}</td>"
             f"<td>{esc.get('to', '')}</td>"
@@ -249,7 +287,7 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
             f"<td><code>{esc.get('send_id', '')}</code></td>"
             "</tr>"
         )
-    body = "\n".join(rows) if rows else '    <tr><td colspan="7">No messages yet.</td></tr>'
+    body = "\n".join(rows) if rows else '    <tr><td colspan="8">No messages yet.</td></tr>'
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -265,10 +303,14 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
 </head>
 <body>
   <h1>nudge outbox</h1>
-  <p>{len(entries)} messages written by the outbox provider, newest first.</p>
+  <p>{len(entries)} messages written by the outbox provider, newest tick first. Times are
+  UTC: the tick that sent each message (its <code>Date:</code> header) and when its step fell
+  due.</p>
   <table>
-    <thead><tr><th>Sent at (UTC)</th><th>Trigger</th><th>Step</th><th>To</th><th>Subject</th>
-    <th>File</th><th>Send id</th></tr></thead>
+    <thead><tr><th scope="col">Tick (UTC)</th><th scope="col">Step due (UTC)</th>
+    <th scope="col">Trigger</th><th scope="col">Step</th><th scope="col">To</th>
+    <th scope="col">Subject</th><th scope="col">File</th><th scope="col">Send id</th></tr>
+    </thead>
     <tbody>
 {body}
     </tbody>

@@ -27,13 +27,17 @@ import httpx
 from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
 from dagster_project.providers.http import (
     Delivery,
-    Entry,
     HttpJsonProvider,
     Rejection,
-    body_excerpt,
-    json_or_none,
+    RequestEntry,
+)
+from dagster_project.providers.redaction import (
     require_http_url,
     require_secret,
+)
+from dagster_project.providers.wire import (
+    body_excerpt,
+    json_or_none,
 )
 
 BATCH_PATH = "/email/batch"
@@ -165,7 +169,9 @@ class PostmarkProvider(HttpJsonProvider):
     def build_item(self, message: Message) -> Any:
         return build_postmark_message(message, message_stream=self.message_stream)
 
-    def parse_accepted(self, response: httpx.Response, entries: list[Entry]) -> list[Delivery]:
+    def parse_accepted(
+        self, response: httpx.Response, entries: list[RequestEntry]
+    ) -> list[Delivery]:
         data = json_or_none(response)
         if not isinstance(data, list):
             # An answer we cannot read: the messages may well have been accepted.

@@ -34,13 +34,17 @@ import httpx
 from dagster_project.providers.base import Message, ProviderLimits
 from dagster_project.providers.http import (
     Delivery,
-    Entry,
     HttpJsonProvider,
     Rejection,
-    body_excerpt,
-    json_or_none,
+    RequestEntry,
+)
+from dagster_project.providers.redaction import (
     require_http_url,
     require_secret,
+)
+from dagster_project.providers.wire import (
+    body_excerpt,
+    json_or_none,
 )
 
 BATCH_PATH = "/emails/batch"
@@ -146,7 +150,9 @@ class ResendProvider(HttpJsonProvider):
     def build_item(self, message: Message) -> Any:
         return build_resend_email(message)
 
-    def parse_accepted(self, response: httpx.Response, entries: list[Entry]) -> list[Delivery]:
+    def parse_accepted(
+        self, response: httpx.Response, entries: list[RequestEntry]
+    ) -> list[Delivery]:
         # Strict mode: a 2xx means every email of the request was accepted; the ids come back
         # in request order.
         data = json_or_none(response)

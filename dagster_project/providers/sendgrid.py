@@ -32,16 +32,19 @@ import httpx
 from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
 from dagster_project.providers.http import (
     Delivery,
-    Entry,
     HttpJsonProvider,
-    body_excerpt,
-    json_or_none,
-    parse_retry_after,
+    RequestEntry,
+)
+from dagster_project.providers.redaction import (
     require_http_url,
     require_secret,
 )
+from dagster_project.providers.wire import (
+    body_excerpt,
+    json_or_none,
+)
 
-__all__ = ["SEND_PATH", "SendGridProvider", "build_sendgrid_payload", "parse_retry_after"]
+__all__ = ["SEND_PATH", "SendGridProvider", "build_sendgrid_payload"]
 
 SEND_PATH = "/v3/mail/send"
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
@@ -234,11 +237,11 @@ class SendGridProvider(HttpJsonProvider):
         }
         return json.dumps(payload).encode("utf-8")
 
-    def chunks(self, entries: list[Entry]) -> list[list[Entry]]:
+    def chunks(self, entries: list[RequestEntry]) -> list[list[RequestEntry]]:
         """Template mode: one sender per request (``from`` is request-wide), no address twice."""
         if self.template_id is None:
             return [[e] for e in entries]
-        by_sender: dict[str, list[tuple[list[Entry], set[str]]]] = {}
+        by_sender: dict[str, list[tuple[list[RequestEntry], set[str]]]] = {}
         for entry in entries:
             item: _TemplateItem = entry.item
             groups = by_sender.setdefault(json.dumps(item.sender, sort_keys=True), [])
@@ -251,7 +254,9 @@ class SendGridProvider(HttpJsonProvider):
                 groups.append(([entry], {item.recipient}))
         return [group for groups in by_sender.values() for group, _ in groups]
 
-    def parse_accepted(self, response: httpx.Response, entries: list[Entry]) -> list[Delivery]:
+    def parse_accepted(
+        self, response: httpx.Response, entries: list[RequestEntry]
+    ) -> list[Delivery]:
         # One X-Message-Id per request; SendGrid's events carry it as a prefix of
         # sg_message_id, and custom_args.send_id tells the recipients apart.
         message_id = response.headers.get("X-Message-Id") or None

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formataddr, parseaddr
-from typing import Any, Literal
+from typing import Any
 
 import botocore.session
 import httpx
@@ -49,9 +49,10 @@ from botocore.exceptions import BotoCoreError
 
 from dagster_project.masking import mask_email, mask_emails_in_text
 from dagster_project.providers.base import Message, ProviderConfigError, SendResult
-from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable, check_tuning
-from dagster_project.providers.http import (
-    REDACTED,
+from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
+from dagster_project.providers.redaction import REDACTED
+from dagster_project.providers.retry import Fate, check_tuning
+from dagster_project.providers.wire import (
     RETRYABLE_TRANSPORT_ERRORS,
     UNCERTAIN_TRANSPORT_ERRORS,
     describe_transport_error,
@@ -101,8 +102,6 @@ _CREDENTIAL_CODES = frozenset(
 _TRANSIENT_CODES = frozenset(
     {"InternalFailure", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 )
-
-Outcome = Literal["sent", "throttled", "transient", "credentials", "permanent", "uncertain"]
 
 
 class _RedactSecurityToken(logging.Filter):
@@ -210,24 +209,17 @@ def parse_ses_error(response: httpx.Response) -> tuple[str, str]:
     return code, message
 
 
-def classify_ses_error(status: int, code: str) -> Outcome:
+def classify_ses_error(status: int, code: str) -> Fate:
     """What a non-2xx answer means for the message; see the module docstring."""
     if status == 429 or code in _THROTTLING_CODES:
-        return "throttled"
+        return "rate_limited"
     if code in _CREDENTIAL_CODES:
-        return "credentials"
+        return "fatal"  # no message's fault, and no retry fixes it
     if status >= 500 or status == 408 or code in _TRANSIENT_CODES:
         return "transient"
     # MessageRejected, MailFromDomainNotVerifiedException, AccountSuspendedException,
     # SendingPausedException, NotFoundException, BadRequestException, AccessDenied...
     return "permanent"
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    outcome: Outcome
-    reason: str = ""
-    message_id: str | None = None
 
 
 @dataclass
@@ -422,7 +414,7 @@ class SesProvider(FanoutProvider[_Job]):
     def _try(self, job: _Job, attempts: int) -> Attempt | SendResult | None:
         result = self._attempt(job.body)
         reason = mask_emails_in_text(result.reason)
-        if result.outcome == "throttled":
+        if result.fate == "rate_limited":
             # Not an attempt: SES refused for rate, not for anything about this message.
             job.throttled += 1
             if job.throttled > self.max_throttle_retries:
@@ -444,9 +436,7 @@ class SesProvider(FanoutProvider[_Job]):
             logger.info("ses: throttled (%s); all workers pause %.2fs", reason, delay)
             self._limiter.pause_for(delay)
             return None
-        if result.outcome == "credentials":
-            return Attempt("fatal", reason)
-        return Attempt(result.outcome, reason, result.message_id)
+        return Attempt(result.fate, reason, result.message_id)
 
     # -- one request -----------------------------------------------------------------------
 
@@ -462,20 +452,20 @@ class SesProvider(FanoutProvider[_Job]):
         SigV4Auth(credentials, SIGNING_SERVICE, self.region).add_auth(request)
         return dict(request.headers.items())
 
-    def _attempt(self, body: bytes) -> _Attempt:
+    def _attempt(self, body: bytes) -> Attempt:
         """One signed POST; classify the outcome."""
         try:
             headers = self._signed_headers(body)
         except Exception as exc:  # e.g. refreshing role credentials failed: nothing was sent
-            return _Attempt("transient", self._redact(f"signing failed: {type(exc).__name__}"))
+            return Attempt("transient", self._redact(f"signing failed: {type(exc).__name__}"))
         try:
             response = self._client.post(self._url, content=body, headers=headers)
         except RETRYABLE_TRANSPORT_ERRORS as exc:
-            return _Attempt("transient", self._transport_reason(exc))
+            return Attempt("transient", self._transport_reason(exc))
         except UNCERTAIN_TRANSPORT_ERRORS as exc:
-            return _Attempt("uncertain", self._transport_reason(exc))
+            return Attempt("uncertain", self._transport_reason(exc))
         except httpx.HTTPError as exc:
-            return _Attempt("permanent", self._transport_reason(exc))
+            return Attempt("permanent", self._transport_reason(exc))
 
         status = response.status_code
         if 200 <= status < 300:
@@ -483,10 +473,10 @@ class SesProvider(FanoutProvider[_Job]):
                 message_id = response.json().get("MessageId")
             except (ValueError, UnicodeDecodeError, AttributeError):
                 message_id = None
-            return _Attempt("sent", message_id=str(message_id) if message_id else None)
+            return Attempt("sent", message_id=str(message_id) if message_id else None)
         code, text = parse_ses_error(response)
         reason = self._redact(f"HTTP {status} {code or 'error'}: {text}")
-        return _Attempt(classify_ses_error(status, code), reason)
+        return Attempt(classify_ses_error(status, code), reason)
 
     def _transport_reason(self, exc: httpx.HTTPError) -> str:
         return self._redact(describe_transport_error(exc, self.timeout))

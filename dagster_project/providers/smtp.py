@@ -44,21 +44,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
-from typing import Literal
 
 from dagster_project.masking import mask_emails_in_text
 from dagster_project.providers.base import Message, ProviderConfigError
-from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable, check_tuning
+from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
+from dagster_project.providers.redaction import REDACTED
+from dagster_project.providers.retry import Fate, check_tuning
 
 logger = logging.getLogger(__name__)
 
-_REDACTED = "[REDACTED]"
 # 7bit: non-ASCII or long-lined bodies go out quoted-printable, so no server needs 8BITMIME,
 # and minified HTML cannot break SMTP's 998-character line limit.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
 _ATEXT_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
-
-Outcome = Literal["sent", "transient", "permanent", "uncertain", "stale", "fatal"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -115,8 +113,11 @@ def build_mime_message(message: Message, *, date: str | None = None) -> EmailMes
 
 @dataclass(frozen=True)
 class _Attempt:
-    outcome: Outcome
+    fate: Fate
     reason: str = ""
+    # The server had closed the connection before anything was handed over: reconnect and
+    # try again, which is no attempt at the message.
+    stale: bool = False
 
 
 class _SetupFailure(Exception):
@@ -144,7 +145,7 @@ def _reply_text(code: int, resp: bytes | str) -> str:
     return f"SMTP {code} {' '.join(text.split())}".strip()
 
 
-def _classify_reply(code: int) -> Outcome:
+def _classify_reply(code: int) -> Fate:
     # 4xx and anything unexpected below 500 delivered nothing: try again later.
     return "permanent" if code >= 500 else "transient"
 
@@ -257,7 +258,7 @@ class SmtpProvider(FanoutProvider[_Job]):
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
+            text = text.replace(secret, REDACTED)
         return mask_emails_in_text(text)
 
     def _on_unexpected_error(self) -> None:
@@ -279,14 +280,14 @@ class SmtpProvider(FanoutProvider[_Job]):
         except _SetupFailure as failure:
             return Attempt("fatal" if failure.fatal else "transient", failure.reason)
         result = self._transact(conn, job.from_addr, job.to_addr, job.data)
-        if result.outcome == "stale":
+        if result.stale:
             if reused and not job.reconnected:
                 # The server closed an idle connection; nothing was handed over.
                 job.reconnected = True
                 logger.debug("smtp: reconnecting after an idle disconnect (%s)", result.reason)
                 return None
             return Attempt("transient", result.reason)  # a stale connection that failed again
-        return Attempt(result.outcome, result.reason, job.message_id)
+        return Attempt(result.fate, result.reason, job.message_id)
 
     # -- one transaction -------------------------------------------------------------------
 
@@ -317,7 +318,7 @@ class SmtpProvider(FanoutProvider[_Job]):
                 reason += f" (timeout {self.timeout:g}s)"
             if data_sent:
                 return _Attempt("uncertain", reason)
-            return _Attempt("stale", reason)
+            return _Attempt("transient", reason, stale=True)
 
     def _refused(self, conn: smtplib.SMTP, code: int, resp: bytes | str) -> _Attempt:
         """The server refused this transaction; leave the connection ready for the next one."""
@@ -326,7 +327,7 @@ class SmtpProvider(FanoutProvider[_Job]):
             # The server is closing the connection (often an idle timeout on a reused one):
             # nothing was handed over, so this is the same as a disconnect before DATA.
             self._drop_connection()
-            return _Attempt("stale", reason)
+            return _Attempt("transient", reason, stale=True)
         try:
             conn.rset()
         except (smtplib.SMTPException, OSError):

@@ -44,11 +44,15 @@ import httpx
 from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
 from dagster_project.providers.http import (
     Delivery,
-    Entry,
     HttpJsonProvider,
-    json_or_none,
+    RequestEntry,
+)
+from dagster_project.providers.redaction import (
     public_url,
     require_http_url,
+)
+from dagster_project.providers.wire import (
+    json_or_none,
 )
 
 SIGNATURE_HEADER = "X-Nudge-Signature"
@@ -256,7 +260,9 @@ class WebhookProvider(HttpJsonProvider):
             headers["Idempotency-Key"] = key
         return headers
 
-    def parse_accepted(self, response: httpx.Response, entries: list[Entry]) -> list[Delivery]:
+    def parse_accepted(
+        self, response: httpx.Response, entries: list[RequestEntry]
+    ) -> list[Delivery]:
         data = json_or_none(response)
         rows = data.get("results") if isinstance(data, dict) else None
         reported: dict[str, Delivery] = {}

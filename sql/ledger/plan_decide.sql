@@ -11,9 +11,8 @@
 -- eligibility tables were all built before any send step runs), so which trigger wins a slot
 -- never depends on the order Dagster runs the send steps in.
 -- Parameters: $as_of, $cap_day, $cap_week, $cap_policy.
--- Placeholders filled by ledger.planning: eligibility (this trigger's eligibility relation)
--- and competitors (a query of customer_id rows, one per due send of a higher-priority
--- marketing trigger; ledger.competing_sends).
+-- {eligibility}: this trigger's eligibility relation. The temp table competing_sends holds one
+-- customer_id row per due send of a higher-priority marketing trigger (competing_sends.sql).
 create or replace temp table plan_decisions as
 
 with
@@ -54,14 +53,27 @@ candidates as (
 
 ),
 
+-- Each step's place in the sequence as the trigger's YAML says now (the ledger's step_index is
+-- the place when the row was written; a reordered YAML makes it stale).
+step_positions as (
+
+    select distinct
+        eligibility.step,
+        eligibility.step_index
+    from {eligibility} as eligibility
+
+),
+
 -- The furthest step each entry has reached, read from the ledger now rather than from the
 -- table's build: the engine's 'superseded' rule, re-checked at the moment of planning.
 reached as (
 
     select
         ledger.trigger_key,
-        max(ledger.step_index) as reached_step_index
+        max(coalesce(step_positions.step_index, ledger.step_index)) as reached_step_index
     from nudge.send_ledger as ledger
+    left join step_positions
+        on ledger.step = step_positions.step
     where
         ledger.trigger in (select candidates.trigger from candidates)
         and ledger.trigger_key in (select candidates.trigger_key from candidates)
@@ -135,7 +147,7 @@ competing as (
     select
         competitors.customer_id,
         count(*) as competing
-    from ({competitors}) as competitors
+    from competing_sends as competitors
     where competitors.customer_id in (select due.customer_id from due)
     group by competitors.customer_id
 

@@ -1,10 +1,15 @@
--- Take over the sends earlier runs left unfinished, re-reviewed against this tick's eligibility
--- (the caller holds the warehouse lock, so no other run is live):
--- - 'sending' rows may have reached the provider. Through an idempotent provider the whole
---   batch is sent again under its recorded batch_id (the idempotency key), rendered from the
---   context it was first rendered from, so the provider sees the identical request; but only if
---   every row of that batch may still go out, else the batch is 'unknown'. Through any other
---   provider they are 'unknown': never resent automatically (`nudge resolve-unknown`);
+-- Take over the sends earlier runs (or an earlier attempt of this run) left unfinished,
+-- re-reviewed against this tick's eligibility (the caller holds the warehouse lock, so no other
+-- run is live). Sends whose provider answer
+-- reached the hand-over journal were settled from it just before (recovered_answers.sql):
+-- - sends the journal shows handed over without an answer may have reached the provider (so
+--   may rows an older release left 'sending', and rows resumed for a resend whose run died).
+--   Through an idempotent provider each such request is sent again as it was, under its
+--   recorded key, rendered from the context it was first rendered from, so the provider sees
+--   the identical request; but only if every send of that request may still go out, else the
+--   request is 'unknown'. Through any other provider they are 'unknown': never resent
+--   automatically (`nudge resolve-unknown`);
+-- - sends never handed over never left the dead run: they are reviewed as planned ones;
 -- - rows past their grace window: 'expired';
 -- - 'failed_retryable' rows wait until next_attempt_at (backoff across ticks) and give up
 --   ('failed_permanent', reason retry_max_age) once older than the maximum retry age;
@@ -23,7 +28,10 @@ set
     reason = resumed.next_reason,
     error = resumed.next_error,
     context = coalesce(resumed.fresh_context, ledger.context),
-    batch_id = case when resumed.resend_batch then ledger.batch_id end,
+    -- In doubt: the key of the request it was in (resent under it, or listed for an operator).
+    batch_id = case when resumed.in_doubt then resumed.request_key end,
+    -- The first hand-over: providers remember a key for a day from its first use.
+    sending_at = least(resumed.handed_over_at, ledger.sending_at),
     next_attempt_at = null,
     settled_at = case when resumed.next_status = 'planned' then null else now() end,
     run_id = $run_id,
@@ -65,7 +73,9 @@ from (
                 then 'no longer eligible: ' || reviewed.rule_reason
             else reviewed.error
         end as next_error,
-        reviewed.in_doubt and reviewed.batch_resendable as resend_batch,
+        reviewed.in_doubt,
+        reviewed.request_key,
+        reviewed.handed_over_at,
         -- An interrupted idempotent batch keeps its first rendering: same key, same body.
         case when not reviewed.in_doubt then reviewed.fresh_context end as fresh_context
     from (
@@ -76,10 +86,14 @@ from (
             case
                 when fresh.send_id is not null then to_json(fresh)  -- noqa: RF02
             end as fresh_context,
-            -- Handed to the provider by a run that died, or resumed for a same-key resend by a
-            -- run that then died before sending it: either way it may have been delivered.
-            pending.status = 'sending'
+            -- Handed to the provider by a run that died (the journal says so, or an older
+            -- release left it 'sending'), or resumed for a same-key resend by a run that then
+            -- died: either way it may have been delivered.
+            handed.send_id is not null
+            or pending.status = 'sending'
             or (pending.status = 'planned' and pending.batch_id is not null) as in_doubt,
+            coalesce(handed.request_key, pending.batch_id) as request_key,
+            handed.handed_over_at,
             $as_of > pending.expires_at or fresh.rule_exclusion_reason = 'expired' as is_expired,
             pending.status = 'failed_retryable'
             and $as_of > pending.as_of + to_hours(cast($retry_max_age_hours as bigint))
@@ -88,24 +102,49 @@ from (
                 when fresh.send_id is null then 'not_a_candidate'
                 else fresh.rule_exclusion_reason
             end as rule_reason,
-            -- Every row of the interrupted batch may still go out, so the batch can be sent
-            -- again as it was; one row that may not makes the whole batch unknown.
-            -- Only the same provider knows the key: after a switch of ESP the batch is unknown.
-            -- Providers keep idempotency keys for a day (Resend: 24 h): an older batch could
+            -- Every send of the interrupted request may still go out, so it can be sent again
+            -- as it was; one that may not makes the whole request unknown.
+            -- Only the same provider knows the key: after a switch of ESP it is unknown.
+            -- Providers keep idempotency keys for a day (Resend: 24 h): an older request could
             -- be delivered twice, so it is unknown.
-            $idempotent and pending.provider = $provider and pending.batch_id is not null
-            and coalesce(pending.sending_at > now() - interval 23 hours, true)
+            $idempotent and pending.provider = $provider
+            and coalesce(handed.request_key, pending.batch_id) is not null
+            -- From the key's first use (an earlier resend does not renew the provider's memory).
+            and coalesce(
+                least(handed.handed_over_at, pending.sending_at) > now() - interval 23 hours,
+                true
+            )
+            -- Night or a moved schedule does not stop a resend: the request went out already,
+            -- and it must go whole, as it was.
             and bool_and(
                 fresh.send_id is not null
-                and fresh.rule_exclusion_reason is null
+                and coalesce(fresh.rule_exclusion_reason in ('quiet_hours', 'not_due'), true)
                 and $as_of <= pending.expires_at
-            ) over (partition by pending.batch_id) as batch_resendable
+            ) over (partition by coalesce(handed.request_key, pending.batch_id))
+                as batch_resendable
         from nudge.send_ledger as pending
         left join {eligibility} as fresh
             on pending.send_id = fresh.send_id
+        -- The dead run's sends still on the wire: handed over, and not returned since (a
+        -- batch refused whole before it was split). Answered ones are settled already.
+        left join (
+            select
+                run_id,
+                send_id,
+                arg_max(request_key, seq) filter (where event = 'handed_over') as request_key,
+                min(recorded_at) filter (where event = 'handed_over') as handed_over_at
+            from nudge.handovers
+            where trigger = $trigger
+            group by run_id, send_id
+            having
+                max(seq) filter (where event = 'handed_over')
+                > coalesce(max(seq) filter (where event = 'returned'), 0)
+        ) as handed
+            on pending.send_id = handed.send_id and pending.run_id = handed.run_id
         where
             pending.trigger = $trigger
-            and pending.run_id != $run_id
+            -- This run's own rows too: at this point of the push it has planned nothing yet,
+            -- so they are an earlier attempt's (a retried step), as unfinished as a dead run's.
             and (
                 pending.status in ('planned', 'sending', 'deferred')
                 or (

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dagster_project import ledger
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger, render_batch
-from dagster_project.guards import GuardPolicy
+from dagster_project.dispatch import dispatch_trigger, render_batch
+from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Provider
 from dagster_project.rendering import Renderer
 from dagster_project.warehouse import connect
-from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
 
 API_KEY = "SG.bench-push-key"
 FROM = "shop@example.com"
@@ -39,7 +39,7 @@ FROM = "shop@example.com"
 def _serve(
     ready: multiprocessing.synchronize.Event, port: multiprocessing.sharedctypes.Synchronized
 ) -> None:  # type: ignore[name-defined]
-    from tests.esp_server import EspServer
+    from tests.support.esp_server import EspServer
 
     server = EspServer(api_key=API_KEY).start()
     port.value = int(server.url.rsplit(":", 1)[1])
@@ -50,7 +50,7 @@ def _serve(
 
 def _provider(name: str, url: str, concurrency: int) -> Provider:
     if name == "sendgrid":
-        from dagster_project.providers import SendGridProvider
+        from dagster_project.providers.sendgrid import SendGridProvider
 
         return SendGridProvider(API_KEY, url, max_concurrency=concurrency, max_attempts=2)
     if name == "postmark":

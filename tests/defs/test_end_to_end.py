@@ -14,14 +14,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project import ledger
-from dagster_project.cli import TickOutcome, main, run_tick
+from dagster_project.cli import main
 from dagster_project.config import DBT_PROJECT_DIR, Settings
-from dagster_project.dbt_assets import dbt_executable
+from dagster_project.dbt_runner import dbt_executable
 from dagster_project.demo_data import generate_to_file
-from dagster_project.lookahead import project_triggers
-from tests.esp_server import EspServer
-from tests.sendgrid_schema import validate_sendgrid_payload
+from dagster_project.providers import ProviderSettings
+from dagster_project.tick import TickOutcome, run_tick
+from dagster_project.triggers import project_triggers
+from tests.support.esp_server import EspServer
+from tests.support.mirrors import send_id
+from tests.support.sendgrid_schema import validate_sendgrid_payload
 
 pytestmark = pytest.mark.dbt
 
@@ -48,11 +50,11 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
     with EspServer(api_key=API_KEY) as server:
         settings = Settings(
             warehouse=warehouse,
-            esp="sendgrid",
-            esp_base_url=server.url,
-            esp_api_key=API_KEY,
-            outbox_dir=tmp / "outbox",
+            provider=ProviderSettings(
+                esp="sendgrid", base_url=server.url, api_key=API_KEY, outbox_dir=tmp / "outbox"
+            ),
             from_email="Shop <shop@example.com>",
+            dagster_home=tmp / "dagster_home",
         )
         first = run_tick((END - timedelta(hours=1)).isoformat(), settings=settings, allow_late=True)
         second = run_tick(END.isoformat(), settings=settings, allow_late=True)
@@ -137,7 +139,7 @@ def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
     for key, value in {
         "NUDGE_WAREHOUSE": str(s.warehouse),
         "NUDGE_ESP": "sendgrid",
-        "NUDGE_ESP_BASE_URL": s.esp_base_url,
+        "NUDGE_ESP_BASE_URL": s.provider.base_url or "",
         "NUDGE_ESP_API_KEY": API_KEY,
         "NUDGE_OUTBOX_DIR": str(s.outbox_dir),
     }.items():
@@ -174,7 +176,7 @@ def test_python_send_id_matches_the_dbt_macro(ticks: Ticks) -> None:
         "union all select send_id, trigger, trigger_key, step from audience.birthday_eligibility",
     )
     assert rows
-    assert all(ledger.send_id(t, k, s) == sid for sid, t, k, s in rows)
+    assert all(send_id(t, k, s) == sid for sid, t, k, s in rows)
 
 
 def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:

@@ -23,15 +23,16 @@ from pathlib import Path
 import pytest
 
 from dagster_project import ledger
-from dagster_project.dispatch import DispatchPolicy, TriggerSummary, dispatch_trigger
-from dagster_project.providers import Provider, SendGridProvider
+from dagster_project.policy import DispatchPolicy
+from dagster_project.providers import Provider
 from dagster_project.providers.postmark import PostmarkProvider
 from dagster_project.providers.resend import ResendProvider
+from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.providers.webhook import WebhookProvider
-from dagster_project.rendering import Renderer
+from dagster_project.runs import TriggerSummary
 from dagster_project.warehouse import connect
-from tests.esp_server import EspServer
-from tests.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
+from tests.support.esp_server import EspServer
+from tests.support.factories import AS_OF, cart_row, dispatch, write_eligibility
 
 KEY = "test-key-0123456789"
 SECRET = "whsec-0123456789abcdef"
@@ -55,15 +56,9 @@ PROVIDERS: dict[str, tuple[int, ProviderFactory]] = {
 
 def _tick(con, provider: Provider, *, as_of, run_id: str) -> TriggerSummary:
     try:
-        return dispatch_trigger(
-            con,
-            CART_SPEC,
-            provider=provider,
-            renderer=Renderer(),
-            as_of=as_of,
-            run_id=run_id,
-            from_email="shop@example.com",
-            policy=DispatchPolicy(batch_size=25),  # many requests, so many faults
+        # Batches of 25: many requests, so many faults.
+        return dispatch(
+            con, provider, as_of=as_of, run_id=run_id, policy=DispatchPolicy(batch_size=25)
         )
     finally:
         provider.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,29 +11,27 @@ import httpx
 import pytest
 
 from dagster_project.providers.base import ProviderConfigError, SendResult
-from dagster_project.providers.http import (
-    HttpJsonProvider,
+from dagster_project.providers.http import HttpJsonProvider
+from dagster_project.providers.postmark import PostmarkProvider
+from dagster_project.providers.resend import ResendProvider
+from dagster_project.providers.sendgrid import SendGridProvider
+from dagster_project.providers.webhook import WebhookProvider
+from dagster_project.providers.wire import (
     parse_rate_limit_reset,
     parse_retry_after,
     rate_limit_wait,
     window_spent,
 )
-from dagster_project.providers.postmark import PostmarkProvider
-from dagster_project.providers.resend import ResendProvider
-from dagster_project.providers.sendgrid import SendGridProvider
-from dagster_project.providers.webhook import WebhookProvider
-from tests.esp_server import EspServer, Reply
-from tests.factories import SleepRecorder, make_message
+from tests.support.esp_server import EspServer, Reply
+from tests.support.factories import SleepRecorder, make_message
 
 KEY = "unit-test-secret-0123456789abcdef"
 SECRET = "whsec-unit-test-0123456789abcdef"
 
 
 @pytest.fixture
-def server() -> Iterator[EspServer]:
-    with EspServer(api_key=KEY, webhook_secret=SECRET) as srv:
-        yield srv
-        assert srv.errors == []
+def server(start_esp: Callable[..., EspServer]) -> EspServer:
+    return start_esp(api_key=KEY, webhook_secret=SECRET)
 
 
 def webhook(server: EspServer, **kwargs: Any) -> WebhookProvider:

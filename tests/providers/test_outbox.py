@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import email
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
+from email.utils import format_datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -20,10 +24,11 @@ from dagster_project.providers import (
     build_provider,
     write_outbox_index_html,
 )
-from tests import factories
+from dagster_project.providers.outbox import read_outbox_index
+from tests.support import factories
 
 
-def make_message(n: int = 1, **overrides: str) -> Message:
+def make_message(n: int = 1, **overrides: Any) -> Message:
     """The shared test message with non-ASCII bodies: the .eml encoding must keep them."""
     bodies = {
         "html": f"<html><body><p>Hello customer {n}, café ☕</p></body></html>",
@@ -121,7 +126,7 @@ def test_index_jsonl_has_one_masked_line_per_message(tmp_path: Path) -> None:
     lines = index_lines(tmp_path)
     assert len(lines) == 2
     first = lines[0]
-    assert {"send_id", "trigger", "step", "customer_id", "to", "subject", "path", "sent_at"} <= set(
+    assert {"send_id", "trigger", "step", "customer_id", "to", "subject", "path", "as_of"} <= set(
         first
     )
     assert first["send_id"] == "send-0001"
@@ -129,7 +134,7 @@ def test_index_jsonl_has_one_masked_line_per_message(tmp_path: Path) -> None:
     assert first["to"] == "c***@e***.com"
     assert first["path"] == "welcome/send-0001.eml"
     assert (tmp_path / first["path"]).is_file()
-    assert first["sent_at"].endswith("+00:00")
+    assert first["as_of"].endswith("+00:00")  # no tick given: when it was written
     raw = (tmp_path / "index.jsonl").read_text()
     assert "customer1@example.com" not in raw
 
@@ -231,7 +236,7 @@ def test_empty_batch_writes_nothing(tmp_path: Path) -> None:
 
 def test_build_provider_outbox_is_the_default(tmp_path: Path) -> None:
     settings = Settings.from_env({"NUDGE_OUTBOX_DIR": str(tmp_path / "box")})
-    provider = build_provider(settings)
+    provider = build_provider(settings.provider)
     assert isinstance(provider, OutboxProvider)
     assert provider.name == "outbox"
     assert provider.outbox_dir == tmp_path / "box"
@@ -241,4 +246,44 @@ def test_build_provider_outbox_is_the_default(tmp_path: Path) -> None:
 def test_build_provider_rejects_an_unknown_esp(tmp_path: Path) -> None:
     settings = Settings.from_env({"NUDGE_ESP": "mailchimp", "NUDGE_OUTBOX_DIR": str(tmp_path)})
     with pytest.raises(ProviderConfigError, match="valid choices: outbox, sendgrid"):
-        build_provider(settings)
+        build_provider(settings.provider)
+
+
+def test_the_index_and_the_date_header_show_the_tick_not_the_time_of_writing(
+    tmp_path: Path,
+) -> None:
+    """A replay of three days writes its files in minutes: the outbox must read as the days."""
+    monday, tuesday = datetime(2026, 6, 1, 9, tzinfo=UTC), datetime(2026, 6, 2, 12, tzinfo=UTC)
+    provider = OutboxProvider(tmp_path)
+    # Written in tick order, as a replay writes them; the later tick's message is listed first.
+    provider.send([make_message(1, as_of=monday, due_at=monday - timedelta(minutes=30))])
+    provider.send([make_message(2, as_of=tuesday, due_at=tuesday - timedelta(hours=2))])
+
+    assert read_eml(tmp_path / "welcome" / "send-0001.eml")["Date"] == format_datetime(monday)
+    assert read_eml(tmp_path / "welcome" / "send-0002.eml")["Date"] == format_datetime(tuesday)
+    entries = read_outbox_index(tmp_path)
+    assert [(e["send_id"], e["as_of"], e["due_at"]) for e in entries] == [
+        ("send-0002", tuesday.isoformat(), (tuesday - timedelta(hours=2)).isoformat()),
+        ("send-0001", monday.isoformat(), (monday - timedelta(minutes=30)).isoformat()),
+    ]
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td>", page)
+    assert rows == [
+        ("Tue 2026-06-02 12:00", "Tue 2026-06-02 10:00"),
+        ("Mon 2026-06-01 09:00", "Mon 2026-06-01 08:30"),
+    ]
+
+
+def test_the_index_page_renders_in_a_browser_newest_tick_first(tmp_path: Path) -> None:
+    from tests.support.browser import load
+
+    ticks = [datetime(2026, 6, 1, h, tzinfo=UTC) for h in (9, 12, 15)]
+    provider = OutboxProvider(tmp_path)
+    for n, tick in enumerate(ticks, start=1):
+        provider.send([make_message(n, as_of=tick, due_at=tick - timedelta(hours=1))])
+    page = load((tmp_path / "index.html").as_uri(), screenshot=tmp_path / "index.png")
+    assert page.errors == []
+    cells = re.findall(r"<tr><td>(.*?)</td>", page.dom)
+    assert cells == ["Mon 2026-06-01 15:00", "Mon 2026-06-01 12:00", "Mon 2026-06-01 09:00"]
+    assert "<title>nudge outbox (3 messages)</title>" in page.dom
+    assert (tmp_path / "index.png").stat().st_size > 5_000  # a real picture, not a blank page

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,39 +20,21 @@ from dagster_project.providers.postmark import (
     PostmarkProvider,
     build_postmark_message,
 )
-from tests.esp_server import EspServer, Reply, bad_request
-from tests.factories import SleepRecorder, make_message
-from tests.spec_schemas import validate_request_body
+from tests.support.esp_server import EspServer, Reply, bad_request
+from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.spec_schemas import validate_request_body
 
 TOKEN = "pm-unit-test-secret-0123456789abcdef"
 TIMEOUT = 0.2
 
 
 @pytest.fixture
-def server() -> Iterator[EspServer]:
-    with EspServer(api_key=TOKEN, validate=["postmark"]) as srv:
-        yield srv
-        assert srv.errors == []
-        assert srv.schema_violations == []
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
+def server(start_esp: Callable[..., EspServer]) -> EspServer:
+    return start_esp(api_key=TOKEN, validate=["postmark"])
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> PostmarkProvider:
-    kwargs: dict[str, Any] = {
-        "timeout": TIMEOUT,
-        "max_concurrency": 4,
-        "max_attempts": 3,
-        "backoff_base": 0.5,
-        "backoff_max": 5.0,
-        "sleep": sleeps,
-        "jitter": lambda: 1.0,  # top of the jitter range: waits are exactly the ceiling
-    }
-    kwargs.update(overrides)
-    return PostmarkProvider(TOKEN, url, **kwargs)
+    return PostmarkProvider(TOKEN, url, **fast_tuning(sleeps, **{"timeout": TIMEOUT, **overrides}))
 
 
 @pytest.fixture

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from dagster_project.providers.base import ProviderConfigError
 from dagster_project.providers.resend import ResendProvider, build_resend_email, resend_tag
-from tests.esp_server import EspServer, Reply
-from tests.factories import SleepRecorder, make_message
-from tests.spec_schemas import validate_request_body
+from tests.support.esp_server import EspServer, Reply
+from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.providers import RecordingJournal
+from tests.support.spec_schemas import validate_request_body
 
 API_KEY = "re_unit_test_secret_0123456789abcdef"
 TIMEOUT = 0.2
@@ -25,31 +26,17 @@ KEY = "batch-0123456789abcdef"
 
 
 @pytest.fixture
-def server() -> Iterator[EspServer]:
-    with EspServer(api_key=API_KEY, validate=["resend"]) as srv:
-        yield srv
-        assert srv.errors == []
-        assert srv.schema_violations == []
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
+def server(start_esp: Callable[..., EspServer]) -> EspServer:
+    return start_esp(api_key=API_KEY, validate=["resend"])
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> ResendProvider:
-    kwargs: dict[str, Any] = {
-        "timeout": TIMEOUT,
-        "max_concurrency": 4,
-        "max_attempts": 3,
-        "backoff_base": 0.5,
-        "backoff_max": 5.0,
-        "requests_per_second": 1000.0,  # the 2/s default has its own test
-        "sleep": sleeps,
-        "jitter": lambda: 1.0,
-    }
-    kwargs.update(overrides)
-    return ResendProvider(API_KEY, url, **kwargs)
+    return ResendProvider(
+        API_KEY,
+        url,
+        # The 2/s default rate has its own test.
+        **fast_tuning(sleeps, **{"timeout": TIMEOUT, "requests_per_second": 1000.0, **overrides}),
+    )
 
 
 @pytest.fixture
@@ -106,14 +93,15 @@ def test_a_batch_without_a_key_still_gets_one_for_its_own_retries(
 
 
 def test_large_batches_get_deterministic_sub_keys_so_a_rerun_delivers_nothing_twice(
-    server: EspServer, provider: ResendProvider
+    server: EspServer, sleeps: SleepRecorder
 ) -> None:
     messages = [make_message(n) for n in range(1, 251)]
-
-    first = provider.send(messages, idempotency_key=KEY)
-    # A crash before the results were recorded: the next run sends the same batch, maybe
-    # listed in another order, with the same key.
-    second = provider.send(list(reversed(messages)), idempotency_key=KEY)
+    # A generous timeout: a slow answer on a busy machine must not add a same-key retry here.
+    with make_provider(server.url, sleeps, timeout=10.0) as provider:
+        first = provider.send(messages, idempotency_key=KEY)
+        # A crash before the results were recorded: the next run sends the same batch, maybe
+        # listed in another order, with the same key.
+        second = provider.send(list(reversed(messages)), idempotency_key=KEY)
 
     assert all(r.status == "sent" for r in first + second)
     requests = server.send_requests()
@@ -303,3 +291,25 @@ def test_config_errors() -> None:
         assert p.limits.idempotent is True
         assert p.limits.max_batch == 100
         assert p.limits.per_message_results is False
+
+
+def test_a_split_batch_is_journaled_as_returned_before_its_halves_go_out(
+    server: EspServer, provider: ResendProvider
+) -> None:
+    # Refused whole, then split: the journal must say the whole batch is off the wire again,
+    # so a crash now leaves in doubt only the half that went out next, not all four.
+    server.fail_message("send-0004", "Invalid `to` field.", code="validation_error")
+    journal = RecordingJournal()
+    provider.send([make_message(n) for n in range(1, 5)], idempotency_key=KEY, journal=journal)
+    every = ("send-0001", "send-0002", "send-0003", "send-0004")
+    assert journal.events[:3] == [
+        ("handed_over", every, KEY),
+        ("returned", every),
+        ("handed_over", every[:2], f"{KEY}-0"),
+    ]
+    # Each request answered before the worker's next hand-over; every send settled once.
+    answered = [ids for event, *rest in journal.events if event == "answered" for ids in rest]
+    assert sorted(i for ids in answered for i in ids) == list(every)
+    for before, after in zip(journal.events, journal.events[1:], strict=False):
+        if after[0] == "handed_over":
+            assert before[0] in ("answered", "returned"), journal.events

@@ -11,7 +11,8 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -26,29 +27,22 @@ from dagster_project.providers import (
     Message,
     ProviderConfigError,
     ProviderError,
-    SendGridProvider,
     build_provider,
 )
-from dagster_project.providers.sendgrid import build_sendgrid_payload, parse_retry_after
-from tests import spec_schemas
-from tests.esp_server import EspServer, Reply, bad_request
-from tests.factories import SleepRecorder, make_message
-from tests.sendgrid_schema import validate_sendgrid_payload
+from dagster_project.providers.sendgrid import SendGridProvider, build_sendgrid_payload
+from dagster_project.providers.wire import parse_retry_after
+from tests.support import spec_schemas
+from tests.support.esp_server import EspServer, Reply, bad_request
+from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.sendgrid_schema import validate_sendgrid_payload
 
 API_KEY = "SG.unit-test-secret.0123456789abcdefghijklmnopqrstuvwxyz"
 TIMEOUT = 0.3
 
 
 @pytest.fixture
-def server() -> Iterator[EspServer]:
-    with EspServer(api_key=API_KEY) as srv:
-        yield srv
-        assert srv.errors == []
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
+def server(start_esp: Callable[..., EspServer]) -> EspServer:
+    return start_esp(api_key=API_KEY)
 
 
 @pytest.fixture
@@ -58,17 +52,9 @@ def provider(server: EspServer, sleeps: SleepRecorder) -> Iterator[SendGridProvi
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> SendGridProvider:
-    kwargs: dict[str, Any] = {
-        "timeout": TIMEOUT,
-        "max_concurrency": 4,
-        "max_attempts": 3,
-        "backoff_base": 0.5,
-        "backoff_max": 5.0,
-        "sleep": sleeps,
-        "jitter": lambda: 1.0,  # top of the jitter range: waits are exactly the ceiling
-    }
-    kwargs.update(overrides)
-    return SendGridProvider(API_KEY, url, **kwargs)
+    return SendGridProvider(
+        API_KEY, url, **fast_tuning(sleeps, **{"timeout": TIMEOUT, **overrides})
+    )
 
 
 # -- payload and protocol ------------------------------------------------------------------
@@ -519,14 +505,16 @@ def test_injected_transport_is_used(sleeps: SleepRecorder) -> None:
 def test_build_provider_sendgrid_requires_a_key() -> None:
     settings = Settings.from_env({"NUDGE_ESP": "sendgrid"})
     with pytest.raises(ProviderConfigError, match=r"^NUDGE_ESP_API_KEY is not set"):
-        build_provider(settings)
+        build_provider(settings.provider)
 
 
 def test_build_provider_sendgrid(server: EspServer) -> None:
     settings = Settings.from_env(
         {"NUDGE_ESP": "SendGrid", "NUDGE_ESP_API_KEY": API_KEY, "NUDGE_ESP_BASE_URL": server.url}
     )
-    provider = build_provider(settings, timeout=2.0, max_concurrency=2, max_attempts=2)
+    provider = build_provider(
+        replace(settings.provider, timeout=2.0, max_concurrency=2, max_attempts=2)
+    )
     try:
         assert isinstance(provider, SendGridProvider)
         assert provider.name == "sendgrid"

@@ -30,13 +30,12 @@ from dagster_project.providers.ses import (
     build_ses_payload,
     classify_ses_error,
 )
-from tests.factories import make_message
-from tests.ses_emulator import (
+from tests.support.factories import make_message
+from tests.support.ses_emulator import (
     SesEmulator,
     SesReply,
     SesStubServer,
     free_port,
-    run_ses_emulator,
 )
 
 ACCESS_KEY = "AKIDEXAMPLE0NUDGE0TEST"
@@ -93,20 +92,6 @@ def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture(scope="session")
-def moto_ses() -> Iterator[SesEmulator]:
-    """moto's SES v2 emulator, once per session, with the senders' domain verified."""
-    with run_ses_emulator(REGION) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def ses_emulator(moto_ses: SesEmulator) -> SesEmulator:
-    """The emulator, emptied for this test."""
-    moto_ses.clear()
-    return moto_ses
 
 
 @pytest.fixture
@@ -320,10 +305,10 @@ def test_requests_reuse_pooled_connections(stub: SesStubServer, clock: FakeClock
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
     [
-        (429, "TooManyRequestsException", "throttled"),
-        (400, "LimitExceededException", "throttled"),
-        (400, "Throttling", "throttled"),
-        (429, "", "throttled"),
+        (429, "TooManyRequestsException", "rate_limited"),
+        (400, "LimitExceededException", "rate_limited"),
+        (400, "Throttling", "rate_limited"),
+        (429, "", "rate_limited"),
         (500, "InternalFailure", "transient"),
         (503, "", "transient"),
         (400, "MessageRejected", "permanent"),
@@ -331,9 +316,9 @@ def test_requests_reuse_pooled_connections(stub: SesStubServer, clock: FakeClock
         (400, "AccountSuspendedException", "permanent"),
         (400, "BadRequestException", "permanent"),
         (404, "NotFoundException", "permanent"),
-        (403, "UnrecognizedClientException", "credentials"),
-        (403, "InvalidSignatureException", "credentials"),
-        (403, "ExpiredTokenException", "credentials"),
+        (403, "UnrecognizedClientException", "fatal"),
+        (403, "InvalidSignatureException", "fatal"),
+        (403, "ExpiredTokenException", "fatal"),
     ],
 )
 def test_error_classification(status: int, code: str, expected: str) -> None:

@@ -19,8 +19,8 @@ import pytest
 
 from dagster_project.providers.base import ProviderConfigError, ProviderError
 from dagster_project.providers.smtp import SmtpProvider, build_mime_message, make_message_id
-from tests.factories import SleepRecorder, make_message
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.smtp_server import SmtpServer, free_port
 
 TIMEOUT = 0.3
 USERNAME = "nudge-sender"
@@ -28,29 +28,20 @@ PASSWORD = "correct horse battery staple"
 
 
 def make_provider(port: int, sleeps: SleepRecorder, **overrides: Any) -> SmtpProvider:
-    kwargs: dict[str, Any] = {
-        "starttls": False,
-        "timeout": TIMEOUT,
-        "max_concurrency": 1,
-        "max_attempts": 3,
-        "backoff_base": 0.5,
-        "backoff_max": 5.0,
-        "sleep": sleeps,
-        "jitter": lambda: 1.0,  # top of the jitter range: waits are exactly the ceiling
-    }
-    kwargs.update(overrides)
-    return SmtpProvider("127.0.0.1", port, **kwargs)
+    return SmtpProvider(
+        "127.0.0.1",
+        port,
+        **fast_tuning(
+            sleeps,
+            **{"timeout": TIMEOUT, "starttls": False, "max_concurrency": 1, **overrides},
+        ),
+    )
 
 
 @pytest.fixture
 def server() -> Iterator[SmtpServer]:
     with SmtpServer() as srv:
         yield srv
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,39 +22,21 @@ from dagster_project.providers.webhook import (
     sign_webhook_body,
     verify_webhook_signature,
 )
-from tests.esp_server import EspServer, Reply
-from tests.factories import SleepRecorder, make_message
-from tests.spec_schemas import validate_request_body
+from tests.support.esp_server import EspServer, Reply
+from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.spec_schemas import validate_request_body
 
 SECRET = "whsec-unit-test-0123456789abcdef"
 TIMEOUT = 0.2
 
 
 @pytest.fixture
-def server() -> Iterator[EspServer]:
-    with EspServer(webhook_secret=SECRET, validate=True) as srv:
-        yield srv
-        assert srv.errors == []
-        assert srv.schema_violations == []
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
+def server(start_esp: Callable[..., EspServer]) -> EspServer:
+    return start_esp(webhook_secret=SECRET, validate=True)
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> WebhookProvider:
-    kwargs: dict[str, Any] = {
-        "timeout": TIMEOUT,
-        "max_concurrency": 4,
-        "max_attempts": 3,
-        "backoff_base": 0.5,
-        "backoff_max": 5.0,
-        "sleep": sleeps,
-        "jitter": lambda: 1.0,
-    }
-    kwargs.update(overrides)
-    return WebhookProvider(url, SECRET, **kwargs)
+    return WebhookProvider(url, SECRET, **fast_tuning(sleeps, **{"timeout": TIMEOUT, **overrides}))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A real send process for the kill-and-rerun tests: ``python -m tests.crash_worker ...``.
+"""A real send process for the kill-and-rerun tests: ``python -m tests.support.crash_worker ...``.
 
 It runs one trigger's push (``dispatch_trigger``) against a warehouse the test prepared, the way
 the Dagster send asset does: under the warehouse lock, with a real provider talking HTTP to the
@@ -11,35 +11,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dagster_project.dispatch import DispatchPolicy, dispatch_trigger
-from dagster_project.providers import OutboxProvider, Provider, SendGridProvider
+from dagster_project.clock import parse_as_of
+from dagster_project.dispatch import dispatch_trigger
+from dagster_project.policy import DispatchPolicy
+from dagster_project.providers import OutboxProvider, Provider
 from dagster_project.rendering import Renderer
-from dagster_project.resources import parse_as_of
-from dagster_project.warehouse import connect, warehouse_lock
-from tests.factories import CART_SPEC
+from dagster_project.runs import TriggerSummary
+from dagster_project.warehouse import locked_connection
+from tests.support.factories import CART_SPEC
 
 API_KEY = "SG.crash-test-key"
+POSTMARK_TOKEN = "pm-crash-test-token"
 RESEND_KEY = "re_crash_test_key"
+# The default of the esp resource: a crash leaves at most this many requests in doubt.
+CONCURRENCY = 8
 
 
-def build(name: str, url: str, outbox: Path) -> Provider:
+def build(name: str, url: str, outbox: Path, *, concurrency: int = CONCURRENCY) -> Provider:
+    tuning = {"timeout": 5.0, "max_concurrency": concurrency, "max_attempts": 2}
     if name == "outbox":
         return OutboxProvider(outbox)
     if name == "sendgrid":
-        return SendGridProvider(API_KEY, url, timeout=5.0, max_concurrency=4, max_attempts=2)
+        from dagster_project.providers.sendgrid import SendGridProvider
+
+        return SendGridProvider(API_KEY, url, **tuning)
+    if name == "postmark":
+        from dagster_project.providers.postmark import PostmarkProvider
+
+        return PostmarkProvider(POSTMARK_TOKEN, url, **tuning)
     if name == "resend":
         from dagster_project.providers.resend import ResendProvider
 
-        return ResendProvider(
-            RESEND_KEY, url, timeout=5.0, max_concurrency=4, max_attempts=2, requests_per_second=100
-        )
+        return ResendProvider(RESEND_KEY, url, requests_per_second=1000, **tuning)
     raise ValueError(name)
 
 
-def push(warehouse: Path, provider: Provider, *, as_of: str, run_id: str, batch_size: int):
-    with warehouse_lock(warehouse):
-        con = connect(warehouse)
-        try:
+def push(
+    warehouse: Path, provider: Provider, *, as_of: str, run_id: str, batch_size: int
+) -> TriggerSummary:
+    try:
+        with locked_connection(warehouse) as con:
             return dispatch_trigger(
                 con,
                 CART_SPEC,
@@ -50,9 +61,8 @@ def push(warehouse: Path, provider: Provider, *, as_of: str, run_id: str, batch_
                 from_email="shop@example.com",
                 policy=DispatchPolicy(batch_size=batch_size),
             )
-        finally:
-            con.close()
-            provider.close()
+    finally:
+        provider.close()
 
 
 def main() -> None:
@@ -63,9 +73,10 @@ def main() -> None:
     parser.add_argument("--outbox", type=Path, default=Path("outbox"))
     parser.add_argument("--as-of", required=True)
     parser.add_argument("--run-id", required=True)
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args()
-    provider = build(args.provider, args.url, args.outbox)
+    provider = build(args.provider, args.url, args.outbox, concurrency=args.concurrency)
     summary = push(
         args.warehouse, provider, as_of=args.as_of, run_id=args.run_id, batch_size=args.batch_size
     )

@@ -21,7 +21,7 @@ the ledger: every ``sent`` row accepted exactly once, nothing accepted twice.
 
 Usage::
 
-    from tests.esp_server import EspServer, Reply
+    from tests.support.esp_server import EspServer, Reply
 
     with EspServer(api_key="SG.test") as server:
         server.script([Reply(status=429, retry_after="1"), 202])   # next two requests
@@ -69,7 +69,7 @@ from dagster_project.providers.webhook import (
 
 # At import, i.e. at collection: spec_schemas reads its NUDGE_* settings before conftest clears
 # them for each test.
-from tests import spec_schemas
+from tests.support import spec_schemas
 
 SEND_PATH = "/v3/mail/send"  # SendGrid's; kept under this name for older tests
 SENDGRID_PATH = SEND_PATH

@@ -185,3 +185,49 @@ def make_message(n: int = 1, **overrides: Any) -> Message:
     }
     fields.update(overrides)
     return Message(**fields)
+
+
+def fast_tuning(sleep: Any, /, **overrides: Any) -> dict[str, Any]:
+    """A provider's worker and retry settings for tests: short timeouts, few attempts, waits
+    recorded by ``sleep`` instead of slept, and jitter at the top of its range so every wait is
+    exactly its ceiling. ``overrides`` win."""
+    return {
+        "timeout": 0.2,
+        "max_concurrency": 4,
+        "max_attempts": 3,
+        "backoff_base": 0.5,
+        "backoff_max": 5.0,
+        "sleep": sleep,
+        "jitter": lambda: 1.0,
+        **overrides,
+    }
+
+
+def dispatch(
+    con: duckdb.DuckDBPyConnection,
+    provider: Any,
+    *,
+    spec: TriggerSpec = CART_SPEC,
+    as_of: datetime = AS_OF,
+    run_id: str = "run-1",
+    renderer: Any = None,
+    policy: Any = None,
+    **options: Any,
+) -> Any:
+    """One trigger's push, as a send asset runs it (``dispatch_trigger``), with test defaults:
+    the cart trigger at AS_OF, the shipped templates, the default policy."""
+    from dagster_project.dispatch import dispatch_trigger
+    from dagster_project.policy import DispatchPolicy
+    from dagster_project.rendering import Renderer
+
+    return dispatch_trigger(
+        con,
+        spec,
+        provider=provider,
+        renderer=renderer or Renderer(),
+        as_of=as_of,
+        run_id=run_id,
+        from_email="shop@example.com",
+        policy=policy or DispatchPolicy(),
+        **options,
+    )

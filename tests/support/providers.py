@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from dagster_project.providers import Journal, Message, ProviderLimits, SendResult
 
@@ -46,3 +47,20 @@ class RecordingProvider:
 
     def close(self) -> None:
         pass
+
+
+class RecordingJournal:
+    """A :class:`~dagster_project.providers.base.Journal` that keeps what a provider told it,
+    in order: ``("handed_over", ids, key)``, ``("answered", ids)``, ``("returned", ids)``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def handing_over(self, send_ids: Sequence[str], request_key: str | None) -> None:
+        self.events.append(("handed_over", tuple(send_ids), request_key))
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        self.events.append(("answered", tuple(r.send_id for r in results)))
+
+    def returned(self, send_ids: Sequence[str]) -> None:
+        self.events.append(("returned", tuple(send_ids)))

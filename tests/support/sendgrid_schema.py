@@ -15,7 +15,7 @@ skips or fails the test (``NUDGE_REQUIRE_SPECS``), is decided in ``tests/spec_sc
 
 Usage from another test::
 
-    from tests.sendgrid_schema import validate_sendgrid_payload
+    from tests.support.sendgrid_schema import validate_sendgrid_payload
     validate_sendgrid_payload(recorded_request.body)  # raises jsonschema.ValidationError
 """
 
@@ -31,7 +31,7 @@ from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests import spec_schemas
+from tests.support import spec_schemas
 
 SPEC_ENV = spec_schemas.SENDGRID_SPEC_ENV
 SPEC_URI = "urn:nudge:sendgrid:tsg_mail_v3.json"

@@ -41,7 +41,7 @@ from botocore.credentials import Credentials
 # moto only routes on the credential scope of the signature; any key pair will do.
 EMULATOR_ACCESS_KEY = "AKIDEXAMPLE0NUDGE0EMU"
 EMULATOR_SECRET_KEY = "nudge-ses-emulator-secret"
-VERIFIED_DOMAIN = "nudge.example"  # the domain of tests.factories' senders
+VERIFIED_DOMAIN = "nudge.example"  # the domain of tests.support.factories' senders
 
 
 def free_port() -> int:

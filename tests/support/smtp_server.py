@@ -2,7 +2,7 @@
 
 Usage::
 
-    from tests.smtp_server import SmtpServer
+    from tests.support.smtp_server import SmtpServer
 
     with SmtpServer(username="nudge", password="s3cret") as server:
         server.on_rcpt("b@example.com", ["451 4.3.0 Try again later"])  # next RCPT for b@

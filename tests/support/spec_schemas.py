@@ -18,8 +18,8 @@ Where the specs come from, and what happens without them (the one place that dec
   ``no``) makes a missing spec *fail* every test that needs it, with the missing path.
   Without it those tests *skip*, all with the same reason, and every other test still runs.
 * A test needs a spec when it validates against one: :func:`validate_request_body` and
-  ``tests.sendgrid_schema.validate_sendgrid_payload`` skip or fail through
-  :func:`require_spec`. :class:`tests.esp_server.EspServer` checks request bodies against
+  ``tests.support.sendgrid_schema.validate_sendgrid_payload`` skip or fail through
+  :func:`require_spec`. :class:`tests.support.esp_server.EspServer` checks request bodies against
   the schemas at hand (:func:`warm_up`; the webhook's schema is ours and always there): with
   ``validate=("postmark",)`` a missing Postmark spec fails its start under
   ``NUDGE_REQUIRE_SPECS`` and leaves Postmark bodies unchecked otherwise, so the server's
@@ -38,7 +38,7 @@ Spec quirks worth knowing:
 
 Usage from another test::
 
-    from tests.spec_schemas import validate_request_body
+    from tests.support.spec_schemas import validate_request_body
     validate_request_body("postmark", recorded_request.body)  # raises jsonschema.ValidationError
 """
 
@@ -64,7 +64,7 @@ from dagster_project.providers.webhook import WEBHOOK_REQUEST_SCHEMA
 SPECS_ENV = "NUDGE_SPECS_DIR"
 SENDGRID_SPEC_ENV = "NUDGE_SENDGRID_SPEC"
 REQUIRE_ENV = "NUDGE_REQUIRE_SPECS"
-DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs"
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[3] / "shared" / "specs"
 
 # Read at import, before conftest's per-test clean-up of NUDGE_* (see the module docstring);
 # tests of these rules patch this dict.
@@ -239,7 +239,7 @@ def warm_up(required: Iterable[str] = ()) -> frozenset[str]:
     and return the dialects they cover: ``webhook`` (our own schema) and each provider whose
     published spec is present. A ``required`` provider without its spec fails the calling
     test under ``NUDGE_REQUIRE_SPECS`` (see :func:`spec_available`)."""
-    from tests.sendgrid_schema import mail_send_validator
+    from tests.support.sendgrid_schema import mail_send_validator
 
     required = set(required)
     if required - {*SPECS, "webhook"}:
@@ -266,7 +266,7 @@ def validate_request_body(provider: str, body: Any) -> None:
     if provider in SPECS:
         require_spec(provider)  # checked on every call: the validators are cached
     if provider == "sendgrid":
-        from tests.sendgrid_schema import validate_sendgrid_payload
+        from tests.support.sendgrid_schema import validate_sendgrid_payload
 
         validate_sendgrid_payload(body)
         return

@@ -1,0 +1,131 @@
+"""Running dbt from the engine, without Dagster: the executable, the manifest, one command.
+
+The live tick runs ``dbt build`` through dagster-dbt (``defs/dbt.py``); preview, render,
+backtest and the replays of the simulated week run dbt here, in a subprocess. Both use the
+helpers below, so every dbt nudge starts is the one installed next to this interpreter (a
+virtualenv's ``bin/`` need not be on ``PATH``) and reads the same project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import DBT_PROJECT_DIR, MODELS_DIR
+
+TARGET_DIR = DBT_PROJECT_DIR / "target"
+MANIFEST = TARGET_DIR / "manifest.json"
+
+
+class DbtBuildError(RuntimeError):
+    """dbt could not parse or build the models (the message has dbt's own errors)."""
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter, so a venv's dbt is used even when it is not on PATH."""
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_env(warehouse: Path | None = None) -> dict[str, str]:
+    """The environment of a dbt subprocess: no usage stats; the warehouse pinned if given."""
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    if warehouse is not None:
+        env["NUDGE_WAREHOUSE"] = str(warehouse)
+    return env
+
+
+def _newest_source_mtime() -> float:
+    paths = [*MODELS_DIR.rglob("*"), *(DBT_PROJECT_DIR / "macros").rglob("*")]
+    paths.append(DBT_PROJECT_DIR / "dbt_project.yml")
+    return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
+
+
+def ensure_manifest() -> Path:
+    """Parse the dbt project when its manifest is missing or older than the models.
+
+    Called when Dagster loads the definitions and by the commands that read the triggers, so a
+    newly added trigger is never silently missing. Importing nudge never runs it.
+    """
+    if not MANIFEST.exists() or MANIFEST.stat().st_mtime < _newest_source_mtime():
+        result = subprocess.run(
+            [dbt_executable(), "parse", "--quiet"],
+            cwd=DBT_PROJECT_DIR,
+            env=dbt_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DbtBuildError(
+                "dbt parse failed: " + (_errors(result.stdout) or result.stderr[-2000:])
+            )
+    return MANIFEST
+
+
+def build_args(as_of: str) -> list[str]:
+    """The tick's one ``dbt build``. Unit tests run in CI, not on every production tick."""
+    return [
+        "build",
+        "--vars",
+        json.dumps({"as_of": as_of}),
+        "--exclude-resource-type",
+        "unit_test",
+    ]
+
+
+def run_dbt(
+    warehouse: Path,
+    args: list[str],
+    as_of: str,
+    *,
+    schema_prefix: str = "",
+    select: str = "+tag:nudge_audience",
+) -> None:
+    """One dbt command for the models up to the eligibility tables, at ``as_of``.
+
+    Not dbt's in-process runner: dbt-duckdb keeps its connection to the file open for the life
+    of the process, which would lock the warehouse against the next tick's dbt. ``schema_prefix``
+    builds into prefixed schemas (``preview_``) with its own target path, so the live job's
+    manifest keeps the real schemas.
+    """
+    dbt_vars: dict[str, Any] = {"as_of": as_of}
+    if schema_prefix:
+        dbt_vars["schema_prefix"] = schema_prefix
+    target = target_path(schema_prefix)
+    result = subprocess.run(
+        [
+            dbt_executable(),
+            *args,
+            "--vars",
+            json.dumps(dbt_vars),
+            "--select",
+            select,
+            "--target-path",
+            str(target),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env=dbt_env(warehouse),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DbtBuildError(
+            f"dbt {args[0]} failed for as_of {as_of}: "
+            + (_errors(result.stdout) or result.stderr[-2000:])
+        )
+
+
+def target_path(schema_prefix: str = "") -> Path:
+    """Where a preview (``preview_``) or a replay keeps its own compiled project."""
+    return TARGET_DIR / (schema_prefix.strip("_") or "replay")
+
+
+def _errors(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if "Error" in line or "error" in line]
+    return "\n".join(lines[-10:])

@@ -1,0 +1,171 @@
+"""Reading the wire: the HTTP client nudge's providers share, and what an answer says.
+
+Everything here is about HTTP itself, not about any one provider: which transport errors mean
+"nothing left this machine" and which mean "the provider may have it", how long a 429 asks us
+to wait (``Retry-After``, the ``RateLimit-*`` headers), and a provider's error body made short
+enough for a ledger row.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import ssl
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+MAX_ERROR_BODY = 300
+# Some providers send the reset as a Unix timestamp (seconds or ms), others as seconds to wait.
+_EPOCH_THRESHOLD = 1_000_000_000
+
+# The request never left the client (no connection, or no free connection in the pool): safe
+# to retry, nothing can have been delivered.
+RETRYABLE_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+# The request was (or may have been) sent but no answer came back: the provider may have
+# accepted it. Resent only with the same idempotency key; otherwise the messages are 'unknown'.
+UNCERTAIN_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+
+# Raised before a byte of the request was sent (bad URL scheme, a header httpx refuses):
+# retrying cannot help and nothing was delivered. Any other httpx error (say a DecodingError
+# while reading an answer) may come after the provider took the request: uncertain.
+UNSENT_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (~20 ms)."""
+    return httpx.create_ssl_context()
+
+
+def pooled_client(
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    max_concurrency: int,
+    transport: httpx.BaseTransport | None,
+) -> httpx.Client:
+    """One keep-alive :class:`httpx.Client`, sending ``headers``, for a provider's workers.
+
+    As many pooled connections as workers: no worker waits on the pool, none idles. Redirects
+    are not followed.
+    """
+    return httpx.Client(
+        headers=headers,
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+        ),
+        transport=transport,
+        verify=_ssl_context(),
+        follow_redirects=False,
+    )
+
+
+def describe_transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+    """``"ReadTimeout: ... (timeout 10s)"``: an httpx error for a result; redact it before use."""
+    detail = str(exc) or "no detail"
+    if isinstance(exc, httpx.TimeoutException):
+        detail = f"{detail} (timeout {timeout:g}s)"
+    return f"{type(exc).__name__}: {detail}"
+
+
+# -- what an answer says ------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header (delay-seconds or HTTP-date) into seconds to wait.
+
+    Returns ``None`` when absent or unparseable (the caller then falls back to backoff), and
+    never a negative number (a date in the past means "now").
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def parse_rate_limit_reset(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds until a ``RateLimit-Reset`` / ``X-RateLimit-Reset`` says the window reopens.
+
+    Resend (the IETF draft) sends seconds to wait; SendGrid and others send a Unix timestamp,
+    sometimes in milliseconds. A value too large to be a wait is read as a timestamp.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    if number >= _EPOCH_THRESHOLD * 1000:
+        number /= 1000.0
+    if number >= _EPOCH_THRESHOLD:
+        number -= time.time() if now is None else now
+    return max(0.0, number)
+
+
+def rate_limit_wait(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """How long the provider asked us to wait: ``Retry-After``, else its rate-limit reset."""
+    wait = parse_retry_after(headers.get("Retry-After"), now=now)
+    if wait is not None:
+        return wait
+    for name in ("RateLimit-Reset", "X-RateLimit-Reset"):
+        wait = parse_rate_limit_reset(headers.get(name), now=now)
+        if wait is not None:
+            return wait
+    return None
+
+
+def window_spent(headers: httpx.Headers) -> bool:
+    """The answer says no request is left in the current window (``*-Remaining: 0``)."""
+    for name in ("RateLimit-Remaining", "X-RateLimit-Remaining"):
+        value = headers.get(name)
+        if value is not None and value.strip() in ("0", "0.0"):
+            return True
+    return False
+
+
+def body_excerpt(response: httpx.Response) -> str:
+    """The start of a response body, for errors that are not the provider's usual JSON."""
+    body = response.text.strip()
+    if len(body) > MAX_ERROR_BODY:
+        body = body[:MAX_ERROR_BODY] + "..."
+    return body or response.reason_phrase or "no response body"
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None

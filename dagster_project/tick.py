@@ -1,0 +1,181 @@
+"""One tick of the real Dagster job, in this process: what ``nudge run`` and the demo execute.
+
+``nudge run`` executes the same job the hourly schedule launches, so what a person runs by
+hand is exactly what production runs, and it is recorded in the same Dagster instance
+(``DAGSTER_HOME``, by default ``.nudge/dagster_home``) that ``make dev`` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+
+# Written into a DAGSTER_HOME nudge creates: no telemetry banner ("Welcome to Dagster!") and
+# no "no dagster.yaml found" warning on a newcomer's first run.
+DAGSTER_YAML = """\
+# Created by nudge for `nudge run` and `make dev`; edit freely (Dagster's instance settings).
+telemetry:
+  enabled: false
+"""
+
+
+@dataclass
+class TickOutcome:
+    """What one tick did: success, its as_of, and each trigger's summary."""
+
+    success: bool
+    as_of: str | None
+    run_id: str
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    # "asset/check: description" of every asset check that did not pass.
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[dict[str, Any]]:
+        return [t for t in self.triggers if t.get("outcome") == "held"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """Create ``home`` with nudge's ``dagster.yaml`` unless it already has one."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
+@contextlib.contextmanager
+def dagster_instance(home: Path) -> Iterator[Any]:
+    """The Dagster instance in ``home``, its storage created by one process at a time.
+
+    Dagster creates its SQLite storage when an instance is first built; two processes doing
+    that at once on a new home (a schedule tick and a manual run) fail with "table ... already
+    exists" and can leave the home's schema history broken for good. An exclusive lock on a
+    file in the home makes the second one wait until the first has created it.
+    """
+    from dagster import DagsterInstance
+
+    prepare_dagster_home(home)
+    with open(home / ".nudge-instance.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            instance = DagsterInstance.from_config(str(home))
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+
+
+@contextlib.contextmanager
+def _environment(settings: Settings) -> Iterator[None]:
+    """dbt (a subprocess of the job) reads the warehouse from ``NUDGE_WAREHOUSE``, Dagster its
+    home from ``DAGSTER_HOME``: pin both to ``settings`` for this tick, then restore them."""
+    pinned = {
+        "NUDGE_WAREHOUSE": str(settings.warehouse),
+        "DAGSTER_HOME": str(settings.dagster_home),
+    }
+    saved = {name: os.environ.get(name) for name in pinned}
+    os.environ.update(pinned)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_tick(
+    as_of: str | None = None,
+    *,
+    settings: Settings | None = None,
+    allow_late: bool = False,
+    verbose: bool = False,
+    approve: list[str] | None = None,
+) -> TickOutcome:
+    """Execute the tick job in this process and collect each send asset's summary.
+
+    ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
+    ``approve`` releases the guards' hold on those triggers for this run.
+    """
+    from .definitions import build_definitions
+    from .defs.schedules import TICK_JOB_NAME, tick_run_config
+
+    settings = settings or Settings.from_env()
+    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
+    if not verbose:
+        # Failures are summarized below; Dagster's own error logs (stack traces) need --verbose.
+        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+    # dagster-dbt echoes every dbt event to stdout (for Dagster's compute logs); the CLI keeps
+    # that out of the way and shows it only with --verbose or when the tick fails.
+    captured = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(settings))
+        job = build_definitions(settings).resolve_job_def(TICK_JOB_NAME)
+        instance = stack.enter_context(dagster_instance(settings.dagster_home))
+        if not verbose:
+            stack.enter_context(contextlib.redirect_stdout(captured))
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+
+    summaries: list[dict[str, Any]] = []
+    for event in result.get_asset_materialization_events():
+        materialization = getattr(event.event_specific_data, "materialization", None)
+        if materialization is None or "summary" not in materialization.metadata:
+            continue
+        value = materialization.metadata["summary"].value
+        if isinstance(value, dict):
+            summaries.append(value)
+    summaries.sort(key=lambda s: s["trigger"])
+    error = None
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        error = (
+            "\n".join(
+                f"{e.step_key}: {_first_lines(_root_cause(e.step_failure_data.error).message)}"
+                for e in failures
+                if e.step_failure_data and e.step_failure_data.error
+            )
+            or "the run failed"
+        )
+    failed_checks = [
+        f"{'/'.join(e.asset_key.path)}:{e.check_name}"
+        + (f": {e.description}" if e.description else "")
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    resolved_as_of = summaries[0]["as_of"] if summaries else as_of
+    return TickOutcome(
+        result.success, resolved_as_of, result.run_id, summaries, error, sorted(failed_checks)
+    )
+
+
+def _root_cause(error: Any) -> Any:
+    """Dagster wraps the asset's exception in its own; the innermost one says what went wrong."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error
+
+
+def _first_lines(text: str, limit: int = 25) -> str:
+    """The head of a long error (dbt's are pages long); the rest is behind --verbose."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) <= limit:
+        return "\n".join(lines)
+    return "\n".join([*lines[:limit], f"... {len(lines) - limit} more lines: rerun with --verbose"])

@@ -1,0 +1,111 @@
+"""The Dagster definitions, as a snapshot: asset keys, checks, dependencies, job and schedule.
+
+A change to what Dagster loads (a new model, a renamed check, a lost dependency of a send
+asset on the eligibility tables it must wait for) shows up here as a diff to review.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dagster import AssetKey, Definitions
+
+from dagster_project.config import PROJECT_ROOT, Settings
+from dagster_project.definitions import build_definitions
+from dagster_project.tick import prepare_dagster_home
+
+SEND_CHECKS = {"mass_send_guard", "no_duplicate_deliveries", "failure_rate"}
+ABSENCE_TRIGGERS = {"abandoned_cart", "browse_abandonment", "win_back"}
+# Trigger -> the higher-priority marketing triggers whose tables it waits for (cap slots).
+PRIORITIES = {
+    "abandoned_cart": 80,
+    "birthday": 70,
+    "welcome": 60,
+    "signup_anniversary": 50,
+    "browse_abandonment": 40,
+    "post_purchase_review": 30,
+    "win_back": 20,
+}
+
+
+def _defs() -> Definitions:
+    return build_definitions(Settings.from_env({}))
+
+
+def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() -> None:
+    graph = _defs().resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    models = {k for k in keys if not k.startswith(("nudge/", "raw/"))}
+    assert {k.split("/")[0] for k in models} == {"staging", "intermediate", "triggers", "audience"}
+    # The dbt sources: the input contract, and the ledger the eligibility models read.
+    assert {k for k in keys if k.startswith("raw/")} == {
+        "raw/customers",
+        "raw/events",
+        "raw/subscriptions",
+    }
+    assert {k for k in keys if k.startswith("nudge/")} == {
+        "nudge/send_ledger",
+        *(f"nudge/send_{t}" for t in PRIORITIES),
+    }
+    for trigger, priority in PRIORITIES.items():
+        node = graph.get(AssetKey(["nudge", f"send_{trigger}"]))
+        waits_for = {k.to_user_string() for k in node.parent_keys}
+        higher = {t for t, p in PRIORITIES.items() if p > priority}
+        assert waits_for == {f"audience/{t}_eligibility" for t in {trigger, *higher}}, trigger
+        assert node.group_name == "sends"
+
+
+def test_every_send_asset_has_its_checks() -> None:
+    defs = _defs()
+    checks: dict[str, set[str]] = {}
+    for assets_def in defs.assets or []:
+        for check_key in getattr(assets_def, "check_keys", ()):
+            checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+    for trigger in PRIORITIES:
+        expected = SEND_CHECKS | ({"source_freshness"} if trigger in ABSENCE_TRIGGERS else set())
+        assert checks[f"nudge/send_{trigger}"] == expected, trigger
+    # dbt's data tests are asset checks on the models.
+    assert (
+        "unique_abandoned_cart_eligibility_send_id" in checks["audience/abandoned_cart_eligibility"]
+    )
+
+
+def test_the_job_runs_every_asset_in_one_process_and_the_schedule_ticks_hourly() -> None:
+    defs = _defs()
+    job = defs.resolve_job_def("nudge_tick")
+    assert job.executor_def.name == "in_process"
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} >= {
+        f"nudge/send_{t}" for t in PRIORITIES
+    }
+    schedule = defs.resolve_schedule_def("hourly_tick")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 * * * *", "UTC")
+
+
+def test_importing_the_package_parses_nothing() -> None:
+    """The manifest is read when Dagster loads the definitions, not on import."""
+    code = (
+        "import sys, subprocess\n"
+        "calls = []\n"
+        "real = subprocess.run\n"
+        "def spy(args, *a, **k):\n"
+        "    if 'dbt' in ' '.join(map(str, args)):\n"
+        "        calls.append(args)\n"
+        "    return real(args, *a, **k)\n"
+        "subprocess.run = spy\n"
+        "import dagster_project.definitions, dagster_project.cli, dagster_project.dispatch\n"
+        "sys.exit(len(calls))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=False)
+    assert result.returncode == 0, "importing nudge ran dbt"
+
+
+def test_workspace_yaml_still_loads_the_code_location(tmp_path) -> None:
+    dagster = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(tmp_path / "home"))}
+    result = subprocess.run(
+        dagster, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation successful for code location nudge" in result.stdout + result.stderr

@@ -1,0 +1,125 @@
+"""``nudge run`` as a newcomer and a scheduler start it: real processes, a real Dagster home.
+
+* The first run on a new ``DAGSTER_HOME`` prints nudge's own output, no Dagster telemetry banner
+  or instance warnings, and records the run where ``make dev`` will show it.
+* Runs started at the same moment on a new home (a schedule tick and a manual run) take turns:
+  every one exits 0, and every due email is delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dagster_project import ledger
+from dagster_project.config import DEFAULT_DAGSTER_HOME, STATE_DIR, Settings
+from dagster_project.demo_data import generate_to_file
+from dagster_project.tick import DAGSTER_YAML, dagster_instance
+from dagster_project.warehouse import connection
+from tests.support.esp_server import EspServer
+
+pytestmark = pytest.mark.dbt
+
+AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+API_KEY = "SG.tick-test-key"
+
+
+@pytest.fixture(scope="module")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tick")
+    warehouse = folder / "template.duckdb"
+    generate_to_file(warehouse, customers=400, end=AS_OF)
+    return warehouse
+
+
+def _copy(template: Path, folder: Path) -> Path:
+    target = folder / "warehouse.duckdb"
+    target.write_bytes(template.read_bytes())
+    return target
+
+
+def _nudge(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("nudge")), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _env(warehouse: Path, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUDGE_", "DAGSTER_"))}
+    env.update(
+        NUDGE_WAREHOUSE=str(warehouse),
+        NUDGE_OUTBOX_DIR=str(warehouse.parent / "outbox"),
+        DAGSTER_HOME=str(home),
+        **extra,
+    )
+    return env
+
+
+def test_the_default_dagster_home_is_under_the_projects_state_folder() -> None:
+    assert DEFAULT_DAGSTER_HOME.parent == STATE_DIR
+    assert Settings.from_env({}).dagster_home == DEFAULT_DAGSTER_HOME.resolve()
+
+
+def test_a_first_run_on_a_new_dagster_home_prints_nudges_output_only(
+    demo_warehouse: Path, tmp_path: Path
+) -> None:
+    warehouse = _copy(demo_warehouse, tmp_path)
+    home = tmp_path / "new_home"  # does not exist yet, as on a fresh clone
+    run = _nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", env=_env(warehouse, home))
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, out + err
+    output = out + err
+    for noise in ("Welcome to Dagster", "telemetry", "dagster.yaml", "Warning", "WARNING"):
+        assert noise not in output, f"{noise!r} in:\n{output}"
+    assert out.startswith(f"tick as_of {AS_OF.isoformat()}")
+    assert (home / "dagster.yaml").read_text() == DAGSTER_YAML
+    # The run is in the home `make dev` reads.
+    with dagster_instance(home) as instance:
+        runs = instance.get_runs()
+        assert [r.job_name for r in runs] == ["nudge_tick"]
+        assert runs[0].run_id in out
+
+
+def test_runs_started_together_on_a_new_dagster_home_take_turns_and_send_once(
+    demo_warehouse: Path, tmp_path: Path
+) -> None:
+    warehouse = _copy(demo_warehouse, tmp_path)
+    home = tmp_path / "new_home"
+    with EspServer(api_key=API_KEY) as server:
+        env = _env(
+            warehouse,
+            home,
+            NUDGE_ESP="sendgrid",
+            NUDGE_ESP_BASE_URL=server.url,
+            NUDGE_ESP_API_KEY=API_KEY,
+        )
+        runs = [
+            _nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", "--json", env=env)
+            for _ in range(3)
+        ]
+        outputs = [run.communicate(timeout=900) for run in runs]
+        received = server.received_send_ids()
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, out[-2000:] + err[-4000:]
+    assert received, "the tick sent nothing: the test proves nothing"
+    assert len(received) == len(set(received)), "an email was delivered twice"
+    with connection(warehouse) as con:
+        sent = {
+            r[0]
+            for r in con.execute(
+                "select send_id from nudge.send_ledger where status = 'sent'"
+            ).fetchall()
+        }
+        assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 0
+    assert sent == set(received)
+    with dagster_instance(home) as instance:
+        assert len(instance.get_runs()) == 3
