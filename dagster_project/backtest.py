@@ -132,12 +132,11 @@ def _copy_raw(warehouse: Path, scratch: Path) -> None:
     scratch.unlink(missing_ok=True)
     with warehouse_lock(warehouse), connection(scratch) as con:
         try:
-            # attach takes no parameters: the path goes in as a quoted literal.
-            con.execute(f"attach {sql_literal(str(warehouse))} as source (read_only)")
-            con.execute("create schema raw")
+            con.execute(sql("warehouse/attach_source").format(path=sql_literal(str(warehouse))))
+            con.execute(sql("warehouse/create_raw_schema"))
             for table in RAW_TABLES:
                 con.execute(sql("warehouse/copy_raw").format(table=table))
-            con.execute("detach source")
+            con.execute(sql("warehouse/detach_source"))
             ledger.ensure_ledger(con)
         except duckdb.CatalogException as exc:
             raise ConfigError(f"{warehouse} lacks the raw input tables: {exc}") from exc

@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from . import failpoints, guards, ledger
+from . import failpoints, guards, handover, ledger
 from .handover import HandoverJournal
 from .ledger import PlannedRow
 from .masking import mask_emails_in_text
@@ -40,7 +40,7 @@ from .providers import Message, Provider, SendResult
 from .rendering import Renderer, RenderError, context_from_json
 from .runs import TriggerSummary, record_run
 from .triggers import ProjectRelations, TriggerSpec
-from .warehouse import one, quote_relation, sql
+from .warehouse import journal_dir, one, quote_relation, sql
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,7 @@ class _Push:
         self.policy = policy
         self.relations = relations
         self._consent_cutoff = consent_cutoff
+        self.journal = journal_dir(con)
         self.consent = guards.ConsentLists(
             subscriptions=relations.subscriptions,
             consent_list=spec.consent_list,
@@ -251,6 +252,9 @@ class _Push:
             return
         if self._held_for_freshness():
             return
+        # What pushes of this trigger that died left in the journal: settled or taken over by
+        # resume, then the files go.
+        left, files = handover.read(self.journal, self.spec.name)
         resumed = ledger.resume(
             self.con,
             trigger=self.spec.name,
@@ -260,7 +264,9 @@ class _Push:
             provider=self.provider.name,
             idempotent=self.provider.limits.idempotent,
             retry=self.policy.retry,
+            journal=left,
         )
+        handover.discard(files)
         # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
         # expired, failed or unknown.
         summary.resumed = sum(resumed.values())
@@ -268,7 +274,7 @@ class _Push:
         failpoints.hit("after_plan")
         batch_size = min(self.policy.batch_size, self.provider.limits.max_batch)
         with HandoverJournal(
-            self.con, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
+            self.journal, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
         ) as journal:
             for batch in ledger.planned_batches(
                 self.con, trigger=self.spec.name, run_id=self.run_id, batch_size=batch_size
@@ -415,6 +421,7 @@ class _Push:
             return
 
         key = resend_key or ledger.batch_key([m.send_id for m in messages])
+        handed_over_at = datetime.now(UTC)
         results = self.provider.send(messages, idempotency_key=key, journal=journal)
         try:
             # Every answer durable in the journal before the ledger settles (and clears) it.
@@ -428,6 +435,7 @@ class _Push:
                 as_of=self.as_of,
                 retry=self.policy.retry,
                 batch_id=key,
+                handed_over_at=handed_over_at,
             )
         self.summary.errors.extend(f"{r.send_id}: {r.error}" for r in results if r.status != "sent")
 

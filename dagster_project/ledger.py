@@ -3,9 +3,9 @@
 "Ledger" is this module plus ``sql/ledger/``: every function takes an open DuckDB connection and
 runs a statement from there. The order of calls in a tick is what makes sends exactly-once (see
 ``dispatch.py``): resume -> plan -> for each batch: hand over request by request (the journal,
-``handover.py``) -> settle. Each state change is appended to ``nudge.send_events`` in the same
-transaction, so the history and the ledger never disagree, even when the process is killed
-between two statements.
+``handover.py``, beside the warehouse) -> settle. Each state change is appended to
+``nudge.send_events`` in the same transaction, so the history and the ledger never disagree,
+even when the process is killed between two statements.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import polars as pl
 
 from . import failpoints
 from .config import SQL_DIR
+from .handover import SCHEMA as JOURNAL_SCHEMA
 from .policy import FrequencyCaps, RetryPolicy
 from .providers import SendResult
 from .warehouse import one, quote_relation, sql
@@ -31,6 +32,9 @@ MIGRATIONS_DIR = SQL_DIR / "ledger" / "migrations"
 
 # What every state-changing statement returns, recorded in nudge.send_events.
 _EVENT_COLUMNS = "send_id, trigger, status, reason, error, attempts, batch_id"
+
+# An empty hand-over journal, for a resume with nothing left by a dead push.
+_NO_JOURNAL = pl.DataFrame(schema=JOURNAL_SCHEMA)
 
 # A batch of planned sends as dispatch pushes it.
 PlannedRow = tuple[str, str, str, str | None]  # (send_id, customer_id, context json, batch_id)
@@ -53,7 +57,7 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> list[str]:
     versions applied now. The caller holds the warehouse lock.
     """
     con.execute(sql("ledger/migrations_table"))
-    applied = {row[0] for row in con.execute("select version from nudge.migrations").fetchall()}
+    applied = {row[0] for row in con.execute(sql("ledger/migrations_applied")).fetchall()}
     done = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         if path.stem in applied:
@@ -117,12 +121,10 @@ def _change(
     run_id: str,
     as_of: datetime | None,
     failpoint: str | None = None,
-    after: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> list[tuple[Any, ...]]:
     """Run state changes and record their events, atomically; return the changed rows.
 
-    Each of ``statements`` returns the event columns of the rows it changed; ``after`` holds
-    ``(statement, parameters)`` run in the same transaction (the journal's clean-up).
+    Each of ``statements`` returns the event columns of the rows it changed.
     """
     rows: list[tuple[Any, ...]] = []
     with _transaction(con):
@@ -131,8 +133,6 @@ def _change(
         if failpoint:
             failpoints.hit(failpoint)
         _record_events(con, rows, run_id=run_id, as_of=as_of)
-        for statement, after_params in after:
-            con.execute(statement, after_params)
     return rows
 
 
@@ -157,38 +157,42 @@ def resume(
     provider: str,
     idempotent: bool,
     retry: RetryPolicy | None = None,
+    journal: pl.DataFrame | None = None,
 ) -> dict[str, int]:
     """Take over unfinished sends of earlier runs, re-checked against the current eligibility.
 
     Call it before this run plans anything: rows of ``run_id`` itself are then an earlier
     attempt's (a retried step keeps its run id) and are taken over like a dead run's.
 
-    First what a run that died mid-push left in the hand-over journal: a send whose answer is
-    there is settled from it, whatever the ledger says; then ``resume.sql`` decides the rest (a
-    send handed over without an answer is in doubt, one never handed over is planned again,
-    ...). The caller holds the warehouse lock, so no other run is live. Returns how many rows
-    moved to each status ('planned' ones are sent by this run).
+    ``journal``: what pushes of this trigger that died left in the hand-over journal
+    (``handover.read``). First, a send whose answer is there is settled from it, whatever the
+    ledger says; then ``resume.sql`` decides the rest (a send handed over without an answer is
+    in doubt, one never handed over is planned again, ...). The caller holds the warehouse
+    lock, so no other run is live, and deletes the journal's files once this returned. Returns
+    how many rows moved to each status ('planned' ones are sent by this run).
     """
     retry = retry or RetryPolicy()
-    counts = _counts(
-        _recover_answers(con, trigger=trigger, run_id=run_id, as_of=as_of, retry=retry)
-    )
-    rows = _change(
-        con,
-        [_returning("ledger/resume").format(eligibility=quote_relation(eligibility))],
-        {
-            "trigger": trigger,
-            "run_id": run_id,
-            "as_of": as_of,
-            "provider": provider,
-            "idempotent": idempotent,
-            "retry_max_age_hours": retry.max_age_hours,
-        },
-        run_id=run_id,
-        as_of=as_of,
-        # Everything the journal said about earlier runs of this trigger is now in the ledger.
-        after=[(sql("ledger/handovers_clear_resumed"), {"trigger": trigger})],
-    )
+    con.register("handovers", (journal if journal is not None else _NO_JOURNAL).to_arrow())
+    try:
+        counts = _counts(
+            _recover_answers(con, trigger=trigger, run_id=run_id, as_of=as_of, retry=retry)
+        )
+        rows = _change(
+            con,
+            [_returning("ledger/resume").format(eligibility=quote_relation(eligibility))],
+            {
+                "trigger": trigger,
+                "run_id": run_id,
+                "as_of": as_of,
+                "provider": provider,
+                "idempotent": idempotent,
+                "retry_max_age_hours": retry.max_age_hours,
+            },
+            run_id=run_id,
+            as_of=as_of,
+        )
+    finally:
+        con.unregister("handovers")
     for status, count in _counts(rows).items():
         counts[status] = counts.get(status, 0) + count
     return counts
@@ -210,7 +214,7 @@ def _recover_answers(
             return []
         return _settle_results(con, run_id=run_id, as_of=as_of, retry=retry)
     finally:
-        con.execute("drop table if exists results")
+        con.execute(sql("ledger/results_drop"))
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -323,9 +327,10 @@ def settle(
     as_of: datetime,
     retry: RetryPolicy | None = None,
     batch_id: str | None = None,
+    handed_over_at: datetime | None = None,
 ) -> None:
     """Record each result of a batch: ``sent`` with the provider's message id, else the status
-    and why. The batch's hand-over journal rows go in the same transaction."""
+    and why. ``handed_over_at``: when the batch went to the provider (``sending_at``)."""
     if not results:
         return
     frame = pl.DataFrame(
@@ -340,6 +345,7 @@ def settle(
             "retryable": [r.retryable for r in results],
             "batch_id": [batch_id] * len(results),
             "sent_as_of": [as_of] * len(results),
+            "handed_over_at": [handed_over_at if r.attempts else None for r in results],
         },
         schema={
             "run_id": pl.String,
@@ -352,6 +358,7 @@ def settle(
             "retryable": pl.Boolean,
             "batch_id": pl.String,
             "sent_as_of": pl.Datetime("us", "UTC"),
+            "handed_over_at": pl.Datetime("us", "UTC"),
         },
     )
     con.register("results", frame.to_arrow())
@@ -364,7 +371,7 @@ def settle(
 def _settle_results(
     con: duckdb.DuckDBPyConnection, *, run_id: str, as_of: datetime, retry: RetryPolicy
 ) -> list[tuple[Any, ...]]:
-    """Apply the relation ``results`` to the ledger and clear its journal rows, atomically."""
+    """Apply the relation ``results`` to the ledger, atomically."""
     return _change(
         con,
         [sql("ledger/settle")],
@@ -377,7 +384,6 @@ def _settle_results(
         as_of=as_of,
         # Killed here, the settle is rolled back whole: the journal still has the answers.
         failpoint="mid_settle",
-        after=[(sql("ledger/handovers_clear_settled"), {})],
     )
 
 

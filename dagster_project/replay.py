@@ -21,7 +21,7 @@ from .providers import Provider
 from .rendering import Renderer
 from .runs import TriggerSummary
 from .triggers import ProjectRelations, TriggerSpec, higher_priority
-from .warehouse import connect, quote_relation
+from .warehouse import connect, quote_relation, sql
 
 
 class CompiledModels:
@@ -65,10 +65,11 @@ class CompiledModels:
         instant = as_of.isoformat()
         for kind, relation, code in self.models:
             schema = relation.split(".")[0]
-            con.execute(f"create schema if not exists {schema}")
+            con.execute(sql("warehouse/create_schema").format(schema=schema))
             con.execute(
-                f"create or replace {kind} {relation} as (\n"
-                f"{code.replace(self.SENTINEL, instant)}\n)"
+                sql("warehouse/create_model").format(
+                    kind=kind, relation=relation, code=code.replace(self.SENTINEL, instant)
+                )
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -97,6 +98,15 @@ def one(
     """
     rows = con.execute(statement, params or {}).fetchall()
     return rows[0] if rows else None
+
+
+def journal_dir(con: duckdb.DuckDBPyConnection) -> Path:
+    """Where pushes journal their requests (``handover.py``): ``<warehouse>.handovers/`` beside
+    the warehouse file, like its lock; a temporary folder for a database in memory."""
+    row = one(con, sql("warehouse/database_path"))
+    if row and row[0]:
+        return Path(str(row[0]) + ".handovers")
+    return Path(tempfile.gettempdir()) / "nudge-handovers"
 
 
 def sql_literal(value: str) -> str:

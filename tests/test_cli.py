@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project import ledger
 from dagster_project.cli import main
 from dagster_project.warehouse import connect
 from tests.support.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
-from tests.support.ledger_steps import hand_over, plan
+from tests.support.ledger_steps import hand_over, plan, resume
 
 
 @pytest.fixture
@@ -24,7 +23,7 @@ def with_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
     plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
     ids = [cart_row(k)["send_id"] for k in ("a", "b", "c")]
     hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="k1")
-    ledger.resume(
+    resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART_SPEC.relation,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
@@ -11,8 +11,9 @@ from dagster_project import ledger
 from dagster_project.handover import HandoverJournal
 from dagster_project.policy import RetryPolicy
 from dagster_project.providers import SendResult
+from dagster_project.warehouse import journal_dir
 from tests.support.factories import AS_OF, CART_SPEC, cart_row, ledger_rows, write_eligibility
-from tests.support.ledger_steps import hand_over, plan
+from tests.support.ledger_steps import age_journal, hand_over, journal, plan, resume
 from tests.support.mirrors import send_id
 
 
@@ -21,7 +22,7 @@ def test_the_ledger_is_created_once_and_upgrades_apply_once(tmp_path) -> None:
     try:
         applied = ledger.ensure_ledger(con)
         migrations = sorted(p.stem for p in ledger.MIGRATIONS_DIR.glob("*.sql"))
-        assert applied == migrations and len(migrations) >= 5
+        assert applied == migrations and len(migrations) >= 4
         assert ledger.ensure_ledger(con) == []  # up to date: nothing runs again
         tables = {
             r[0]
@@ -29,7 +30,7 @@ def test_the_ledger_is_created_once_and_upgrades_apply_once(tmp_path) -> None:
                 "select table_name from duckdb_tables() where schema_name = 'nudge'"
             ).fetchall()
         }
-        assert {"send_ledger", "send_events", "runs", "handovers", "migrations"} <= tables
+        assert {"send_ledger", "send_events", "runs", "migrations"} <= tables
     finally:
         con.close()
 
@@ -58,14 +59,11 @@ def test_plan_twice_claims_each_send_once(con: duckdb.DuckDBPyConnection) -> Non
     assert owners == {"r1"}
 
 
-def test_settle_records_results_and_clears_the_batchs_journal(
-    con: duckdb.DuckDBPyConnection,
-) -> None:
+def test_settle_records_results(con: duckdb.DuckDBPyConnection) -> None:
     write_eligibility(con, [cart_row("a"), cart_row("b")])
     plan(con, eligibility=CART_SPEC.relation, run_id="r1", as_of=AS_OF, provider="x")
     ids = [send_id("abandoned_cart", k, "reminder") for k in ("a", "b")]
-    hand_over(con, run_id="r1", trigger="abandoned_cart", send_ids=ids, key="b-r1")
-    assert _journal(con) == 2
+    handed_over_at = datetime.now(UTC)
     ledger.settle(
         con,
         run_id="r1",
@@ -74,6 +72,7 @@ def test_settle_records_results_and_clears_the_batchs_journal(
             SendResult(ids[0], "sent", provider_message_id="m-1"),
             SendResult(ids[1], "failed", error="400: invalid address", attempts=1),
         ],
+        handed_over_at=handed_over_at,
     )
     rows = ledger_rows(con)
     assert rows[ids[0]] == ("sent", None, 1)
@@ -82,15 +81,32 @@ def test_settle_records_results_and_clears_the_batchs_journal(
         "sent": 1,
         "failed_permanent": 1,
     }
-    assert _journal(con) == 0  # settled: the journal has served its purpose
     sending_at, sent_as_of = con.execute(
         "select sending_at, sent_as_of from nudge.send_ledger where send_id = ?", [ids[0]]
     ).fetchall()[0]
-    assert sending_at is not None and sent_as_of == AS_OF
+    assert (sending_at, sent_as_of) == (handed_over_at, AS_OF)
+
+
+def test_a_push_journal_is_deleted_once_every_batch_settled_and_kept_when_it_dies(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    directory = journal_dir(con)
+    with HandoverJournal(directory, run_id="r1", trigger="abandoned_cart") as finished:
+        finished.handing_over(["a"], "k")
+        assert finished.path.exists()  # on disk before the request goes out
+    assert not finished.path.exists()
+    with (
+        pytest.raises(RuntimeError),
+        HandoverJournal(directory, run_id="r2", trigger="abandoned_cart") as dying,
+    ):
+        dying.handing_over(["b"], "k")
+        raise RuntimeError("the push failed before its batch settled")
+    assert dying.path.exists()
+    assert list(journal(con)["send_id"]) == ["b"]
 
 
 def _journal(con: duckdb.DuckDBPyConnection) -> int:
-    return con.execute("select count(*) from nudge.handovers").fetchall()[0][0]
+    return len(journal(con))
 
 
 def _leave_dead_run(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -124,7 +140,7 @@ def test_resume_rechecks_unfinished_sends_against_the_current_eligibility(con) -
     ids = _leave_dead_run(con)
     later = AS_OF + timedelta(hours=1)
     _next_tick_eligibility(con, later)
-    counts = ledger.resume(
+    counts = resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART_SPEC.relation,
@@ -154,7 +170,7 @@ def test_resume_resends_in_flight_rows_only_through_an_idempotent_provider(con) 
     ids = _leave_dead_run(con)
     con.execute("update nudge.send_ledger set provider = 'outbox'")
     _next_tick_eligibility(con, AS_OF)
-    ledger.resume(
+    resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART_SPEC.relation,
@@ -192,7 +208,7 @@ def test_a_retryable_failure_is_resumed_and_a_permanent_one_is_not(con) -> None:
             for k, r in (("blip", "retrying"), ("rejected", "already_failed"))
         ],
     )
-    counts = ledger.resume(
+    counts = resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART_SPEC.relation,
@@ -223,7 +239,7 @@ def _one_failed_retryable(con, *, attempts: int = 1) -> str:
 
 
 def _resume(con, as_of, *, provider="x", idempotent=False, run_id="next", **retry):
-    return ledger.resume(
+    return resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART_SPEC.relation,
@@ -385,7 +401,7 @@ def test_the_key_window_counts_from_the_first_hand_over_not_the_latest_resend(co
     # time "third" runs, the key's first use is over a day old: the provider may have forgotten
     # it, so resending could deliver twice. Only the first use counts, not the resend.
     ids = _interrupted_batch(con, ["a", "b"])
-    con.execute("update nudge.handovers set recorded_at = now() - interval 22 hours")
+    age_journal(con, 22)
     assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 2}
     hand_over(con, run_id="next", trigger="abandoned_cart", send_ids=ids, key="key-1")
     # Two hours later (by the first use's clock):
@@ -415,11 +431,11 @@ def test_a_batch_refused_whole_and_split_leaves_only_the_half_on_the_wire_in_dou
     write_eligibility(con, [cart_row(k) for k in keys])
     plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="resend")
     ids = [send_id("abandoned_cart", k, "reminder") for k in keys]
-    with HandoverJournal(con, run_id="dead", trigger="abandoned_cart") as journal:
-        journal.handing_over(ids, "K")  # refused whole (400): nothing taken
-        journal.returned(ids)
-        journal.handing_over(ids[:2], "K-0")  # the first half went out; then the crash
-        journal.flush()
+    dying = HandoverJournal(journal_dir(con), run_id="dead", trigger="abandoned_cart")
+    dying.handing_over(ids, "K")  # refused whole (400): nothing taken
+    dying.returned(ids)
+    dying.handing_over(ids[:2], "K-0")  # the first half went out; then the crash
+    dying.close(discard=False)
     _resume(con, AS_OF, provider="resend", idempotent=idempotent)
     rows = ledger_rows(con)
     assert [rows[i][0] for i in ids] == [expected, expected, "planned", "planned"]
@@ -428,3 +444,13 @@ def test_a_batch_refused_whole_and_split_leaves_only_the_half_on_the_wire_in_dou
     assert keyed[ids[2]] is None and keyed[ids[3]] is None  # never out: a fresh batch
     if idempotent:
         assert keyed[ids[0]] == keyed[ids[1]] == "K-0"  # resent as that half, same key
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_ignored(con: duckdb.DuckDBPyConnection) -> None:
+    # A write a crash cut short was never synced: its hand-over was never acknowledged, so its
+    # request never went out. The lines before it still count.
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=["a"], key="k")
+    (path,) = journal_dir(con).glob("abandoned_cart.*")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"run_id": "dead", "trigger": "abandoned_cart", "send_id": "b", "se')
+    assert list(journal(con)["send_id"]) == ["a"]

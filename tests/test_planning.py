@@ -21,7 +21,7 @@ from dagster_project.policy import DispatchPolicy, FrequencyCaps
 from dagster_project.providers import SendResult
 from dagster_project.rendering import Renderer
 from tests.support.factories import AS_OF, CART_SPEC, cart_row, dispatch, write_eligibility
-from tests.support.ledger_steps import hand_over
+from tests.support.ledger_steps import age_journal, hand_over, resume
 from tests.support.mirrors import send_id as make_send_id
 from tests.support.providers import RecordingProvider
 
@@ -174,7 +174,7 @@ def test_a_retried_send_counts_from_the_tick_it_went_out(con) -> None:
     decide(con, relation=HISTORY, as_of=first, run_id="h1")
     ledger.settle(con, run_id="h1", results=[_RESULTS["failed_retryable"](send_id)], as_of=first)
     write_eligibility(con, [{**earlier, "as_of": retry}], HISTORY)
-    assert ledger.resume(
+    assert resume(
         con,
         trigger="history",
         eligibility=HISTORY,
@@ -604,7 +604,7 @@ def _failed_retryable(con, key: str = "blip") -> str:
 
 
 def _resume(con, as_of: datetime) -> dict[str, int]:
-    return ledger.resume(
+    return resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART,
@@ -843,8 +843,8 @@ def test_a_crashed_batch_older_than_the_providers_key_memory_is_unknown(con) -> 
     send_id = cart("k1", "c1")["send_id"]
     hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[send_id], key="key-1")
     # The run died while sending, a day ago by the wall clock: the key may be forgotten.
-    con.execute("update nudge.handovers set recorded_at = now() - interval 25 hours")
-    ledger.resume(
+    age_journal(con, 25)
+    resume(
         con,
         trigger="abandoned_cart",
         eligibility=CART,

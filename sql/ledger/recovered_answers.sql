@@ -1,9 +1,9 @@
--- What the hand-over journal knows about sends that earlier runs of this trigger left
--- unsettled: the provider's answer, where it arrived after the send's last hand-over. The
--- result, as a temp table `results` in the shape settle.sql reads, settles them as the dead run
--- would have (nothing in doubt about a send whose answer was read).
--- Parameters: $trigger. Called before the resuming run plans anything, so every unsettled row is
--- an earlier run's or an earlier attempt's (a retried step keeps its run id).
+-- What the hand-over journal says about sends that earlier runs of this trigger (or an earlier
+-- attempt of this run) left unsettled: the provider's answer, where it came after the send's
+-- last hand-over. The result, as a temp table `results` in the shape settle.sql reads, settles
+-- them as the dead push would have (nothing is in doubt about a send whose answer was read).
+-- `handovers` is the journal's rows (dagster_project/handover.py::read); events are ordered by
+-- recorded_at, then seq. Parameters: $trigger.
 create or replace temp table results as
 
 with
@@ -22,8 +22,13 @@ pending as (
 
 journal as (
 
-    select handovers.*
-    from nudge.handovers as handovers
+    select
+        handovers.*,
+        row_number() over (
+            partition by handovers.send_id
+            order by handovers.recorded_at, handovers.seq
+        ) as position
+    from handovers
     inner join pending
         on
             handovers.send_id = pending.send_id
@@ -35,11 +40,22 @@ last_handover as (
 
     select
         send_id,
-        seq,
+        position,
         request_key
     from journal
     where event = 'handed_over'
-    qualify row_number() over (partition by send_id order by seq desc) = 1
+    qualify row_number() over (partition by send_id order by position desc) = 1
+
+),
+
+first_handover as (
+
+    select
+        send_id,
+        min(recorded_at) as handed_over_at
+    from journal
+    where event = 'handed_over'
+    group by send_id
 
 ),
 
@@ -48,7 +64,7 @@ last_answer as (
     select *
     from journal
     where event = 'answered'
-    qualify row_number() over (partition by send_id order by seq desc) = 1
+    qualify row_number() over (partition by send_id order by position desc) = 1
 
 ),
 
@@ -64,11 +80,14 @@ final as (
         last_answer.attempts,
         last_answer.retryable,
         last_handover.request_key as batch_id,
-        last_answer.as_of as sent_as_of
+        last_answer.as_of as sent_as_of,
+        first_handover.handed_over_at
     from last_answer
     left join last_handover
         on last_answer.send_id = last_handover.send_id
-    where last_answer.seq > coalesce(last_handover.seq, 0)
+    left join first_handover
+        on last_answer.send_id = first_handover.send_id
+    where last_answer.position > coalesce(last_handover.position, 0)
 
 )
 

@@ -125,20 +125,35 @@ from (
         from nudge.send_ledger as pending
         left join {eligibility} as fresh
             on pending.send_id = fresh.send_id
-        -- The dead run's sends still on the wire: handed over, and not returned since (a
-        -- batch refused whole before it was split). Answered ones are settled already.
+        -- The dead push's sends still on the wire: handed over, and neither answered (those
+        -- were settled just before) nor returned since (a batch refused whole, then split).
+        -- `handovers` is the journal's rows, ordered by recorded_at, then seq.
         left join (
             select
-                run_id,
-                send_id,
-                arg_max(request_key, seq) filter (where event = 'handed_over') as request_key,
-                min(recorded_at) filter (where event = 'handed_over') as handed_over_at
-            from nudge.handovers
-            where trigger = $trigger
-            group by run_id, send_id
+                journal.run_id,
+                journal.send_id,
+                arg_max(journal.request_key, journal.position) filter (
+                    where journal.event = 'handed_over'
+                ) as request_key,
+                min(journal.recorded_at) filter (
+                    where journal.event = 'handed_over'
+                ) as handed_over_at
+            from (
+                select
+                    events.*,
+                    row_number() over (
+                        partition by events.run_id, events.send_id
+                        order by events.recorded_at, events.seq
+                    ) as position
+                from handovers as events
+                where events.trigger = $trigger
+            ) as journal
+            group by journal.run_id, journal.send_id
             having
-                max(seq) filter (where event = 'handed_over')
-                > coalesce(max(seq) filter (where event = 'returned'), 0)
+                max(journal.position) filter (where journal.event = 'handed_over')
+                > coalesce(
+                    max(journal.position) filter (where journal.event != 'handed_over'), 0
+                )
         ) as handed
             on pending.send_id = handed.send_id and pending.run_id = handed.run_id
         where

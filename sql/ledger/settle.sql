@@ -1,13 +1,12 @@
 -- Record the provider's answer for each send of a batch, straight after the batch, or what a
 -- dead run's journal says the provider answered (ledger.resume). `results` is a relation of
 -- (run_id, send_id, status, reason, provider_message_id, error, attempts, retryable,
--- batch_id, sent_as_of) where status is sent, failed or unknown and sent_as_of the tick that
--- handed it over; reason, when set, is the short code of a
--- failure decided before any request (message_too_large). A retryable failure delivered
--- nothing: later ticks retry it, no sooner than next_attempt_at (exponential backoff across
--- ticks, from the tick's as_of so simulated ticks behave like live ones). Any other failure is
--- final. When the send was handed over, sending_at is the moment its first request went out
--- (the hand-over journal still holds it: its rows are cleared after this statement).
+-- batch_id, sent_as_of, handed_over_at) where status is sent, failed or unknown, sent_as_of
+-- the tick that handed it over and handed_over_at when it first went out; reason, when set, is
+-- the short code of a failure decided before any request (message_too_large). A retryable
+-- failure delivered nothing: later ticks retry it, no sooner than next_attempt_at (exponential
+-- backoff across ticks, from the tick's as_of so simulated ticks behave like live ones). Any
+-- other failure is final.
 -- Parameters: $as_of, $retry_base_minutes, $retry_max_backoff_minutes.
 update nudge.send_ledger as ledger
 set
@@ -46,24 +45,7 @@ set
     end,
     settled_at = now(),
     updated_at = now()
-from (
-    with handed as (
-        select
-            run_id,
-            send_id,
-            min(recorded_at) as handed_over_at
-        from nudge.handovers
-        where event = 'handed_over'
-        group by run_id, send_id
-    )
-
-    select
-        results.*,  -- noqa: AM04
-        handed.handed_over_at
-    from results
-    left join handed
-        on results.run_id = handed.run_id and results.send_id = handed.send_id
-) as settled
+from results as settled
 where
     ledger.send_id = settled.send_id
     and ledger.run_id = settled.run_id

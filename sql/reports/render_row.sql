@@ -6,7 +6,8 @@ select
     exclusion_reason,
     due_at,
     cast(to_json(eligibility) as varchar) as context
-from {eligibility} as eligibility  -- noqa: AL05 (to_json reads the row by its alias)
+-- to_json reads the whole row by its alias.
+from {eligibility} as eligibility  -- noqa: AL05
 where customer_id = $customer and step = $step
 order by is_eligible desc, due_at desc
 limit 1

@@ -1,0 +1,2 @@
+-- Done copying from the live warehouse.
+detach source
