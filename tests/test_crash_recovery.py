@@ -189,21 +189,31 @@ def _random_kill_points(count: int, upper: int) -> list[int]:
     return sorted(random.Random(SEED).sample(range(1, upper), count))
 
 
+def _kill_at_random_and_rerun(
+    tmp_path: Path, provider: str, kill_after: int, *, batch: int, delay: float
+) -> tuple[dict[str, str], TriggerSummary]:
+    """Push 300 sends through ``provider``, SIGKILL the push once the server has received
+    ``kill_after`` requests, rerun it; check the invariants and return the ledger."""
+    warehouse, due = _prepare(tmp_path, 300)
+    with EspServer(api_key=API_KEYS[provider], default=Reply(delay=delay)) as server:
+        worker = _start(warehouse, provider, server.url, tmp_path, batch=batch)
+        _kill_after(worker, server, kill_after)
+        summary = _rerun(warehouse, provider, server.url, tmp_path, batch)
+        received = server.received_send_ids()
+    statuses = _assert_invariants(warehouse, due, received)
+    assert sum(s == "sent" for s in statuses.values()) + len(_unknown(statuses)) == len(due)
+    return statuses, summary
+
+
 @pytest.mark.parametrize("kill_after", _random_kill_points(4, 290))
 def test_a_sendgrid_push_killed_at_a_random_moment_leaves_at_most_max_concurrency_unknown(
     tmp_path: Path, kill_after: int
 ) -> None:
-    warehouse, due = _prepare(tmp_path, 300)
-    with EspServer(api_key=crash_worker.API_KEY, default=Reply(delay=0.01)) as server:
-        worker = _start(warehouse, "sendgrid", server.url, tmp_path, batch=100)
-        _kill_after(worker, server, kill_after)
-        summary = _rerun(warehouse, "sendgrid", server.url, tmp_path, 100)
-        received = server.received_send_ids()
-    statuses = _assert_invariants(warehouse, due, received)
-    unknown = _unknown(statuses)
+    statuses, summary = _kill_at_random_and_rerun(
+        tmp_path, "sendgrid", kill_after, batch=100, delay=0.01
+    )
     # SendGrid carries one message per request, and no key: at most one per worker in doubt.
-    assert len(unknown) <= crash_worker.CONCURRENCY, (kill_after, len(unknown))
-    assert sum(s == "sent" for s in statuses.values()) + len(unknown) == len(due)
+    assert len(_unknown(statuses)) <= crash_worker.CONCURRENCY, kill_after
     assert summary.sent > 0  # the rerun finished what the killed run left
 
 
@@ -211,17 +221,9 @@ def test_a_sendgrid_push_killed_at_a_random_moment_leaves_at_most_max_concurrenc
 def test_a_postmark_push_killed_at_a_random_moment_leaves_at_most_one_request_unknown(
     tmp_path: Path, kill_after: int
 ) -> None:
-    batch = 50
-    warehouse, due = _prepare(tmp_path, 300)
-    with EspServer(api_key=crash_worker.POSTMARK_TOKEN, default=Reply(delay=0.05)) as server:
-        worker = _start(warehouse, "postmark", server.url, tmp_path, batch=batch)
-        _kill_after(worker, server, kill_after)
-        _rerun(warehouse, "postmark", server.url, tmp_path, batch)
-        received = server.received_send_ids()
-    statuses = _assert_invariants(warehouse, due, received)
+    statuses, _ = _kill_at_random_and_rerun(tmp_path, "postmark", kill_after, batch=50, delay=0.05)
     # A batch request without a key: at most the messages of the one request on the wire.
-    assert len(_unknown(statuses)) <= batch
-    assert sum(s == "sent" for s in statuses.values()) + len(_unknown(statuses)) == len(due)
+    assert len(_unknown(statuses)) <= 50
 
 
 @pytest.mark.parametrize("kill_after", _random_kill_points(2, 3))

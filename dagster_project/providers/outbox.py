@@ -299,6 +299,7 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
     th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; }}
     th {{ background: #f4f4f4; }}
     code {{ font-size: .85em; color: #555; }}
+    td:nth-child(-n+2) {{ white-space: nowrap; }}  /* the tick and the due time */
   </style>
 </head>
 <body>
