@@ -10,7 +10,7 @@
         {{ sequence_eligibility('<trigger>') }}
 
     Frequency caps are the one rule not decided here: they depend on what other triggers send in
-    the same tick, so the send step applies them when it plans (sql/ledger/plan.sql).
+    the same tick, so the send step applies them when it plans (sql/ledger/plan_decide.sql).
 
     A trigger model may also output a text column `entry_exclusion_reason`: null when the entry
     is fine, else why its data cannot make an email (abandoned_cart and post_purchase_review say
