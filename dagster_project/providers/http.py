@@ -75,14 +75,13 @@ from dagster_project.providers.ratelimit import RateLimiter
 from dagster_project.providers.redaction import HTTPX_LOG_REDACTOR, REDACTED, public_url
 from dagster_project.providers.retry import Fate, SleepClock, backoff_delay, check_tuning
 from dagster_project.providers.wire import (
-    RETRYABLE_TRANSPORT_ERRORS,
-    UNSENT_TRANSPORT_ERRORS,
     body_excerpt,
     describe_transport_error,
     json_or_none,
     parse_retry_after,
     pooled_client,
     rate_limit_wait,
+    transport_fate,
     window_spent,
 )
 
@@ -475,14 +474,8 @@ class HttpJsonProvider(PooledProvider):
                 content=request.body,
                 headers=self.request_headers(request.body, request.key),
             )
-        except RETRYABLE_TRANSPORT_ERRORS as exc:
-            return Rejection("transient", self._transport_reason(exc))
-        except UNSENT_TRANSPORT_ERRORS as exc:
-            return Rejection("permanent", self._transport_reason(exc))
         except httpx.HTTPError as exc:
-            # A read timeout, a dropped connection, or anything else (a DecodingError reading
-            # the answer, ...) that may come after the provider took the request.
-            return Rejection("uncertain", self._transport_reason(exc))
+            return Rejection(transport_fate(exc), self._transport_reason(exc))
         self._note_window(response)
         if 200 <= response.status_code < 300:
             return self._accepted(request, response, tries.attempts + 1)

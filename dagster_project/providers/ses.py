@@ -53,10 +53,9 @@ from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
 from dagster_project.providers.redaction import REDACTED
 from dagster_project.providers.retry import Fate, check_tuning
 from dagster_project.providers.wire import (
-    RETRYABLE_TRANSPORT_ERRORS,
-    UNCERTAIN_TRANSPORT_ERRORS,
     describe_transport_error,
     pooled_client,
+    transport_fate,
 )
 
 logger = logging.getLogger(__name__)
@@ -460,12 +459,8 @@ class SesProvider(FanoutProvider[_Job]):
             return Attempt("transient", self._redact(f"signing failed: {type(exc).__name__}"))
         try:
             response = self._client.post(self._url, content=body, headers=headers)
-        except RETRYABLE_TRANSPORT_ERRORS as exc:
-            return Attempt("transient", self._transport_reason(exc))
-        except UNCERTAIN_TRANSPORT_ERRORS as exc:
-            return Attempt("uncertain", self._transport_reason(exc))
         except httpx.HTTPError as exc:
-            return Attempt("permanent", self._transport_reason(exc))
+            return Attempt(transport_fate(exc), self._transport_reason(exc))
 
         status = response.status_code
         if 200 <= status < 300:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -30,23 +30,28 @@ RETRYABLE_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
 )
-# The request was (or may have been) sent but no answer came back: the provider may have
-# accepted it. Resent only with the same idempotency key; otherwise the messages are 'unknown'.
-UNCERTAIN_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
-
 # Raised before a byte of the request was sent (bad URL scheme, a header httpx refuses):
-# retrying cannot help and nothing was delivered. Any other httpx error (say a DecodingError
-# while reading an answer) may come after the provider took the request: uncertain.
+# retrying cannot help and nothing was delivered.
 UNSENT_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
     httpx.UnsupportedProtocol,
     httpx.LocalProtocolError,
 )
+
+TransportFate = Literal["transient", "permanent", "uncertain"]
+
+
+def transport_fate(exc: httpx.HTTPError) -> TransportFate:
+    """What an httpx error means for the request, the same for every HTTP provider.
+
+    Anything but a connection that never opened or a request httpx refused to write (a read
+    timeout, a dropped connection, a DecodingError reading the answer, ...) may come after the
+    provider took the request: ``uncertain``, resent only with the same idempotency key.
+    """
+    if isinstance(exc, RETRYABLE_TRANSPORT_ERRORS):
+        return "transient"
+    if isinstance(exc, UNSENT_TRANSPORT_ERRORS):
+        return "permanent"
+    return "uncertain"
 
 
 @functools.cache

@@ -412,6 +412,18 @@ def test_dropped_response_is_unknown_and_never_resent(
     assert len(stub.requests) == 1
 
 
+def test_an_answer_that_cannot_be_read_is_unknown_and_never_resent(
+    stub: SesStubServer, provider: SesProvider
+) -> None:
+    # SES took the request; httpx fails decoding the answer. Calling that 'failed' would tell
+    # the ledger nothing went out when the email may well be in the inbox.
+    stub.script([SesReply(garbled=True)])
+    (result,) = provider.send([make_message(1)])
+    assert (result.status, result.attempts) == ("unknown", 1)
+    assert "DecodingError" in (result.error or "")
+    assert len(stub.requests) == 1
+
+
 def test_connection_refused_is_retried_then_fails_retryable(clock: FakeClock) -> None:
     with make_provider(f"http://127.0.0.1:{free_port()}", clock) as provider:
         (result,) = provider.send([make_message(1)])

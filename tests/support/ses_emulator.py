@@ -148,6 +148,8 @@ class SesReply:
     ``error``: an SES error code, sent as ``x-amzn-ErrorType`` with ``{"message": message}``.
     ``delay``: seconds to wait before answering (above the client timeout: a read timeout).
     ``drop``: close the connection without answering, after reading the whole request.
+    ``garbled``: answer 2xx with a body that claims gzip and is not: the client fails reading
+    the answer to a request SES took.
     """
 
     status: int = 200
@@ -155,6 +157,7 @@ class SesReply:
     message: str = ""
     delay: float = 0.0
     drop: bool = False
+    garbled: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ class _StubHandler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            if reply.garbled:
+                self.send_header("Content-Encoding", "gzip")
             if reply.error:
                 self.send_header("x-amzn-ErrorType", f"{reply.error}:http://internal.amazon.com/")
             self.end_headers()
