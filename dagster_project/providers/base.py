@@ -20,7 +20,8 @@ Exception hierarchy::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -59,6 +60,11 @@ class Message:
     # Values the provider echoes back on its events (delivered, opened, bounced), so those
     # events join back to the ledger. Always contains send_id, trigger and step.
     custom_args: dict[str, str] = field(default_factory=dict)
+    # Extra RFC 5322 headers every provider must put on the message as they are, e.g. RFC 2369 /
+    # RFC 8058 ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` on marketing mail. Values are
+    # one line (dispatch builds them; never from customer data); what an adapter refuses to send
+    # is :func:`checked_headers`'s to decide.
+    headers: dict[str, str] = field(default_factory=dict)
     # The tick that sends it (the outbox's Date header) and when its step fell due.
     as_of: datetime | None = None
     due_at: datetime | None = None
@@ -66,6 +72,93 @@ class Message:
     def size(self) -> int:
         """Bytes of the rendered bodies (UTF-8), what mail clients count before clipping."""
         return len(self.html.encode("utf-8")) + len(self.text.encode("utf-8"))
+
+
+# -- a message's extra headers ----------------------------------------------------------------
+
+# RFC 5322 section 2.2: a field name is printable US-ASCII except the colon.
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# A field body: printable US-ASCII, space and tab.
+_FIELD_BODY = re.compile(r"[ -~\t]*")
+
+# Set by the adapters themselves, or refused as a custom header by a provider (SendGrid's
+# documented list: x-sg-id, x-sg-eid, received, dkim-signature, Content-Type,
+# Content-Transfer-Encoding, To, From, Subject, Reply-To, CC, BCC). Lower-cased.
+RESERVED_HEADERS = frozenset(
+    {
+        "bcc",
+        "cc",
+        "content-transfer-encoding",
+        "content-type",
+        "date",
+        "dkim-signature",
+        "from",
+        "message-id",
+        "mime-version",
+        "received",
+        "reply-to",
+        "return-path",
+        "sender",
+        "subject",
+        "to",
+        "x-sg-eid",
+        "x-sg-id",
+    }
+)
+_RESERVED_PREFIX = "x-nudge-"  # X-Nudge-Send-Id, -Trigger, -Step: nudge's own
+
+
+def checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A message's extra headers (:attr:`Message.headers`) as ``(name, value)`` pairs in the
+    given order, unchanged: the one gate every adapter passes them through.
+
+    Raises ``ValueError`` naming the first header that cannot be sent, which the adapters turn
+    into a permanent failure of that message alone (the rest of the batch goes on):
+
+    * a value with a line break (CR or LF): header injection (``"<x>\\r\\nBcc: ..."``);
+    * a value with other control characters or non-ASCII text: RFC 5322 header values are
+      US-ASCII, SES refuses anything else and SendGrid wants it RFC 2047-encoded beforehand, so
+      a message behaves the same whichever provider sends it;
+    * an empty value (SES refuses it; an empty ``List-Unsubscribe`` is a bug upstream);
+    * a name that is not an RFC 5322 field name (printable ASCII but ``:``), or one given twice
+      (in any case);
+    * a name the adapters set themselves (``From``, ``Subject``, ``Message-ID``,
+      ``X-Nudge-*``...) or that a provider refuses as a custom header (SendGrid: ``Reply-To``,
+      ``CC``, ``DKIM-Signature``...): the email would carry two, or be rejected.
+
+    Errors name the header, never its value (a ``List-Unsubscribe`` holds a per-recipient
+    token).
+    """
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+            raise ValueError(
+                f"header name {name!r} is not an RFC 5322 field name "
+                "(printable ASCII without ':' or spaces)"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"header {name} has a {type(value).__name__} value, not a string")
+        if "\r" in value or "\n" in value:
+            raise ValueError(
+                f"header {name} has a line break (CR or LF) in its value: "
+                "refused as header injection"
+            )
+        if not _FIELD_BODY.fullmatch(value):
+            raise ValueError(
+                f"header {name} has control characters or non-ASCII text in its value "
+                "(RFC 5322 header values are printable US-ASCII; encode others per RFC 2047)"
+            )
+        if not value.strip():
+            raise ValueError(f"header {name} has an empty value")
+        key = name.lower()
+        if key in RESERVED_HEADERS or key.startswith(_RESERVED_PREFIX):
+            raise ValueError(f"header {name} is set by nudge or the provider; it cannot be added")
+        if key in seen:
+            raise ValueError(f"header {name} is given twice")
+        seen.add(key)
+        pairs.append((name, value))
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -42,7 +42,13 @@ from typing import Any
 from urllib.parse import quote
 
 from dagster_project.masking import mask_email
-from dagster_project.providers.base import Journal, Message, ProviderLimits, SendResult
+from dagster_project.providers.base import (
+    Journal,
+    Message,
+    ProviderLimits,
+    SendResult,
+    checked_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,14 @@ INDEX_HTML = "index.html"
 MESSAGE_ID_DOMAIN = "outbox.nudge.invalid"
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+# RFC 5322 section 2.1.1: lines SHOULD stay within 78 characters and MUST within 998.
+_FOLD_AT = 78
+_MAX_LINE = 998
+
+# policy.SMTP (CRLF line endings) that writes pre-folded headers as they are: see
+# add_verbatim_headers().
+VERBATIM_SMTP_POLICY = policy.SMTP.clone(refold_source="none")
 
 
 def _safe_component(value: str) -> str:
@@ -96,11 +110,57 @@ def sent_at(message: Message) -> datetime:
     return message.as_of or datetime.now(UTC).replace(microsecond=0)
 
 
+def fold_header(name: str, value: str) -> str:
+    """``value`` folded to lines of at most 78 characters where it has spaces to fold at.
+
+    A line break goes *before* an existing space (RFC 5322 folding), so unfolding gives back
+    ``value`` exactly; a word longer than a line stays whole. Lines are joined with ``"\\n"``
+    (the generator writes its policy's line separator). ``ValueError`` if a line would still
+    exceed RFC 5322's hard limit of 998 characters.
+    """
+    words = value.split(" ")
+    lines: list[str] = []
+    current = f"{name}: {words[0]}"  # the first line carries "Name: "
+    for word in words[1:]:
+        candidate = f"{current} {word}"
+        # Never break before an empty word: a run of spaces stays on one line.
+        if len(candidate) > _FOLD_AT and word:
+            lines.append(current)
+            current = f" {word}"
+        else:
+            current = candidate
+    lines.append(current)
+    if any(len(line) > _MAX_LINE for line in lines):
+        raise ValueError(f"header {name} has a word too long for one line (RFC 5322: 998)")
+    return "\n".join(lines)[len(name) + 2 :]  # the value, after "Name: "
+
+
+def add_verbatim_headers(mime: EmailMessage, headers: Mapping[str, str]) -> None:
+    """Add a message's extra headers to ``mime`` exactly as given: checked
+    (:func:`~dagster_project.providers.base.checked_headers`), folded only at spaces.
+
+    The standard library's own folding turns any word longer than a line (a
+    ``List-Unsubscribe`` URL with its token is one) into RFC 2047 encoded words, which mail
+    clients do not decode in ``List-Unsubscribe``: one-click unsubscribe would break. So the
+    values are stored pre-folded, and the message must be written with a policy whose
+    ``refold_source`` is ``"none"`` (:data:`VERBATIM_SMTP_POLICY`), which leaves them so.
+    Shared with the SMTP adapter. ``ValueError`` for a header that cannot be sent.
+    """
+    for name, value in checked_headers(headers):
+        # set_raw stores the value as it is: assigning mime[name] would parse it into a header
+        # object that folds itself (encoded words for long words) whatever the policy says.
+        mime.set_raw(name, fold_header(name, value))
+
+
 def build_email(message: Message, *, sent_at: datetime) -> EmailMessage:
     """Build the multipart/alternative RFC 5322 message for ``message``.
 
-    Raises ``ValueError`` for values that cannot be headers (e.g. a subject with a newline),
-    which the caller turns into a failed result.
+    The message's extra headers (``Message.headers``, e.g. ``List-Unsubscribe``) are added
+    exactly as given, folded only at spaces: write the message with
+    :data:`VERBATIM_SMTP_POLICY`, which keeps them so (see :func:`add_verbatim_headers`).
+
+    Raises ``ValueError`` for values that cannot be headers (e.g. a subject with a newline, an
+    extra header with a line break), which the caller turns into a failed result.
     """
     msg = EmailMessage()
     msg["From"] = message.from_email
@@ -111,6 +171,7 @@ def build_email(message: Message, *, sent_at: datetime) -> EmailMessage:
     msg["X-Nudge-Send-Id"] = message.send_id
     msg["X-Nudge-Trigger"] = message.trigger
     msg["X-Nudge-Step"] = message.step
+    add_verbatim_headers(msg, message.headers)
     msg.set_content(message.text)
     msg.add_alternative(message.html, subtype="html")
     return msg
@@ -164,7 +225,8 @@ class OutboxProvider:
         eml_path, html_path = self.paths_for(message)
         try:
             email_msg = build_email(message, sent_at=tick)
-            data = email_msg.as_bytes(policy=policy.SMTP)  # CRLF line endings, per RFC 5322
+            # CRLF line endings, per RFC 5322; extra headers written as they are.
+            data = email_msg.as_bytes(policy=VERBATIM_SMTP_POLICY)
             _atomic_write(eml_path, data)
             # A UTF-8 BOM makes browsers opening a file:// page decode it as UTF-8 even when the
             # template has no <meta charset>, so accented names do not turn into mojibake.

@@ -9,7 +9,9 @@ message of the request, except the codes below that say "try later".
 Postmark has no idempotency key: a request whose answer is lost leaves its messages
 ``unknown``, never resent. ``Metadata.send_id`` rides on every message (Postmark echoes
 ``Metadata`` on its bounce/delivery/open webhooks), ``Tag`` is the trigger (Postmark's
-statistics group by tag) and ``MessageStream`` picks the transactional or broadcast stream.
+statistics group by tag) and ``MessageStream`` picks the transactional or broadcast stream. The
+message's extra headers (``Message.headers``, e.g. ``List-Unsubscribe``) ride as ``Headers``,
+``[{"Name", "Value"}]`` in the given order; a message without any has no ``Headers``.
 
 Documented limits: 500 messages and 50 MB per batch request, 10 MB per message (a request over
 its limit gets HTTP 413, which splits it), at most 10 ``Metadata`` fields per message.
@@ -24,7 +26,12 @@ from typing import Any
 
 import httpx
 
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    ProviderLimits,
+    checked_headers,
+)
 from dagster_project.providers.http import (
     Delivery,
     HttpJsonProvider,
@@ -64,6 +71,7 @@ def build_postmark_message(message: Message, *, message_stream: str) -> dict[str
     if not message.text and not message.html:
         # Postmark would answer ErrorCode 300 for it; no need to spend a request.
         raise ValueError("message has neither a text nor an HTML body")
+    headers = checked_headers(message.headers)
     metadata = {"send_id": message.send_id, "trigger": message.trigger, "step": message.step}
     for key, value in message.custom_args.items():
         if len(metadata) >= MAX_METADATA_FIELDS:
@@ -81,6 +89,8 @@ def build_postmark_message(message: Message, *, message_stream: str) -> dict[str
         item["HtmlBody"] = message.html
     if message.text:
         item["TextBody"] = message.text
+    if headers:
+        item["Headers"] = [{"Name": name, "Value": value} for name, value in headers]
     return item
 
 

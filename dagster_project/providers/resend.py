@@ -19,6 +19,9 @@ of its answer, so this adapter sticks to what the spec describes.
 ``tags`` carry send_id, trigger and step (Resend echoes tags on its webhooks); tag names and
 values may only hold ASCII letters, digits, ``_`` and ``-``, so anything else becomes ``_``.
 The documented default rate limit is 2 requests per second per team, the adapter's default.
+
+The message's extra headers (``Message.headers``, e.g. ``List-Unsubscribe``) ride in each
+email's ``headers`` object, as they are; a message without any has no ``headers``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from dagster_project.providers.base import Message, ProviderLimits
+from dagster_project.providers.base import Message, ProviderLimits, checked_headers
 from dagster_project.providers.http import (
     Delivery,
     HttpJsonProvider,
@@ -73,6 +76,7 @@ def build_resend_email(message: Message) -> dict[str, Any]:
         raise ValueError("from_email is not an email address")
     if not message.text and not message.html:
         raise ValueError("message has neither a text nor an HTML body")
+    headers = dict(checked_headers(message.headers))
     tags = {"send_id": message.send_id, "trigger": message.trigger, "step": message.step}
     for key, value in message.custom_args.items():
         tags.setdefault(str(key), str(value))
@@ -86,6 +90,8 @@ def build_resend_email(message: Message) -> dict[str, Any]:
         email["html"] = message.html
     if message.text:
         email["text"] = message.text
+    if headers:
+        email["headers"] = headers
     return email
 
 

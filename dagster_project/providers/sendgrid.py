@@ -13,8 +13,11 @@
 SendGrid has no idempotency key: a request whose answer is lost (read timeout, dropped
 connection) leaves its messages ``unknown`` and is never resent. ``custom_args.send_id`` rides
 on every personalization so the provider's events join back to the ledger, and so a duplicate
-would be visible there. Retry and rate-limit behaviour is shared with the other HTTP adapters
-(:class:`~dagster_project.providers.http.HttpJsonProvider`).
+would be visible there. The message's extra headers (``Message.headers``, e.g.
+``List-Unsubscribe``) go in the request's ``headers`` object in one-message mode and in each
+personalization's ``headers`` in template mode (each recipient has their own unsubscribe link);
+a message without any carries no ``headers`` at all. Retry and rate-limit behaviour is shared
+with the other HTTP adapters (:class:`~dagster_project.providers.http.HttpJsonProvider`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from typing import Any
 
 import httpx
 
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    ProviderLimits,
+    checked_headers,
+)
 from dagster_project.providers.http import (
     Delivery,
     HttpJsonProvider,
@@ -82,11 +90,14 @@ def build_sendgrid_payload(message: Message) -> dict[str, Any]:
 
     ``custom_args`` sit on the personalization (the spec types the top-level one as a string),
     and always carry send_id, trigger and step so SendGrid's event webhook rows join back to the
-    ledger. ``text/plain`` comes before ``text/html``: SendGrid rejects any other order.
+    ledger. ``text/plain`` comes before ``text/html``: SendGrid rejects any other order. The
+    message's extra headers go in the top-level ``headers`` object, as they are.
 
-    Raises ``ValueError`` when the message cannot be sent at all (no sender, no body).
+    Raises ``ValueError`` when the message cannot be sent at all (no sender, no body, a header
+    :func:`~dagster_project.providers.base.checked_headers` refuses).
     """
     sender, recipient = _addresses(message)
+    headers = dict(checked_headers(message.headers))
     content = []
     if message.text:
         content.append({"type": "text/plain", "value": message.text})
@@ -94,12 +105,15 @@ def build_sendgrid_payload(message: Message) -> dict[str, Any]:
         content.append({"type": "text/html", "value": message.html})
     if not content:
         raise ValueError("message has neither a text nor an HTML body")
-    return {
+    payload: dict[str, Any] = {
         "personalizations": [{"to": [recipient], "custom_args": _custom_args(message)}],
         "from": sender,
         "subject": message.subject,
         "content": content,
     }
+    if headers:
+        payload["headers"] = headers
+    return payload
 
 
 @dataclass(frozen=True)
@@ -112,13 +126,18 @@ class _TemplateItem:
 
 
 def build_template_personalization(message: Message) -> _TemplateItem:
-    """One personalization for template mode; ``ValueError`` if the message cannot be sent."""
+    """One personalization for template mode; ``ValueError`` if the message cannot be sent.
+
+    The message's extra headers go in the personalization's own ``headers``: they differ per
+    recipient (each has their own unsubscribe link) and ``from`` is all a request shares.
+    """
     sender, recipient = _addresses(message)
+    headers = dict(checked_headers(message.headers))
     if not message.text and not message.html:
         raise ValueError("message has neither a text nor an HTML body")
     if not message.subject:
         raise ValueError("message has an empty subject")
-    personalization = {
+    personalization: dict[str, Any] = {
         "to": [recipient],
         "custom_args": _custom_args(message),
         "dynamic_template_data": {
@@ -127,6 +146,8 @@ def build_template_personalization(message: Message) -> _TemplateItem:
             "text": message.text,
         },
     }
+    if headers:
+        personalization["headers"] = headers
     return _TemplateItem(sender, personalization, recipient["email"].lower())
 
 

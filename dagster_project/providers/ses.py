@@ -8,6 +8,14 @@ Design notes (the why):
   throughput limit is its *sending rate* in messages per second (14/s on a new production
   account), whatever the number of requests, and a single request per message gives each
   message its own result and its own ``MessageId``.
+* The message's extra headers (``Message.headers``: ``List-Unsubscribe`` and
+  ``List-Unsubscribe-Post`` on marketing mail) go in ``Content.Simple.Headers``, after
+  ``X-Nudge-Send-Id``, exactly as given: SES v2 takes custom headers on simple content (the
+  ``Message.Headers`` list in botocore's ``sesv2`` model: at most 15, names of printable ASCII
+  but ``:``, values of 1-995 printable ASCII characters), so no hand-built ``Content.Raw`` MIME
+  message is needed and SES still builds the MIME parts. moto's emulator accepts and ignores
+  them. A message whose headers SES would refuse (a line break, too many, too long) fails
+  alone, before any request.
 * botocore only signs (``SigV4Auth`` over an ``AWSRequest``, credentials from botocore's
   standard chain); requests go out through one pooled :class:`httpx.Client` driven by a
   ``ThreadPoolExecutor``, as in the SendGrid adapter (the fan-out, retry loop and batch stop
@@ -48,7 +56,12 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from dagster_project.masking import mask_email, mask_emails_in_text
-from dagster_project.providers.base import Message, ProviderConfigError, SendResult
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    SendResult,
+    checked_headers,
+)
 from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
 from dagster_project.providers.redaction import REDACTED
 from dagster_project.providers.retry import Fate, check_tuning
@@ -70,6 +83,11 @@ _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAG_MAX = 256
 _MAX_TAGS = 50
+# botocore's sesv2 model: MessageHeaderList max 15, MessageHeaderName max 126 and
+# MessageHeaderValue max 995 characters.
+_MAX_HEADERS = 15
+_MAX_HEADER_NAME = 126
+_MAX_HEADER_VALUE = 995
 
 _THROTTLING_CODES = frozenset(
     {
@@ -133,9 +151,11 @@ def build_ses_payload(message: Message, *, configuration_set: str | None = None)
     ``EmailTags`` always carry send_id, trigger and step (then any other ``custom_args``), so
     SES event destinations (bounces, deliveries, opens) join back to the ledger; characters
     SES does not allow in tags become ``_``. The ``X-Nudge-Send-Id`` header rides along too,
-    so a bounce that quotes the original headers also names its send.
+    so a bounce that quotes the original headers also names its send, followed by the
+    message's extra headers as they are (``Content.Simple.Headers``).
 
-    Raises ``ValueError`` when the message cannot be sent at all (no sender, no body).
+    Raises ``ValueError`` when the message cannot be sent at all (no sender, no body, headers
+    SES would refuse).
     """
     from_name, from_addr = parseaddr(message.from_email)
     if not from_addr or "@" not in from_addr:
@@ -147,6 +167,19 @@ def build_ses_payload(message: Message, *, configuration_set: str | None = None)
         raise ValueError("message has neither a text nor an HTML body")
     if not message.subject:
         raise ValueError("message has no subject")  # SES rejects an empty subject
+    headers = [{"Name": "X-Nudge-Send-Id", "Value": message.send_id}]
+    for name, value in checked_headers(message.headers):
+        if len(name) > _MAX_HEADER_NAME or len(value) > _MAX_HEADER_VALUE:
+            raise ValueError(
+                f"header {name[:_MAX_HEADER_NAME]} is longer than SES allows (names "
+                f"{_MAX_HEADER_NAME}, values {_MAX_HEADER_VALUE} characters)"
+            )
+        headers.append({"Name": name, "Value": value})
+    if len(headers) > _MAX_HEADERS:
+        raise ValueError(
+            f"message has {len(headers) - 1} extra headers; SES takes {_MAX_HEADERS - 1} "
+            "besides X-Nudge-Send-Id"
+        )
 
     tags = {"send_id": message.send_id, "trigger": message.trigger, "step": message.step}
     for key, value in message.custom_args.items():
@@ -170,7 +203,7 @@ def build_ses_payload(message: Message, *, configuration_set: str | None = None)
             "Simple": {
                 "Subject": {"Data": message.subject, "Charset": "UTF-8"},
                 "Body": body,
-                "Headers": [{"Name": "X-Nudge-Send-Id", "Value": message.send_id}],
+                "Headers": headers,
             }
         },
         "EmailTags": email_tags[:_MAX_TAGS],

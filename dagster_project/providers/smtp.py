@@ -24,8 +24,10 @@ Design notes (the why):
 * The Message-ID is derived from the send_id, so the same send always carries the same id: a
   duplicate delivered after an ``unknown`` can be recognised (some mailbox providers even fold
   them), and bounces that quote it join back to the ledger, as does ``X-Nudge-Send-Id``.
-* ``List-Unsubscribe`` (and RFC 8058's ``List-Unsubscribe-Post``) is left for later: it needs an
-  unsubscribe endpoint that nudge does not have yet.
+* The message's extra headers (``Message.headers``: ``List-Unsubscribe`` and RFC 8058's
+  ``List-Unsubscribe-Post`` on marketing mail) go on the MIME message exactly as given, folded
+  only at spaces, never RFC 2047-encoded (the outbox's ``add_verbatim_headers`` says why); a
+  value with a line break fails that message alone, before any connection.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from email.utils import formatdate, parseaddr
 from dagster_project.masking import mask_emails_in_text
 from dagster_project.providers.base import Message, ProviderConfigError
 from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
+from dagster_project.providers.outbox import add_verbatim_headers
 from dagster_project.providers.redaction import REDACTED
 from dagster_project.providers.retry import Fate, check_tuning
 
@@ -55,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 # 7bit: non-ASCII or long-lined bodies go out quoted-printable, so no server needs 8BITMIME,
 # and minified HTML cannot break SMTP's 998-character line limit.
-_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+# refold_source="none": the extra headers are stored pre-folded and written as they are.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 _ATEXT_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
 
 
@@ -88,7 +92,7 @@ def build_mime_message(message: Message, *, date: str | None = None) -> EmailMes
     """A MIME message: multipart/alternative (text, then HTML) or a single part if only one.
 
     Raises ``ValueError`` when the message cannot be sent (bad address, no body, a header
-    value with a line break).
+    value with a line break, an extra header ``base.checked_headers`` refuses).
     """
     from_addr = _envelope_address(message.from_email, "from_email")
     _envelope_address(message.to_email, "to_email")
@@ -101,6 +105,7 @@ def build_mime_message(message: Message, *, date: str | None = None) -> EmailMes
     mime["Date"] = date or formatdate(usegmt=True)  # when it is handed over, not the tick
     mime["Message-ID"] = make_message_id(message.send_id, from_addr)
     mime["X-Nudge-Send-Id"] = message.send_id
+    add_verbatim_headers(mime, message.headers)
     if message.text and message.html:
         mime.set_content(message.text)
         mime.add_alternative(message.html, subtype="html")

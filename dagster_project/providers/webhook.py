@@ -10,7 +10,7 @@ code). Each request is::
     X-Nudge-Signature: sha256=<hex>           HMAC-SHA256(secret, f"{timestamp}.{body}")
 
     {"messages": [{"send_id", "trigger", "step", "customer_id", "to", "from", "subject",
-                   "html", "text", "custom_args"}, ...]}
+                   "html", "text", "custom_args"[, "headers"]}, ...]}
 
 and the gateway answers 2xx, optionally with per-message outcomes::
 
@@ -19,6 +19,13 @@ and the gateway answers 2xx, optionally with per-message outcomes::
 
 A bare 2xx (or a send_id missing from ``results``) means accepted. Other answers follow the
 shared HTTP policy (:mod:`.http`): 429 waits, 5xx retries, other 4xx fail the whole request.
+
+``headers``, present only on a message that has extra headers, is an object of header name to
+value (e.g. ``{"List-Unsubscribe": "<https://...>, <mailto:...>", "List-Unsubscribe-Post":
+"List-Unsubscribe=One-Click"}``) that the gateway must put on the email exactly as given,
+without re-encoding them. Values are one line of printable ASCII (a message whose headers
+have a line break is never sent), and no name is one the gateway sets itself (``From``,
+``To``, ``Subject``, ...); see ``base.checked_headers``.
 
 The signature is Stripe-style: the timestamp is inside the signed text, so a captured request
 cannot be replayed later than the receiver's tolerance, and each retry is signed afresh.
@@ -41,7 +48,12 @@ from typing import Any
 
 import httpx
 
-from dagster_project.providers.base import Message, ProviderConfigError, ProviderLimits
+from dagster_project.providers.base import (
+    Message,
+    ProviderConfigError,
+    ProviderLimits,
+    checked_headers,
+)
 from dagster_project.providers.http import (
     Delivery,
     HttpJsonProvider,
@@ -97,6 +109,13 @@ WEBHOOK_REQUEST_SCHEMA: dict[str, Any] = {
                     "html": {"type": "string"},
                     "text": {"type": "string"},
                     "custom_args": {"type": "object", "additionalProperties": {"type": "string"}},
+                    # Only on messages that have extra headers (see the module docstring).
+                    "headers": {
+                        "type": "object",
+                        "minProperties": 1,
+                        "propertyNames": {"pattern": "^[!-9;-~]+$"},
+                        "additionalProperties": {"type": "string", "pattern": "^[ -~\\t]+$"},
+                    },
                 },
             },
         }
@@ -151,9 +170,10 @@ def build_webhook_message(message: Message) -> dict[str, Any]:
         raise ValueError("to_email is not an email address")
     if not message.text and not message.html:
         raise ValueError("message has neither a text nor an HTML body")
+    headers = dict(checked_headers(message.headers))
     custom_args = {str(k): str(v) for k, v in message.custom_args.items()}
     custom_args.update(send_id=message.send_id, trigger=message.trigger, step=message.step)
-    return {
+    item: dict[str, Any] = {
         "send_id": message.send_id,
         "trigger": message.trigger,
         "step": message.step,
@@ -165,6 +185,9 @@ def build_webhook_message(message: Message) -> dict[str, Any]:
         "text": message.text,
         "custom_args": custom_args,
     }
+    if headers:
+        item["headers"] = headers
+    return item
 
 
 class WebhookProvider(HttpJsonProvider):

@@ -26,6 +26,7 @@ from dagster_project.providers import (
 )
 from dagster_project.providers.outbox import read_outbox_index
 from tests.support import factories
+from tests.support.factories import unsubscribe_headers
 
 
 def make_message(n: int = 1, **overrides: Any) -> Message:
@@ -211,6 +212,38 @@ def test_a_header_injection_attempt_is_a_failed_result(tmp_path: Path) -> None:
     )
     assert [r.status for r in results] == ["failed", "sent"]
     assert not (tmp_path / "welcome" / "send-0001.eml").exists()
+
+
+def test_the_eml_carries_unsubscribe_headers_exactly_as_given_and_only_when_given(
+    tmp_path: Path,
+) -> None:
+    headers = unsubscribe_headers(1)
+    results = OutboxProvider(tmp_path).send([make_message(1, headers=headers), make_message(2)])
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    data = (tmp_path / "welcome" / "send-0001.eml").read_bytes()
+    with_headers = read_eml(tmp_path / "welcome" / "send-0001.eml")
+    raw = email.message_from_bytes(data, policy=policy.compat32)
+    for name, value in headers.items():
+        assert with_headers.get_all(name) == [value]
+        # Folded only at a space, never RFC 2047-encoded: mail clients would not decode it.
+        raw_values = raw.get_all(name) or []
+        assert [re.sub(r"\r?\n(?=[ \t])", "", v) for v in raw_values] == [value]
+    without = read_eml(tmp_path / "welcome" / "send-0002.eml")
+    assert without["List-Unsubscribe"] is None
+    assert without["List-Unsubscribe-Post"] is None
+
+
+def test_an_extra_header_with_a_line_break_fails_its_message_alone(
+    tmp_path: Path,
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = OutboxProvider(tmp_path).send([make_message(1, headers=injected), make_message(2)])
+
+    assert [r.status for r in results] == ["failed", "sent"]
+    assert "List-Unsubscribe has a line break (CR or LF)" in (results[0].error or "")
+    assert not (tmp_path / "welcome" / "send-0001.eml").exists()
+    assert [e["send_id"] for e in index_lines(tmp_path)] == ["send-0002"]
 
 
 def test_hostile_ids_cannot_escape_the_outbox(tmp_path: Path) -> None:

@@ -21,7 +21,12 @@ from dagster_project.providers.postmark import (
     build_postmark_message,
 )
 from tests.support.esp_server import EspServer, Reply, bad_request
-from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.factories import (
+    SleepRecorder,
+    fast_tuning,
+    make_message,
+    unsubscribe_headers,
+)
 from tests.support.spec_schemas import validate_request_body
 
 TOKEN = "pm-unit-test-secret-0123456789abcdef"
@@ -68,6 +73,36 @@ def test_one_batch_request_matching_postmarks_published_schema(
     assert first["Metadata"] == {"send_id": "send-0001", "trigger": "welcome", "step": "day0"}
     assert first["HtmlBody"] == "<p>Hello customer 1</p>"
     assert first["TextBody"] == "Hello customer 1"
+
+
+def test_unsubscribe_headers_ride_as_postmark_headers_only_on_their_message(
+    server: EspServer, provider: PostmarkProvider
+) -> None:
+    results = provider.send([make_message(1, headers=unsubscribe_headers(1)), make_message(2)])
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    (request,) = server.send_requests()  # the server validated it against Postmark's spec
+    validate_request_body("postmark", request.body)
+    with_headers, without = request.body
+    assert with_headers["Headers"] == [
+        {"Name": "List-Unsubscribe", "Value": unsubscribe_headers(1)["List-Unsubscribe"]},
+        {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+    ]
+    assert "Headers" not in without
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone(
+    server: EspServer, provider: PostmarkProvider
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [
+        ("failed", 0, False),
+        ("sent", 1, False),
+    ]
+    assert "List-Unsubscribe has a line break (CR or LF)" in (results[0].error or "")
+    assert server.received_send_ids() == ["send-0002"]
 
 
 def test_message_stream_is_configurable(server: EspServer, sleeps: SleepRecorder) -> None:

@@ -16,7 +16,12 @@ import pytest
 from dagster_project.providers.base import ProviderConfigError
 from dagster_project.providers.resend import ResendProvider, build_resend_email, resend_tag
 from tests.support.esp_server import EspServer, Reply
-from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.factories import (
+    SleepRecorder,
+    fast_tuning,
+    make_message,
+    unsubscribe_headers,
+)
 from tests.support.providers import RecordingJournal
 from tests.support.spec_schemas import validate_request_body
 
@@ -67,6 +72,34 @@ def test_one_batch_request_matching_resends_published_schema(
     assert {"name": "trigger", "value": "welcome"} in first["tags"]
     answered = json.loads(request.answer)["data"]
     assert [r.provider_message_id for r in results] == [row["id"] for row in answered]
+
+
+def test_unsubscribe_headers_ride_in_the_emails_headers_only_on_their_message(
+    server: EspServer, provider: ResendProvider
+) -> None:
+    messages = [make_message(1, headers=unsubscribe_headers(1)), make_message(2)]
+    results = provider.send(messages, idempotency_key=KEY)
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    (request,) = server.send_requests()  # the server validated it against Resend's spec
+    validate_request_body("resend", request.body)
+    with_headers, without = request.body
+    assert with_headers["headers"] == unsubscribe_headers(1)
+    assert "headers" not in without
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone(
+    server: EspServer, provider: ResendProvider
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [
+        ("failed", 0, False),
+        ("sent", 1, False),
+    ]
+    assert "List-Unsubscribe has a line break (CR or LF)" in (results[0].error or "")
+    assert server.received_send_ids() == ["send-0002"]
 
 
 def test_tags_only_hold_characters_resend_accepts() -> None:

@@ -33,7 +33,12 @@ from dagster_project.providers.sendgrid import SendGridProvider, build_sendgrid_
 from dagster_project.providers.wire import parse_retry_after
 from tests.support import spec_schemas
 from tests.support.esp_server import EspServer, Reply, bad_request
-from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.factories import (
+    SleepRecorder,
+    fast_tuning,
+    make_message,
+    unsubscribe_headers,
+)
 from tests.support.sendgrid_schema import validate_sendgrid_payload
 
 API_KEY = "SG.unit-test-secret.0123456789abcdefghijklmnopqrstuvwxyz"
@@ -97,6 +102,40 @@ def test_built_payloads_validate(message: Message) -> None:
     payload = build_sendgrid_payload(message)
     validate_sendgrid_payload(payload)
     assert payload["personalizations"][0]["custom_args"]["send_id"] == message.send_id
+
+
+def test_unsubscribe_headers_ride_in_the_request_headers_and_only_on_their_message(
+    start_esp: Callable[..., EspServer], sleeps: SleepRecorder
+) -> None:
+    server = start_esp(api_key=API_KEY, validate=["sendgrid"])
+    with make_provider(server.url, sleeps) as p:
+        results = p.send([make_message(1, headers=unsubscribe_headers(1)), make_message(2)])
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    by_send_id = {r.send_id: r.body for r in server.send_requests()}
+    with_headers, without = by_send_id["send-0001"], by_send_id["send-0002"]
+    validate_sendgrid_payload(with_headers)
+    validate_sendgrid_payload(without)
+    assert with_headers["headers"] == unsubscribe_headers(1)  # exactly as given
+    assert "headers" not in with_headers["personalizations"][0]
+    assert "headers" not in without
+    assert "headers" not in without["personalizations"][0]
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone_without_a_request(
+    server: EspServer, provider: SendGridProvider
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [
+        ("failed", 0, False),
+        ("sent", 1, False),
+    ]
+    assert results[0].error is not None
+    assert "List-Unsubscribe has a line break (CR or LF)" in results[0].error
+    assert "victim" not in results[0].error
+    assert server.received_send_ids() == ["send-0002"]
 
 
 def test_custom_args_always_carry_the_ledger_keys_as_strings() -> None:
@@ -560,6 +599,29 @@ def test_template_mode_sends_personalizations_matching_the_schema(
         },
     }
     assert server.received_send_ids() == [f"send-000{n}" for n in range(1, 6)]
+
+
+def test_template_mode_puts_each_recipients_unsubscribe_headers_on_their_personalization(
+    start_esp: Callable[..., EspServer], sleeps: SleepRecorder
+) -> None:
+    server = start_esp(api_key=API_KEY, validate=["sendgrid"])
+    messages = [
+        make_message(1, headers=unsubscribe_headers(1)),
+        make_message(2),
+        make_message(3, headers=unsubscribe_headers(3)),
+    ]
+    with make_template_provider(server.url, sleeps) as p:
+        results = p.send(messages)
+
+    assert [r.status for r in results] == ["sent"] * 3
+    (request,) = server.send_requests()
+    validate_sendgrid_payload(request.body)
+    assert "headers" not in request.body  # request-wide headers would go to everyone
+    personalizations = {p["custom_args"]["send_id"]: p for p in request.body["personalizations"]}
+    assert personalizations["send-0001"]["headers"] == unsubscribe_headers(1)
+    assert personalizations["send-0003"]["headers"] == unsubscribe_headers(3)
+    assert unsubscribe_headers(1) != unsubscribe_headers(3)  # one token per recipient
+    assert "headers" not in personalizations["send-0002"]
 
 
 def test_template_mode_splits_a_rejected_batch_to_isolate_the_bad_row(

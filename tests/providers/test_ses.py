@@ -30,12 +30,13 @@ from dagster_project.providers.ses import (
     build_ses_payload,
     classify_ses_error,
 )
-from tests.support.factories import make_message
+from tests.support.factories import make_message, unsubscribe_headers
 from tests.support.ses_emulator import (
     SesEmulator,
     SesReply,
     SesStubServer,
     free_port,
+    send_email_violations,
 )
 
 ACCESS_KEY = "AKIDEXAMPLE0NUDGE0TEST"
@@ -181,6 +182,73 @@ def test_clearing_the_emulator_empties_its_store_and_keeps_the_sender_verified(
     assert [e.message_id for e in ses_emulator.emails()] == [again.provider_message_id]
 
 
+class RecordingTransport(httpx.HTTPTransport):
+    """The real transport, keeping every JSON body it sends: moto keeps no custom headers, so
+    this is how a test sees what reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[Any] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(request.read()))
+        return super().handle_request(request)
+
+
+def test_unsubscribe_headers_reach_the_emulator_as_simple_content_headers(
+    ses_emulator: SesEmulator, clock: FakeClock
+) -> None:
+    transport = RecordingTransport()
+    messages = [make_message(1, headers=unsubscribe_headers(1)), make_message(2)]
+    with make_provider(ses_emulator.url, clock, transport=transport) as provider:
+        results = provider.send(messages)
+
+    # moto takes Content.Simple.Headers (and stores the emails), as SES v2 does.
+    assert [r.status for r in results] == ["sent", "sent"]
+    stored = sorted(e.message_id for e in ses_emulator.emails())
+    assert stored == sorted(r.provider_message_id or "" for r in results)
+    bodies = {b["Content"]["Simple"]["Headers"][0]["Value"]: b for b in transport.bodies}
+    assert bodies["send-0001"]["Content"]["Simple"]["Headers"] == [
+        {"Name": "X-Nudge-Send-Id", "Value": "send-0001"},
+        {"Name": "List-Unsubscribe", "Value": unsubscribe_headers(1)["List-Unsubscribe"]},
+        {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+    ]
+    assert bodies["send-0002"]["Content"]["Simple"]["Headers"] == [
+        {"Name": "X-Nudge-Send-Id", "Value": "send-0002"}
+    ]
+    assert "Raw" not in bodies["send-0001"]["Content"]
+    for body in bodies.values():
+        assert send_email_violations(body) == []  # SES v2's published model
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone_without_a_request(
+    ses_emulator: SesEmulator, clock: FakeClock
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    with make_provider(ses_emulator.url, clock) as provider:
+        refused, sent = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert (refused.status, refused.attempts, refused.retryable) == ("failed", 0, False)
+    assert "List-Unsubscribe has a line break (CR or LF)" in (refused.error or "")
+    assert sent.status == "sent"
+    assert [e.to for e in ses_emulator.emails()] == [["customer2@example.com"]]
+
+
+def test_more_headers_than_ses_takes_fail_the_message_before_any_request() -> None:
+    headers = {f"X-Extra-{i}": "x" for i in range(15)}  # 16 with X-Nudge-Send-Id
+    with pytest.raises(ValueError, match="SES takes 14 besides X-Nudge-Send-Id"):
+        build_ses_payload(make_message(1, headers=headers))
+    del headers["X-Extra-0"]
+    payload = build_ses_payload(make_message(1, headers=headers))
+    assert send_email_violations(payload) == []
+    payload["Content"]["Simple"]["Headers"].append({"Name": "X-Extra-0", "Value": "x"})
+    assert send_email_violations(payload) == [
+        "SendEmail.Content.Simple.Headers: 16 items, outside {'min': 0, 'max': 15}"
+    ]
+    with pytest.raises(ValueError, match="longer than SES allows"):
+        build_ses_payload(make_message(1, headers={"X-Long": "x" * 996}))
+
+
 # -- signing and payload (scripted stand-in) ----------------------------------------------
 
 
@@ -262,6 +330,7 @@ def test_payload_is_ses_v2_simple_content_with_tags(stub: SesStubServer, clock: 
     }
     assert simple["Headers"] == [{"Name": "X-Nudge-Send-Id", "Value": "send-0001"}]
     assert body["ConfigurationSetName"] == "nudge-events"
+    assert send_email_violations(body) == []
     # Ledger keys first; characters SES refuses in tags become "_".
     assert body["EmailTags"] == [
         {"Name": "send_id", "Value": "send-0001"},

@@ -6,7 +6,10 @@ the only real waits are the 0.3 s client timeouts of the "server never answers" 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
+import re
 import shutil
 import ssl
 import subprocess
@@ -19,7 +22,12 @@ import pytest
 
 from dagster_project.providers.base import ProviderConfigError, ProviderError
 from dagster_project.providers.smtp import SmtpProvider, build_mime_message, make_message_id
-from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.factories import (
+    SleepRecorder,
+    fast_tuning,
+    make_message,
+    unsubscribe_headers,
+)
 from tests.support.smtp_server import SmtpServer, free_port
 
 TIMEOUT = 0.3
@@ -76,8 +84,44 @@ def test_message_is_multipart_alternative_with_the_expected_headers(
     assert mime["Message-ID"] == "<send-0001@nudge.example>"
     assert mime["X-Nudge-Send-Id"] == "send-0001"
     assert parsedate_to_datetime(str(mime["Date"])).tzinfo is not None
-    assert mime["List-Unsubscribe"] is None  # not yet: needs an unsubscribe endpoint
+    assert mime["List-Unsubscribe"] is None  # only a message given headers carries one
     assert mail.data.isascii()  # quoted-printable/encoded words: no 8BITMIME needed
+
+
+def test_unsubscribe_headers_arrive_exactly_as_given_and_only_on_their_message(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    headers = unsubscribe_headers(1)
+    results = provider.send([make_message(1, headers=headers), make_message(2)])
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    received = {m.rcpt_tos[0]: m for m in server.received}
+    with_headers = received["customer1@example.com"]
+    for name, value in headers.items():
+        assert with_headers.message.get_all(name) == [value]
+        # On the wire too: folded only at a space, never RFC 2047-encoded (mail clients do
+        # not decode encoded words in List-Unsubscribe, and one-click would break).
+        raw = email.message_from_bytes(with_headers.data, policy=email.policy.compat32)
+        raw_values = raw.get_all(name) or []
+        assert [re.sub(r"\r?\n(?=[ \t])", "", v) for v in raw_values] == [value]
+    assert max(len(line) for line in with_headers.data.split(b"\r\n")) <= 998
+    without = received["customer2@example.com"].message
+    assert without["List-Unsubscribe"] is None
+    assert without["List-Unsubscribe-Post"] is None
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [
+        ("failed", 0, False),
+        ("sent", 1, False),
+    ]
+    assert "List-Unsubscribe has a line break (CR or LF)" in (results[0].error or "")
+    assert [m.rcpt_tos for m in server.received] == [["customer2@example.com"]]
 
 
 @pytest.mark.parametrize(

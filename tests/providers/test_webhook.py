@@ -19,11 +19,17 @@ from jsonschema import ValidationError
 from dagster_project.providers.base import ProviderConfigError
 from dagster_project.providers.webhook import (
     WebhookProvider,
+    build_webhook_message,
     sign_webhook_body,
     verify_webhook_signature,
 )
 from tests.support.esp_server import EspServer, Reply
-from tests.support.factories import SleepRecorder, fast_tuning, make_message
+from tests.support.factories import (
+    SleepRecorder,
+    fast_tuning,
+    make_message,
+    unsubscribe_headers,
+)
 from tests.support.spec_schemas import validate_request_body
 
 SECRET = "whsec-unit-test-0123456789abcdef"
@@ -75,6 +81,37 @@ def test_messages_are_posted_signed_with_an_idempotency_key(
         "text": "Hello customer 1",
         "custom_args": {"send_id": "send-0001", "trigger": "welcome", "step": "day0"},
     }
+
+
+def test_unsubscribe_headers_ride_in_the_message_json_only_when_it_has_them(
+    server: EspServer, provider: WebhookProvider
+) -> None:
+    results = provider.send([make_message(1, headers=unsubscribe_headers(1)), make_message(2)])
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    (request,) = server.send_requests()  # the server validated it against the contract
+    validate_request_body("webhook", request.body)
+    with_headers, without = request.body["messages"]
+    assert with_headers["headers"] == unsubscribe_headers(1)
+    assert "headers" not in without
+
+
+def test_a_header_with_a_line_break_fails_its_message_alone(
+    server: EspServer, provider: WebhookProvider
+) -> None:
+    injected = {"List-Unsubscribe": "<https://x.example/u/1>\r\nBcc: victim@example.com"}
+    results = provider.send([make_message(1, headers=injected), make_message(2)])
+
+    assert [(r.status, r.attempts, r.retryable) for r in results] == [
+        ("failed", 0, False),
+        ("sent", 1, False),
+    ]
+    assert "List-Unsubscribe has a line break (CR or LF)" in (results[0].error or "")
+    assert server.received_send_ids() == ["send-0002"]
+    # The contract itself refuses one too, for gateways that check it.
+    item = {**build_webhook_message(make_message(3)), "headers": injected}
+    with pytest.raises(ValidationError):
+        validate_request_body("webhook", {"messages": [item]})
 
 
 def test_the_schema_rejects_a_body_outside_the_contract() -> None:

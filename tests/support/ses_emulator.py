@@ -14,13 +14,19 @@
   (headers, body, client port) and answers as scripted, with SES-style JSON errors
   (``x-amzn-ErrorType`` header plus ``{"message": ...}``), delays or dropped connections.
 
+* :func:`send_email_violations`: a ``SendEmail`` body checked against SES's published API
+  model (botocore's ``sesv2`` service model, which the AWS SDKs are generated from; the shared
+  specs folder has no SES spec), for what moto does not check.
+
 Nothing here needs more than the ``dev`` extras: no Node.js, no network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import re
 import socket
 import sys
 import threading
@@ -32,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+import botocore.session
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
@@ -136,6 +143,61 @@ def run_ses_emulator(
         yield emulator
     finally:
         server.stop()
+
+
+# -- the published API model -----------------------------------------------------------------
+
+
+@functools.cache
+def _send_email_input() -> Any:
+    model = botocore.session.get_session().get_service_model("sesv2")
+    return model.operation_model("SendEmail").input_shape
+
+
+def send_email_violations(body: Any) -> list[str]:
+    """Where a ``SendEmail`` JSON body breaks SES v2's published model: unknown or missing
+    members, wrong types, and each string's and list's ``min``/``max``/``pattern``/``enum``
+    (patterns matched against the whole value). Empty when the body is valid."""
+    problems: list[str] = []
+
+    def check(shape: Any, value: Any, where: str) -> None:
+        meta = shape.metadata
+        kind = shape.type_name
+        if kind == "structure":
+            if not isinstance(value, dict):
+                problems.append(f"{where}: not an object")
+                return
+            for name in meta.get("required", []):
+                if name not in value:
+                    problems.append(f"{where}: {name} is required")
+            for name, item in value.items():
+                if name not in shape.members:
+                    problems.append(f"{where}: unknown member {name}")
+                else:
+                    check(shape.members[name], item, f"{where}.{name}")
+        elif kind == "list":
+            if not isinstance(value, list):
+                problems.append(f"{where}: not an array")
+                return
+            if not meta.get("min", 0) <= len(value) <= meta.get("max", len(value)):
+                problems.append(f"{where}: {len(value)} items, outside {meta}")
+            for i, item in enumerate(value):
+                check(shape.member, item, f"{where}[{i}]")
+        elif kind in ("string", "blob"):
+            if not isinstance(value, str):
+                problems.append(f"{where}: not a string")
+                return
+            if not meta.get("min", 0) <= len(value) <= meta.get("max", len(value)):
+                problems.append(f"{where}: length {len(value)}, outside {meta}")
+            if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+                problems.append(f"{where}: does not match {meta['pattern']!r}")
+            if "enum" in meta and value not in meta["enum"]:
+                problems.append(f"{where}: not one of {meta['enum']}")
+        elif kind == "boolean" and not isinstance(value, bool):
+            problems.append(f"{where}: not a boolean")
+
+    check(_send_email_input(), body, "SendEmail")
+    return problems
 
 
 # -- a scripted SES stand-in for signatures and error classification -------------------------
