@@ -6,7 +6,7 @@ CUSTOMERS ?= 100000
 DEV_PORT ?= 3000
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo run test lint bench dev validate clean
+.PHONY: setup demo run test lint bench bench-serve dev validate clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,9 @@ validate: setup  ## Dagster loads the code location: assets, checks, job and hou
 
 bench: setup  ## time each stage of a tick at CUSTOMERS customers
 	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS)
+
+bench-serve: setup  ## nudge serve under 10,000 one-click POSTs while ticks run (req/s, p99)
+	$(BIN)/python -m tests.bench.bench_serve
 
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000, with the runs of `nudge run` and the demo
 	$(BIN)/nudge dev --port $(DEV_PORT)

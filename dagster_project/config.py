@@ -66,6 +66,14 @@ class Settings:
     send_policy: dict[str, Any] = field(default_factory=dict)
     # Where Dagster keeps the runs of `nudge run` and `make dev` (DAGSTER_HOME).
     dagster_home: Path = DEFAULT_DAGSTER_HOME
+    # nudge serve's landing store of consent changes (NUDGE_LANDING), beside the warehouse.
+    landing: Path | None = None
+    confirm_link_days: int = 7
+
+    @property
+    def landing_path(self) -> Path:
+        """The landing store: NUDGE_LANDING, else ``<warehouse>.landing.sqlite``."""
+        return self.landing or self.warehouse.with_name(self.warehouse.name + ".landing.sqlite")
 
     @property
     def esp(self) -> str:
@@ -103,4 +111,13 @@ class Settings:
             from_email=env.get("NUDGE_FROM_EMAIL") or DEFAULT_FROM_EMAIL,
             send_policy=values_from_env(env),
             dagster_home=Path(env.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve(),
+            landing=Path(env["NUDGE_LANDING"]).resolve() if env.get("NUDGE_LANDING") else None,
+            confirm_link_days=_whole(env, "NUDGE_CONFIRM_LINK_DAYS", 7),
         )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    value = (env.get(name) or str(default)).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name} must be a whole number above 0, got {value!r}")
+    return int(value)

@@ -658,7 +658,8 @@ def _build_subscriptions(g: _Generator, ids: list[str], created: list[int]) -> d
 
     Most customers opt in at sign-up; ~10 % unsubscribe later (a share of them during the demo
     day, so a cart abandoned in the morning must not be mailed after an afternoon opt-out);
-    ~5 % never have a row at all (imported customers: no consent, no marketing email); ~1 %
+    ~5 % never gave consent (imported customers: no row, no marketing email; a third of them
+    signed up but did not confirm yet: `pending`, double opt-in); ~1 %
     unsubscribe and then subscribe again, so "latest row wins" is the only correct reading.
     """
     rng, end = g.rng, g.end
@@ -674,6 +675,10 @@ def _build_subscriptions(g: _Generator, ids: list[str], created: list[int]) -> d
     for cid, c in zip(ids, created, strict=True):
         u = rng.random()
         if u < P_NO_CONSENT:
+            # A third of them signed up without confirming yet (double opt-in pending): they
+            # get confirm_subscription's email, and no marketing until they confirm.
+            if u < P_NO_CONSENT / 3:
+                add(cid, "pending", c)
             continue
         add(cid, "subscribed", c)
         if u < P_NO_CONSENT + P_UNSUBSCRIBED + P_RESUBSCRIBED:

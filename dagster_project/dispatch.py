@@ -34,6 +34,7 @@ import duckdb
 from . import failpoints, guards, handover, ledger
 from .handover import HandoverJournal
 from .ledger import PlannedRow
+from .links import LinkSettings
 from .masking import mask_emails_in_text
 from .policy import DispatchPolicy
 from .providers import Message, Provider, SendResult
@@ -62,19 +63,23 @@ def render_batch(
     batch: Sequence[tuple[str, str]],
     from_email: str,
     *,
+    links: LinkSettings | None = None,
     max_message_bytes: int | None = None,
 ) -> tuple[list[Message], list[SendResult]]:
     """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure.
 
-    A message bigger than ``max_message_bytes`` (HTML + text) is not sent either: mail clients
-    clip it (Gmail above about 102 KB) and it means a template or a data bug.
+    ``links`` makes the template variables ``unsubscribe_url`` (marketing, with the RFC 8058
+    headers on the message) and ``confirm_url``; without them a marketing template that shows
+    its unsubscribe link fails to render, rather than send a dead link. A message bigger than
+    ``max_message_bytes`` (HTML + text) is not sent either: mail clients clip it (Gmail above
+    about 102 KB) and it means a template or a data bug.
     """
     messages: list[Message] = []
     failures: list[SendResult] = []
     for send_id, context_json in batch:
         try:
             context = context_from_json(context_json)
-            message = _message(spec, renderer, send_id, context, from_email)
+            message = _message(spec, renderer, send_id, context, from_email, links)
         except (RenderError, json.JSONDecodeError) as exc:
             failures.append(
                 SendResult(send_id=send_id, status="failed", error=f"render: {exc}", attempts=0)
@@ -98,11 +103,17 @@ def render_batch(
 
 
 def _message(
-    spec: TriggerSpec, renderer: Renderer, send_id: str, context: dict[str, Any], from_email: str
+    spec: TriggerSpec,
+    renderer: Renderer,
+    send_id: str,
+    context: dict[str, Any],
+    from_email: str,
+    links: LinkSettings | None = None,
 ) -> Message:
     email = context.get("email")
     if not email:
         raise RenderError("the eligibility row has no email")
+    headers = add_links(spec, links, send_id, context) if links is not None else {}
     step = str(context.get("step") or spec.steps[0].name)
     template = context.get("template") or f"{spec.name}/{step}"
     if template not in spec.templates:
@@ -126,9 +137,28 @@ def _message(
         html=rendered.html,
         text=rendered.text,
         custom_args=custom_args,
+        headers=headers,
         as_of=_instant(context.get("as_of")),
         due_at=_instant(context.get("due_at")),
     )
+
+
+def add_links(
+    spec: TriggerSpec, links: LinkSettings, send_id: str, context: dict[str, Any]
+) -> dict[str, str]:
+    """Put ``unsubscribe_url`` (marketing) and ``confirm_url`` in a send's template context;
+    return the headers the message carries (RFC 8058's, for marketing)."""
+    customer_id = str(context.get("customer_id"))
+    headers: dict[str, str] = {}
+    if spec.category == "marketing":
+        url = links.unsubscribe_url(customer_id, spec.consent_list, send_id)
+        context["unsubscribe_url"] = url
+        headers = links.unsubscribe_headers(url)
+    # Issued at the tick, so a send resent after a crash renders the same link.
+    issued = _instant(context.get("as_of"))
+    if issued is not None:
+        context["confirm_url"] = links.confirm_url(customer_id, spec.consent_list, issued)
+    return headers
 
 
 def _instant(value: Any) -> datetime | None:
@@ -155,6 +185,8 @@ def dispatch_trigger(
     relations: ProjectRelations | None = None,
     consent_cutoff: datetime | Callable[[], datetime] | None = None,
     competitors: Sequence[str] = (),
+    links: LinkSettings | None = None,
+    pending: guards.PendingChanges | None = None,
 ) -> TriggerSummary:
     """Send this tick's due emails of one trigger exactly once; return what happened.
 
@@ -165,6 +197,8 @@ def dispatch_trigger(
     next batch; a simulation of a past tick passes its as_of). Every call, even a failed one,
     leaves its row in ``nudge.runs``. ``competitors``: the eligibility relations of the
     marketing triggers with a higher priority (they win a customer's frequency-cap slot).
+    ``links``: the unsubscribe and confirm links put in each email. ``pending``: the consent
+    changes ``nudge serve`` stored and no tick drained yet, which the re-check also honours.
     """
     policy = policy or DispatchPolicy()
     summary = TriggerSummary(trigger=spec.name, steps=spec.step_names, as_of=as_of.isoformat())
@@ -191,6 +225,10 @@ def dispatch_trigger(
         policy=policy,
         relations=relations or ProjectRelations(),
         consent_cutoff=consent_cutoff or as_of,
+        # Every marketing email carries a working unsubscribe link: the environment's links
+        # (a generated secret and loopback URL on a machine with nothing configured).
+        links=links or LinkSettings.from_env(),
+        pending=pending,
     )
     try:
         push.run(competitors)
@@ -221,8 +259,12 @@ class _Push:
         policy: DispatchPolicy,
         relations: ProjectRelations,
         consent_cutoff: datetime | Callable[[], datetime],
+        links: LinkSettings | None = None,
+        pending: guards.PendingChanges | None = None,
     ) -> None:
         self.con = con
+        self.links = links
+        self.pending = pending
         self.spec = spec
         self.summary = summary
         self.provider = provider
@@ -272,6 +314,7 @@ class _Push:
         summary.resumed = sum(resumed.values())
         self._plan(competitors)
         failpoints.hit("after_plan")
+        failpoints.pause(f"before_push:{self.spec.name}")
         batch_size = min(self.policy.batch_size, self.provider.limits.max_batch)
         with HandoverJournal(
             self.journal, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
@@ -367,6 +410,7 @@ class _Push:
             self.renderer,
             [(send_id, context) for send_id, _, context, _ in batch],
             self.from_email,
+            links=self.links,
             max_message_bytes=self.policy.max_message_bytes,
         )
         ledger.settle(
@@ -380,7 +424,7 @@ class _Push:
 
         cutoff = self._cutoff()
         messages, opted_out = guards.recheck_consent(
-            self.con, messages, self.consent, cutoff=cutoff
+            self.con, messages, self.consent, cutoff=cutoff, pending=self.pending
         )
         # A request resent under its key after a crash must go whole (same key, same body).
         resend_key = batch[0][3]

@@ -5,6 +5,11 @@ N-th time it is reached) kills the process with SIGKILL right there: no ``finall
 flushes, exactly what the OOM killer or a lost machine does. The tests run a real send in a
 subprocess with a failpoint set, then rerun and check nothing was lost or sent twice. With the
 variable unset (always, in production) :func:`hit` is a dictionary lookup.
+
+A pause point (``NUDGE_PAUSEPOINT=name=/path/to/file``) stops the process at ``name`` instead,
+holding whatever it holds (the warehouse lock), until the test creates the file: how the tests
+make something happen at an exact moment of a real run (an unsubscribe between the build and
+the push). It announces itself by creating ``<file>.reached``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 ENV_VAR = "NUDGE_FAILPOINTS"
+PAUSE_VAR = "NUDGE_PAUSEPOINT"
+PAUSE_LIMIT_SECONDS = 300
 _hits: Counter[str] = Counter()
 _lock = threading.Lock()
 
@@ -40,3 +48,18 @@ def hit(name: str) -> None:
         count = _hits[name]
     if count == armed[name]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause(name: str) -> None:
+    """Wait here until the test says go, if this pause point is armed."""
+    armed = os.environ.get(PAUSE_VAR)
+    if not armed:
+        return
+    wanted, _, path = armed.partition("=")
+    if wanted != name or not path:
+        return
+    with open(path + ".reached", "w"):
+        pass
+    deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -15,9 +15,9 @@ Before anything is planned (a trigger's whole push):
 
 Just before each batch is handed to the provider (the push-time re-checks):
 
-* **Consent and suppression.** What landed after the tick's dbt build is honoured: a
-  suppression (hard bounce, complaint, erasure) for every category, an unsubscribe for
-  marketing.
+* **Consent and suppression.** What landed after the tick's dbt build is honoured, in the
+  warehouse and in ``nudge serve``'s landing store (not drained yet): a suppression (hard
+  bounce, complaint, erasure) for every category, an unsubscribe for marketing.
 * **Quiet hours.** A tick that runs late (re-executed, or after a long wait for the warehouse
   lock) must not mail a recipient at night; those sends wait for a later tick.
 
@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
+from .landing import ConsentChange
 from .policy import GuardPolicy
 from .providers import Message
 from .warehouse import one, quote_relation, sql
@@ -147,10 +149,19 @@ class OptOut:
 class ConsentLists:
     """The lists the push-time consent re-check reads, and from where."""
 
-    subscriptions: str  # the staging view of consent changes, not limited to as_of
+    subscriptions: str  # int_consent__changes: every source, not limited to as_of
     consent_list: str  # marketing consent
     suppression_list: str  # suppressed on it: no email of any category
     marketing: bool  # the trigger is marketing (consent needed)
+
+
+class PendingChanges(Protocol):
+    """Consent changes stored by ``nudge serve`` and not drained into the warehouse yet
+    (``landing.LandingStore``)."""
+
+    def changes_for(
+        self, customer_ids: Iterable[str], lists: Sequence[str]
+    ) -> Sequence[ConsentChange]: ...
 
 
 def recheck_consent(
@@ -159,9 +170,12 @@ def recheck_consent(
     lists: ConsentLists,
     *,
     cutoff: datetime,
+    pending: PendingChanges | None = None,
 ) -> tuple[list[Message], list[OptOut]]:
     """Drop the messages whose recipient was suppressed (any category) or unsubscribed
-    (marketing) by ``cutoff``, counting changes that landed after the tick's dbt build."""
+    (marketing) by ``cutoff``, counting changes that landed after the tick's dbt build: in the
+    warehouse, and in the service's landing store (``pending``), so an unsubscribe stored a
+    second before this batch is honoured by it."""
     checks = [(lists.suppression_list, "suppressed", "suppressed_before_send")]
     if lists.marketing:
         checks.append((lists.consent_list, "unsubscribed", "unsubscribed_before_send"))
@@ -170,14 +184,15 @@ def recheck_consent(
     for consent_list, status, reason in checks:
         if not remaining:
             break
-        opted_out = _latest_status_is(
+        latest = latest_consent(
             con,
             lists.subscriptions,
             [m.customer_id for m in remaining],
             consent_list=consent_list,
-            status=status,
             cutoff=cutoff,
+            pending=pending,
         )
+        opted_out = {customer for customer, change in latest.items() if change[0] == status}
         if opted_out:
             dropped.append(
                 OptOut(
@@ -190,27 +205,47 @@ def recheck_consent(
     return remaining, dropped
 
 
-def _latest_status_is(
+# (status, changed_at, source): what decides a customer's state on one list.
+LatestChange = tuple[str, datetime, str]
+
+
+def latest_consent(
     con: duckdb.DuckDBPyConnection,
     subscriptions: str,
     customer_ids: Sequence[str],
     *,
     consent_list: str,
-    status: str,
     cutoff: datetime,
-) -> set[str]:
-    """Which of these customers' latest change on ``consent_list`` up to ``cutoff`` is
-    ``status``."""
+    pending: PendingChanges | None = None,
+) -> dict[str, LatestChange]:
+    """Each customer's latest change on ``consent_list`` up to ``cutoff``, from the warehouse
+    and the landing store, ordered as int_subscriptions__latest orders them."""
+    ids = list(set(customer_ids))
     rows = con.execute(
-        sql("guards/opted_out").format(subscriptions=quote_relation(subscriptions)),
-        {
-            "customer_ids": list(set(customer_ids)),
-            "list": consent_list,
-            "status": status,
-            "cutoff": cutoff,
-        },
+        sql("guards/latest_consent").format(subscriptions=quote_relation(subscriptions)),
+        {"customer_ids": ids, "list": consent_list, "cutoff": cutoff},
     ).fetchall()
-    return {r[0] for r in rows}
+    latest: dict[str, LatestChange] = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    if pending is not None:
+        for change in pending.changes_for(ids, [consent_list]):
+            changed_at = change.changed_at
+            if changed_at > cutoff:
+                # A tick replayed for a past instant sends *now*: a person who said no to the
+                # service since then has still said no before this email leaves. A later
+                # subscribe, though, is the future there and waits for its own tick.
+                if change.status != "unsubscribed":
+                    continue
+                changed_at = cutoff
+            candidate = (change.status, changed_at, change.source)
+            current = latest.get(change.customer_id)
+            if current is None or _order(candidate) > _order(current):
+                latest[change.customer_id] = candidate
+    return latest
+
+
+def _order(change: LatestChange) -> tuple[bool, datetime, bool]:
+    status, changed_at, source = change
+    return (source == "erasure", changed_at, status == "unsubscribed")
 
 
 def at_night(

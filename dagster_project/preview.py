@@ -21,6 +21,8 @@ import duckdb
 from . import ledger
 from .config import ConfigError, Settings
 from .dbt_runner import run_dbt
+from .dispatch import add_links
+from .links import LinkSettings
 from .masking import mask_email
 from .policy import DispatchPolicy
 from .rendering import Renderer, RenderError
@@ -92,8 +94,10 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
                 result.decisions[key] = count
             rows = con.execute(sql("reports/preview_samples"), {"n": samples}).fetchall()
             decision.hold()
+    links = LinkSettings.from_env()
     for send_id, context_json in rows:
         context = json.loads(context_json)
+        add_links(spec, links, send_id, context)
         try:
             email = renderer.render(context["template"], context)
             result.samples.append(
@@ -154,12 +158,15 @@ def render_for_customer(
     template = context["template"]
     if variant:
         template = next(v.template for v in steps[step].variants if v.name == variant)
+    # The links the real send would carry (the same token: it is made from the send_id).
+    list_headers = add_links(spec, LinkSettings.from_env(), send_id, context)
     email = Renderer().render(template, context)
     out_dir.mkdir(parents=True, exist_ok=True)
     headers = [
         f"From: {settings.from_email}",
         f"To: {context.get('email') or ''}",
         f"Subject: {email.subject}",
+        *(f"{name}: {value}" for name, value in list_headers.items()),
         f"X-Nudge-Send-Id: {send_id}",
         f"X-Nudge-Trigger: {trigger}",
         f"X-Nudge-Step: {step}",

@@ -108,8 +108,8 @@ def _single_step() -> SequenceDefinition:
 class ProjectRelations:
     """Relations of the dbt project the send step reads besides a trigger's own table."""
 
-    # Consent changes, not limited to as_of: the push-time consent re-check.
-    subscriptions: str = "staging.stg_raw__subscriptions"
+    # Consent changes of every source, not limited to as_of: the push-time consent re-check.
+    subscriptions: str = "intermediate.int_consent__changes"
     # Events up to as_of: the source freshness guard.
     events: str = "staging.stg_raw__events"
 
@@ -146,11 +146,11 @@ def project_relations(manifest: Mapping[str, Any] | Path) -> ProjectRelations:
         node["name"]: _relation(node)
         for node in data.get("nodes", {}).values()
         if node.get("resource_type") == "model"
-        and node.get("name") in ("stg_raw__subscriptions", "stg_raw__events")
+        and node.get("name") in ("int_consent__changes", "stg_raw__events")
     }
     defaults = ProjectRelations()
     return ProjectRelations(
-        subscriptions=found.get("stg_raw__subscriptions", defaults.subscriptions),
+        subscriptions=found.get("int_consent__changes", defaults.subscriptions),
         events=found.get("stg_raw__events", defaults.events),
     )
 

@@ -17,8 +17,13 @@ def _hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     """A developer's own NUDGE_* settings or DAGSTER_HOME must not leak into tests, and no test
     writes the project's own .nudge/ folder: Dagster's runs go to a home of the test's own."""
     for name in [n for n in os.environ if n.startswith("NUDGE_")]:
-        monkeypatch.delenv(name, raising=False)
+        # CI's NUDGE_REQUIRE_* say what this machine must have; they are not settings.
+        if not name.startswith("NUDGE_REQUIRE_"):
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    # Link keys of the test's own: without one nudge would generate .nudge/link_secret in the
+    # project (the demo's no-configuration path, tested on its own).
+    monkeypatch.setenv("NUDGE_LINK_SECRET", "test-link-secret-" + "x" * 32)
 
 
 @pytest.fixture

@@ -105,6 +105,11 @@ def test_render_writes_the_email_one_customer_would_get(
     assert first_name in (out_dir / "email.txt").read_text()
     headers = (out_dir / "headers.txt").read_text()
     assert "Subject: " in headers and "X-Nudge-Template: welcome/day_0" in headers
+    # The one-click headers the real send carries, with the link the footer shows.
+    unsubscribe = next(h for h in headers.splitlines() if h.startswith("List-Unsubscribe: "))
+    link = unsubscribe.removeprefix("List-Unsubscribe: <").split(">")[0]
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in headers
+    assert link in (out_dir / "email.txt").read_text()
     assert (out_dir / "email.html").read_text().lstrip().startswith("<!doctype html>")
     # Unknown step or customer: a clear error, exit 2.
     assert main(["render", "--trigger", "welcome", "--step", "day_99", "--customer", customer]) == 2

@@ -16,18 +16,20 @@ from dagster_project.warehouse import connect
 from tests.support.factories import (
     AS_OF,
     CART_SPEC,
+    add_subscription,
     cart_row,
     dispatch,
-    ensure_staging,
     write_eligibility,
 )
 
 
 def _suppress(con, customer_id: str, status: str, minutes_after: int) -> None:
-    ensure_staging(con)
-    con.execute(
-        "insert into staging.stg_raw__subscriptions values (?, 'suppression', ?, ?)",
-        [customer_id, status, AS_OF + timedelta(minutes=minutes_after)],
+    add_subscription(
+        con,
+        customer_id,
+        status,
+        AS_OF + timedelta(minutes=minutes_after),
+        list_name="suppression",
     )
 
 

@@ -19,6 +19,7 @@ CATALOGUE = {
     "abandoned_cart",
     "birthday",
     "browse_abandonment",
+    "confirm_subscription",
     "post_purchase_review",
     "signup_anniversary",
     "welcome",
@@ -57,7 +58,11 @@ def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
         "ten_percent",
         "free_shipping",
     }
-    assert all(s.category == "marketing" for s in specs.values())
+    # Double opt-in asks for consent, so it cannot need it: the one transactional trigger.
+    assert delays["confirm_subscription"] == [0, 48 * 60]
+    assert {n: s.category for n, s in specs.items() if s.category != "marketing"} == {
+        "confirm_subscription": "transactional"
+    }
 
 
 def test_unit_test_copies_of_definitions_match_the_trigger_yaml() -> None:

@@ -49,6 +49,11 @@ def test_the_project_declares_the_default_triggers() -> None:
         ),
         ("birthday", "greeting", "audience.birthday_eligibility"),
         ("browse_abandonment", "viewed_product", "audience.browse_abandonment_eligibility"),
+        (
+            "confirm_subscription",
+            "confirm, reminder",
+            "audience.confirm_subscription_eligibility",
+        ),
         ("post_purchase_review", "review", "audience.post_purchase_review_eligibility"),
         ("signup_anniversary", "anniversary", "audience.signup_anniversary_eligibility"),
         ("welcome", "day_0, day_3, day_9", "audience.welcome_eligibility"),

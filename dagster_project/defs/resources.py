@@ -23,6 +23,8 @@ from pydantic import Field
 from ..clock import parse_as_of
 from ..config import Settings
 from ..guards import check_not_late
+from ..landing import LandingStore
+from ..links import LinkSettings
 from ..policy import DispatchPolicy, knobs
 from ..providers import Provider, ProviderSettings, build_provider
 from ..warehouse import connection, warehouse_lock
@@ -174,6 +176,37 @@ class TickResource(ConfigurableResource):
         return created.astimezone(UTC).replace(microsecond=0)
 
 
+class ConsentResource(ConfigurableResource):
+    """The links nudge puts in email and the landing store of ``nudge serve``'s changes."""
+
+    public_url: str | None = Field(
+        default=None, description="Public base URL of nudge serve (NUDGE_PUBLIC_URL)."
+    )
+    link_secret: str | None = Field(
+        default=None, description="From EnvVar NUDGE_LINK_SECRET only.", repr=False
+    )
+    link_secret_previous: str | None = Field(
+        default=None, description="From EnvVar NUDGE_LINK_SECRET_PREVIOUS only.", repr=False
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None, description="Optional mailto target of List-Unsubscribe."
+    )
+    confirm_link_days: int = Field(default=7, description="Double opt-in links expire after.")
+    landing: str = Field(description="The landing store file (NUDGE_LANDING).")
+
+    def links(self) -> LinkSettings:
+        return LinkSettings.build(
+            public_url=self.public_url,
+            secret=self.link_secret,
+            previous_secret=self.link_secret_previous,
+            unsubscribe_mailto=self.unsubscribe_mailto,
+            confirm_days=self.confirm_link_days,
+        )
+
+    def store(self) -> LandingStore:
+        return LandingStore(Path(self.landing))
+
+
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """The live resources, from NUDGE_* environment variables."""
 
@@ -193,6 +226,14 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             options=provider.options,
             outbox_dir=str(provider.outbox_dir),
             from_email=settings.from_email,
+        ),
+        "consent": ConsentResource(
+            public_url=os.environ.get("NUDGE_PUBLIC_URL") or None,
+            link_secret=secret("NUDGE_LINK_SECRET"),
+            link_secret_previous=secret("NUDGE_LINK_SECRET_PREVIOUS"),
+            unsubscribe_mailto=os.environ.get("NUDGE_UNSUBSCRIBE_MAILTO") or None,
+            confirm_link_days=settings.confirm_link_days,
+            landing=str(settings.landing_path),
         ),
         "tick": TickResource(),
         "send_policy": SendPolicyResource(**settings.send_policy),

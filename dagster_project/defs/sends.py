@@ -5,6 +5,7 @@
 
 from collections.abc import Sequence
 
+import duckdb
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -14,12 +15,18 @@ from dagster import (
     asset,
 )
 
-from .. import ledger
+from .. import audit, ledger
 from ..dispatch import dispatch_trigger
 from ..rendering import Renderer
 from ..triggers import ProjectRelations, TriggerSpec
 from .checks import send_check_results, send_checks
-from .resources import EspResource, PolicyResource, TickResource, WarehouseResource
+from .resources import (
+    ConsentResource,
+    EspResource,
+    PolicyResource,
+    TickResource,
+    WarehouseResource,
+)
 
 SEND_GROUP = "sends"
 
@@ -67,10 +74,16 @@ def build_send_asset(
         esp: EspResource,
         tick: TickResource,
         send_policy: PolicyResource,
+        consent: ConsentResource,
     ) -> MaterializeResult:
         as_of = tick.resolve(context)
         tick.check_not_late(as_of)
         policy = send_policy.policy(esp.batch_size)
+        links = consent.links()
+        # Mail whose unsubscribe or confirm links nobody outside could use fails here, loudly,
+        # before anything is planned.
+        links.require_for(esp.provider)
+        store = consent.store()
         provider = esp.build()
         try:
             with warehouse.locked(), warehouse.connection() as con:
@@ -95,9 +108,13 @@ def build_send_asset(
                         for other, _ in competitors
                         if other.name not in policy.paused
                     ],
+                    links=links,
+                    pending=store,
                 )
+                _audit(con, spec.name, summary.outcome, policy.guards.approved, context.run_id)
         finally:
             provider.close()
+            store.close()
         if summary.skipped_reason:
             context.log.warning(summary.skipped_reason)
         if summary.hold_reason:
@@ -119,3 +136,17 @@ def build_send_asset(
         )
 
     return _send
+
+
+def _audit(
+    con: duckdb.DuckDBPyConnection,
+    trigger: str,
+    outcome: str,
+    approved: frozenset[str] | set[str] | Sequence[str],
+    run_id: str,
+) -> None:
+    """An approval that released a guard's hold, and a paused trigger, go in the audit log."""
+    if trigger in approved:
+        audit.record(con, "approve", actor=f"run:{run_id}", subject=trigger)
+    if outcome == "paused":
+        audit.record(con, "paused", actor=f"run:{run_id}", subject=trigger)

@@ -7,3 +7,17 @@
 {% macro is_valid_email(column) -%}
     coalesce(regexp_full_match({{ column }}, '[a-z0-9._%+''-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}'), false)
 {%- endmacro %}
+
+{#- The salted hash nudge keeps of an erased address (nudge.erasures): lowercase hex SHA-256 of
+    salt || address, the same as dagster_project/erasure.py computes. -#}
+{% macro erasure_hash(salt, email) -%}
+    {{ return(adapter.dispatch('erasure_hash', 'nudge')(salt, email)) }}
+{%- endmacro %}
+
+{% macro default__erasure_hash(salt, email) -%}
+    sha256({{ salt }} || {{ email }})
+{%- endmacro %}
+
+{% macro postgres__erasure_hash(salt, email) -%}
+    encode(sha256(convert_to({{ salt }} || {{ email }}, 'UTF8')), 'hex')
+{%- endmacro %}

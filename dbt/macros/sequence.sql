@@ -124,10 +124,13 @@ consent as (
 
 ),
 
--- Hard bounces, complaints and erasure requests: no email of any category goes to them.
+-- Hard bounces, complaints and erasures: no email of any category goes to them.
 suppressed as (
 
-    select customer_id from {{ ref('int_subscriptions__latest') }}
+    select
+        customer_id,
+        source
+    from {{ ref('int_subscriptions__latest') }}
     where list = '{{ var("suppression_list") }}' and status = 'suppressed'
 
 ),
@@ -247,7 +250,14 @@ joined as (
         customers.first_name,
         coalesce(customers.timezone, '{{ var("default_timezone") }}') as timezone,
         suppressed.customer_id is not null as is_suppressed,
+        -- erasure (nudge erase), or manual: the shop's own suppression list.
+        case
+            when suppressed.customer_id is null then null
+            when suppressed.source = 'import' then 'manual'
+            else coalesce(suppressed.source, 'manual')
+        end as suppression_reason,
         consent.status as consent_status,
+        consent.source as consent_source,
         this_step.status as ledger_status,
         previous_step.status as previous_step_status,
         coalesce(entry_history.sent_steps, []) as sent_steps,
@@ -364,6 +374,8 @@ ruled as (
             when is_suppressed then 'suppressed'
             {%- if category == 'marketing' %}
             when consent_status is null then 'no_consent'
+            -- Signed up, not confirmed yet (double opt-in): confirm_subscription asks them.
+            when consent_status = 'pending' then 'unconfirmed'
             when consent_status != 'subscribed' then 'unsubscribed'
             {%- endif %}
             when has_exited then 'exited'
@@ -446,6 +458,8 @@ final as (
         rule_exclusion_reason,
         entry_exclusion_reason,
         consent_status,
+        consent_source,
+        suppression_reason,
         ledger_status,
         previous_step_status,
         sent_steps,
@@ -453,7 +467,8 @@ final as (
         * exclude (
             send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
             first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
-            rule_exclusion_reason, entry_exclusion_reason, consent_status, ledger_status,
+            rule_exclusion_reason, entry_exclusion_reason, consent_status, consent_source,
+            suppression_reason, ledger_status,
             previous_step_status, sent_steps, previous_step, previous_send_id,
             previous_expires_at, open_step_index, reached_step_index,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,

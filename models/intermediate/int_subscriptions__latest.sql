@@ -1,26 +1,31 @@
 with
 
-subscriptions as (
+changes as (
 
-    select * from {{ ref('stg_raw__subscriptions') }}
+    select * from {{ ref('int_consent__changes') }}
     -- A consent change dated after the tick has not happened yet for this tick.
     where changed_at <= {{ as_of() }}
 
 ),
 
 -- The latest change at as_of decides. On a tie the unsubscribe wins: when in doubt, don't mail.
+-- An erasure is final: no later change lifts it.
 final as (
 
     select
         customer_id,
         list,
         status,
-        changed_at
-    from subscriptions
+        changed_at,
+        source
+    from changes
     qualify
         row_number() over (
             partition by customer_id, list
-            order by changed_at desc, (status = 'unsubscribed') desc
+            order by
+                (source = 'erasure') desc,
+                changed_at desc,
+                (status = 'unsubscribed') desc
         ) = 1
 
 )

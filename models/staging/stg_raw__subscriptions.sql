@@ -1,5 +1,6 @@
--- Not filtered by as_of: the send step re-checks consent at push time against this view, so it
--- must see unsubscribes that landed after the tick's dbt build (int_subscriptions__latest
+-- The shop's own consent history. Not filtered by as_of: int_consent__changes merges it with
+-- nudge's own changes, and the send step re-checks consent at push time against that view, so
+-- it must see unsubscribes that landed after the tick's dbt build (int_subscriptions__latest
 -- applies as_of).
 with
 
@@ -21,7 +22,7 @@ final as (
         customer_id is not null
         and list is not null
         and changed_at is not null
-        and lower(trim(status)) in ('subscribed', 'unsubscribed', 'suppressed')
+        and lower(trim(status)) in ('subscribed', 'unsubscribed', 'pending', 'suppressed')
 
 )
 

@@ -1,28 +1,43 @@
--- Consent re-check at push time: which customers of a batch have, as latest status on a
--- list, $status (unsubscribed on the marketing list, suppressed on the suppression list),
--- counting changes that landed after the tick's dbt build. The latest change per customer
--- wins; on a tie the unsubscribe wins, as in int_subscriptions__latest.
--- Parameters: $customer_ids, $list, $status, $cutoff. {subscriptions} is the staging view
--- (not as_of filtered).
+-- Consent re-check at push time: the latest change on $list up to $cutoff of each customer of
+-- a batch, counting changes that landed after the tick's dbt build ({subscriptions} is
+-- int_consent__changes, not as_of filtered). The order is int_subscriptions__latest's: an
+-- erasure first, then the latest change, the unsubscribe on a tie. guards.py merges these
+-- with the landing store's changes not drained yet, in the same order.
+-- Parameters: $customer_ids, $list, $cutoff.
 with
 
 changes as (
 
     select
         customer_id,
-        status
+        status,
+        changed_at,
+        source
     from {subscriptions}
     where
         list = $list
         and changed_at <= $cutoff
         and customer_id in (select unnest($customer_ids))
+
+),
+
+final as (
+
+    select
+        customer_id,
+        status,
+        changed_at,
+        source
+    from changes
     qualify
         row_number() over (
             partition by customer_id
-            order by changed_at desc, (status = 'unsubscribed') desc
+            order by
+                (source = 'erasure') desc,
+                changed_at desc,
+                (status = 'unsubscribed') desc
         ) = 1
 
 )
 
-select customer_id from changes
-where status = $status
+select * from final

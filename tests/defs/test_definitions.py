@@ -45,9 +45,22 @@ def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() ->
         "raw/events",
         "raw/subscriptions",
     }
+    # ...and nudge's own: the ledger, the consent changes (drained by an asset of nudge's
+    # own, upstream of staging), the erased addresses and their salt.
     assert {k for k in keys if k.startswith("nudge/")} == {
         "nudge/send_ledger",
-        *(f"nudge/send_{t}" for t in PRIORITIES),
+        "nudge/consent_changes",
+        "nudge/erasures",
+        "nudge/erasure_salt",
+        *(f"nudge/send_{t}" for t in [*PRIORITIES, "confirm_subscription"]),
+    }
+    drain = graph.get(AssetKey(["nudge", "consent_changes"]))
+    assert drain.is_materializable and drain.group_name == "consent"
+    assert "staging/stg_nudge__consent_changes" in {k.to_user_string() for k in drain.child_keys}
+    # Transactional: it takes nobody's frequency-cap slot and waits for no one.
+    confirm = graph.get(AssetKey(["nudge", "send_confirm_subscription"]))
+    assert {k.to_user_string() for k in confirm.parent_keys} == {
+        "audience/confirm_subscription_eligibility"
     }
     for trigger, priority in PRIORITIES.items():
         node = graph.get(AssetKey(["nudge", f"send_{trigger}"]))

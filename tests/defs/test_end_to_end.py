@@ -47,6 +47,9 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
     generate_to_file(warehouse, customers=600, end=END)
     mp = pytest.MonkeyPatch()
     mp.setenv("NUDGE_ESP_API_KEY", API_KEY)
+    # A real provider: marketing links must point at a public https service.
+    mp.setenv("NUDGE_LINK_SECRET", "e2e-link-secret-" + "k" * 32)
+    mp.setenv("NUDGE_PUBLIC_URL", "https://nudge.shop.example")
     with EspServer(api_key=API_KEY) as server:
         settings = Settings(
             warehouse=warehouse,
@@ -77,6 +80,7 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
             "abandoned_cart",
             "birthday",
             "browse_abandonment",
+            "confirm_subscription",
             "post_purchase_review",
             "signup_anniversary",
             "welcome",
@@ -142,6 +146,7 @@ def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
         "NUDGE_ESP_BASE_URL": s.provider.base_url or "",
         "NUDGE_ESP_API_KEY": API_KEY,
         "NUDGE_OUTBOX_DIR": str(s.outbox_dir),
+        "NUDGE_PUBLIC_URL": "https://nudge.shop.example",
     }.items():
         monkeypatch.setenv(key, value)
     before = len(ticks.server.received_send_ids())
@@ -179,6 +184,26 @@ def test_python_send_id_matches_the_dbt_macro(ticks: Ticks) -> None:
     assert all(send_id(t, k, s) == sid for sid, t, k, s in rows)
 
 
+def test_marketing_through_a_real_provider_without_a_public_unsubscribe_link_fails_loudly(
+    ticks: Ticks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = ticks.settings
+    for key, value in {
+        "NUDGE_WAREHOUSE": str(s.warehouse),
+        "NUDGE_ESP": "sendgrid",
+        "NUDGE_ESP_BASE_URL": s.provider.base_url or "",
+        "NUDGE_ESP_API_KEY": API_KEY,
+    }.items():
+        monkeypatch.setenv(key, value)
+    # No NUDGE_PUBLIC_URL: the links would point at this machine's loopback address.
+    before = len(ticks.server.received_send_ids())
+    code = main(["run", "--as-of", (END + timedelta(hours=1)).isoformat(), "--allow-late"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "NUDGE_PUBLIC_URL" in captured.out + captured.err
+    assert len(ticks.server.received_send_ids()) == before
+
+
 def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
     comment = _ledger(
         ticks.settings,
@@ -207,10 +232,12 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
         ticks.settings,
         "select table_name, comment from duckdb_tables() "
         "where schema_name in ('intermediate', 'triggers', 'audience') "
-        "union all select view_name, comment from duckdb_views() where schema_name = 'staging'",
+        "union all select view_name, comment from duckdb_views() "
+        "where schema_name in ('staging', 'intermediate')",
     )
-    # 3 staging views, 4 intermediate tables, 7 triggers and their 7 eligibility tables.
-    assert len(relations) == 21
+    # 4 staging views, 1 intermediate view and 4 tables, 8 triggers and their 8 eligibility
+    # tables.
+    assert len(relations) == 25
     assert all(comment for _name, comment in relations)
 
 
@@ -258,7 +285,8 @@ def test_the_demo_reports_what_its_outbox_holds(
     header = table[0].split()
     sent_column = header.index("sent")
     reported = {
-        line.split()[0]: int(line.split()[sent_column]) for line in table[2:9] if line.strip()
+        line.split()[0]: int(line.split()[sent_column])
+        for line in table[2 : 2 + len(project_triggers()[0])]
     }
     assert set(reported) == {s.name for s in project_triggers()[0]}
     for trigger, count in reported.items():

@@ -101,6 +101,8 @@ def test_runs_started_together_on_a_new_dagster_home_take_turns_and_send_once(
             NUDGE_ESP="sendgrid",
             NUDGE_ESP_BASE_URL=server.url,
             NUDGE_ESP_API_KEY=API_KEY,
+            NUDGE_LINK_SECRET="tick-link-secret-" + "k" * 32,
+            NUDGE_PUBLIC_URL="https://nudge.shop.example",
         )
         runs = [
             _nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", "--json", env=env)

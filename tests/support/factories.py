@@ -116,12 +116,14 @@ def ledger_rows(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | No
 
 
 def ensure_staging(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty stand-ins for the staging views the send step reads (consent, events)."""
+    """Empty stand-ins for the views the send step reads (consent changes, events)."""
     con.execute("create schema if not exists staging")
+    con.execute("create schema if not exists intermediate")
     con.execute(
         """
-        create table if not exists staging.stg_raw__subscriptions (
-            customer_id varchar, list varchar, status varchar, changed_at timestamptz
+        create table if not exists intermediate.int_consent__changes (
+            customer_id varchar, list varchar, status varchar, changed_at timestamptz,
+            source varchar, send_id varchar
         )
         """
     )
@@ -135,13 +137,19 @@ def ensure_staging(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def add_subscription(
-    con: duckdb.DuckDBPyConnection, customer_id: str, status: str, changed_at: datetime
+    con: duckdb.DuckDBPyConnection,
+    customer_id: str,
+    status: str,
+    changed_at: datetime,
+    *,
+    list_name: str = "marketing",
+    source: str = "import",
 ) -> None:
-    """Record a consent change, as if it landed in raw.subscriptions."""
+    """Record a consent change, as if it landed in raw.subscriptions (source ``import``)."""
     ensure_staging(con)
     con.execute(
-        "insert into staging.stg_raw__subscriptions values (?, 'marketing', ?, ?)",
-        [customer_id, status, changed_at],
+        "insert into intermediate.int_consent__changes values (?, ?, ?, ?, ?, null)",
+        [customer_id, list_name, status, changed_at, source],
     )
 
 
@@ -185,6 +193,21 @@ def make_message(n: int = 1, **overrides: Any) -> Message:
     }
     fields.update(overrides)
     return Message(**fields)
+
+
+def unsubscribe_headers(n: int = 1) -> dict[str, str]:
+    """The RFC 2369 / RFC 8058 headers of a marketing message to customer ``n`` (pass them as
+    ``make_message(n, headers=unsubscribe_headers(n))``). The per-recipient token makes the
+    ``List-Unsubscribe`` value longer than one 78-character line, with words longer than one
+    too, as real signed tokens are: exactly what the stdlib would turn into encoded words."""
+    token = f"{n:04d}.AbCdEf0123456789-_" * 6
+    return {
+        "List-Unsubscribe": (
+            f"<https://links.nudge.example/u/{token}>, "
+            f"<mailto:unsubscribe@nudge.example?subject=unsubscribe-{token}>"
+        ),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
 
 
 def fast_tuning(sleep: Any, /, **overrides: Any) -> dict[str, Any]:

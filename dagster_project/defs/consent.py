@@ -1,0 +1,39 @@
+"""The first step of every tick: drain ``nudge serve``'s landing store into the warehouse."""
+
+# Dagster reads the asset's parameter annotations: no `from __future__ import annotations`.
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from .. import ledger
+from ..consent import drain
+from .resources import ConsentResource, WarehouseResource
+
+CONSENT_CHANGES_KEY = AssetKey(["nudge", "consent_changes"])
+
+
+@asset(
+    key=CONSENT_CHANGES_KEY,
+    group_name="consent",
+    kinds={"sqlite", "duckdb"},
+    description=(
+        "Consent changes `nudge serve` acknowledged (one-click unsubscribes, the preference and "
+        "confirm pages), drained from its landing store into `nudge.consent_changes` and "
+        "`nudge.audit_log` before dbt builds, so every model of the tick sees them."
+    ),
+)
+def consent_changes(
+    context: AssetExecutionContext, warehouse: WarehouseResource, consent: ConsentResource
+) -> MaterializeResult:
+    store = consent.store()
+    try:
+        with warehouse.locked(), warehouse.connection() as con:
+            ledger.ensure_ledger(con)
+            drained = drain(con, store)
+    finally:
+        store.close()
+    context.log.info(
+        f"drained {drained.changes} consent changes ({drained.already_there} already there)"
+    )
+    return MaterializeResult(
+        metadata={"drained": drained.changes, "already_there": drained.already_there}
+    )

@@ -1,0 +1,316 @@
+"""The landing store: where ``nudge serve`` keeps a consent change until a tick drains it.
+
+Why not write to the warehouse directly? DuckDB allows one writing process per file, and a tick
+holds it for minutes; a one-click unsubscribe must be answered at once and never lost. So the
+service writes each change to this store and answers only once it is on disk, and every tick
+drains the store into ``nudge.consent_changes`` before dbt builds (``consent.drain``).
+
+Why SQLite in WAL mode? It is in the standard library, a commit with ``synchronous=FULL`` is
+fsynced before it returns (the durability the answer promises), readers never block the writer
+(the push-time re-check reads undrained changes while the service writes), and several service
+processes on one machine can share the file: SQLite's own locks serialise their writes, and
+``busy_timeout`` makes a writer wait its turn instead of failing. An append-only file per process
+would need its own fsync batching, compaction and erasure; SQLite gives all three (``secure_delete``
+zeroes erased rows). Beyond one machine, replicas need a store they share: the warehouse
+adapter's own database (a PostgreSQL table) or a queue, behind the same four calls below.
+
+Each change has a random ``change_id``; the drain inserts only ids the warehouse does not have,
+so a store drained twice (a tick that died after copying and before marking) counts each change
+once. A request replayed within ``REPLAY_WINDOW`` (a mail scanner, a double click, a provider
+retrying the one-click POST) finds its change already there and stores nothing new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPLAY_WINDOW = timedelta(minutes=10)
+# Drained changes stay this long (they are in the warehouse too): the replay check and the
+# push-time re-check read them; then they go.
+KEEP_DRAINED = timedelta(days=30)
+
+SCHEMA = """
+create table if not exists consent_changes (
+    change_id text primary key,
+    customer_id text not null,
+    list text not null,
+    status text not null,
+    source text not null,
+    send_id text,
+    changed_at text not null,
+    drained_at text
+);
+create index if not exists consent_changes_by_customer
+    on consent_changes (customer_id, list, changed_at);
+create index if not exists consent_changes_undrained
+    on consent_changes (changed_at) where drained_at is null;
+"""
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """One person's status on one list changing, with where the change came from."""
+
+    change_id: str
+    customer_id: str
+    list: str
+    status: str  # subscribed | unsubscribed
+    source: str  # one_click | preference_page | double_opt_in
+    send_id: str | None
+    changed_at: datetime
+
+
+class LandingStore:
+    """The store's four calls: record, read for the re-check, drain, erase. Thread-safe (one
+    SQLite connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Condition()
+        self._writer: threading.Thread | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connection() as con:
+            con.executescript(SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"LandingStore({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            con.execute("pragma journal_mode=wal")
+            # FULL: a commit returns after the WAL is fsynced; the answer promises durability.
+            con.execute("pragma synchronous=full")
+            # Erased rows are overwritten with zeros, not merely unlinked.
+            con.execute("pragma secure_delete=on")
+            con.execute("pragma busy_timeout=30000")
+            self._local.con = con
+        yield con
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    # -- the service ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        customer_id: str,
+        list_name: str,
+        status: str,
+        source: str,
+        send_id: str | None,
+        now: datetime | None = None,
+    ) -> tuple[ConsentChange, bool]:
+        """Store one change durably; return it and whether it is new (False: a replay).
+
+        Returns once the change is fsynced. Concurrent callers share commits: one writer
+        thread takes every request waiting and stores them in one transaction, so one fsync
+        serves them all (group commit) instead of each waiting its turn for its own.
+        """
+        request = _Request(customer_id, list_name, status, source, send_id, now)
+        with self._queue_lock:
+            self._queue.append(request)
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="nudge-landing-writer", daemon=True
+                )
+                self._writer.start()
+            self._queue_lock.notify()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self._queue:
+                    if not self._queue_lock.wait(timeout=30):
+                        self._writer = None  # idle: the next record starts another
+                        return
+                batch, self._queue = self._queue, []
+            try:
+                results = self._write(batch)
+            except BaseException as exc:  # every waiter learns its change was not stored
+                for request in batch:
+                    request.error = exc
+                    request.done.set()
+                continue
+            for request, result in zip(batch, results, strict=True):
+                request.result = result
+                request.done.set()
+
+    def _write(self, batch: list[_Request]) -> list[tuple[ConsentChange, bool]]:
+        results: list[tuple[ConsentChange, bool]] = []
+        with self._connection() as con:
+            con.execute("begin immediate")
+            try:
+                for request in batch:
+                    results.append(self._write_one(con, request))
+                con.execute("commit")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("rollback")
+                raise
+        return results
+
+    @staticmethod
+    def _write_one(con: sqlite3.Connection, request: _Request) -> tuple[ConsentChange, bool]:
+        now = request.now or datetime.now(UTC)
+        key = (request.status, request.source, request.send_id)
+        latest = con.execute(
+            "select change_id, status, source, send_id, changed_at from consent_changes"
+            " where customer_id = ? and list = ? order by changed_at desc limit 1",
+            (request.customer_id, request.list_name),
+        ).fetchone()
+        if (
+            latest is not None
+            and (latest[1], latest[2], latest[3]) == key
+            and now - _instant(latest[4]) <= REPLAY_WINDOW
+        ):
+            replayed = ConsentChange(
+                latest[0], request.customer_id, request.list_name, *key, _instant(latest[4])
+            )
+            return replayed, False
+        change = ConsentChange(uuid.uuid4().hex, request.customer_id, request.list_name, *key, now)
+        con.execute(
+            "insert into consent_changes (change_id, customer_id, list, status, source,"
+            " send_id, changed_at) values (?, ?, ?, ?, ?, ?, ?)",
+            (
+                change.change_id,
+                change.customer_id,
+                change.list,
+                change.status,
+                change.source,
+                change.send_id,
+                _text(now),
+            ),
+        )
+        return change, True
+
+    def latest(self, customer_id: str, list_name: str) -> ConsentChange | None:
+        """The newest change the service recorded for this customer and list (the pages)."""
+        rows = self.changes_for([customer_id], [list_name])
+        return max(rows, key=lambda c: c.changed_at) if rows else None
+
+    # -- the tick -------------------------------------------------------------------------------
+
+    def changes_for(self, customer_ids: Iterable[str], lists: Sequence[str]) -> list[ConsentChange]:
+        """Every change kept for these customers on these lists, drained or not: the push-time
+        re-check merges them with the warehouse's (the latest wins either way)."""
+        ids = list(set(customer_ids))
+        if not ids or not lists:
+            return []
+        out: list[ConsentChange] = []
+        with self._connection() as con:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                list_marks = ",".join("?" * len(lists))
+                out.extend(
+                    _change(row)
+                    for row in con.execute(
+                        f"select {_COLUMNS} from consent_changes where customer_id in ({marks})"
+                        f" and list in ({list_marks})",
+                        (*chunk, *lists),
+                    )
+                )
+        return out
+
+    def undrained(self, limit: int = 50_000) -> list[ConsentChange]:
+        with self._connection() as con:
+            rows = con.execute(
+                f"select {_COLUMNS} from consent_changes where drained_at is null"
+                " order by changed_at limit ?",
+                (limit,),
+            ).fetchall()
+        return [_change(row) for row in rows]
+
+    def mark_drained(self, change_ids: Sequence[str], now: datetime | None = None) -> None:
+        """Called once the warehouse committed them; prunes what was drained long ago."""
+        now = now or datetime.now(UTC)
+        with self._connection() as con:
+            con.execute("begin immediate")
+            try:
+                con.executemany(
+                    "update consent_changes set drained_at = ? where change_id = ?",
+                    [(_text(now), change_id) for change_id in change_ids],
+                )
+                con.execute(
+                    "delete from consent_changes where drained_at < ?",
+                    (_text(now - KEEP_DRAINED),),
+                )
+                con.execute("commit")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("rollback")
+                raise
+
+    def erase(self, customer_id: str) -> int:
+        """Remove every change of this customer, and their bytes from the file."""
+        with self._connection() as con:
+            deleted = con.execute(
+                "delete from consent_changes where customer_id = ?", (customer_id,)
+            ).rowcount
+            # Copy the WAL into the database and empty it: the deleted rows' old pages are
+            # gone from both files (secure_delete zeroed them in the database).
+            con.execute("pragma wal_checkpoint(truncate)")
+            con.execute("vacuum")
+            con.execute("pragma wal_checkpoint(truncate)")
+        return deleted
+
+
+@dataclass
+class _Request:
+    """One change waiting for the writer thread, and what became of it."""
+
+    customer_id: str
+    list_name: str
+    status: str
+    source: str
+    send_id: str | None
+    now: datetime | None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple[ConsentChange, bool] | None = None
+    error: BaseException | None = None
+
+
+_COLUMNS = "change_id, customer_id, list, status, source, send_id, changed_at"
+
+
+def _text(instant: datetime) -> str:
+    # Fixed-width UTC text sorts as time does.
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _change(row: Sequence[object]) -> ConsentChange:
+    change_id, customer_id, list_name, status, source, send_id, changed_at = row
+    return ConsentChange(
+        str(change_id),
+        str(customer_id),
+        str(list_name),
+        str(status),
+        str(source),
+        None if send_id is None else str(send_id),
+        _instant(str(changed_at)),
+    )
