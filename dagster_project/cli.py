@@ -6,6 +6,10 @@
   render           the exact email one customer would get for one step (HTML, text, headers)
   backtest         replay hourly ticks over history on a scratch copy; daily volumes
   resolve-unknown  list sends whose delivery is unknown; resend or drop them
+  serve            the consent service: one-click unsubscribe, preference and confirm pages
+  erase            remove a person from everything nudge stores (GDPR Article 17)
+  export           everything nudge holds about a person, as JSON (GDPR Articles 15, 20)
+  why              why a person did or did not get an email
   init             create the nudge schema and send ledger in the warehouse
   dev              the Dagster UI on this project (dg dev), with nudge's runs in it
 
@@ -94,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
-    from . import ledger
+    from . import audit, ledger
     from .warehouse import locked_connection
 
     settings = Settings.from_env()
@@ -121,12 +125,20 @@ def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
             if rows:
                 print("Resolve with --resend (not delivered) or --drop (delivered / skip).")
             return 0
+        action = "resend" if args.resend else "drop"
         changed = ledger.resolve_unknown(
             con,
-            action="resend" if args.resend else "drop",
+            action=action,
             run_id=f"resolve-unknown-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             trigger=args.trigger,
             send_ids=[r[0] for r in rows],
+        )
+        audit.record(
+            con,
+            f"resolve_unknown_{action}",
+            actor=audit.cli_actor(),
+            subject=args.trigger,
+            detail={"send_ids": [r[0] for r in rows], "changed": changed},
         )
     if args.resend:
         print(f"{changed} sends will be resent by the next tick (while their window is open)")
@@ -212,6 +224,75 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from .landing import LandingStore
+    from .links import LinkSettings
+    from .serve import create_app
+
+    settings = Settings.from_env()
+    links = LinkSettings.from_env()
+    store = LandingStore(settings.landing_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(
+        f"nudge serve on http://{args.host}:{args.port}  (links point at {links.public_url}; "
+        f"changes land in {store.path})",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(links, store),
+        host=args.host,
+        port=args.port,
+        # uvicorn's access log prints paths, and /u/<token> identifies a person: the app
+        # logs the route instead.
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        log_level="info",
+    )
+    return 0
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    from .privacy import default_render_dirs, erase, format_erasure
+
+    result = erase(
+        Settings.from_env(),
+        customer_ids=[args.customer] if args.customer else [],
+        emails=[args.email] if args.email else [],
+        render_dirs=default_render_dirs(),
+    )
+    print(format_erasure(result))
+    return 1 if result.compaction_error else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .privacy import export, to_json
+
+    document = to_json(export(Settings.from_env(), args.customer)) + "\n"
+    if not args.out:
+        sys.stdout.write(document)
+        return 0
+    out = Path(args.out)
+    # Personal data: readable by its owner only.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(document)
+    print(f"everything nudge holds about customer {args.customer} is in {out}")
+    return 0
+
+
+def _cmd_why(args: argparse.Namespace) -> int:
+    from .privacy import format_why, to_json, why
+
+    result = why(Settings.from_env(), args.customer, trigger=args.trigger)
+    print(to_json(result.to_dict()) if args.json else format_why(result))
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from . import ledger
     from .warehouse import locked_connection
@@ -281,7 +362,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "\nRun the last tick again (it sends nothing twice):\n"
         f"  {_self_command()} run --as-of {ticks[-1].isoformat()} --allow-late"
     )
+    if settings.esp == "outbox":
+        print(_unsubscribe_walkthrough(ticks[-1] + timedelta(hours=args.every)))
     return 0
+
+
+def _unsubscribe_walkthrough(next_tick: datetime) -> str:
+    """How a newcomer sees one-click unsubscribe work on the demo's own emails."""
+    from .links import LinkSettings
+
+    nudge = _self_command()
+    url = LinkSettings.from_env().public_url
+    late = " --allow-late" if next_tick < datetime.now(UTC) - timedelta(hours=6) else ""
+    return (
+        "\nUnsubscribe as a recipient would, and watch the next tick honour it:\n"
+        f"  1. {nudge} serve                 # in another terminal; the emails link to {url}\n"
+        "  2. open a marketing email in the outbox page above, click Unsubscribe, press the "
+        "button\n"
+        f"  3. {nudge} run --as-of {next_tick.isoformat()}{late}\n"
+        f"  4. {nudge} why --customer <the Customer of that email's row>"
+    )
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -404,8 +504,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resolve.set_defaults(func=_cmd_resolve_unknown)
 
+    erase_cmd = sub.add_parser(
+        "erase", help="remove a person from everything nudge stores (GDPR Article 17)"
+    )
+    erase_cmd.add_argument("--customer", help="the customer_id to erase")
+    erase_cmd.add_argument(
+        "--email", help="the address to erase (with every customer id that has it)"
+    )
+    erase_cmd.set_defaults(func=_cmd_erase)
+
+    export_cmd = sub.add_parser(
+        "export", help="everything nudge holds about a person, as JSON (GDPR Articles 15, 20)"
+    )
+    export_cmd.add_argument("--customer", required=True, help="customer_id")
+    export_cmd.add_argument("--out", help="write the JSON to this file (default: stdout)")
+    export_cmd.set_defaults(func=_cmd_export)
+
+    why_cmd = sub.add_parser("why", help="why a person did or did not get an email")
+    why_cmd.add_argument("--customer", required=True, help="customer_id")
+    why_cmd.add_argument("--trigger", help="only this trigger")
+    why_cmd.add_argument("--json", action="store_true")
+    why_cmd.set_defaults(func=_cmd_why)
+
     init = sub.add_parser("init", help="create the nudge schema and send ledger in the warehouse")
     init.set_defaults(func=_cmd_init)
+
+    serve = sub.add_parser(
+        "serve", help="the consent service: one-click unsubscribe, preference and confirm pages"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_cmd_serve)
 
     dev = sub.add_parser("dev", help="the Dagster UI (dg dev) with nudge's runs and schedule")
     dev.add_argument("--host", default="127.0.0.1")

@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -140,3 +143,99 @@ def quote_relation(relation: str) -> str:
     if not parts or any(not p or '"' in p for p in parts):
         raise ValueError(f"not a valid relation name: {relation!r}")
     return ".".join(f'"{p}"' for p in parts)
+
+
+# -- compaction (nudge erase) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What :func:`compact` did: the file's size before and after, and how long it took."""
+
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+
+class CompactionError(RuntimeError):
+    """The compacted copy did not match the warehouse; the warehouse was left as it was."""
+
+
+def compact(warehouse: Path) -> Compaction:
+    """Rewrite the warehouse file with only its live data, and swap the copy in atomically.
+
+    DuckDB reuses the blocks that deletes, updates and dbt's table rebuilds free, but does not
+    zero them, so old values stay readable in the file until overwritten. A compaction copies
+    the database (``COPY FROM DATABASE``: schemas, tables with their constraints, views,
+    sequences, macros, types, indexes and comments) into a new file beside it, checks the copy
+    against the original (every catalog object and comment, every table's row count), then
+    renames it over the original: the old bytes go with the old file. The caller holds the
+    warehouse lock and has no connection open; a reader that had the old file open keeps
+    reading it until it reopens.
+    """
+    started = time.monotonic()
+    wal = warehouse.with_name(warehouse.name + ".wal")
+    before = warehouse.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    # A folder of its own, on the same file system (the rename must not copy), and a file of
+    # the same name: DuckDB names a file's catalog after it.
+    workdir = Path(tempfile.mkdtemp(prefix=f".{warehouse.name}.compact-", dir=warehouse.parent))
+    copy = workdir / warehouse.name
+    try:
+        con = connect(warehouse)
+        try:
+            con.execute(sql("privacy/checkpoint"))  # the WAL into the file, for the copy
+            row = one(con, sql("privacy/current_database"))
+            source = str(row[0]) if row else warehouse.stem
+            con.execute(sql("privacy/compact_attach").format(path=sql_literal(str(copy))))
+            con.execute(sql("privacy/compact_copy").format(source=_quote_identifier(source)))
+            _check_copy(con, source, "nudge_compacted")
+            con.execute(sql("privacy/compact_detach"))
+        finally:
+            con.close()
+        if wal.exists() or copy.with_name(copy.name + ".wal").exists():
+            raise CompactionError(f"{warehouse}: a write-ahead log is left after closing")
+        _fsync(copy)
+        os.replace(copy, warehouse)
+        _fsync(warehouse.parent)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Compaction(before, warehouse.stat().st_size, time.monotonic() - started)
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check_copy(con: duckdb.DuckDBPyConnection, source: str, copy: str) -> None:
+    catalogs = [
+        con.execute(sql("privacy/compact_catalog"), {"database": name}).fetchall()
+        for name in (source, copy)
+    ]
+    if catalogs[0] != catalogs[1]:
+        differing = sorted(set(catalogs[0]) ^ set(catalogs[1]))[:5]
+        raise CompactionError(
+            f"the compacted copy's catalog differs from the warehouse's: {differing}"
+        )
+    tables = con.execute(sql("privacy/compact_tables"), {"database": source}).fetchall()
+    for schema, table in tables:
+        counts = [
+            one(
+                con,
+                sql("privacy/compact_row_count").format(
+                    relation=".".join(_quote_identifier(p) for p in (catalog, schema, table))
+                ),
+            )
+            for catalog in (source, copy)
+        ]
+        if counts[0] != counts[1]:
+            raise CompactionError(
+                f"the compacted copy of {schema}.{table} has {counts[1]} rows, not {counts[0]}"
+            )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

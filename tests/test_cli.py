@@ -90,6 +90,10 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         "render",
         "backtest",
         "resolve-unknown",
+        "serve",
+        "erase",
+        "export",
+        "why",
         "init",
         "dev",
     }

@@ -344,12 +344,13 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
             f"<td>{esc.get('trigger', '')}</td>"
             f"<td>{esc.get('step', '')}</td>"
             f"<td>{esc.get('to', '')}</td>"
+            f"<td>{esc.get('customer_id', '')}</td>"
             f'<td><a href="{_href(html_path)}">{esc.get("subject", "") or "(no subject)"}</a></td>'
             f'<td><a href="{_href(str(e.get("path", "")))}">.eml</a></td>'
             f"<td><code>{esc.get('send_id', '')}</code></td>"
             "</tr>"
         )
-    body = "\n".join(rows) if rows else '    <tr><td colspan="8">No messages yet.</td></tr>'
+    body = "\n".join(rows) if rows else '    <tr><td colspan="9">No messages yet.</td></tr>'
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -372,7 +373,7 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
   <table>
     <thead><tr><th scope="col">Tick (UTC)</th><th scope="col">Step due (UTC)</th>
     <th scope="col">Trigger</th><th scope="col">Step</th><th scope="col">To</th>
-    <th scope="col">Subject</th><th scope="col">File</th><th scope="col">Send id</th></tr>
+    <th scope="col">Customer</th><th scope="col">Subject</th><th scope="col">File</th><th scope="col">Send id</th></tr>
     </thead>
     <tbody>
 {body}

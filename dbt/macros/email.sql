@@ -9,7 +9,7 @@
 {%- endmacro %}
 
 {#- The salted hash nudge keeps of an erased address (nudge.erasures): lowercase hex SHA-256 of
-    salt || address, the same as dagster_project/erasure.py computes. -#}
+    salt || address, the same as dagster_project/privacy.py computes (erasure_hash). -#}
 {% macro erasure_hash(salt, email) -%}
     {{ return(adapter.dispatch('erasure_hash', 'nudge')(salt, email)) }}
 {%- endmacro %}

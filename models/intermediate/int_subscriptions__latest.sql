@@ -3,8 +3,10 @@ with
 changes as (
 
     select * from {{ ref('int_consent__changes') }}
-    -- A consent change dated after the tick has not happened yet for this tick.
-    where changed_at <= {{ as_of() }}
+    -- A consent change dated after the tick has not happened yet for this tick. An erasure
+    -- is the exception: a tick replayed for an earlier instant must not mail an erased
+    -- address either.
+    where changed_at <= {{ as_of() }} or source = 'erasure'
 
 ),
 

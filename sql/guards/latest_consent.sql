@@ -16,7 +16,8 @@ changes as (
     from {subscriptions}
     where
         list = $list
-        and changed_at <= $cutoff
+        -- An erasure counts whenever it happened (see int_subscriptions__latest).
+        and (changed_at <= $cutoff or source = 'erasure')
         and customer_id in (select unnest($customer_ids))
 
 ),

@@ -1,0 +1,2 @@
+-- Done copying: close the compaction's file.
+detach nudge_compacted
