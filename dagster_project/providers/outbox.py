@@ -373,7 +373,8 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
   <table>
     <thead><tr><th scope="col">Tick (UTC)</th><th scope="col">Step due (UTC)</th>
     <th scope="col">Trigger</th><th scope="col">Step</th><th scope="col">To</th>
-    <th scope="col">Customer</th><th scope="col">Subject</th><th scope="col">File</th><th scope="col">Send id</th></tr>
+    <th scope="col">Customer</th><th scope="col">Subject</th><th scope="col">File</th>
+    <th scope="col">Send id</th></tr>
     </thead>
     <tbody>
 {body}
