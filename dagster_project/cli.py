@@ -235,6 +235,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     links = LinkSettings.from_env()
+    links.require_shared()
     store = LandingStore(settings.landing_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(

@@ -10,7 +10,7 @@ repeat, never a loss or a double.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import duckdb
@@ -18,6 +18,7 @@ import polars as pl
 
 from . import audit
 from .landing import ConsentChange, LandingStore
+from .privacy.people import pseudonym
 from .warehouse import sql
 
 
@@ -39,13 +40,32 @@ def drain(
         changes = store.undrained()
         if not changes:
             break
+        erased = _erased(con, {c.customer_id for c in changes})
+        # An old link of an erased person still works (they stay unsubscribed), but must not
+        # bring their id back: the change is stored under their pseudonym, and the store
+        # forgets them again.
+        changes = [
+            replace(c, customer_id=erased.get(c.customer_id, c.customer_id)) for c in changes
+        ]
         new = _insert(con, changes, now)
         store.mark_drained([c.change_id for c in changes], now)
+        for customer_id in erased:
+            store.erase(customer_id)
         total_new += new
         total_seen += len(changes) - new
         if len(changes) < 50_000:
             break
     return Drained(total_new, total_seen)
+
+
+def _erased(con: duckdb.DuckDBPyConnection, customer_ids: set[str]) -> dict[str, str]:
+    """Which of these customers were erased (``nudge erase``), with their pseudonyms."""
+    rows = con.execute(sql("consent/erasure_salt")).fetchall()
+    if not rows:
+        return {}
+    names = {pseudonym(str(rows[0][0]), customer_id): customer_id for customer_id in customer_ids}
+    erased = con.execute(sql("consent/erased_subjects"), {"subjects": list(names)}).fetchall()
+    return {names[subject]: subject for (subject,) in erased}
 
 
 def _insert(con: duckdb.DuckDBPyConnection, changes: list[ConsentChange], now: datetime) -> int:

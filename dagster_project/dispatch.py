@@ -148,7 +148,9 @@ def add_links(
 ) -> dict[str, str]:
     """Put ``unsubscribe_url`` (marketing) and ``confirm_url`` in a send's template context;
     return the headers the message carries (RFC 8058's, for marketing)."""
-    customer_id = str(context.get("customer_id"))
+    if not context.get("customer_id"):
+        raise RenderError("the eligibility row has no customer_id to sign its links for")
+    customer_id = str(context["customer_id"])
     headers: dict[str, str] = {}
     if spec.category == "marketing":
         url = links.unsubscribe_url(customer_id, spec.consent_list, send_id)

@@ -230,10 +230,9 @@ def latest_consent(
         for change in pending.changes_for(ids, [consent_list]):
             changed_at = change.changed_at
             if changed_at > cutoff:
-                # A tick replayed for a past instant sends *now*: a person who said no to the
-                # service since then has still said no before this email leaves. A later
-                # subscribe, though, is the future there and waits for its own tick.
-                if change.status != "unsubscribed":
+                # As in latest_consent.sql: a tick replayed for a past instant sends *now*, so
+                # a "no" since then counts (as of the cutoff); a later "yes" is its future.
+                if change.status not in ("unsubscribed", "suppressed"):
                     continue
                 changed_at = cutoff
             candidate = (change.status, changed_at, change.source)

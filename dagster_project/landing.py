@@ -16,8 +16,9 @@ adapter's own database (a PostgreSQL table) or a queue, behind the same four cal
 
 Each change has a random ``change_id``; the drain inserts only ids the warehouse does not have,
 so a store drained twice (a tick that died after copying and before marking) counts each change
-once. A request replayed within ``REPLAY_WINDOW`` (a mail scanner, a double click, a provider
-retrying the one-click POST) finds its change already there and stores nothing new.
+once (a change a replay moved later is updated in place). The same request again (a double
+click, a provider retrying the one-click POST) is the same change, moved to the later instant:
+one row, and still the latest word.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPLAY_WINDOW = timedelta(minutes=10)
 # Drained changes stay this long (they are in the warehouse too): the replay check and the
 # push-time re-check read them; then they go.
 KEEP_DRAINED = timedelta(days=30)
@@ -141,8 +142,10 @@ class LandingStore:
         while True:
             with self._queue_lock:
                 while not self._queue:
-                    if not self._queue_lock.wait(timeout=30):
-                        self._writer = None  # idle: the next record starts another
+                    # Idle: stop, and the next record starts another writer. The queue is
+                    # looked at again after the timeout: a record may have come in between.
+                    if not self._queue_lock.wait(timeout=30) and not self._queue:
+                        self._writer = None
                         return
                 batch, self._queue = self._queue, []
             try:
@@ -179,13 +182,17 @@ class LandingStore:
             " where customer_id = ? and list = ? order by changed_at desc limit 1",
             (request.customer_id, request.list_name),
         ).fetchone()
-        if (
-            latest is not None
-            and (latest[1], latest[2], latest[3]) == key
-            and now - _instant(latest[4]) <= REPLAY_WINDOW
-        ):
+        if latest is not None and (latest[1], latest[2], latest[3]) == key:
+            # The same request again (a double click, a provider retrying the POST): the same
+            # change, moved to now, so it still wins over anything recorded in between (an
+            # import that subscribed them again a minute ago must not outlive a second "no").
+            changed_at = max(now, _instant(latest[4]))
+            con.execute(
+                "update consent_changes set changed_at = ?, drained_at = null where change_id = ?",
+                (_text(changed_at), latest[0]),
+            )
             replayed = ConsentChange(
-                latest[0], request.customer_id, request.list_name, *key, _instant(latest[4])
+                latest[0], request.customer_id, request.list_name, *key, changed_at
             )
             return replayed, False
         change = ConsentChange(uuid.uuid4().hex, request.customer_id, request.list_name, *key, now)
@@ -269,10 +276,16 @@ class LandingStore:
                 "delete from consent_changes where customer_id = ?", (customer_id,)
             ).rowcount
             # Copy the WAL into the database and empty it: the deleted rows' old pages are
-            # gone from both files (secure_delete zeroed them in the database).
-            con.execute("pragma wal_checkpoint(truncate)")
+            # gone from both files (secure_delete zeroed them in the database). A reader in
+            # the middle of a read makes the checkpoint busy: wait for it, never skip it.
             con.execute("vacuum")
-            con.execute("pragma wal_checkpoint(truncate)")
+            for _ in range(300):
+                busy = con.execute("pragma wal_checkpoint(truncate)").fetchone()
+                if busy is not None and busy[0] == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"{self.path}: the WAL could not be emptied (busy readers)")
         return deleted
 
 

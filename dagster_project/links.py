@@ -19,12 +19,14 @@ claim, not hide it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -140,6 +142,15 @@ class LinkSettings:
             confirm_days=int(days),
             generated=generated,
         )
+
+    def require_shared(self) -> None:
+        """``nudge serve`` behind a public URL must verify with the ticks' key: a secret it
+        generated for itself would refuse every real link (and lose every unsubscribe)."""
+        if self.generated and not _is_loopback(urlsplit(self.public_url).hostname or ""):
+            raise ConfigError(
+                f"NUDGE_PUBLIC_URL={self.public_url} but NUDGE_LINK_SECRET is unset: set it to "
+                "the key the ticks sign links with"
+            )
 
     def require_for(self, esp: str) -> None:
         """Refuse to mail through a real provider with links nobody outside can use.
@@ -276,18 +287,20 @@ def _generated_secret(path: Path) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    # Written whole to a temporary file, then linked into place: a process racing this one
-    # either wins (and both use its secret) or sees the complete file, never a half-written one.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    # Written whole to a temporary file of its own, then linked into place: whoever links
+    # first wins, and everyone reads the winner's complete file, never a half-written one.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        secret = path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # Another process or thread may have won: then everyone uses its secret.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
+    secret = path.read_text().strip()
     return secret

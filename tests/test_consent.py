@@ -162,3 +162,50 @@ def test_marketing_mail_carries_the_one_click_headers_and_the_same_link_in_its_b
     bodies = [part.get_payload(decode=True).decode() for part in message.walk()
               if part.get_content_maintype() == "text"]  # fmt: skip
     assert bodies and all(link in body for body in bodies)
+
+
+def test_a_second_click_after_an_import_resubscribed_them_is_still_the_latest_word(
+    tmp_path: Path, store: LandingStore
+) -> None:
+    """The same one-click again is one change, moved to its new instant: an import that
+    subscribed the person in between must not outlive their second "no"."""
+    con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
+    _record(store, "cust_twice", send_id="s1", now=AS_OF)
+    drain(con, store, now=AS_OF + timedelta(seconds=1))
+    add_subscription(con, "cust_twice", "subscribed", AS_OF + timedelta(minutes=2))
+    _record(store, "cust_twice", send_id="s1", now=AS_OF + timedelta(minutes=5))
+    assert drain(con, store).changes == 1  # the same change, moved
+    rows = con.execute("select changed_at from nudge.consent_changes").fetchall()
+    assert [r[0] for r in rows] == [AS_OF + timedelta(minutes=5)]
+    write_eligibility(con, [cart_row("twice")])
+    dispatch(
+        con,
+        OutboxProvider(tmp_path / "outbox"),
+        consent_cutoff=AS_OF + timedelta(minutes=6),
+        links=LINKS,
+        pending=store,
+    )
+    status = con.execute("select status, reason from nudge.send_ledger").fetchall()
+    assert status == [("skipped", "unsubscribed_before_send")]
+
+
+def test_an_old_link_of_an_erased_person_does_not_bring_their_id_back(
+    tmp_path: Path, store: LandingStore
+) -> None:
+    from dagster_project import audit
+    from dagster_project.privacy import pseudonym
+
+    con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
+    ((salt,),) = con.execute("select salt from nudge.erasure_salt").fetchall()
+    gone = pseudonym(salt, "cust_gone")
+    audit.record(con, "erasure", actor="cli:test", subject=gone)
+    _record(store, "cust_gone", send_id="s_old")
+    _record(store, "cust_here", send_id="s_new")
+    assert drain(con, store).changes == 2
+    stored = con.execute("select customer_id from nudge.consent_changes order by 1").fetchall()
+    assert stored == [("cust_here",), (gone,)]
+    assert store.latest("cust_gone", "marketing") is None
+    assert store.latest("cust_here", "marketing") is not None
+    assert b"cust_gone" not in store.path.read_bytes()

@@ -116,3 +116,12 @@ def test_with_nothing_configured_one_secret_is_generated_kept_private_and_shared
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(p.name for p in path.parent.iterdir()) == ["link_secret"]
     assert repr(LinkSettings.build(secret_file=path)).count("secret") == 0
+
+
+def test_serve_behind_a_public_url_refuses_a_secret_of_its_own(tmp_path: Path) -> None:
+    # A service that generated its own key would refuse every link the ticks signed.
+    LinkSettings.build(secret_file=tmp_path / "s").require_shared()  # loopback demo: fine
+    public = LinkSettings.build(public_url="https://u.shop.example", secret_file=tmp_path / "s")
+    with pytest.raises(ConfigError, match="NUDGE_LINK_SECRET is unset"):
+        public.require_shared()
+    _links().require_shared()

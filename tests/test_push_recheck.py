@@ -73,13 +73,26 @@ def test_a_suppression_after_the_build_stops_even_transactional_mail(tmp_path: P
     assert len(delivered) == 2
 
 
-def test_a_suppression_after_the_cutoff_is_not_seen(tmp_path: Path) -> None:
+def test_a_no_after_the_cutoff_still_counts_but_a_later_yes_does_not(tmp_path: Path) -> None:
+    """A tick replayed for a past instant sends now: whoever said no since has said no before
+    this email leaves. A yes after the cutoff is that replay's future."""
     con = connect(tmp_path / "w.duckdb")
     ledger.ensure_ledger(con)
-    write_eligibility(con, [cart_row("late")])
+    write_eligibility(con, [cart_row("late"), cart_row("lifted_late")])
     _suppress(con, "cust_late", "suppressed", 120)  # after the consent cutoff (+1 h)
+    _suppress(con, "cust_lifted_late", "suppressed", 30)
+    _suppress(con, "cust_lifted_late", "subscribed", 120)
     summary = _dispatch(con, CART_SPEC, tmp_path / "outbox")
-    assert summary.sent == 1 and summary.skipped == 0
+    statuses = dict(
+        con.execute(
+            "select customer_id, status || ':' || coalesce(reason, '') from nudge.send_ledger"
+        ).fetchall()
+    )
+    assert statuses == {
+        "cust_late": "skipped:suppressed_before_send",
+        "cust_lifted_late": "skipped:suppressed_before_send",
+    }
+    assert summary.sent == 0
 
 
 def test_a_tick_that_runs_late_into_the_night_leaves_marketing_mail_for_the_morning(

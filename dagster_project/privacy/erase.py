@@ -105,6 +105,9 @@ def erase(
     with warehouse_lock(settings.warehouse):
         with connection(settings.warehouse) as con:
             ledger.ensure_ledger(con)
+            # Every change the service acknowledged goes into the warehouse first: erasing the
+            # landing store can then lose nothing, whatever happens after.
+            _drain_landing(con, settings.landing_path)
             salt = _salt(con)
             person = _resolve(con, salt, customer_ids, emails)
             raw_before = _raw_rows_at_last_erasure(con, person, salt)
@@ -299,6 +302,18 @@ def _erase_files(settings: Settings, person: Person, render_dirs: Sequence[Path]
         Change("outbox", "index entries removed", entries),
         Change("render output", "folders deleted", _erase_renders(render_dirs, person)),
     ]
+
+
+def _drain_landing(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    from ..consent import drain  # consent imports privacy.people: import here, not above
+
+    if not path.exists():
+        return
+    store = LandingStore(path)
+    try:
+        drain(con, store)
+    finally:
+        store.close()
 
 
 def _erase_landing(path: Path, person: Person) -> int:

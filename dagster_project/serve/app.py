@@ -78,7 +78,7 @@ class Hardening:
         started = time.monotonic()
         status = {"code": 0}
         headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        declared = headers.get(b"content-length", b"").strip() or None
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             await _plain(send, 413, "request body too large")
             _access(scope, 413, started)
@@ -107,7 +107,8 @@ class Hardening:
             if not status["code"]:
                 await _plain(send, 413, "request body too large")
                 status["code"] = 413
-        _access(scope, status["code"], started)
+        finally:
+            _access(scope, status["code"] or 500, started)
 
 
 async def _plain(send: Send, code: int, text: str) -> None:

@@ -1,7 +1,8 @@
--- Drain nudge serve's landing store into the warehouse: the changes the warehouse does not
--- have yet (by change_id), so a store drained twice counts each change once.
+-- Drain nudge serve's landing store into the warehouse. A change the warehouse already has
+-- (by change_id: a store drained twice) is written once; one a replayed request moved later
+-- takes its new instant. Returns the changes written.
 -- {landed} is a registered frame of landing.ConsentChange rows.
-insert into nudge.consent_changes (
+insert into nudge.consent_changes as known (
     change_id, customer_id, list, status, changed_at, source, send_id, drained_at
 )
 select
@@ -14,8 +15,7 @@ select
     landed.send_id,
     $drained_at
 from {landed} as landed
-where not exists (
-        select 1 from nudge.consent_changes as known
-        where known.change_id = landed.change_id
-    )
+on conflict (change_id) do update
+    set changed_at = excluded.changed_at
+    where known.changed_at < excluded.changed_at
 returning change_id

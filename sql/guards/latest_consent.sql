@@ -1,8 +1,11 @@
 -- Consent re-check at push time: the latest change on $list up to $cutoff of each customer of
 -- a batch, counting changes that landed after the tick's dbt build ({subscriptions} is
--- int_consent__changes, not as_of filtered). The order is int_subscriptions__latest's: an
--- erasure first, then the latest change, the unsubscribe on a tie. guards.py merges these
--- with the landing store's changes not drained yet, in the same order.
+-- int_consent__changes, not as_of filtered). A "no" (unsubscribed, suppressed) after the
+-- cutoff counts too, as of the cutoff: a tick replayed for a past instant sends now, and the
+-- person has said no before this email leaves; a later "yes" is that replay's future. The
+-- order is int_subscriptions__latest's: an erasure first, then the latest change, the
+-- unsubscribe on a tie. guards.py merges these with the landing store's changes not drained
+-- yet, by the same rules.
 -- Parameters: $customer_ids, $list, $cutoff.
 with
 
@@ -11,13 +14,16 @@ changes as (
     select
         customer_id,
         status,
-        changed_at,
+        least(changed_at, $cutoff) as changed_at,
         source
     from {subscriptions}
     where
         list = $list
-        -- An erasure counts whenever it happened (see int_subscriptions__latest).
-        and (changed_at <= $cutoff or source = 'erasure')
+        and (
+            changed_at <= $cutoff
+            or status in ('unsubscribed', 'suppressed')
+            or source = 'erasure'
+        )
         and customer_id in (select unnest($customer_ids))
 
 ),
