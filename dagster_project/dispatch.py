@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from . import failpoints, guards, handover, ledger
+from . import audit, failpoints, guards, handover, ledger
 from .handover import HandoverJournal
 from .ledger import PlannedRow
 from .links import LinkSettings
@@ -212,7 +212,11 @@ def dispatch_trigger(
         summary.outcome = "paused"
         summary.skipped_reason = f"trigger {spec.name} is paused (NUDGE_PAUSED_TRIGGERS)"
         record_run(con, summary, run_id=run_id, provider=provider.name, started=started)
+        audit.record(con, "paused", actor=f"run:{run_id}", subject=spec.name)
         return summary
+    if spec.name in policy.guards.approved:
+        # An operator released the guards' hold on this trigger for this run.
+        audit.record(con, "approve", actor=f"run:{run_id}", subject=spec.name)
     for template in spec.templates:
         renderer.check(template)
     push = _Push(

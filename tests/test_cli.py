@@ -60,6 +60,17 @@ def test_resolve_unknown_lists_then_resends_or_drops(with_unknown, capsys) -> No
     assert statuses[ids[1]] == statuses[ids[2]] == "failed_retryable"
     assert main(["resolve-unknown"]) == 0
     assert capsys.readouterr().out.startswith("0 unknown sends")
+    # Both decisions are in the audit trail: what, on which sends, by whom.
+    con = connect(warehouse)
+    try:
+        audit = con.execute(
+            "select action, actor, detail from nudge.audit_log order by occurred_at"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [a for a, _, _ in audit] == ["resolve_unknown_drop", "resolve_unknown_resend"]
+    assert all(actor.startswith("cli:") for _, actor, _ in audit)
+    assert ids[0] in audit[0][2] and ids[1] in audit[1][2]
 
 
 def test_resolve_unknown_refuses_send_ids_that_are_not_unknown(with_unknown, capsys) -> None:

@@ -746,6 +746,8 @@ def test_a_paused_trigger_touches_nothing(con, renderer) -> None:
     assert count(con, "nudge.send_events") == 0
     runs = con.execute("select run_id, trigger, outcome from nudge.runs").fetchall()
     assert runs == [("r1", "abandoned_cart", "paused")]
+    audit = con.execute("select action, actor, subject from nudge.audit_log").fetchall()
+    assert audit == [("paused", "run:r1", "abandoned_cart")]
 
     # Pausing another trigger does not pause this one.
     resumed = _dispatch(con, renderer, provider, run_id="r2", paused=frozenset({"birthday"}))

@@ -5,7 +5,6 @@
 
 from collections.abc import Sequence
 
-import duckdb
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -15,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from .. import audit, ledger
+from .. import ledger
 from ..dispatch import dispatch_trigger
 from ..rendering import Renderer
 from ..triggers import ProjectRelations, TriggerSpec
@@ -111,7 +110,6 @@ def build_send_asset(
                     links=links,
                     pending=store,
                 )
-                _audit(con, spec.name, summary.outcome, policy.guards.approved, context.run_id)
         finally:
             provider.close()
             store.close()
@@ -136,17 +134,3 @@ def build_send_asset(
         )
 
     return _send
-
-
-def _audit(
-    con: duckdb.DuckDBPyConnection,
-    trigger: str,
-    outcome: str,
-    approved: frozenset[str] | set[str] | Sequence[str],
-    run_id: str,
-) -> None:
-    """An approval that released a guard's hold, and a paused trigger, go in the audit log."""
-    if trigger in approved:
-        audit.record(con, "approve", actor=f"run:{run_id}", subject=trigger)
-    if outcome == "paused":
-        audit.record(con, "paused", actor=f"run:{run_id}", subject=trigger)

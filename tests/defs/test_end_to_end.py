@@ -334,6 +334,12 @@ def test_a_held_trigger_fails_its_check_and_an_approval_releases_it(
     carts = next(t for t in released["triggers"] if t["trigger"] == "abandoned_cart")
     assert carts["outcome"] == "ok" and carts["sent"] > 2
     assert len(list((tmp_path / "outbox" / "abandoned_cart").glob("*.eml"))) == carts["sent"]
+    # The release is in the audit trail, one row per approved trigger, naming the run.
+    approvals = _ledger_rows(
+        warehouse, "select subject, actor from nudge.audit_log where action = 'approve'"
+    )
+    assert {subject for subject, _ in approvals} == {t.name for t in project_triggers()[0]}
+    assert all(actor == f"run:{released['run_id']}" for _, actor in approvals)
 
 
 def _ledger_rows(warehouse: Path, query: str) -> list[tuple]:
