@@ -187,6 +187,7 @@ P_BIRTHDAY_NULL = 0.15
 P_EMAIL_INVALID, P_EMAIL_MESSY, P_EMAIL_DUPLICATE = 0.01, 0.04, 0.005
 P_FIRST_NAME_MISSING = 0.01
 P_NO_CONSENT, P_UNSUBSCRIBED, P_RESUBSCRIBED = 0.05, 0.10, 0.01
+P_PENDING, P_PENDING_DAYS = 0.15, 4
 
 # --------------------------------------------------------------------------------------------
 # DDL (the public contract)
@@ -658,8 +659,8 @@ def _build_subscriptions(g: _Generator, ids: list[str], created: list[int]) -> d
 
     Most customers opt in at sign-up; ~10 % unsubscribe later (a share of them during the demo
     day, so a cart abandoned in the morning must not be mailed after an afternoon opt-out);
-    ~5 % never gave consent (imported customers: no row, no marketing email; a third of them
-    signed up but did not confirm yet: `pending`, double opt-in); ~1 %
+    ~5 % never gave consent (imported customers: no row, no marketing email); ~15 % of those who
+    signed up in the last 4 days have not confirmed yet (`pending`, double opt-in); ~1 %
     unsubscribe and then subscribe again, so "latest row wins" is the only correct reading.
     """
     rng, end = g.rng, g.end
@@ -674,11 +675,12 @@ def _build_subscriptions(g: _Generator, ids: list[str], created: list[int]) -> d
 
     for cid, c in zip(ids, created, strict=True):
         u = rng.random()
-        if u < P_NO_CONSENT:
-            # A third of them signed up without confirming yet (double opt-in pending): they
+        if c >= end - P_PENDING_DAYS * DAY and u < P_PENDING:
+            # Signed up in the last days without confirming yet (double opt-in pending): they
             # get confirm_subscription's email, and no marketing until they confirm.
-            if u < P_NO_CONSENT / 3:
-                add(cid, "pending", c)
+            add(cid, "pending", c)
+            continue
+        if u < P_NO_CONSENT:
             continue
         add(cid, "subscribed", c)
         if u < P_NO_CONSENT + P_UNSUBSCRIBED + P_RESUBSCRIBED:

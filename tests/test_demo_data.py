@@ -369,7 +369,15 @@ def test_consent_history(warehouse: duckdb.DuckDBPyConnection) -> None:
     statuses = {
         r[0] for r in warehouse.execute("select distinct status from raw.subscriptions").fetchall()
     }
-    assert statuses == {"subscribed", "unsubscribed"}
+    assert statuses == {"subscribed", "unsubscribed", "pending"}
+    # Pending (double opt-in not confirmed) only for recent sign-ups, who are still asked.
+    old_pending = _scalar(
+        warehouse,
+        """select count(*) from raw.subscriptions
+           where status = 'pending' and changed_at < $end - interval 4 days""",
+        {"end": END},
+    )
+    assert old_pending == 0
     no_row = _scalar(
         warehouse,
         """select count(*) from raw.customers
