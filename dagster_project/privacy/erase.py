@@ -19,11 +19,8 @@ again, which compacts away what that delete freed.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +34,7 @@ from .. import audit, ledger
 from ..config import ConfigError, Settings
 from ..landing import LandingStore
 from ..providers import write_outbox_index_html
-from ..providers.outbox import INDEX_JSONL
+from ..providers.outbox import INDEX_JSONL, atomic_write
 from ..warehouse import (
     RAW_TABLES,
     Compaction,
@@ -366,22 +363,10 @@ def _erase_outbox(outbox: Path, person: Person) -> tuple[int, int]:
                 path.unlink()
                 deleted += 1
     if removed:
-        _replace_file(index, "".join(kept).encode("utf-8"))
+        atomic_write(index, "".join(kept).encode("utf-8"))
     if removed or deleted:
         write_outbox_index_html(outbox)
     return deleted, removed
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _erase_renders(render_dirs: Sequence[Path], person: Person) -> int:

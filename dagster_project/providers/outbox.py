@@ -86,7 +86,7 @@ def message_id_for(send_id: str) -> str:
     return f"<{_safe_component(send_id)}@{MESSAGE_ID_DOMAIN}>"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file + ``os.replace``.
 
     A crash mid-write leaves at worst a stray temp file, never a truncated ``.eml`` that a
@@ -227,10 +227,10 @@ class OutboxProvider:
             email_msg = build_email(message, sent_at=tick)
             # CRLF line endings, per RFC 5322; extra headers written as they are.
             data = email_msg.as_bytes(policy=VERBATIM_SMTP_POLICY)
-            _atomic_write(eml_path, data)
+            atomic_write(eml_path, data)
             # A UTF-8 BOM makes browsers opening a file:// page decode it as UTF-8 even when the
             # template has no <meta charset>, so accented names do not turn into mojibake.
-            _atomic_write(html_path, message.html.encode("utf-8-sig"))
+            atomic_write(html_path, message.html.encode("utf-8-sig"))
             self._append_index(
                 {
                     "send_id": message.send_id,
@@ -384,5 +384,5 @@ def write_outbox_index_html(outbox_dir: Path) -> Path:
 </html>
 """
     target = outbox_dir / INDEX_HTML
-    _atomic_write(target, page.encode("utf-8"))
+    atomic_write(target, page.encode("utf-8"))
     return target

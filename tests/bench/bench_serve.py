@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,24 +32,9 @@ import httpx
 from dagster_project.clock import this_hour
 from dagster_project.demo_data import generate_to_file
 from dagster_project.links import LinkSettings
+from tests.support.processes import free_port, nudge
 
 SECRET = "bench-serve-secret-" + "b" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _nudge(*args: str, env: dict[str, str], quiet: bool = True) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("nudge")), *args],
-        env=env,
-        stdout=subprocess.DEVNULL if quiet else None,
-        stderr=subprocess.DEVNULL if quiet else None,
-        text=True,
-    )
 
 
 def _load(
@@ -92,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         warehouse = tmp / "warehouse.duckdb"
         end = this_hour()
         generate_to_file(warehouse, customers=args.customers, end=end)
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NUDGE_", "DAGSTER_"))}
         env.update(
             NUDGE_WAREHOUSE=str(warehouse),
@@ -102,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             DAGSTER_HOME=str(tmp / "dagster_home"),
         )
         links = LinkSettings.build(public_url=env["NUDGE_PUBLIC_URL"], secret=SECRET)
-        server = _nudge("serve", "--port", str(port), env=env)
+        server = nudge("serve", "--port", str(port), env=env, quiet=True)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
@@ -124,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 while not stop.is_set():
                     hour += 1
                     as_of = (end + timedelta(hours=hour)).isoformat()
-                    _nudge("run", "--as-of", as_of, env=env).wait()
+                    nudge("run", "--as-of", as_of, env=env, quiet=True).wait()
                     ticks += 1
 
             ticker = threading.Thread(target=tick_loop, daemon=True)
@@ -152,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server.terminate()
             server.wait(timeout=10)
         # A last tick drains what is left.
-        _nudge("run", "--as-of", (end + timedelta(hours=99)).isoformat(), env=env).wait()
+        nudge("run", "--as-of", (end + timedelta(hours=99)).isoformat(), env=env, quiet=True).wait()
         con = duckdb.connect(str(warehouse), read_only=True)
         stored = con.execute(
             "select count(*), count(distinct customer_id) from nudge.consent_changes"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import email
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -21,6 +19,7 @@ import pytest
 from dagster_project.clock import this_hour
 from dagster_project.landing import LandingStore
 from dagster_project.warehouse import WarehouseLockTimeout, warehouse_lock
+from tests.support.processes import free_port, nudge
 
 pytestmark = pytest.mark.dbt
 
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.dbt
 # --allow-late), as the schedule runs them, so the unsubscribe made now is in their past.
 T0 = this_hour() - timedelta(hours=27)
 SECRET = "e2e-link-secret-" + "z" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _daytime_zone() -> str:
@@ -100,19 +93,9 @@ def _env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def _nudge(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("nudge")), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _tick(as_of: datetime, env: dict[str, str]) -> subprocess.Popen[str]:
     late = ["--allow-late"] if as_of < this_hour() else []
-    return _nudge("run", "--as-of", as_of.isoformat(), *late, env=env)
+    return nudge("run", "--as-of", as_of.isoformat(), *late, env=env)
 
 
 def _finish(process: subprocess.Popen[str]) -> str:
@@ -123,9 +106,9 @@ def _finish(process: subprocess.Popen[str]) -> str:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path, port)
-    server = _nudge("serve", "--port", str(port), env=env)
+    server = nudge("serve", "--port", str(port), env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -136,9 +136,8 @@ def test_every_request_is_valid_against_sendgrids_published_schema(ticks: Ticks)
         assert {"send_id", "trigger", "step"} <= args <= {"send_id", "trigger", "step", "variant"}
 
 
-def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
-    ticks: Ticks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _cli_environment(ticks: Ticks, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """`nudge run` from this process on the fixture's warehouse and SendGrid server."""
     s = ticks.settings
     for key, value in {
         "NUDGE_WAREHOUSE": str(s.warehouse),
@@ -146,9 +145,15 @@ def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
         "NUDGE_ESP_BASE_URL": s.provider.base_url or "",
         "NUDGE_ESP_API_KEY": API_KEY,
         "NUDGE_OUTBOX_DIR": str(s.outbox_dir),
-        "NUDGE_PUBLIC_URL": "https://nudge.shop.example",
+        **extra,
     }.items():
         monkeypatch.setenv(key, value)
+
+
+def test_rerunning_the_last_tick_from_the_cli_sends_nothing(
+    ticks: Ticks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cli_environment(ticks, monkeypatch, NUDGE_PUBLIC_URL="https://nudge.shop.example")
     before = len(ticks.server.received_send_ids())
     code = main(["run", "--as-of", END.isoformat(), "--json", "--allow-late"])
     out = capsys.readouterr().out
@@ -187,14 +192,7 @@ def test_python_send_id_matches_the_dbt_macro(ticks: Ticks) -> None:
 def test_marketing_through_a_real_provider_without_a_public_unsubscribe_link_fails_loudly(
     ticks: Ticks, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = ticks.settings
-    for key, value in {
-        "NUDGE_WAREHOUSE": str(s.warehouse),
-        "NUDGE_ESP": "sendgrid",
-        "NUDGE_ESP_BASE_URL": s.provider.base_url or "",
-        "NUDGE_ESP_API_KEY": API_KEY,
-    }.items():
-        monkeypatch.setenv(key, value)
+    _cli_environment(ticks, monkeypatch)
     # No NUDGE_PUBLIC_URL: the links would point at this machine's loopback address.
     before = len(ticks.server.received_send_ids())
     code = main(["run", "--as-of", (END + timedelta(hours=1)).isoformat(), "--allow-late"])

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from dagster_project.demo_data import generate_to_file
 from dagster_project.tick import DAGSTER_YAML, dagster_instance
 from dagster_project.warehouse import connection
 from tests.support.esp_server import EspServer
+from tests.support.processes import nudge
 
 pytestmark = pytest.mark.dbt
 
@@ -41,16 +40,6 @@ def _copy(template: Path, folder: Path) -> Path:
     target = folder / "warehouse.duckdb"
     target.write_bytes(template.read_bytes())
     return target
-
-
-def _nudge(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("nudge")), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _env(warehouse: Path, home: Path, **extra: str) -> dict[str, str]:
@@ -74,7 +63,7 @@ def test_a_first_run_on_a_new_dagster_home_prints_nudges_output_only(
 ) -> None:
     warehouse = _copy(demo_warehouse, tmp_path)
     home = tmp_path / "new_home"  # does not exist yet, as on a fresh clone
-    run = _nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", env=_env(warehouse, home))
+    run = nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", env=_env(warehouse, home))
     out, err = run.communicate(timeout=600)
     assert run.returncode == 0, out + err
     output = out + err
@@ -105,7 +94,7 @@ def test_runs_started_together_on_a_new_dagster_home_take_turns_and_send_once(
             NUDGE_PUBLIC_URL="https://nudge.shop.example",
         )
         runs = [
-            _nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", "--json", env=env)
+            nudge("run", "--as-of", AS_OF.isoformat(), "--allow-late", "--json", env=env)
             for _ in range(3)
         ]
         outputs = [run.communicate(timeout=900) for run in runs]
