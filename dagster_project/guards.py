@@ -230,8 +230,9 @@ def latest_consent(
         for change in pending.changes_for(ids, [consent_list]):
             changed_at = change.changed_at
             if changed_at > cutoff:
-                # As in latest_consent.sql: a tick replayed for a past instant sends *now*, so
-                # a "no" since then counts (as of the cutoff); a later "yes" is its future.
+                # As in latest_consent.sql: a "no" someone gave the service is real, whatever
+                # instant a replayed tick stands for, and counts as of the cutoff; a later
+                # "yes" is that replay's future.
                 if change.status not in ("unsubscribed", "suppressed"):
                     continue
                 changed_at = cutoff

@@ -73,26 +73,37 @@ def test_a_suppression_after_the_build_stops_even_transactional_mail(tmp_path: P
     assert len(delivered) == 2
 
 
-def test_a_no_after_the_cutoff_still_counts_but_a_later_yes_does_not(tmp_path: Path) -> None:
-    """A tick replayed for a past instant sends now: whoever said no since has said no before
-    this email leaves. A yes after the cutoff is that replay's future."""
+def test_after_the_cutoff_only_a_no_nudge_recorded_itself_still_counts(tmp_path: Path) -> None:
+    """A tick replayed for a past instant sees the shop's imported history as it was then (a
+    simulation's data holds its future), but a no someone gave nudge itself happened for real,
+    before this email leaves. A later yes is the replay's future either way."""
     con = connect(tmp_path / "w.duckdb")
     ledger.ensure_ledger(con)
-    write_eligibility(con, [cart_row("late"), cart_row("lifted_late")])
-    _suppress(con, "cust_late", "suppressed", 120)  # after the consent cutoff (+1 h)
-    _suppress(con, "cust_lifted_late", "suppressed", 30)
-    _suppress(con, "cust_lifted_late", "subscribed", 120)
-    summary = _dispatch(con, CART_SPEC, tmp_path / "outbox")
+    rows = [cart_row(k) for k in ("imported_later", "clicked_later", "lifted_later")]
+    write_eligibility(con, rows)
+    _suppress(con, "cust_imported_later", "suppressed", 120)  # after the cutoff (+1 h)
+    add_subscription(
+        con, "cust_clicked_later", "unsubscribed", AS_OF + timedelta(hours=3), source="one_click"
+    )
+    add_subscription(
+        con,
+        "cust_lifted_later",
+        "subscribed",
+        AS_OF + timedelta(hours=3),
+        source="preference_page",
+    )
+    add_subscription(con, "cust_lifted_later", "unsubscribed", AS_OF + timedelta(minutes=30))
+    _dispatch(con, CART_SPEC, tmp_path / "outbox")
     statuses = dict(
         con.execute(
             "select customer_id, status || ':' || coalesce(reason, '') from nudge.send_ledger"
         ).fetchall()
     )
     assert statuses == {
-        "cust_late": "skipped:suppressed_before_send",
-        "cust_lifted_late": "skipped:suppressed_before_send",
+        "cust_imported_later": "sent:",
+        "cust_clicked_later": "skipped:unsubscribed_before_send",
+        "cust_lifted_later": "skipped:unsubscribed_before_send",
     }
-    assert summary.sent == 0
 
 
 def test_a_tick_that_runs_late_into_the_night_leaves_marketing_mail_for_the_morning(

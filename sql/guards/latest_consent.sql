@@ -1,11 +1,12 @@
 -- Consent re-check at push time: the latest change on $list up to $cutoff of each customer of
 -- a batch, counting changes that landed after the tick's dbt build ({subscriptions} is
--- int_consent__changes, not as_of filtered). A "no" (unsubscribed, suppressed) after the
--- cutoff counts too, as of the cutoff: a tick replayed for a past instant sends now, and the
--- person has said no before this email leaves; a later "yes" is that replay's future. The
--- order is int_subscriptions__latest's: an erasure first, then the latest change, the
--- unsubscribe on a tie. guards.py merges these with the landing store's changes not drained
--- yet, by the same rules.
+-- int_consent__changes, not as_of filtered). Past the cutoff, a tick replayed for an earlier
+-- instant (a simulation, a deliberate --allow-late catch-up) sees the shop's imported history
+-- as it was then: what came later is its future. But a "no" nudge recorded itself (a click on
+-- an unsubscribe link, an erasure) happened in real time, before this email leaves: it counts,
+-- as of the cutoff. The order is int_subscriptions__latest's: an erasure first, then the
+-- latest change, the unsubscribe on a tie. guards.py merges these with the landing store's
+-- changes not drained yet, by the same rules.
 -- Parameters: $customer_ids, $list, $cutoff.
 with
 
@@ -21,8 +22,8 @@ changes as (
         list = $list
         and (
             changed_at <= $cutoff
-            or status in ('unsubscribed', 'suppressed')
             or source = 'erasure'
+            or (status in ('unsubscribed', 'suppressed') and source != 'import')
         )
         and customer_id in (select unnest($customer_ids))
 
