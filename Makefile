@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CUSTOMERS ?= 100000
 DEV_PORT ?= 3000
+# Two workers, each taking whole test files (a file's module fixtures are built once).
+TEST_WORKERS ?= 2
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: setup demo run test lint bench bench-serve dev validate clean
@@ -24,7 +26,7 @@ run: setup  ## one tick now, on NUDGE_WAREHOUSE
 	$(BIN)/nudge run
 
 test: setup  ## the whole test suite (dbt unit tests, provider emulators included)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check dagster_project tests

@@ -8,6 +8,7 @@ virtualenv's ``bin/`` need not be on ``PATH``) and reads the same project.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -51,7 +52,15 @@ def ensure_manifest() -> Path:
     Called when Dagster loads the definitions and by the commands that read the triggers, so a
     newly added trigger is never silently missing. Importing nudge never runs it.
     """
-    if not MANIFEST.exists() or MANIFEST.stat().st_mtime < _newest_source_mtime():
+    if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
+        return MANIFEST
+    # The webserver, the daemon and `nudge run` may all load at once: one parses, the others
+    # wait and then find the manifest fresh (two parses would write it at the same time).
+    TARGET_DIR.mkdir(parents=True, exist_ok=True)
+    with open(TARGET_DIR / ".parse.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
+            return MANIFEST
         result = subprocess.run(
             [dbt_executable(), "parse", "--quiet"],
             cwd=DBT_PROJECT_DIR,

@@ -7,6 +7,7 @@ The live job always runs real ``dbt build`` (with its data tests) through Dagste
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -35,8 +36,14 @@ class CompiledModels:
     SENTINEL = "1970-01-01T00:00:00.424242+00:00"
 
     def __init__(self, warehouse: Path) -> None:
-        run_dbt(warehouse, ["compile", "--quiet"], self.SENTINEL)
-        manifest = json.loads((target_path() / "manifest.json").read_text())
+        target = target_path()
+        target.mkdir(parents=True, exist_ok=True)
+        # One compile at a time into the shared replay target (two backtests at once would
+        # write its manifest together); each reads what it compiled before letting go.
+        with open(target / ".compile.lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            run_dbt(warehouse, ["compile", "--quiet"], self.SENTINEL)
+            manifest = json.loads((target / "manifest.json").read_text())
         nodes = {
             uid: node
             for uid, node in manifest["nodes"].items()

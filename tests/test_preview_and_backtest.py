@@ -44,6 +44,14 @@ def _query(path: Path, sql: str) -> list[tuple]:
 
 
 def _ledger_is_empty(path: Path) -> bool:
+    """No send recorded (a warehouse whose nudge schema was never created has none either)."""
+    tables = _query(
+        path,
+        "select count(*) from duckdb_tables() where schema_name = 'nudge'"
+        " and table_name in ('send_ledger', 'send_events')",
+    )
+    if tables == [(0,)]:
+        return True
     return _query(path, "select count(*) from nudge.send_ledger") == [(0,)] and _query(
         path, "select count(*) from nudge.send_events"
     ) == [(0,)]

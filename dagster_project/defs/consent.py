@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from .. import ledger
 from ..consent import drain
-from .resources import ConsentResource, WarehouseResource
+from .resources import ConsentResource, EspResource, WarehouseResource
 
 CONSENT_CHANGES_KEY = AssetKey(["nudge", "consent_changes"])
 
@@ -18,12 +18,20 @@ CONSENT_CHANGES_KEY = AssetKey(["nudge", "consent_changes"])
     description=(
         "Consent changes `nudge serve` acknowledged (one-click unsubscribes, the preference and "
         "confirm pages), drained from its landing store into `nudge.consent_changes` and "
-        "`nudge.audit_log` before dbt builds, so every model of the tick sees them."
+        "`nudge.audit_log` before dbt builds, so every model of the tick sees them. Fails the "
+        "tick first if its emails' unsubscribe links would not work (NUDGE_PUBLIC_URL, "
+        "NUDGE_LINK_SECRET)."
     ),
 )
 def consent_changes(
-    context: AssetExecutionContext, warehouse: WarehouseResource, consent: ConsentResource
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    consent: ConsentResource,
+    esp: EspResource,
 ) -> MaterializeResult:
+    # The tick's first step, so a tick whose emails would carry links nobody can use fails
+    # here, before dbt (each send asset checks again: it may be materialized on its own).
+    consent.links().require_for(esp.provider)
     store = consent.store()
     try:
         with warehouse.locked(), warehouse.connection() as con:
