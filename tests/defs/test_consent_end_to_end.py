@@ -192,7 +192,9 @@ def test_an_unsubscribe_during_a_tick_is_answered_at_once_and_honoured_by_that_p
     assert statuses == {"ann": "skipped:unsubscribed_before_send", "bob": "sent:"}
 
     # Tick 3 drains the change: the rules themselves now exclude Ann, naming the source.
-    _finish(_tick(T0 + timedelta(hours=28), env))
+    # Its instant is after the click even when the clock passed an hour since T0 was set:
+    # a change after a tick's instant is that tick's future.
+    _finish(_tick(max(T0 + timedelta(hours=28), this_hour() + timedelta(hours=1)), env))
     rows = _ledger(
         warehouse,
         "select distinct rule_exclusion_reason, consent_source"
