@@ -201,10 +201,12 @@ def test_a_key_reused_for_another_payload_is_unknown_and_not_resent(
 
 
 def test_a_concurrent_request_conflict_is_retried_with_the_same_key(
-    server: EspServer, provider: ResendProvider
+    server: EspServer, sleeps: SleepRecorder
 ) -> None:
     server.script([Reply(status=409, code="concurrent_idempotent_requests")])
-    (result,) = provider.send([make_message(1)], idempotency_key=KEY)
+    # A generous timeout: on a busy machine 0.2 s can expire and add an attempt of its own.
+    with make_provider(server.url, sleeps, timeout=10.0) as provider:
+        (result,) = provider.send([make_message(1)], idempotency_key=KEY)
     assert (result.status, result.attempts) == ("sent", 2)
 
 
