@@ -6,7 +6,8 @@
   render           the exact email one customer would get for one step (HTML, text, headers)
   backtest         replay hourly ticks over history on a scratch copy; daily volumes
   resolve-unknown  list sends whose delivery is unknown; resend or drop them
-  serve            the consent service: one-click unsubscribe, preference and confirm pages
+  serve            the consent service: one-click unsubscribe, preference and confirm pages,
+                   and the providers' event webhooks
   erase            remove a person from everything nudge stores (GDPR Article 17)
   export           everything nudge holds about a person, as JSON (GDPR Articles 15, 20)
   why              why a person did or did not get an email
@@ -232,19 +233,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .landing import LandingStore
     from .links import LinkSettings
     from .serve import create_app
+    from .webhooks import WebhookSettings
 
     settings = Settings.from_env()
     links = LinkSettings.from_env()
     links.require_shared()
+    webhooks = WebhookSettings.from_env(os.environ)
     store = LandingStore(settings.landing_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(
         f"nudge serve on http://{args.host}:{args.port}  (links point at {links.public_url}; "
-        f"changes land in {store.path})",
+        f"changes land in {store.path}; webhooks: "
+        f"{', '.join(webhooks.configured()) or 'none configured'})",
         flush=True,
     )
     uvicorn.run(
-        create_app(links, store),
+        create_app(links, store, webhooks=webhooks),
         host=args.host,
         port=args.port,
         # uvicorn's access log prints paths, and /u/<token> identifies a person: the app

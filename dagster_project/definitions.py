@@ -12,7 +12,7 @@ from dagster_dbt import get_asset_key_for_model
 
 from .config import Settings
 from .dbt_runner import ensure_manifest
-from .defs.consent import consent_changes
+from .defs.consent import consent_changes, email_events
 from .defs.dbt import build_dbt_assets, dbt_project, dbt_resource
 from .defs.resources import resources_from_settings
 from .defs.schedules import hourly_tick, nudge_tick_job
@@ -44,7 +44,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         for spec in triggers
     ]
     return Definitions(
-        assets=[consent_changes, dbt_models, *send_assets],
+        assets=[consent_changes, email_events, dbt_models, *send_assets],
         jobs=[nudge_tick_job],
         schedules=[hourly_tick],
         resources={"dbt": dbt_resource(project), **resources_from_settings(settings)},

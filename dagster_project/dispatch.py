@@ -300,6 +300,8 @@ class _Push:
             return
         if self._held_for_freshness():
             return
+        if self._held_for_deliverability():
+            return
         # What pushes of this trigger that died left in the journal: settled or taken over by
         # resume, then the files go.
         left, files = handover.read(self.journal, self.spec.name)
@@ -376,6 +378,22 @@ class _Push:
         with self._planning() as decision:
             decision.hold()
         self._hold(decision.planned, reason, "source_freshness")
+        return True
+
+    def _held_for_deliverability(self) -> bool:
+        if self.spec.category != "marketing" or self.spec.name in self.policy.guards.approved:
+            return False
+        figures = guards.deliverability(self.con, self.provider.name, self._cutoff())
+        reason = guards.deliverability_hold(
+            self.spec.name, self.spec.category, figures, self.policy.guards
+        )
+        if not reason:
+            return False
+        # Held whole, resumed sends included: each is one more email to a list that bounces
+        # or complains.
+        with self._planning() as decision:
+            decision.hold()
+        self._hold(decision.planned, reason, "deliverability")
         return True
 
     def _plan(self, competitors: Sequence[str]) -> None:

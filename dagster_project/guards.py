@@ -31,7 +31,7 @@ import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,6 +41,7 @@ from .landing import ConsentChange
 from .policy import GuardPolicy
 from .providers import Message
 from .warehouse import one, quote_relation, sql
+from .webhooks import EmailEvent
 
 MIN_BASELINE_TICKS = 3
 
@@ -127,6 +128,72 @@ def mass_send_hold(
     return None
 
 
+@dataclass(frozen=True)
+class Deliverability:
+    """One provider's trailing-window figures, as the deliverability guard reads them."""
+
+    provider: str
+    sends: int
+    hard_bounces: int
+    complaints: int
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.sends if self.sends else 0.0
+
+    @property
+    def hard_bounce_rate(self) -> float:
+        return self.hard_bounces / self.sends if self.sends else 0.0
+
+
+DELIVERABILITY_WINDOW = timedelta(hours=24)
+
+
+def deliverability(
+    con: duckdb.DuckDBPyConnection, provider: str, until: datetime
+) -> Deliverability:
+    """The provider's sends, hard bounces and complaints over the 24 h before ``until``."""
+    row = one(
+        con,
+        sql("guards/deliverability"),
+        {"provider": provider, "since": until - DELIVERABILITY_WINDOW, "until": until},
+    )
+    sends, hard_bounces, complaints = row if row else (0, 0, 0)
+    return Deliverability(provider, int(sends), int(hard_bounces), int(complaints))
+
+
+def deliverability_hold(
+    trigger: str, category: str, figures: Deliverability, policy: GuardPolicy
+) -> str | None:
+    """Why this marketing trigger must be held for the sender's reputation, or ``None``.
+
+    Mailbox providers throttle or junk a sender whose complaints pass 0.3 % (Gmail's published
+    limit) or who keeps mailing dead addresses; past that, every further marketing email makes
+    it worse for the transactional ones too. So marketing stops until an operator looks
+    (``--approve``), and transactional mail goes on. Below ``deliverability_min_sends`` the
+    rates are noise: one complaint in 20 sends is not 5 %.
+    """
+    if category != "marketing" or trigger in policy.approved:
+        return None
+    if figures.sends < policy.deliverability_min_sends:
+        return None
+    if figures.complaint_rate > policy.complaint_rate_max:
+        return (
+            f"{figures.provider}'s spam complaint rate over the last 24 h is "
+            f"{figures.complaint_rate:.2%} ({figures.complaints} of {figures.sends} sends), above "
+            f"{policy.complaint_rate_max:.2%} (NUDGE_COMPLAINT_RATE_MAX): marketing is held to "
+            "protect the sender's reputation"
+        )
+    if figures.hard_bounce_rate > policy.hard_bounce_rate_max:
+        return (
+            f"{figures.provider}'s hard bounce rate over the last 24 h is "
+            f"{figures.hard_bounce_rate:.2%} ({figures.hard_bounces} of {figures.sends} sends), "
+            f"above {policy.hard_bounce_rate_max:.2%} (NUDGE_HARD_BOUNCE_RATE_MAX): marketing is "
+            "held until the list is cleaned"
+        )
+    return None
+
+
 def failure_rate(sent: int, failed: int, unknown: int) -> float:
     """Share of this run's attempted sends that did not go out (0 when nothing was attempted)."""
     attempted = sent + failed + unknown
@@ -156,12 +223,27 @@ class ConsentLists:
 
 
 class PendingChanges(Protocol):
-    """Consent changes stored by ``nudge serve`` and not drained into the warehouse yet
-    (``landing.LandingStore``)."""
+    """Consent changes and provider events stored by ``nudge serve`` and perhaps not drained
+    into the warehouse yet (``landing.LandingStore``)."""
 
     def changes_for(
         self, customer_ids: Iterable[str], lists: Sequence[str]
     ) -> Sequence[ConsentChange]: ...
+
+    def opt_outs_for(self, emails: Iterable[str]) -> Sequence[EmailEvent]: ...
+
+
+def _event_change(event: EmailEvent, consent_list: str, lists: ConsentLists) -> LatestChange | None:
+    """What a provider's event says about ``consent_list``, as int_consent__from_email_events
+    reads it: a hard bounce or complaint suppresses, an unsubscribe unsubscribes (marketing)."""
+    if consent_list == lists.suppression_list:
+        if event.event_type == "complained":
+            return ("suppressed", event.occurred_at, "complaint")
+        if event.event_type == "bounced" and event.bounce_type == "hard":
+            return ("suppressed", event.occurred_at, "hard_bounce")
+    elif consent_list == lists.consent_list and event.event_type == "unsubscribed":
+        return ("unsubscribed", event.occurred_at, f"provider:{event.provider}")
+    return None
 
 
 def recheck_consent(
@@ -175,7 +257,8 @@ def recheck_consent(
     """Drop the messages whose recipient was suppressed (any category) or unsubscribed
     (marketing) by ``cutoff``, counting changes that landed after the tick's dbt build: in the
     warehouse, and in the service's landing store (``pending``), so an unsubscribe stored a
-    second before this batch is honoured by it."""
+    second before this batch is honoured by it. The store's provider events count by address:
+    a hard bounce or complaint reported for the recipient's address a second ago stops it."""
     checks = [(lists.suppression_list, "suppressed", "suppressed_before_send")]
     if lists.marketing:
         checks.append((lists.consent_list, "unsubscribed", "unsubscribed_before_send"))
@@ -192,6 +275,8 @@ def recheck_consent(
             cutoff=cutoff,
             pending=pending,
         )
+        if pending is not None:
+            _merge_events(latest, pending, remaining, consent_list, lists, cutoff)
         opted_out = {customer for customer, change in latest.items() if change[0] == status}
         if opted_out:
             dropped.append(
@@ -241,6 +326,34 @@ def latest_consent(
             if current is None or _order(candidate) > _order(current):
                 latest[change.customer_id] = candidate
     return latest
+
+
+def _merge_events(
+    latest: dict[str, LatestChange],
+    pending: PendingChanges,
+    messages: Sequence[Message],
+    consent_list: str,
+    lists: ConsentLists,
+    cutoff: datetime,
+) -> None:
+    """Fold the store's "do not mail" provider events for these recipients' addresses into
+    ``latest`` by the same order (a "no" after the cutoff counts, as of the cutoff)."""
+    by_email: dict[str, list[str]] = {}
+    for message in messages:
+        if message.to_email:
+            by_email.setdefault(message.to_email.strip().lower(), []).append(message.customer_id)
+    if not by_email:
+        return
+    for event in pending.opt_outs_for(by_email):
+        candidate = _event_change(event, consent_list, lists)
+        if candidate is None or event.email is None:
+            continue
+        status, changed_at, source = candidate
+        candidate = (status, min(changed_at, cutoff), source)
+        for customer_id in by_email.get(event.email, []):
+            current = latest.get(customer_id)
+            if current is None or _order(candidate) > _order(current):
+                latest[customer_id] = candidate
 
 
 def _order(change: LatestChange) -> tuple[bool, datetime, bool]:

@@ -1,4 +1,5 @@
-"""The landing store: where ``nudge serve`` keeps a consent change until a tick drains it.
+"""The landing store: where ``nudge serve`` keeps a consent change or a provider event until a
+tick drains it.
 
 Why not write to the warehouse directly? DuckDB allows one writing process per file, and a tick
 holds it for minutes; a one-click unsubscribe must be answered at once and never lost. So the
@@ -28,10 +29,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from .webhooks.base import EmailEvent
 
 # Drained changes stay this long (they are in the warehouse too): the replay check and the
 # push-time re-check read them; then they go.
@@ -52,6 +56,24 @@ create index if not exists consent_changes_by_customer
     on consent_changes (customer_id, list, changed_at);
 create index if not exists consent_changes_undrained
     on consent_changes (changed_at) where drained_at is null;
+create table if not exists email_events (
+    event_id text primary key,
+    provider text not null,
+    provider_event_id text,
+    send_id text,
+    email text,
+    event_type text not null,
+    bounce_type text,
+    is_machine_open integer not null,
+    url text,
+    occurred_at text not null,
+    received_at text not null,
+    payload text,
+    drained_at text
+);
+create index if not exists email_events_by_email on email_events (email, occurred_at);
+create index if not exists email_events_undrained
+    on email_events (received_at) where drained_at is null;
 """
 
 
@@ -123,7 +145,13 @@ class LandingStore:
         thread takes every request waiting and stores them in one transaction, so one fsync
         serves them all (group commit) instead of each waiting its turn for its own.
         """
-        request = _Request(customer_id, list_name, status, source, send_id, now)
+        change = _Change(customer_id, list_name, status, source, send_id, now)
+        result: tuple[ConsentChange, bool] = self._commit(lambda con: self._write_one(con, change))
+        return result
+
+    def _commit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``work`` in the writer thread's next transaction; return once it is fsynced."""
+        request = _Request(work)
         with self._queue_lock:
             self._queue.append(request)
             if self._writer is None or not self._writer.is_alive():
@@ -135,7 +163,6 @@ class LandingStore:
         request.done.wait()
         if request.error is not None:
             raise request.error
-        assert request.result is not None
         return request.result
 
     def _write_loop(self) -> None:
@@ -159,13 +186,13 @@ class LandingStore:
                 request.result = result
                 request.done.set()
 
-    def _write(self, batch: list[_Request]) -> list[tuple[ConsentChange, bool]]:
-        results: list[tuple[ConsentChange, bool]] = []
+    def _write(self, batch: list[_Request]) -> list[Any]:
+        results: list[Any] = []
         with self._connection() as con:
             con.execute("begin immediate")
             try:
                 for request in batch:
-                    results.append(self._write_one(con, request))
+                    results.append(request.work(con))
                 con.execute("commit")
             except BaseException:
                 if con.in_transaction:
@@ -174,7 +201,7 @@ class LandingStore:
         return results
 
     @staticmethod
-    def _write_one(con: sqlite3.Connection, request: _Request) -> tuple[ConsentChange, bool]:
+    def _write_one(con: sqlite3.Connection, request: _Change) -> tuple[ConsentChange, bool]:
         now = request.now or datetime.now(UTC)
         key = (request.status, request.source, request.send_id)
         latest = con.execute(
@@ -269,12 +296,115 @@ class LandingStore:
                     con.execute("rollback")
                 raise
 
-    def erase(self, customer_id: str) -> int:
-        """Remove every change of this customer, and their bytes from the file."""
+    # -- provider events (the webhooks) --------------------------------------------------------
+
+    def record_events(self, events: Sequence[EmailEvent], now: datetime | None = None) -> int:
+        """Store a provider's batch durably (one transaction, fsynced); return how many are new.
+
+        A provider retrying a delivery sends events the store has: ``event_id`` is the key,
+        so they are acknowledged again and stored once.
+        """
+        if not events:
+            return 0
+        received = _text(now or datetime.now(UTC))
+        rows = [
+            (
+                e.event_id,
+                e.provider,
+                e.provider_event_id,
+                e.send_id,
+                e.email,
+                e.event_type,
+                e.bounce_type,
+                int(e.is_machine_open),
+                e.url,
+                _text(e.occurred_at),
+                received,
+                e.payload,
+            )
+            for e in events
+        ]
+
+        def insert(con: sqlite3.Connection) -> int:
+            before = con.total_changes
+            con.executemany(
+                f"insert or ignore into email_events ({_EVENT_COLUMNS})"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return con.total_changes - before
+
+        new: int = self._commit(insert)
+        return new
+
+    def undrained_events(self, limit: int = 50_000) -> list[LandedEvent]:
+        with self._connection() as con:
+            rows = con.execute(
+                f"select {_EVENT_COLUMNS} from email_events where drained_at is null"
+                " order by received_at limit ?",
+                (limit,),
+            ).fetchall()
+        return [_landed(row) for row in rows]
+
+    def mark_events_drained(self, event_ids: Sequence[str], now: datetime | None = None) -> None:
+        """Called once the warehouse committed them; prunes what was drained long ago."""
+        now = now or datetime.now(UTC)
+        with self._connection() as con:
+            con.execute("begin immediate")
+            try:
+                con.executemany(
+                    "update email_events set drained_at = ? where event_id = ?",
+                    [(_text(now), event_id) for event_id in event_ids],
+                )
+                con.execute(
+                    "delete from email_events where drained_at < ?", (_text(now - KEEP_DRAINED),)
+                )
+                con.execute("commit")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("rollback")
+                raise
+
+    def opt_outs_for(self, emails: Iterable[str]) -> list[EmailEvent]:
+        """Events that say "do not mail this address" (a hard bounce, a complaint, an
+        unsubscribe at the provider), kept for these addresses, drained or not: the push-time
+        re-check reads them, so one reported a second before a batch stops it."""
+        addresses = sorted({e.strip().lower() for e in emails if e})
+        out: list[EmailEvent] = []
+        with self._connection() as con:
+            for start in range(0, len(addresses), 500):
+                chunk = addresses[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                out.extend(
+                    _landed(row).event
+                    for row in con.execute(
+                        f"select {_EVENT_COLUMNS} from email_events where email in ({marks})"
+                        " and (event_type in ('complained', 'unsubscribed')"
+                        " or (event_type = 'bounced' and bounce_type = 'hard'))",
+                        chunk,
+                    )
+                )
+        return out
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def erase(
+        self, customer_id: str, *, emails: Sequence[str] = (), send_ids: Sequence[str] = ()
+    ) -> int:
+        """Remove every change of this customer and every event about their addresses or
+        sends, and their bytes from the file."""
+        addresses = [e.strip().lower() for e in emails if e]
         with self._connection() as con:
             deleted = con.execute(
                 "delete from consent_changes where customer_id = ?", (customer_id,)
             ).rowcount
+            for column, values in (("email", addresses), ("send_id", list(send_ids))):
+                for start in range(0, len(values), 500):
+                    chunk = values[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += con.execute(
+                        f"delete from email_events where {column} in ({marks})", chunk
+                    ).rowcount
             # Copy the WAL into the database and empty it: the deleted rows' old pages are
             # gone from both files (secure_delete zeroed them in the database). A reader in
             # the middle of a read makes the checkpoint busy: wait for it, never skip it.
@@ -289,9 +419,9 @@ class LandingStore:
         return deleted
 
 
-@dataclass
-class _Request:
-    """One change waiting for the writer thread, and what became of it."""
+@dataclass(frozen=True)
+class _Change:
+    """One consent change as the service asked for it."""
 
     customer_id: str
     list_name: str
@@ -299,12 +429,62 @@ class _Request:
     source: str
     send_id: str | None
     now: datetime | None
+
+
+@dataclass
+class _Request:
+    """One piece of work waiting for the writer thread, and what became of it."""
+
+    work: Callable[[sqlite3.Connection], Any]
     done: threading.Event = field(default_factory=threading.Event)
-    result: tuple[ConsentChange, bool] | None = None
+    result: Any = None
     error: BaseException | None = None
 
 
 _COLUMNS = "change_id, customer_id, list, status, source, send_id, changed_at"
+_EVENT_COLUMNS = (
+    "event_id, provider, provider_event_id, send_id, email, event_type, bounce_type,"
+    " is_machine_open, url, occurred_at, received_at, payload"
+)
+
+
+@dataclass(frozen=True)
+class LandedEvent:
+    """A provider event as the store keeps it: the event and when the service received it."""
+
+    event: EmailEvent
+    received_at: datetime
+
+
+def _landed(row: Sequence[Any]) -> LandedEvent:
+    (
+        event_id,
+        provider,
+        provider_event_id,
+        send_id,
+        email,
+        event_type,
+        bounce_type,
+        machine,
+        url,
+        occurred_at,
+        received_at,
+        payload,
+    ) = row
+    event = EmailEvent(
+        event_id=event_id,
+        provider=provider,
+        provider_event_id=provider_event_id,
+        send_id=send_id,
+        email=email,
+        event_type=event_type,
+        bounce_type=bounce_type,
+        is_machine_open=bool(machine),
+        url=url,
+        occurred_at=_instant(occurred_at),
+        payload=payload,
+    )
+    return LandedEvent(event, _instant(received_at))
 
 
 def _text(instant: datetime) -> str:

@@ -61,6 +61,22 @@ class GuardPolicy:
         "The failure_rate asset check warns above this share of failed and unknown sends.",
         "NUDGE_FAILURE_RATE_MAX",
     )
+    complaint_rate_max: float = _knob(
+        0.003,
+        "Hold marketing triggers when the provider's trailing 24 h spam complaint rate passes "
+        "this (0.3 %: Gmail's bulk-sender limit).",
+        "NUDGE_COMPLAINT_RATE_MAX",
+    )
+    hard_bounce_rate_max: float = _knob(
+        0.05,
+        "...or its trailing 24 h hard bounce rate passes this.",
+        "NUDGE_HARD_BOUNCE_RATE_MAX",
+    )
+    deliverability_min_sends: int = _knob(
+        500,
+        "Below this many sends in the trailing 24 h the rates are too noisy to hold on.",
+        "NUDGE_DELIVERABILITY_MIN_SENDS",
+    )
     approved: frozenset[str] = _knob(
         frozenset(),
         "Triggers whose guard hold is released for this run (nudge run --approve).",

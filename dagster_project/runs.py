@@ -60,7 +60,8 @@ class TriggerSummary(RunCounts):
     skipped_at_plan: int = 0
     # Planned, but the tick ran when it was night for the recipient: left for a later tick.
     waiting_quiet_hours: int = 0
-    held_by: str | None = None  # the guard that held them: mass_send | source_freshness
+    # The guard that held them: mass_send | source_freshness | deliverability.
+    held_by: str | None = None
     hold_reason: str | None = None
     # ok | held | paused | stale_table | failed: what nudge.runs records for this trigger and run.
     outcome: str = "ok"

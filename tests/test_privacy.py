@@ -31,6 +31,7 @@ from dagster_project.privacy import erase, erasure_hash, pseudonym
 from dagster_project.providers import ProviderSettings
 from dagster_project.tick import run_tick
 from dagster_project.warehouse import compact
+from dagster_project.webhooks import EmailEvent
 
 pytestmark = pytest.mark.dbt
 
@@ -92,6 +93,26 @@ def _plant(con: duckdb.DuckDBPyConnection, person: Planted, at: datetime, *, car
         )
 
 
+def _provider_event(
+    event_id: str, send_id: str | None, at: datetime, kind: str, url: str | None
+) -> EmailEvent:
+    """A SendGrid event about ERASED, its payload naming them as providers' payloads do."""
+    payload = {"email": ERASED.email, "event": kind, "first_name": ERASED.first_name}
+    return EmailEvent(
+        event_id=f"sendgrid:{event_id}",
+        provider="sendgrid",
+        provider_event_id=event_id,
+        send_id=send_id,
+        email=ERASED.email,
+        event_type=kind,
+        bounce_type=None,
+        is_machine_open=False,
+        url=url,
+        occurred_at=at,
+        payload=json.dumps(payload),
+    )
+
+
 def _settings(folder: Path) -> Settings:
     return Settings(
         warehouse=folder / "warehouse.duckdb",
@@ -137,8 +158,32 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             send_id=None,
             now=TICK - timedelta(hours=2),
         )
+        # A provider's report about mail to the address, before the tick (drained by it).
+        store.record_events(
+            [_provider_event("delivered-old", None, TICK - timedelta(hours=2), "delivered", None)]
+        )
         outcome = run_tick(TICK.isoformat(), settings=settings, allow_late=True)
         assert outcome.success, outcome.error
+        # ...and a click on the reminder the tick sent, not drained yet.
+        con = duckdb.connect(str(settings.warehouse))
+        try:
+            ((reminder,),) = con.execute(
+                "select send_id from nudge.send_ledger where customer_id = ? and step = 'reminder'",
+                [ERASED.customer_id],
+            ).fetchall()
+        finally:
+            con.close()
+        store.record_events(
+            [
+                _provider_event(
+                    "click-1",
+                    reminder,
+                    TICK + timedelta(minutes=10),
+                    "clicked",
+                    f"https://shop.example/cart?c={ERASED.customer_id}",
+                )
+            ]
+        )
         # ...and one the next tick has not drained yet.
         store.record(
             customer_id=ERASED.customer_id,
@@ -315,6 +360,11 @@ def test_erase_leaves_no_trace_of_the_person_and_keeps_everyone_else(
     stored = copy.query("select email_hash from nudge.erasures")
     assert stored == [(erasure_hash(_salt(copy), ERASED.email),)]
     assert copy.query("select sha256(salt || ?) from nudge.erasure_salt", [ERASED.email]) == stored
+    # The provider's report stays for deliverability, without the address or the payload;
+    # the undrained click was drained first, then scrubbed likewise.
+    assert copy.query(
+        "select event_type, email, url, payload from nudge.email_events order by event_type"
+    ) == [("clicked", None, None, None), ("delivered", None, None, None)]
     assert "compacted" in out and "no trace of the person" in out
     assert f"delete from raw.events where customer_id in ('{ERASED.customer_id}');" in out
     assert ERASED.email not in out
@@ -453,6 +503,10 @@ def test_export_has_the_sends_and_consent_history_of_a_mailed_customer(
     assert document["audit"][0]["detail"]["source"] == "preference_page"
     assert document["erasure"]["erased"] is False
     assert document["derived_tables"]["audience.abandoned_cart_eligibility"] >= 1
+    # What the provider reported, drained by the tick (the click is not drained yet).
+    assert [(e["event_type"], e["provider"]) for e in document["provider_events"]] == [
+        ("delivered", "sendgrid")
+    ]
 
     assert main(["export", "--customer", ERASED.customer_id]) == 0
     assert json.loads(capsys.readouterr().out)["sends"] == document["sends"]

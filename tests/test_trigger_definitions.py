@@ -21,6 +21,7 @@ CATALOGUE = {
     "browse_abandonment",
     "confirm_subscription",
     "post_purchase_review",
+    "re_engagement",
     "signup_anniversary",
     "welcome",
     "win_back",
@@ -52,6 +53,11 @@ def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
     assert delays["browse_abandonment"] == [120]
     assert delays["post_purchase_review"] == [10 * 1440]
     assert delays["win_back"] == [90 * 1440, 104 * 1440]
+    # Engagement-aware: the last call only to those who clicked nothing, the discount only to
+    # carts whose reminders were not clicked.
+    assert delays["re_engagement"] == [0, 7 * 1440]
+    assert "len(clicked_steps) = 0" in (specs["re_engagement"].steps[1].condition or "")
+    assert "len(clicked_steps) = 0" in (specs["abandoned_cart"].steps[2].condition or "")
     assert specs["browse_abandonment"].sequence.reentry == "after_days:30"
     assert specs["welcome"].sequence.reentry == "never"
     assert {v.name for v in specs["abandoned_cart"].steps[2].variants} == {

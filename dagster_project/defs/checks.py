@@ -1,7 +1,8 @@
 """The checks on every send asset, so a held or unhealthy trigger is red in the Dagster UI even
 though the run itself succeeded:
 
-* ``mass_send_guard`` / ``source_freshness``: fails when a guard held the trigger's sends;
+* ``mass_send_guard`` / ``source_freshness`` / ``deliverability``: fails when a guard held the
+  trigger's sends;
 * ``no_duplicate_deliveries``: no send_id was ever settled ``sent`` twice (the history table);
 * ``failure_rate``: this run's failed + unknown share of attempted sends is under the limit.
 """
@@ -34,6 +35,16 @@ def send_checks(spec: TriggerSpec, key: AssetKey) -> list[AssetCheckSpec]:
             description="Failed and unknown sends of this run stay under the threshold.",
         ),
     ]
+    if spec.category == "marketing":
+        specs.append(
+            AssetCheckSpec(
+                "deliverability",
+                asset=key,
+                description="Fails when this marketing trigger was held because the provider's "
+                "trailing 24 h complaint or hard bounce rate passed its limit; release with "
+                "`nudge run --approve TRIGGER`.",
+            )
+        )
     if spec.fires_on_absence:
         specs.append(
             AssetCheckSpec(
@@ -78,6 +89,17 @@ def send_check_results(
             },
         ),
     ]
+    if spec.category == "marketing":
+        held = summary.held_by == "deliverability"
+        results.append(
+            AssetCheckResult(
+                check_name="deliverability",
+                passed=not held,
+                severity=AssetCheckSeverity.ERROR,
+                description=summary.hold_reason if held else None,
+                metadata={"held": summary.held if held else 0},
+            )
+        )
     if spec.fires_on_absence:
         results.append(
             AssetCheckResult(

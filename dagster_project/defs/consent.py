@@ -1,4 +1,5 @@
-"""The first step of every tick: drain ``nudge serve``'s landing store into the warehouse."""
+"""The first steps of every tick: drain ``nudge serve``'s landing store (consent changes,
+provider events) into the warehouse."""
 
 # Dagster reads the asset's parameter annotations: no `from __future__ import annotations`.
 
@@ -6,6 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from .. import ledger
 from ..consent import drain
+from ..events import drain as drain_events
 from .resources import ConsentResource, EspResource, WarehouseResource
 
 CONSENT_CHANGES_KEY = AssetKey(["nudge", "consent_changes"])
@@ -44,4 +46,46 @@ def consent_changes(
     )
     return MaterializeResult(
         metadata={"drained": drained.changes, "already_there": drained.already_there}
+    )
+
+
+EMAIL_EVENTS_KEY = AssetKey(["nudge", "email_events"])
+
+
+@asset(
+    key=EMAIL_EVENTS_KEY,
+    group_name="consent",
+    kinds={"sqlite", "duckdb"},
+    description=(
+        "What the providers reported about nudge's sends (deliveries, bounces, complaints, "
+        "opens, clicks, unsubscribes) through `nudge serve`'s event webhooks, drained from its "
+        "landing store into `nudge.email_events` before dbt builds: the suppression, engagement "
+        "and deliverability models read it."
+    ),
+)
+def email_events(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    consent: ConsentResource,
+) -> MaterializeResult:
+    store = consent.store()
+    try:
+        with warehouse.locked(), warehouse.connection() as con:
+            ledger.ensure_ledger(con)
+            drained = drain_events(con, store)
+    finally:
+        store.close()
+    context.log.info(
+        f"drained {drained.events} provider events ({drained.already_there} already there, "
+        f"{drained.unmatched} matching no send)"
+    )
+    return MaterializeResult(
+        metadata={
+            "drained": drained.events,
+            "already_there": drained.already_there,
+            # Events are kept, not dropped, when they name no send nudge knows: many of them
+            # mean a webhook pointed at the wrong nudge, or a provider dropping custom args.
+            "unmatched": drained.unmatched,
+            **{f"drained_{kind}": count for kind, count in sorted(drained.by_type.items())},
+        }
     )

@@ -209,8 +209,18 @@ def _erase_in_warehouse(con: duckdb.DuckDBPyConnection, person: Person) -> list[
         totals["runs"] += _changed(con, sql("privacy/scrub_runs"), scrub)
         totals["consent"] += _changed(con, sql("privacy/pseudonymise_consent_changes"), one_person)
         totals["audit"] += _changed(con, sql("privacy/pseudonymise_audit_log"), scrub)
+    email_events = _changed(
+        con,
+        sql("privacy/scrub_email_events"),
+        {
+            "emails": person.addresses,
+            "send_ids": list(person.sends),
+            "address_pattern": addresses,
+        },
+    )
     changes = [
         Change("nudge.send_ledger", "sends pseudonymised", totals["ledger"]),
+        Change("nudge.email_events", "provider events scrubbed", email_events),
         Change("nudge.send_ledger", "deferred or retrying sends cancelled", totals["cancelled"]),
         Change("nudge.send_events", "error texts scrubbed", totals["events"]),
         Change("nudge.runs", "error texts scrubbed", totals["runs"]),
@@ -294,7 +304,7 @@ def _erase_files(settings: Settings, person: Person, render_dirs: Sequence[Path]
     landing = _erase_landing(settings.landing_path, person)
     files, entries = _erase_outbox(settings.outbox_dir, person)
     return [
-        Change("landing store", "consent changes deleted", landing),
+        Change("landing store", "consent changes and provider events deleted", landing),
         Change("outbox", "files deleted", files),
         Change("outbox", "index entries removed", entries),
         Change("render output", "folders deleted", _erase_renders(render_dirs, person)),
@@ -302,23 +312,30 @@ def _erase_files(settings: Settings, person: Person, render_dirs: Sequence[Path]
 
 
 def _drain_landing(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    from ..consent import drain  # consent imports privacy.people: import here, not above
+    # consent and events import privacy.people: import here, not above.
+    from ..consent import drain
+    from ..events import drain as drain_events
 
     if not path.exists():
         return
     store = LandingStore(path)
     try:
         drain(con, store)
+        drain_events(con, store)
     finally:
         store.close()
 
 
 def _erase_landing(path: Path, person: Person) -> int:
-    if not path.exists() or not person.customer_ids:
+    if not path.exists() or not (person.customer_ids or person.addresses):
         return 0
     store = LandingStore(path)
     try:
-        return sum(store.erase(customer_id) for customer_id in person.customer_ids)
+        ids = person.customer_ids or [_NOBODY]
+        first, *rest = ids
+        # Events go by address and send, once; consent changes by customer.
+        erased = store.erase(first, emails=person.addresses, send_ids=list(person.sends))
+        return erased + sum(store.erase(customer_id) for customer_id in rest)
     finally:
         store.close()
 

@@ -18,7 +18,8 @@ from .reading import _decoded, _Reader, _reading
 def export(settings: Settings, customer_id: str) -> dict[str, Any]:
     """Everything nudge holds about one customer (GDPR Articles 15 and 20), JSON-ready with
     :func:`to_json`: the customer row (staging), the consent history with its sources (and the
-    landing store's changes not drained yet), every send with its history, the audit rows about
+    landing store's changes not drained yet), every send with its history, what the providers
+    reported about them (deliveries, bounces, opens, clicks), the audit rows about
     them, the rows of every dbt table that has them, and whether they or their address were
     erased."""
     with _reading(settings) as con:
@@ -29,6 +30,15 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
                 con.execute(sql("privacy/send_events"), {"customer_id": customer_id})
             ):
                 events.setdefault(event.pop("send_id"), []).append(event)
+        provider_events: list[dict[str, Any]] = []
+        if reader.has("nudge.email_events"):
+            email = (reader.customer or {}).get("email")
+            emails = [email] if email else []
+            provider_events = _records(
+                con.execute(
+                    sql("privacy/email_events"), {"customer_id": customer_id, "emails": emails}
+                )
+            )
         audit_rows = []
         if reader.has("nudge.audit_log"):
             audit_rows = [
@@ -54,6 +64,8 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
         "consent": [{**c, "pending": False} for c in reader.consent]
         + reader.pending_consent(settings.landing_path),
         "sends": [{**s, "events": events.get(s["send_id"], [])} for s in reader.sends],
+        # Deliveries, bounces, opens and clicks the providers reported (nudge serve).
+        "provider_events": provider_events,
         "audit": audit_rows,
         "derived_tables": derived,
         "erasure": reader.erasure,

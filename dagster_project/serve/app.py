@@ -8,10 +8,15 @@ Routes:
   no cookies) unsubscribes at once and answers 200 with no redirect; the page's own buttons
   (``action=unsubscribe`` / ``resubscribe``) do the same with source ``preference_page``.
 * ``GET /confirm/TOKEN`` and ``POST /confirm/TOKEN``: double opt-in.
+* ``POST /webhooks/PROVIDER``: provider event webhooks (sendgrid, postmark, ses, resend, and
+  ``webhook`` for nudge's own gateway format), each verified the provider's way
+  (``webhooks/``); 200 with ``{"received", "new", "ignored"}`` once the events are fsynced.
 
 An answer that says a change was made is sent only after the change is fsynced in the landing
-store. Bad tokens get a 400 page and change nothing; bodies over ``max_body_bytes`` get 413;
-logs name the route, never the token (it identifies a person).
+store. Bad tokens get a 400 page and change nothing; bodies over ``max_body_bytes`` (pages) or
+``max_webhook_bytes`` (webhooks: a provider's batch) get 413; a webhook that fails its
+signature or credentials gets 401/403 and stores nothing; logs name the route, never the token
+(it identifies a person).
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ from starlette.routing import Route
 
 from ..landing import LandingStore
 from ..links import Claim, InvalidToken, LinkSettings
+from ..webhooks import Rejected, WebhookSettings, confirm_subscription, receive
+from ..webhooks.sns import http_get
 from . import pages
 
 log = logging.getLogger("nudge.serve")
 
 MAX_BODY_BYTES = 16 * 1024
+# SendGrid posts up to a few hundred KB per batch; nothing a provider sends is near 1 MiB.
+MAX_WEBHOOK_BYTES = 1024 * 1024
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -67,9 +76,16 @@ class _TooLarge(Exception):
 class Hardening:
     """ASGI middleware: body limit (413), security headers, and a masked access log."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_webhook_bytes: int = MAX_WEBHOOK_BYTES,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_webhook_bytes = max_webhook_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,8 +94,13 @@ class Hardening:
         started = time.monotonic()
         status = {"code": 0}
         headers = dict(scope.get("headers") or [])
+        limit = (
+            self.max_webhook_bytes
+            if str(scope.get("path", "")).startswith("/webhooks/")
+            else self.max_body_bytes
+        )
         declared = headers.get(b"content-length", b"").strip() or None
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _plain(send, 413, "request body too large")
             _access(scope, 413, started)
             return
@@ -90,7 +111,7 @@ class Hardening:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -133,15 +154,27 @@ def _access(scope: Scope, code: int, started: float) -> None:
     route = "/" + path.strip("/").split("/", 1)[0] if path.strip("/") else "/"
     if route in ("/u", "/confirm"):
         route += "/<token>"
+    elif route == "/webhooks":
+        route = path
     log.info(
         "%s %s %d %.1f ms", scope.get("method"), route, code, (time.monotonic() - started) * 1000
     )
 
 
 def create_app(
-    links: LinkSettings, store: LandingStore, *, max_body_bytes: int = MAX_BODY_BYTES
+    links: LinkSettings,
+    store: LandingStore,
+    *,
+    webhooks: WebhookSettings | None = None,
+    fetch_certificate: Callable[[str], bytes] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_webhook_bytes: int = MAX_WEBHOOK_BYTES,
 ) -> ASGIApp:
-    """The service for these link keys and this landing store."""
+    """The service for these link keys, this landing store and these webhook credentials
+    (default: none configured, every webhook answers 503). ``fetch_certificate`` GETs SNS
+    signing certificates and subscription URLs (default: httpx over verified TLS)."""
+    webhook_settings = webhooks or WebhookSettings()
+    fetch = fetch_certificate or http_get
 
     def claim_of(request: Request, kind: str) -> Claim | Response:
         try:
@@ -241,6 +274,42 @@ def create_app(
         await record(claim, "subscribed", "double_opt_in")
         return HTMLResponse(pages.confirmed(claim.list))
 
+    async def webhook(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        try:
+            body = await request.body()
+        except _TooLarge:
+            return PlainTextResponse("request body too large", status_code=413)
+        try:
+            parsed = await run_in_threadpool(
+                receive,
+                provider,
+                request.headers,
+                body,
+                webhook_settings,
+                now=time.time(),
+                fetch_certificate=fetch,
+            )
+        except Rejected as exc:
+            headers = (
+                {"WWW-Authenticate": 'Basic realm="nudge webhooks"'}
+                if exc.status == 401 and provider == "postmark"
+                else None
+            )
+            log.warning("webhook %s refused: %d %s", provider, exc.status, exc.reason)
+            return PlainTextResponse(exc.reason, status_code=exc.status, headers=headers)
+        if parsed.subscribe_url is not None:
+            # SNS asks once per subscription; the topic ARN was checked against
+            # NUDGE_SES_TOPIC_ARNS and the message signature verified before we get here.
+            try:
+                await run_in_threadpool(confirm_subscription, parsed.subscribe_url, fetch)
+            except Exception as exc:  # SNS resends the confirmation: say why, ask again
+                log.warning("SNS subscription not confirmed: %s", type(exc).__name__)
+                return PlainTextResponse("subscription not confirmed", status_code=502)
+            return JSONResponse({"confirmed": True})
+        new = await run_in_threadpool(store.record_events, parsed.events)
+        return JSONResponse({"received": len(parsed.events), "new": new, "ignored": parsed.ignored})
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -249,6 +318,7 @@ def create_app(
             Route("/u/{token}", unsubscribe_post, methods=["POST"]),
             Route("/confirm/{token}", confirm_page, methods=["GET"]),
             Route("/confirm/{token}", confirm_post, methods=["POST"]),
+            Route("/webhooks/{provider}", webhook, methods=["POST"]),
         ]
     )
-    return Hardening(app, max_body_bytes=max_body_bytes)
+    return Hardening(app, max_body_bytes=max_body_bytes, max_webhook_bytes=max_webhook_bytes)

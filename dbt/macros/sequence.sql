@@ -142,6 +142,21 @@ ledger as (
 
 ),
 
+-- What the provider reported about this trigger's sends up to the tick: which steps of each
+-- entry a person opened (machine opens do not count) or clicked, for step conditions such as
+-- "only if the reminder was not clicked".
+engagement as (
+
+    select
+        trigger_key,
+        list(step order by step) filter (where is_opened) as opened_steps,
+        list(step order by step) filter (where is_clicked) as clicked_steps
+    from {{ ref('int_email_events__by_send') }}
+    where trigger = '{{ trigger }}'
+    group by trigger_key
+
+),
+
 -- The sequence as a table: one row per step with its timing and the step before it.
 steps as (
 
@@ -261,6 +276,8 @@ joined as (
         this_step.status as ledger_status,
         previous_step.status as previous_step_status,
         coalesce(entry_history.sent_steps, []) as sent_steps,
+        coalesce(engagement.opened_steps, []) as opened_steps,
+        coalesce(engagement.clicked_steps, []) as clicked_steps,
         entry_history.open_step_index,
         entry_history.reached_step_index
     from entry_steps
@@ -276,6 +293,8 @@ joined as (
         on entry_steps.previous_send_id = previous_step.send_id
     left join entry_history
         on entry_steps.trigger_key = entry_history.trigger_key
+    left join engagement
+        on entry_steps.trigger_key = engagement.trigger_key
 
 ),
 
@@ -463,13 +482,16 @@ final as (
         ledger_status,
         previous_step_status,
         sent_steps,
+        opened_steps,
+        clicked_steps,
         {{ as_of() }} as as_of,
         * exclude (
             send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
             first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
             rule_exclusion_reason, entry_exclusion_reason, consent_status, consent_source,
             suppression_reason, ledger_status,
-            previous_step_status, sent_steps, previous_step, previous_send_id,
+            previous_step_status, sent_steps, opened_steps, clicked_steps, previous_step,
+            previous_send_id,
             previous_expires_at, open_step_index, reached_step_index,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
             has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group

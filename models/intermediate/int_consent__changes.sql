@@ -1,6 +1,8 @@
 -- Every consent change from every place it comes from, with its source: the shop's own
--- history (raw.subscriptions, source `import`), nudge's (the service, operators) and erasures
--- (a suppression on the suppression list for every customer whose address was erased, even if
+-- history (raw.subscriptions, source `import`), nudge's (the service, operators), the
+-- providers' events (hard bounces, complaints, soft bounces in a row, unsubscribes at the
+-- provider: int_consent__from_email_events), sunsets (int_consent__sunsets) and erasures (a
+-- suppression on the suppression list for every customer whose address was erased, even if
 -- the shop imports it again under a new id). A view, not filtered by as_of: the send step
 -- re-reads it at push time (int_subscriptions__latest applies the tick).
 {{ config(materialized='view') }}
@@ -16,6 +18,18 @@ imported as (
 recorded as (
 
     select * from {{ ref('stg_nudge__consent_changes') }}
+
+),
+
+from_email_events as (
+
+    select * from {{ ref('int_consent__from_email_events') }}
+
+),
+
+sunsets as (
+
+    select * from {{ ref('int_consent__sunsets') }}
 
 ),
 
@@ -71,6 +85,28 @@ final as (
         source,
         send_id
     from recorded
+
+    union all
+
+    select
+        customer_id,
+        list,
+        status,
+        changed_at,
+        source,
+        send_id
+    from from_email_events
+
+    union all
+
+    select
+        customer_id,
+        list,
+        status,
+        changed_at,
+        source,
+        send_id
+    from sunsets
 
     union all
 

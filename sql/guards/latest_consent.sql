@@ -3,8 +3,9 @@
 -- int_consent__changes, not as_of filtered). Past the cutoff, a tick replayed for an earlier
 -- instant (a simulation, a deliberate --allow-late catch-up) sees the shop's imported history
 -- as it was then: what came later is its future. But a "no" nudge recorded itself (a click on
--- an unsubscribe link, an erasure) happened in real time, before this email leaves: it counts,
--- as of the cutoff. The order is int_subscriptions__latest's: an erasure first, then the
+-- an unsubscribe link, an erasure, a bounce or complaint a provider reported) happened in real
+-- time, before this email leaves: it counts, as of the cutoff. A sunset is not a "no" someone
+-- gave: it is dated at the end of its window, which may be after the cutoff. The order is int_subscriptions__latest's: an erasure first, then the
 -- latest change, the unsubscribe on a tie. guards.py merges these with the landing store's
 -- changes not drained yet, by the same rules.
 -- Parameters: $customer_ids, $list, $cutoff.
@@ -23,7 +24,10 @@ changes as (
         and (
             changed_at <= $cutoff
             or source = 'erasure'
-            or (status in ('unsubscribed', 'suppressed') and source != 'import')
+            or (
+                status in ('unsubscribed', 'suppressed')
+                and source not in ('import', 'sunset')
+            )
         )
         and customer_id in (select unnest($customer_ids))
 

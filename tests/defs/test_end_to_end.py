@@ -82,6 +82,7 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
             "browse_abandonment",
             "confirm_subscription",
             "post_purchase_review",
+            "re_engagement",
             "signup_anniversary",
             "welcome",
             "win_back",
@@ -233,9 +234,9 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
         "union all select view_name, comment from duckdb_views() "
         "where schema_name in ('staging', 'intermediate')",
     )
-    # 4 staging views, 1 intermediate view and 4 tables, 8 triggers and their 8 eligibility
+    # 5 staging views, 3 intermediate views and 5 tables, 9 triggers and their 9 eligibility
     # tables.
-    assert len(relations) == 25
+    assert len(relations) == 31
     assert all(comment for _name, comment in relations)
 
 

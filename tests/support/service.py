@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from dagster_project.landing import LandingStore
 from dagster_project.links import LinkSettings
 from dagster_project.serve import create_app
+from dagster_project.webhooks import WebhookSettings
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,18 @@ class Service:
 
 @contextlib.contextmanager
 def running_service(
-    links: LinkSettings, store: LandingStore, *, max_body_bytes: int | None = None
+    links: LinkSettings,
+    store: LandingStore,
+    *,
+    max_body_bytes: int | None = None,
+    webhooks: WebhookSettings | None = None,
+    fetch_certificate: Callable[[str], bytes] | None = None,
 ) -> Iterator[Service]:
-    """uvicorn serving the app on 127.0.0.1 (a free port) until the block ends."""
-    kwargs = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+    """uvicorn serving the app on 127.0.0.1 (a free port) until the block ends; ``webhooks``
+    configures the providers' event webhooks, ``fetch_certificate`` stands in for the HTTPS
+    GETs of SNS certificates and subscription URLs."""
+    kwargs: dict[str, Any] = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+    kwargs.update(webhooks=webhooks, fetch_certificate=fetch_certificate)
     config = uvicorn.Config(
         create_app(links, store, **kwargs),
         host="127.0.0.1",

@@ -1,0 +1,4 @@
+-- Which of these address hashes were erased (nudge erase). Parameter: $hashes.
+select email_hash
+from nudge.erasures
+where email_hash in (select unnest($hashes))
