@@ -8,7 +8,7 @@ DEV_PORT ?= 3000
 TEST_WORKERS ?= 2
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo run test lint bench bench-serve dev validate clean
+.PHONY: setup demo run test lint bench bench-serve bench-webhooks dev validate clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ bench: setup  ## time each stage of a tick at CUSTOMERS customers
 
 bench-serve: setup  ## nudge serve under 10,000 one-click POSTs while ticks run (req/s, p99)
 	$(BIN)/python -m tests.bench.bench_serve
+
+bench-webhooks: setup  ## 100,000 signed SendGrid events in batches of 500 while ticks run (events/s, p99)
+	$(BIN)/python -m tests.bench.bench_webhooks
 
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000, with the runs of `nudge run` and the demo
 	$(BIN)/nudge dev --port $(DEV_PORT)

@@ -27,6 +27,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_progress, prepare_demo_warehouse
+    from .demo_events import feed, webhook_service
     from .providers import write_outbox_index_html
     from .tick import run_tick
 
@@ -329,35 +331,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     totals: dict[str, dict[str, Any]] = {}
     count = max(1, -(-args.hours // args.every))  # ceil: the span is covered
     ticks = [end - timedelta(hours=args.every * (count - 1 - i)) for i in range(count)]
-    for i, tick in enumerate(ticks, start=1):
-        started = time.monotonic()
-        # The demo simulates past ticks on data it just made, so it sends for a past as_of.
-        outcome = run_tick(
-            tick.isoformat(), settings=settings, allow_late=True, verbose=args.verbose
-        )
-        took = time.monotonic() - started
-        sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers if t["sent"])
-        print(f"[{i:>2}/{len(ticks)}] tick {tick:%a %H:%M}Z  sent: {sent or '-'}  ({took:.1f}s)")
-        if not outcome.success:
-            print(f"tick failed: {outcome.error}", file=sys.stderr)
-            return 1
-        for t in outcome.triggers:
-            total = totals.setdefault(
-                t["trigger"],
-                {"trigger": t["trigger"], "excluded": {}, **dict.fromkeys(SUMMARY_COLUMNS, 0)},
+    reported: Counter[str] = Counter()
+    with webhook_service(settings) as service:
+        for i, tick in enumerate(ticks, start=1):
+            started = time.monotonic()
+            # The demo simulates past ticks on data it just made, so it sends for a past as_of.
+            outcome = run_tick(
+                tick.isoformat(), settings=settings, allow_late=True, verbose=args.verbose
             )
-            for column in ("new", "resumed", "sent", "failed", "unknown", "holdout", "held"):
-                total[column] += t.get(column, 0)
-            # Candidates, deferrals and exclusions describe one tick's window: the last one's.
-            for column in ("candidates", "eligible", "already_sent", "deferred"):
-                total[column] = t.get(column, 0)
-            total["excluded"] = t.get("excluded", {})
+            took = time.monotonic() - started
+            sent = ", ".join(f"{t['trigger']} {t['sent']}" for t in outcome.triggers if t["sent"])
+            print(
+                f"[{i:>2}/{len(ticks)}] tick {tick:%a %H:%M}Z  sent: {sent or '-'}  ({took:.1f}s)"
+            )
+            if not outcome.success:
+                print(f"tick failed: {outcome.error}", file=sys.stderr)
+                return 1
+            # What a provider would report within the hour, through the real webhook: the
+            # next tick drains it (suppressions, engagement-based skips).
+            reported += feed(settings, service, tick).posted
+            for t in outcome.triggers:
+                total = totals.setdefault(
+                    t["trigger"],
+                    {
+                        "trigger": t["trigger"],
+                        "excluded": {},
+                        **dict.fromkeys(SUMMARY_COLUMNS, 0),
+                    },
+                )
+                for column in ("new", "resumed", "sent", "failed", "unknown", "holdout", "held"):
+                    total[column] += t.get(column, 0)
+                # Candidates, deferrals and exclusions describe one tick's window: the last's.
+                for column in ("candidates", "eligible", "already_sent", "deferred"):
+                    total[column] = t.get(column, 0)
+                total["excluded"] = t.get("excluded", {})
     print()
     print(
         f"Sent over {len(ticks)} ticks, one every {args.every} h (candidates, deferred and "
         "exclusions: last tick):"
     )
     print(format_summary(sorted(totals.values(), key=lambda t: t["trigger"])))
+    print(
+        "\nThe provider's reports, posted to nudge serve's webhook after each tick: "
+        + ", ".join(f"{kind} {n}" for kind, n in sorted(reported.items()))
+    )
     print()
     print(format_progress(settings))
     if settings.esp == "outbox":

@@ -68,7 +68,7 @@ def _erased_emails(con: duckdb.DuckDBPyConnection, emails: set[str]) -> set[str]
     if not rows or not emails:
         return set()
     hashes = {erasure_hash(str(rows[0][0]), email): email for email in emails}
-    found = con.execute(sql("events/erased_emails"), {"hashes": list(hashes)}).fetchall()
+    found = con.execute(sql("events/erased_emails"), {"email_hashes": list(hashes)}).fetchall()
     return {hashes[h] for (h,) in found}
 
 

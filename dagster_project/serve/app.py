@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from ..landing import LandingStore
 from ..links import Claim, InvalidToken, LinkSettings
-from ..webhooks import Rejected, WebhookSettings, confirm_subscription, receive
+from ..webhooks import PROVIDERS, Rejected, WebhookSettings, confirm_subscription, receive
 from ..webhooks.sns import http_get
 from . import pages
 
@@ -155,7 +155,10 @@ def _access(scope: Scope, code: int, started: float) -> None:
     if route in ("/u", "/confirm"):
         route += "/<token>"
     elif route == "/webhooks":
-        route = path
+        # Only a provider nudge knows: the path is the client's, and a crafted one (a newline,
+        # a forged second log line) must not reach the log.
+        provider = path.strip("/").split("/", 1)[-1]
+        route = f"/webhooks/{provider if provider in PROVIDERS else '<unknown>'}"
     log.info(
         "%s %s %d %.1f ms", scope.get("method"), route, code, (time.monotonic() - started) * 1000
     )
@@ -292,11 +295,12 @@ def create_app(
             )
         except Rejected as exc:
             headers = (
-                {"WWW-Authenticate": 'Basic realm="nudge webhooks"'}
+                {"WWW-Authenticate": 'Basic realm="nudge"'}
                 if exc.status == 401 and provider == "postmark"
                 else None
             )
-            log.warning("webhook %s refused: %d %s", provider, exc.status, exc.reason)
+            named = provider if provider in PROVIDERS else "<unknown>"
+            log.warning("webhook %s refused: %d %s", named, exc.status, exc.reason)
             return PlainTextResponse(exc.reason, status_code=exc.status, headers=headers)
         if parsed.subscribe_url is not None:
             # SNS asks once per subscription; the topic ARN was checked against

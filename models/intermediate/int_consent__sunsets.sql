@@ -63,14 +63,15 @@ final as (
         'sunset' as source,
         last_steps.send_id
     from last_steps
-    where not exists (
-        select 1 from clicks
-        where
-            clicks.customer_id = last_steps.customer_id
-            and clicks.occurred_at >= last_steps.sent_at
-            and clicks.occurred_at
-            <= last_steps.sent_at + to_days({{ var('sunset_after_days') | int }})
-    )
+    where
+        not exists (
+            select 1 from clicks
+            where
+                clicks.customer_id = last_steps.customer_id
+                and clicks.occurred_at >= last_steps.sent_at
+                and clicks.occurred_at
+                <= last_steps.sent_at + to_days({{ var('sunset_after_days') | int }})
+        )
 
 )
 

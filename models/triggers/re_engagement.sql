@@ -51,7 +51,7 @@ counted as (
     inner join sends
         on
             silences.customer_id = sends.customer_id
-            and sends.sent_at >= silences.silent_since
+            and silences.silent_since <= sends.sent_at
     group by all
 
 ),

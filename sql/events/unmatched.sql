@@ -5,6 +5,6 @@
 select count(*) as unmatched
 from {landed} as landed
 where not exists (
-    select 1 from nudge.send_ledger as ledger
-    where ledger.send_id = landed.send_id
-)
+        select 1 from nudge.send_ledger as ledger
+        where ledger.send_id = landed.send_id
+    )

@@ -5,8 +5,9 @@
 -- as it was then: what came later is its future. But a "no" nudge recorded itself (a click on
 -- an unsubscribe link, an erasure, a bounce or complaint a provider reported) happened in real
 -- time, before this email leaves: it counts, as of the cutoff. A sunset is not a "no" someone
--- gave: it is dated at the end of its window, which may be after the cutoff. The order is int_subscriptions__latest's: an erasure first, then the
--- latest change, the unsubscribe on a tie. guards.py merges these with the landing store's
+-- gave: it is dated at the end of its window, which may be after the cutoff. The order is
+-- int_subscriptions__latest's: an erasure first, then the latest change, the unsubscribe on a
+-- tie. guards.py merges these with the landing store's
 -- changes not drained yet, by the same rules.
 -- Parameters: $customer_ids, $list, $cutoff.
 with
