@@ -614,3 +614,18 @@ def test_logs_never_show_signatures_or_secrets(
         assert secret not in text
         # Nor a recognisable piece of it.
         assert secret[-16:] not in text
+
+
+def test_a_crafted_webhook_path_cannot_forge_a_log_line(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The path is the client's: a URL-encoded newline in it once wrote a second, forged line
+    ("... POST /u/forged 200") into the service's log."""
+    forged = "x%0A2026-01-01%20nudge.serve%20POST%20%2Fu%2Fforged%20200"
+    with caplog.at_level(logging.INFO, logger="nudge.serve"):
+        answer = client.post(f"/webhooks/{forged}", content=b"{}")
+        lines = _log_lines(caplog, lambda ls: any("/webhooks/" in line for line in ls))
+    assert answer.status_code == 404
+    text = "\n".join(lines)
+    assert "\n" not in text and "forged" not in text, lines
+    assert any("POST /webhooks/<unknown> 404" in line for line in lines), lines
