@@ -488,8 +488,9 @@ def _landed(row: Sequence[Any]) -> LandedEvent:
 
 
 def _text(instant: datetime) -> str:
-    # Fixed-width UTC text sorts as time does.
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Fixed-width UTC text sorts as time does (the year zero-padded: %Y is not, for year 1).
+    utc = instant.astimezone(UTC)
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def _instant(text: str) -> datetime:

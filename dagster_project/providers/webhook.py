@@ -161,7 +161,12 @@ def verify_webhook_signature(
         return False
     expected = sign_webhook_body(secret, body, ts)
     candidates = [part.strip() for part in signature.split(",")]
-    return any(hmac.compare_digest(expected, c) for c in candidates if c.startswith("sha256="))
+    # Bytes, not str: compare_digest refuses non-ASCII text, and a header is the sender's.
+    return any(
+        hmac.compare_digest(expected.encode(), c.encode("utf-8", "replace"))
+        for c in candidates
+        if c.startswith("sha256=")
+    )
 
 
 def build_webhook_message(message: Message) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def load_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Rejected(400, "the body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes: no provider sends that
+        raise Rejected(400, "the body is nested too deeply") from None
 
 
 def canonical_json(obj: Any) -> str:
@@ -56,8 +58,24 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
+# An event time outside these years is a bug upstream (Go's and .NET's zero time is year 1),
+# not an event: it is ignored, never stored (the store and the models need real instants).
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2200
+
+
+def _plausible(instant: datetime | None) -> datetime | None:
+    if instant is None or not EARLIEST_YEAR <= instant.year <= LATEST_YEAR:
+        return None
+    return instant
+
+
 def parse_unix_seconds(value: Any) -> datetime | None:
     """A Unix timestamp (int, float or numeric string) as aware UTC; None if unusable."""
+    return _plausible(_unix_seconds(value))
+
+
+def _unix_seconds(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -89,7 +107,10 @@ def parse_iso(value: Any, *, naive_is_utc: bool = True) -> datetime | None:
         if not naive_is_utc:
             return None
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return _plausible(parsed.astimezone(UTC))
+    except OverflowError:  # year 1 with a positive offset is before year 1 in UTC
+        return None
 
 
 def check_freshness(
@@ -109,16 +130,22 @@ def as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def valid_text(value: str) -> str:
+    """``value`` as text SQLite can store: a lone surrogate (JSON allows ``"\\ud800"``) is not
+    UTF-8 and would fail the whole group commit it rides in, other requests' included."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def clean_email(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    return value.strip().lower() or None
+    return valid_text(value.strip().lower()) or None
 
 
 def clean_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    return value.strip() or None
+    return valid_text(value.strip()) or None
 
 
 def make_event(
@@ -146,6 +173,7 @@ def make_event(
     else:
         bounce_type = None
     if provider_event_id:
+        provider_event_id = valid_text(provider_event_id)
         event_id = f"{provider}:{provider_event_id}"
     else:
         provider_event_id = None

@@ -1,7 +1,7 @@
 """Provider event webhooks under load while ticks run: ``python -m tests.bench.bench_webhooks``.
 
     python -m tests.bench.bench_webhooks [--events 100000] [--batch 500] [--concurrency 8]
-                                         [--customers 2000]
+                                         [--customers 2000] [--spread SECONDS]
 
 A real ``nudge serve`` process on loopback takes ``--events`` SendGrid events (each with its
 own ``sg_event_id``; their send_ids need not exist) in signed batches of ``--batch`` (SendGrid
@@ -9,7 +9,9 @@ batches its Event Webhook; 500 events is a few hundred KB, the size it posts), f
 of ``--concurrency`` clients, while real ticks (``nudge run``: the drain, dbt and the send
 step) run back to back on a demo warehouse and drain the landing store. One batch in a
 hundred is posted again a little later, as SendGrid does when it thinks a delivery failed.
-Then a last tick drains the rest, and the bench checks that the warehouse holds every event
+As fast as the service answers, the load is over within a tick's start-up, so no tick drains
+while batches arrive; ``--spread 150`` paces the batches over two and a half minutes so they do
+(``make bench-webhooks`` runs both). Then a last tick drains the rest, and the bench checks that the warehouse holds every event
 exactly once: every acknowledged event must reach ``nudge.email_events``, and no retry may
 add a row.
 
@@ -65,14 +67,19 @@ Request = Callable[[httpx.Client], Answer]
 
 
 def _load(
-    client: httpx.Client, requests: Sequence[Request], concurrency: int
+    client: httpx.Client, requests: Sequence[Request], concurrency: int, spread: float = 0.0
 ) -> tuple[float, list[float], list[Answer]]:
-    """Run ``requests`` from ``concurrency`` threads; (wall seconds, latencies, answers)."""
+    """Run ``requests`` from ``concurrency`` threads; (wall seconds, latencies, answers).
+    With ``spread`` seconds, request i starts no earlier than i / n of it (paced)."""
     latencies: list[float] = []
     answers: list[Answer] = []
     lock = threading.Lock()
+    begin = time.perf_counter()
 
-    def one(request: Request) -> None:
+    def one(item: tuple[int, Request]) -> None:
+        index, request = item
+        if spread:
+            time.sleep(max(0.0, begin + spread * index / len(requests) - time.perf_counter()))
         started = time.perf_counter()
         answer = request(client)
         took = time.perf_counter() - started
@@ -80,10 +87,9 @@ def _load(
             latencies.append(took)
             answers.append(answer)
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, requests))
-    return time.perf_counter() - started, latencies, answers
+        list(pool.map(one, enumerate(requests)))
+    return time.perf_counter() - begin, latencies, answers
 
 
 def _p(values: list[float], q: float) -> float:
@@ -155,6 +161,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="pace the batches over this many seconds, so ticks drain while they arrive "
+        "(0: as fast as the service answers, for throughput)",
+    )
     args = parser.parse_args(argv)
 
     key, public_key = sendgrid_keypair()
@@ -211,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
                 ticker.start()
                 load_s, lat, answers = _load(
-                    client, [_poster(key, body) for body in schedule], args.concurrency
+                    client,
+                    [_poster(key, body) for body in schedule],
+                    args.concurrency,
+                    args.spread,
                 )
             stop.set()
             ticker.join()

@@ -629,3 +629,72 @@ def test_a_crafted_webhook_path_cannot_forge_a_log_line(
     text = "\n".join(lines)
     assert "\n" not in text and "forged" not in text, lines
     assert any("POST /webhooks/<unknown> 404" in line for line in lines), lines
+
+
+# -- hostile values inside signed requests (found in review) ---------------------------------
+
+
+def test_an_event_dated_year_1_is_ignored_and_never_blocks_the_drain(
+    providers: Providers, client: httpx.Client, store: LandingStore, tmp_path: Path
+) -> None:
+    """Go's and .NET's zero time (0001-01-01) was once stored with a 200 and then failed every
+    drain (and so every tick, and nudge erase) because the store could not read it back."""
+    zero = nudge_event("complained", event_id="zero", email="a@example.com")
+    zero["occurred_at"] = "0001-01-01T00:00:00Z"
+    shifted = nudge_event("delivered", event_id="shifted", email="a@example.com")
+    shifted["occurred_at"] = "0001-01-01T00:00:00+01:00"
+    real = nudge_event("delivered", event_id="real", email="a@example.com", timestamp=time.time())
+    answer = gateway(providers, [zero, shifted, real]).post(client)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"received": 1, "new": 1, "ignored": 2}
+    con = connect(tmp_path / "w.duckdb")
+    try:
+        ledger.ensure_ledger(con)
+        assert events.drain(con, store).events == 1
+    finally:
+        con.close()
+
+
+def test_a_body_nested_too_deeply_is_a_400_not_a_500(client: httpx.Client) -> None:
+    answer = client.post(
+        "/webhooks/ses",
+        content=b"[" * 200_000,
+        headers={"Content-Type": "text/plain", "x-amz-sns-message-type": "Notification"},
+    )
+    assert answer.status_code == 400 and "nested" in answer.text
+
+
+def test_a_non_ascii_signature_is_refused_not_a_500(
+    providers: Providers, client: httpx.Client, store: LandingStore
+) -> None:
+    delivery = gateway(providers, [nudge_event("delivered", timestamp=time.time())])
+    headers = {**delivery.headers, "X-Nudge-Signature": "sha256=\u00e9\u00e9"}
+    answer = client.post(
+        "/webhooks/webhook",
+        content=delivery.body,
+        headers={k: v.encode("utf-8") for k, v in headers.items()},
+    )
+    assert answer.status_code == 403
+    assert store.undrained_events() == []
+
+
+def test_a_lone_surrogate_cannot_fail_other_requests_stored_with_it(
+    providers: Providers, client: httpx.Client, store: LandingStore
+) -> None:
+    """JSON allows "\\ud800", which is not UTF-8: it once failed the writer's whole group commit,
+    and the provider's retries with it, forever."""
+    body = (
+        b'{"events": [{"event_id": "s1", "send_id": "x", "type": "clicked",'
+        b' "occurred_at": "2026-06-01T00:00:00Z", "email": "\\ud800@example.com",'
+        b' "url": "https://e.example/\\udfff"}]}'
+    )
+    stamp = time.time()
+    answer = client.post(
+        "/webhooks/webhook",
+        content=body,
+        headers={"Content-Type": "application/json", **nudge_headers(NUDGE_SECRET, body, stamp)},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["new"] == 1
+    (landed,) = store.undrained_events()
+    assert landed.event.email == "?@example.com"  # encode(errors="replace")
