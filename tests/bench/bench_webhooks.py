@@ -11,9 +11,9 @@ step) run back to back on a demo warehouse and drain the landing store. One batc
 hundred is posted again a little later, as SendGrid does when it thinks a delivery failed.
 As fast as the service answers, the load is over within a tick's start-up, so no tick drains
 while batches arrive; ``--spread 150`` paces the batches over two and a half minutes so they do
-(``make bench-webhooks`` runs both). Then a last tick drains the rest, and the bench checks that the warehouse holds every event
-exactly once: every acknowledged event must reach ``nudge.email_events``, and no retry may
-add a row.
+(``make bench-webhooks`` runs both). Then a last tick drains the rest, and the bench checks
+that the warehouse holds every event exactly once: every acknowledged event must reach
+``nudge.email_events``, and no retry may add a row.
 
 Reported: events/s, batches/s, p50 and p99 latency of one batch POST (ECDSA verification,
 JSON parsing, one fsynced SQLite transaction), and the same for ``GET /healthz`` on the same
