@@ -383,7 +383,9 @@ class _Push:
     def _held_for_deliverability(self) -> bool:
         if self.spec.category != "marketing" or self.spec.name in self.policy.guards.approved:
             return False
-        figures = guards.deliverability(self.con, self.provider.name, self._cutoff())
+        # Real time, not the tick's: a sender's reputation is today's, even for a catch-up run
+        # of yesterday's tick.
+        figures = guards.deliverability(self.con, self.provider.name, datetime.now(UTC))
         reason = guards.deliverability_hold(
             self.spec.name, self.spec.category, figures, self.policy.guards
         )

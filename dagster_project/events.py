@@ -10,7 +10,8 @@ repeat, never a loss or a double.
 
 An event about an erased address (``nudge erase`` ran, then the provider reported a late open)
 is kept without the address or payload: it still counts for deliverability, and the erasure
-already suppresses the address by its hash.
+already suppresses the address by its hash; the store forgets it in the transaction that marks
+the batch drained.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def drain(
         erased = _erased_emails(con, {e.event.email for e in landed if e.event.email})
         landed = [_scrubbed(e) if e.event.email in erased else e for e in landed]
         new, new_unmatched = _insert(con, landed, now)
-        store.mark_events_drained([e.event.event_id for e in landed], now)
-        if erased:
-            store.erase("", emails=sorted(erased))
+        store.mark_events_drained(
+            [e.event.event_id for e in landed], now, forget_emails=sorted(erased)
+        )
         for e in landed:
             by_type[e.event.event_type] = by_type.get(e.event.event_type, 0) + 1
         total_new += new

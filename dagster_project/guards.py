@@ -232,6 +232,8 @@ class PendingChanges(Protocol):
 
     def opt_outs_for(self, emails: Iterable[str]) -> Sequence[EmailEvent]: ...
 
+    def undrained_opt_outs(self) -> Sequence[EmailEvent]: ...
+
 
 def _event_change(event: EmailEvent, consent_list: str, lists: ConsentLists) -> LatestChange | None:
     """What a provider's event says about ``consent_list``, as int_consent__from_email_events
@@ -276,7 +278,7 @@ def recheck_consent(
             pending=pending,
         )
         if pending is not None:
-            _merge_events(latest, pending, remaining, consent_list, lists, cutoff)
+            _merge_events(con, latest, pending, remaining, consent_list, lists, cutoff)
         opted_out = {customer for customer, change in latest.items() if change[0] == status}
         if opted_out:
             dropped.append(
@@ -329,6 +331,7 @@ def latest_consent(
 
 
 def _merge_events(
+    con: duckdb.DuckDBPyConnection,
     latest: dict[str, LatestChange],
     pending: PendingChanges,
     messages: Sequence[Message],
@@ -336,24 +339,43 @@ def _merge_events(
     lists: ConsentLists,
     cutoff: datetime,
 ) -> None:
-    """Fold the store's "do not mail" provider events for these recipients' addresses into
-    ``latest`` by the same order (a "no" after the cutoff counts, as of the cutoff)."""
-    by_email: dict[str, list[str]] = {}
+    """Fold the store's "do not mail" provider events about these recipients into ``latest`` by
+    the same order (a "no" after the cutoff counts, as of the cutoff), mapped to people as
+    int_consent__from_email_events maps them: by the address the event names (or, when it names
+    none, the address its send went to), and a complaint or unsubscribe also to the customer its
+    send was for, whatever their address now. Events already drained are in that model."""
+    by_email: dict[str, set[str]] = {}
+    batch = {m.customer_id for m in messages}
     for message in messages:
         if message.to_email:
-            by_email.setdefault(message.to_email.strip().lower(), []).append(message.customer_id)
-    if not by_email:
-        return
-    for event in pending.opt_outs_for(by_email):
+            by_email.setdefault(message.to_email.strip().lower(), set()).add(message.customer_id)
+    found = {e.event_id: e for e in pending.opt_outs_for(by_email)} if by_email else {}
+    found.update((e.event_id, e) for e in pending.undrained_opt_outs())
+    events = [e for e in found.values() if _event_change(e, consent_list, lists) is not None]
+    send_ids = sorted({e.send_id for e in events if e.send_id})
+    sends: dict[str, tuple[str, str | None]] = {}
+    if send_ids:
+        rows = con.execute(sql("guards/sends_of"), {"send_ids": send_ids}).fetchall()
+        sends = {r[0]: (str(r[1]), r[2]) for r in rows}
+    for event in events:
         candidate = _event_change(event, consent_list, lists)
-        if candidate is None or event.email is None:
-            continue
+        assert candidate is not None
         status, changed_at, source = candidate
         candidate = (status, min(changed_at, cutoff), source)
-        for customer_id in by_email.get(event.email, []):
+        customer, sent_to = sends.get(event.send_id or "", (None, None))
+        address = event.email or sent_to
+        people = set(by_email.get(address, ())) if address else set()
+        if customer in batch and event.event_type in PERSON_LEVEL:
+            people.add(customer)
+        for customer_id in people:
             current = latest.get(customer_id)
             if current is None or _order(candidate) > _order(current):
                 latest[customer_id] = candidate
+
+
+# A complaint or an unsubscribe is the person's word, wherever they read it; a bounce is about
+# the address only (a customer who moved to a working address is mailed there).
+PERSON_LEVEL = frozenset({"complained", "unsubscribed"})
 
 
 def _order(change: LatestChange) -> tuple[bool, datetime, bool]:

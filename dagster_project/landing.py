@@ -346,9 +346,19 @@ class LandingStore:
             ).fetchall()
         return [_landed(row) for row in rows]
 
-    def mark_events_drained(self, event_ids: Sequence[str], now: datetime | None = None) -> None:
-        """Called once the warehouse committed them; prunes what was drained long ago."""
+    def mark_events_drained(
+        self,
+        event_ids: Sequence[str],
+        now: datetime | None = None,
+        *,
+        forget_emails: Sequence[str] = (),
+    ) -> None:
+        """Called once the warehouse committed them. Drained events the push-time re-check
+        does not read (all but the opt-outs) go at once: the store stays small however many
+        opens a list makes. Events about ``forget_emails`` (erased addresses) go in the same
+        transaction, so no crash can leave them behind; opt-outs drained long ago go too."""
         now = now or datetime.now(UTC)
+        addresses = [e.strip().lower() for e in forget_emails if e]
         with self._connection() as con:
             con.execute("begin immediate")
             try:
@@ -357,13 +367,29 @@ class LandingStore:
                     [(_text(now), event_id) for event_id in event_ids],
                 )
                 con.execute(
+                    f"delete from email_events where drained_at is not null and not {_OPT_OUT}"
+                )
+                con.execute(
                     "delete from email_events where drained_at < ?", (_text(now - KEEP_DRAINED),)
                 )
+                for start in range(0, len(addresses), 500):
+                    chunk = addresses[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    con.execute(f"delete from email_events where email in ({marks})", chunk)
                 con.execute("commit")
             except BaseException:
                 if con.in_transaction:
                     con.execute("rollback")
                 raise
+            if addresses:
+                # secure_delete zeroed the rows in the database; copy the WAL over its old
+                # frames now if no reader is in the way (never wait on the service for it:
+                # nudge erase empties the WAL for certain).
+                con.execute("pragma busy_timeout=1000")
+                try:
+                    con.execute("pragma wal_checkpoint(truncate)").fetchall()
+                finally:
+                    con.execute("pragma busy_timeout=30000")
 
     def opt_outs_for(self, emails: Iterable[str]) -> list[EmailEvent]:
         """Events that say "do not mail this address" (a hard bounce, a complaint, an
@@ -379,12 +405,21 @@ class LandingStore:
                     _landed(row).event
                     for row in con.execute(
                         f"select {_EVENT_COLUMNS} from email_events where email in ({marks})"
-                        " and (event_type in ('complained', 'unsubscribed')"
-                        " or (event_type = 'bounced' and bounce_type = 'hard'))",
+                        f" and {_OPT_OUT}",
                         chunk,
                     )
                 )
         return out
+
+    def undrained_opt_outs(self) -> list[EmailEvent]:
+        """The "do not mail" events no tick has drained yet, whatever address they name (or
+        none): the push-time re-check maps them to people through their send. Drained ones are
+        in the warehouse's int_consent__from_email_events, built after the drain."""
+        with self._connection() as con:
+            rows = con.execute(
+                f"select {_EVENT_COLUMNS} from email_events where drained_at is null and {_OPT_OUT}"
+            ).fetchall()
+        return [_landed(row).event for row in rows]
 
     # -- erasure ------------------------------------------------------------------------------
 
@@ -442,6 +477,11 @@ class _Request:
 
 
 _COLUMNS = "change_id, customer_id, list, status, source, send_id, changed_at"
+# The events that say "do not mail": a hard bounce, a complaint, an unsubscribe at the provider.
+_OPT_OUT = (
+    "(event_type in ('complained', 'unsubscribed')"
+    " or (event_type = 'bounced' and bounce_type = 'hard'))"
+)
 _EVENT_COLUMNS = (
     "event_id, provider, provider_event_id, send_id, email, event_type, bounce_type,"
     " is_machine_open, url, occurred_at, received_at, payload"

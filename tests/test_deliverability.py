@@ -4,7 +4,7 @@ bounce rate passes its limit; transactional mail goes on; --approve releases it.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
@@ -47,29 +47,43 @@ def test_small_volumes_transactional_mail_and_approved_triggers_are_never_held()
     assert guards.deliverability_hold("other", "marketing", worse, approved) is not None
 
 
+NOW = datetime.now(UTC)  # the guard reads real time: reputation is today's
+
+
 def _sent(con: duckdb.DuckDBPyConnection, n: int, provider: str, hours_ago: float) -> None:
-    at = AS_OF - timedelta(hours=hours_ago)
+    at = NOW - timedelta(hours=hours_ago)
     con.execute(
         "insert into nudge.send_ledger (send_id, trigger, trigger_key, step, customer_id,"
         " status, provider, planned_at, sending_at, settled_at, updated_at)"
-        " select 'old-' || ? || '-' || ? || '-' || i, 'welcome', 'k' || i, 'day_0',"
-        " 'c' || i, 'sent', ?, ?, ?, ?, ? from range(?) t(i)",
-        [provider, hours_ago, provider, at, at, at, at, n],
+        " select ? || i, 'welcome', 'k' || i, 'day_0', 'c' || i, 'sent', ?, ?, ?, ?, ?"
+        " from range(?) t(i)",
+        [f"{provider}-{hours_ago}-", provider, at, at, at, at, n],
     )
 
 
 def _event(
-    con: duckdb.DuckDBPyConnection, n: int, kind: str, provider: str, hours_ago: float
+    con: duckdb.DuckDBPyConnection,
+    n: int,
+    kind: str,
+    provider: str,
+    hours_ago: float,
+    *,
+    about: str | None = None,
+    copy: int = 0,
 ) -> None:
-    at = AS_OF - timedelta(hours=hours_ago)
-    prefix = f"{kind}-{provider}-{hours_ago}-"
+    """``n`` events, one about each of the first ``n`` sends ``about`` names (a prefix of
+    _sent's send_ids; None: mail nudge did not send)."""
+    at = NOW - timedelta(hours=hours_ago)
     con.execute(
-        "insert into nudge.email_events (event_id, provider, event_type, bounce_type,"
+        "insert into nudge.email_events (event_id, provider, send_id, event_type, bounce_type,"
         " is_machine_open, occurred_at, received_at, drained_at)"
-        " select ? || i, ?, ?, ?, false, ?, ?, ? from range(?) t(i)",
+        " select ? || i, ?, case when ? is null then null else ? || i end, ?, ?, false, ?, ?, ?"
+        " from range(?) t(i)",
         [
-            prefix,
+            f"{kind}-{provider}-{hours_ago}-{copy}-",
             provider,
+            about,
+            about,
             "bounced" if kind == "hard" else kind,
             "hard" if kind == "hard" else None,
             at,
@@ -80,15 +94,22 @@ def _event(
     )
 
 
-def test_the_window_is_the_last_24_hours_of_this_provider(con: duckdb.DuckDBPyConnection) -> None:
+def test_the_window_is_the_last_24_hours_of_nudges_sends_through_this_provider(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
     _sent(con, 1000, "sendgrid", 3)
     _sent(con, 9000, "sendgrid", 30)  # before the window
     _sent(con, 5000, "postmark", 3)  # another provider
-    _event(con, 4, "complained", "sendgrid", 2)
-    _event(con, 7, "complained", "sendgrid", 25)  # before the window
-    _event(con, 9, "complained", "postmark", 2)
-    _event(con, 60, "hard", "sendgrid", 1)
-    figures = guards.deliverability(con, "sendgrid", AS_OF)
+    _event(con, 4, "complained", "sendgrid", 2, about="sendgrid-3-")
+    # The same complaints again under other ids (Postmark's SpamComplaint and its
+    # SubscriptionChange): each send counts once.
+    _event(con, 4, "complained", "sendgrid", 2, about="sendgrid-3-", copy=1)
+    _event(con, 7, "complained", "sendgrid", 25, about="sendgrid-30-")  # before the window
+    _event(con, 9, "complained", "postmark", 2, about="postmark-3-")
+    # The shop's other mail through the same account: not nudge's sends, not nudge's rate.
+    _event(con, 50, "complained", "sendgrid", 2, about=None, copy=2)
+    _event(con, 60, "hard", "sendgrid", 1, about="sendgrid-3-")
+    figures = guards.deliverability(con, "sendgrid", NOW)
     assert (figures.sends, figures.complaints, figures.hard_bounces) == (1000, 4, 60)
 
 
@@ -96,7 +117,7 @@ def test_a_complaining_list_holds_marketing_until_approved(
     con: duckdb.DuckDBPyConnection, tmp_path
 ) -> None:
     _sent(con, 1000, "outbox", 3)
-    _event(con, 5, "complained", "outbox", 2)
+    _event(con, 5, "complained", "outbox", 2, about="outbox-3-")
     write_eligibility(con, [cart_row(f"k{i}") for i in range(3)])
     outbox = OutboxProvider(tmp_path / "outbox")
     held = dispatch(con, outbox, consent_cutoff=AS_OF)
@@ -117,7 +138,7 @@ def test_transactional_mail_goes_on_while_marketing_is_held(
     con: duckdb.DuckDBPyConnection, tmp_path, category: str
 ) -> None:
     _sent(con, 1000, "outbox", 3)
-    _event(con, 80, "hard", "outbox", 2)
+    _event(con, 80, "hard", "outbox", 2, about="outbox-3-")
     spec = replace(CART_SPEC, sequence=replace(CART_SPEC.sequence, category=category))
     write_eligibility(con, [cart_row(f"k{i}", category=category) for i in range(2)])
     summary = dispatch(con, OutboxProvider(tmp_path / "outbox"), spec=spec, consent_cutoff=AS_OF)

@@ -4,6 +4,7 @@ drained once (whatever dies in between), and honoured by the push before any tic
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -208,3 +209,72 @@ def test_a_provider_unsubscribe_does_not_stop_transactional_mail_but_a_bounce_do
         "cust_bounced": "skipped:suppressed_before_send",
         "cust_unsubscribed": "sent:",
     }
+
+
+def _earlier_send(con: duckdb.DuckDBPyConnection, send_id: str, customer: str, email: str) -> None:
+    con.execute(
+        "insert into nudge.send_ledger (send_id, trigger, trigger_key, step, customer_id, email,"
+        " status, provider, planned_at, updated_at) values"
+        " (?, 'welcome', ?, 'day_0', ?, ?, 'sent', 'sendgrid', ?, ?)",
+        [send_id, customer, customer, email, AS_OF, AS_OF],
+    )
+
+
+def test_events_that_name_only_their_send_or_an_old_address_still_stop_the_person(
+    tmp_path: Path, store: LandingStore, con: duckdb.DuckDBPyConnection
+) -> None:
+    """Found in review: the push matched the store's events by the message's address only. A
+    complaint naming only its send, or the address a customer has since left, is the person's
+    word; a hard bounce on an address they left is not about their new one."""
+    ensure_staging(con)
+    write_eligibility(con, [cart_row(k) for k in ("noaddr", "moved", "moved_bounce", "fine")])
+    _earlier_send(con, "w-noaddr", "cust_noaddr", "noaddr@example.com")
+    _earlier_send(con, "w-moved", "cust_moved", "old-moved@example.com")
+    _earlier_send(con, "w-bounce", "cust_moved_bounce", "old-bounce@example.com")
+    store.record_events(
+        [
+            replace(_event(1, "complained", minutes=1, send_id="w-noaddr"), email=None),
+            _event(2, "unsubscribed", email="old-moved@example.com", send_id="w-moved"),
+            _event(
+                3, "bounced", bounce_type="hard", email="old-bounce@example.com", send_id="w-bounce"
+            ),
+        ]
+    )
+    dispatch(
+        con,
+        OutboxProvider(tmp_path / "outbox"),
+        consent_cutoff=AS_OF + timedelta(minutes=2),
+        links=LINKS,
+        pending=store,
+    )
+    statuses = dict(
+        con.execute(
+            "select customer_id, status || ':' || coalesce(reason, '') from nudge.send_ledger"
+            " where trigger = 'abandoned_cart'"
+        ).fetchall()
+    )
+    assert statuses == {
+        "cust_noaddr": "skipped:suppressed_before_send",
+        "cust_moved": "skipped:unsubscribed_before_send",
+        "cust_moved_bounce": "sent:",
+        "cust_fine": "sent:",
+    }
+
+
+def test_the_store_keeps_only_opt_outs_once_drained(
+    store: LandingStore, con: duckdb.DuckDBPyConnection
+) -> None:
+    """Opens and clicks are many and the push never reads them: once in the warehouse they
+    leave the store; an opt-out stays (30 days) for the push-time re-check by address."""
+    store.record_events(
+        [
+            _event(1, "opened", email="a@example.com"),
+            _event(2, "clicked", email="a@example.com"),
+            _event(3, "complained", email="a@example.com"),
+        ]
+    )
+    drain(con, store)
+    assert [e.event_id for e in store.opt_outs_for(["a@example.com"])] == ["sendgrid:3"]
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("select event_id from email_events").fetchall() == [("sendgrid:3",)]
+    assert con.execute("select count(*) from nudge.email_events").fetchall() == [(3,)]

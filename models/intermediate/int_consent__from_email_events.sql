@@ -6,10 +6,13 @@
 --     (source `soft_bounces`): an address that keeps bouncing hurts the sender's reputation;
 --   * an unsubscribe the recipient made at the provider (its own link, a list-unsubscribe it
 --     handled) unsubscribes them from marketing (source `provider:<name>`).
--- They apply to the address: every customer with it now, plus the customer the send was for.
--- A view, not filtered by as_of, like int_consent__changes (int_subscriptions__latest applies
--- the tick; the push-time re-check reads it directly).
-{{ config(materialized='view') }}
+-- Bounces are about the address: they apply to every customer who has it now (one who moved
+-- to another address since is not suppressed). A complaint or an unsubscribe is the person's
+-- word: it applies to those customers and to the customer the send was for, whatever their
+-- address now. Not filtered by as_of (int_subscriptions__latest applies the tick). A table,
+-- built each tick after the drain: the push-time re-check reads it through
+-- int_consent__changes and adds what landed since from the landing store (guards.py), so it
+-- never recomputes these windows over every event for every batch.
 
 with
 
@@ -157,7 +160,9 @@ by_address as (
         source,
         send_id
     from reasons
-    where send_customer_id is not null
+    where
+        send_customer_id is not null
+        and source not in ('hard_bounce', 'soft_bounces')
 
 ),
 

@@ -1,9 +1,8 @@
--- Sunsetting: a re_engagement entry whose last step went out, followed by no click on any
--- email to the customer within var sunset_after_days, unsubscribes them from marketing at the
--- end of that window (source `sunset`). A view, not filtered by as_of, like
--- int_consent__changes: int_subscriptions__latest applies the tick, so a sunset whose window
--- has not ended yet is the future for this tick.
-{{ config(materialized='view') }}
+-- Sunsetting: a re_engagement entry whose last step went out, with no click on any email to
+-- the customer from the entry's first email until var sunset_after_days after the last,
+-- unsubscribes them from marketing at the end of that window (source `sunset`). Clicks only:
+-- opens are too unreliable to keep someone on a list (machine opens, blocked images). Not filtered by as_of: int_subscriptions__latest
+-- applies the tick, so a sunset whose window has not ended yet is the future for this tick.
 
 {%- if execute -%}
     {%- set steps = nudge_trigger_meta('re_engagement')['steps'] -%}
@@ -27,18 +26,34 @@ events as (
 
 ),
 
-last_steps as (
+-- Each entry's sends: its first (the window for an answer opens there: a click on the first
+-- email that arrives after the last call went out still counts) and its last step's.
+entries as (
 
     select
         trigger_key,
-        customer_id,
-        send_id,
-        coalesce(sending_at, settled_at) as sent_at
+        min(coalesce(sent_as_of, sending_at, settled_at)) as first_sent_at
     from ledger
+    where trigger = 're_engagement' and status = 'sent'
+    group by trigger_key
+
+),
+
+last_steps as (
+
+    select
+        ledger.trigger_key,
+        ledger.customer_id,
+        ledger.send_id,
+        entries.first_sent_at,
+        coalesce(ledger.sent_as_of, ledger.sending_at, ledger.settled_at) as sent_at
+    from ledger
+    inner join entries
+        on ledger.trigger_key = entries.trigger_key
     where
-        trigger = 're_engagement'
-        and step = '{{ last_step }}'
-        and status = 'sent'
+        ledger.trigger = 're_engagement'
+        and ledger.step = '{{ last_step }}'
+        and ledger.status = 'sent'
 
 ),
 
@@ -68,7 +83,7 @@ final as (
             select 1 from clicks
             where
                 clicks.customer_id = last_steps.customer_id
-                and clicks.occurred_at >= last_steps.sent_at
+                and clicks.occurred_at >= last_steps.first_sent_at
                 and clicks.occurred_at
                 <= last_steps.sent_at + to_days({{ var('sunset_after_days') | int }})
         )

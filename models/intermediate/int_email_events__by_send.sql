@@ -61,7 +61,8 @@ final as (
         ledger.step,
         ledger.customer_id,
         ledger.provider,
-        coalesce(ledger.sending_at, ledger.settled_at) as sent_at,
+        -- The tick's instant, not the wall clock: a replayed or simulated tick sent it then.
+        coalesce(ledger.sent_as_of, ledger.sending_at, ledger.settled_at) as sent_at,
         per_send.first_delivered_at,
         per_send.first_opened_at,
         per_send.first_machine_opened_at,

@@ -1,11 +1,14 @@
 -- Subscribers who keep receiving marketing email and show no sign of reading it. Silence counts
 -- from their latest human open or click of any marketing email (machine opens are no sign: Apple
--- Mail Privacy Protection opens everything), else from the first marketing email they got.
--- After var re_engagement_silent_days of it, with at least var re_engagement_min_sends
--- marketing emails received in that silence, they enter. The silence is the entry: an open or
--- a click moves its start, which replaces the entry with one whose steps are months away (that
--- is how the series exits when they engage). Those who stay silent after the last step are
--- sunset (int_consent__sunsets).
+-- Mail Privacy Protection opens everything), else from the first marketing email they got, and
+-- never from before the provider's events began to arrive (before the webhooks were set up,
+-- nobody's engagement is known: that is not silence). They enter after var
+-- re_engagement_silent_days of it, once they have received var re_engagement_min_sends
+-- marketing emails in it. The silence is the entry: an open or a click moves its start, which
+-- replaces the entry with one whose steps are months away (that is how the series exits when
+-- they engage). Those who stay silent after the last step are sunset (int_consent__sunsets).
+-- When no event arrived for var re_engagement_feed_max_hours, a broken webhook would look like
+-- everyone going silent: entries are excluded as engagement_data_stale until events flow again.
 with
 
 sends as (
@@ -16,6 +19,17 @@ sends as (
         -- Its own emails do not count towards entering it again.
         and trigger != 're_engagement'
         and sent_at <= {{ as_of() }}
+
+),
+
+-- When the provider's events began and last arrived, as of the tick.
+feed as (
+
+    select
+        min(occurred_at) as covered_since,
+        max(occurred_at) as newest_event_at
+    from {{ ref('stg_nudge__email_events') }}
+    where occurred_at <= {{ as_of() }}
 
 ),
 
@@ -33,10 +47,15 @@ engagement as (
 silences as (
 
     select
-        customer_id,
-        last_engaged_at,
-        coalesce(last_engaged_at, first_sent_at) as silent_since
+        engagement.customer_id,
+        engagement.last_engaged_at,
+        feed.newest_event_at,
+        greatest(
+            coalesce(engagement.last_engaged_at, engagement.first_sent_at), feed.covered_since
+        ) as silent_since
     from engagement
+    cross join feed
+    where feed.covered_since is not null
 
 ),
 
@@ -46,7 +65,11 @@ counted as (
         silences.customer_id,
         silences.last_engaged_at,
         silences.silent_since,
-        count(sends.send_id) as sends_while_silent
+        silences.newest_event_at,
+        count(sends.send_id) as sends_while_silent,
+        -- The email that made the silence count: the series starts no earlier.
+        list_sort(list(sends.sent_at))[{{ var('re_engagement_min_sends') | int }}]
+            as enough_sends_at
     from silences
     inner join sends
         on
@@ -63,10 +86,19 @@ final as (
         || ':'
         || strftime(silent_since at time zone 'UTC', '%Y%m%dT%H%M%S') as trigger_key,
         customer_id,
-        silent_since + to_days({{ var('re_engagement_silent_days') | int }}) as entered_at,
+        greatest(
+            silent_since + to_days({{ var('re_engagement_silent_days') | int }}),
+            enough_sends_at
+        ) as entered_at,
         silent_since,
         last_engaged_at,
         sends_while_silent,
+        case
+            when
+                newest_event_at
+                < {{ as_of() }} - to_hours({{ var('re_engagement_feed_max_hours') | int }})
+                then 'engagement_data_stale'
+        end as entry_exclusion_reason,
         '{{ var("shop_url") }}' as shop_url
     from counted
     where sends_while_silent >= {{ var('re_engagement_min_sends') | int }}

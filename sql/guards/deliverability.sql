@@ -1,7 +1,10 @@
--- The deliverability guard: over the trailing window ($since, $until], how many emails this
--- provider accepted for nudge, and how many hard bounces and spam complaints it reported.
--- Read from nudge's own tables, not a dbt model, so the push sees the events the tick drained
--- a minute ago. Parameters: $provider, $since, $until.
+-- The deliverability guard: over the trailing window ($since, $until] of real time, how many
+-- emails this provider accepted for nudge, and how many of nudge's sends through it the
+-- provider reported hard-bounced or complained about in the window. Only nudge's own sends
+-- count, each once: a provider's webhook may report the shop's other mail too (SendGrid's is
+-- account-wide), and one complaint may arrive as two events (Postmark's SpamComplaint and its
+-- SubscriptionChange). Read from nudge's own tables, not a dbt model, so the push sees the
+-- events the tick drained a minute ago. Parameters: $provider, $since, $until.
 with
 
 sends as (
@@ -19,15 +22,19 @@ sends as (
 events as (
 
     select
-        count(*) filter (
-            where event_type = 'bounced' and bounce_type = 'hard'
+        count(distinct events.send_id) filter (
+            where events.event_type = 'bounced' and events.bounce_type = 'hard'
         ) as hard_bounces,
-        count(*) filter (where event_type = 'complained') as complaints
-    from nudge.email_events
+        count(distinct events.send_id) filter (
+            where events.event_type = 'complained'
+        ) as complaints
+    from nudge.email_events as events
+    inner join nudge.send_ledger as ledger
+        on events.send_id = ledger.send_id
     where
-        provider = $provider
-        and occurred_at > $since
-        and occurred_at <= $until
+        ledger.provider = $provider
+        and events.occurred_at > $since
+        and events.occurred_at <= $until
 
 ),
 
