@@ -39,7 +39,7 @@ from .webhooks import WebhookSettings
 # Shares of sends, by a stable draw per send_id (in ten-thousandths).
 HARD_BOUNCE = 150  # 1.5 %
 SOFT_BOUNCE = 100  # 1 %
-COMPLAINT = 20  # 0.2 %
+COMPLAINT = 50  # 0.5 %: above a healthy list's, so a 3,000-customer demo shows a few
 UNSUBSCRIBE = 60  # 0.6 %
 OPEN = 4500  # 45 % of delivered
 MACHINE_OPEN = 3000  # of opens, 30 % are Apple Mail Privacy Protection
