@@ -1,8 +1,9 @@
 -- Sunsetting: a re_engagement entry whose last step went out, with no click on any email to
 -- the customer from the entry's first email until var sunset_after_days after the last,
 -- unsubscribes them from marketing at the end of that window (source `sunset`). Clicks only:
--- opens are too unreliable to keep someone on a list (machine opens, blocked images). Not filtered by as_of: int_subscriptions__latest
--- applies the tick, so a sunset whose window has not ended yet is the future for this tick.
+-- opens are too unreliable to keep someone on a list (machine opens, blocked images). Not
+-- filtered by as_of: int_subscriptions__latest applies the tick, so a sunset whose window has
+-- not ended yet is the future for this tick.
 
 {%- if execute -%}
     {%- set steps = nudge_trigger_meta('re_engagement')['steps'] -%}

@@ -33,8 +33,8 @@ events as (
         on events.send_id = ledger.send_id
     where
         ledger.provider = $provider
-        and events.occurred_at > $since
-        and events.occurred_at <= $until
+        and events.occurred_at > $since  -- noqa: RF02
+        and events.occurred_at <= $until  -- noqa: RF02
 
 ),
 
