@@ -55,6 +55,7 @@ def test_the_project_declares_the_default_triggers() -> None:
             "audience.confirm_subscription_eligibility",
         ),
         ("post_purchase_review", "review", "audience.post_purchase_review_eligibility"),
+        ("re_engagement", "still_interested, last_call", "audience.re_engagement_eligibility"),
         ("signup_anniversary", "anniversary", "audience.signup_anniversary_eligibility"),
         ("welcome", "day_0, day_3, day_9", "audience.welcome_eligibility"),
         ("win_back", "we_miss_you, incentive", "audience.win_back_eligibility"),

@@ -17,7 +17,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.tick import prepare_dagster_home
 
 SEND_CHECKS = {"mass_send_guard", "no_duplicate_deliveries", "failure_rate"}
-ABSENCE_TRIGGERS = {"abandoned_cart", "browse_abandonment", "win_back"}
+ABSENCE_TRIGGERS = {"abandoned_cart", "browse_abandonment", "re_engagement", "win_back"}
 # Trigger -> the higher-priority marketing triggers whose tables it waits for (cap slots).
 PRIORITIES = {
     "abandoned_cart": 80,
@@ -27,6 +27,7 @@ PRIORITIES = {
     "browse_abandonment": 40,
     "post_purchase_review": 30,
     "win_back": 20,
+    "re_engagement": 10,
 }
 
 
@@ -38,18 +39,25 @@ def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() ->
     graph = _defs().resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     models = {k for k in keys if not k.startswith(("nudge/", "raw/"))}
-    assert {k.split("/")[0] for k in models} == {"staging", "intermediate", "triggers", "audience"}
+    assert {k.split("/")[0] for k in models} == {
+        "staging",
+        "intermediate",
+        "triggers",
+        "audience",
+        "reporting",
+    }
     # The dbt sources: the input contract, and the ledger the eligibility models read.
     assert {k for k in keys if k.startswith("raw/")} == {
         "raw/customers",
         "raw/events",
         "raw/subscriptions",
     }
-    # ...and nudge's own: the ledger, the consent changes (drained by an asset of nudge's
-    # own, upstream of staging), the erased addresses and their salt.
+    # ...and nudge's own: the ledger, the consent changes and the provider events (each drained
+    # by an asset of nudge's own, upstream of staging), the erased addresses and their salt.
     assert {k for k in keys if k.startswith("nudge/")} == {
         "nudge/send_ledger",
         "nudge/consent_changes",
+        "nudge/email_events",
         "nudge/erasures",
         "nudge/erasure_salt",
         *(f"nudge/send_{t}" for t in [*PRIORITIES, "confirm_subscription"]),
@@ -57,6 +65,9 @@ def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() ->
     drain = graph.get(AssetKey(["nudge", "consent_changes"]))
     assert drain.is_materializable and drain.group_name == "consent"
     assert "staging/stg_nudge__consent_changes" in {k.to_user_string() for k in drain.child_keys}
+    events = graph.get(AssetKey(["nudge", "email_events"]))
+    assert events.is_materializable and events.group_name == "consent"
+    assert "staging/stg_nudge__email_events" in {k.to_user_string() for k in events.child_keys}
     # Transactional: it takes nobody's frequency-cap slot and waits for no one.
     confirm = graph.get(AssetKey(["nudge", "send_confirm_subscription"]))
     assert {k.to_user_string() for k in confirm.parent_keys} == {
@@ -77,7 +88,12 @@ def test_every_send_asset_has_its_checks() -> None:
         for check_key in getattr(assets_def, "check_keys", ()):
             checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
     for trigger in PRIORITIES:
-        expected = SEND_CHECKS | ({"source_freshness"} if trigger in ABSENCE_TRIGGERS else set())
+        # Every trigger here is marketing: the deliverability guard can hold it.
+        expected = (
+            SEND_CHECKS
+            | {"deliverability"}
+            | ({"source_freshness"} if trigger in ABSENCE_TRIGGERS else set())
+        )
         assert checks[f"nudge/send_{trigger}"] == expected, trigger
     # dbt's data tests are asset checks on the models.
     assert (

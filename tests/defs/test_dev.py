@@ -116,9 +116,17 @@ def test_make_dev_loads_every_asset_check_job_and_schedule(tmp_path: Path) -> No
         "mass_send_guard",
         "no_duplicate_deliveries",
         "failure_rate",
+        "deliverability",
         "source_freshness",
     }
     assert assets["nudge/send_welcome"] == {
+        "mass_send_guard",
+        "no_duplicate_deliveries",
+        "failure_rate",
+        "deliverability",
+    }
+    # Transactional mail is never held for deliverability.
+    assert assets["nudge/send_confirm_subscription"] == {
         "mass_send_guard",
         "no_duplicate_deliveries",
         "failure_rate",
