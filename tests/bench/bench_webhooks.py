@@ -291,8 +291,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"the load took {load_s:.1f} s; the ticks {', '.join(f'{t:.0f}' for t in tick_seconds)} s;"
         f" drained by the ticks that overlapped it: {during[0] if during else 0}"
     )
-    if not (ok == len(schedule) and new == args.events and left == 0):
-        raise SystemExit("FAILED: a batch was refused or an event acknowledged twice")
+    # "new" is new to the landing store: a redelivery after a tick drained (and the store
+    # dropped) an open or a click is stored again there, and the warehouse keeps it once.
+    if not (ok == len(schedule) and new >= args.events and left == 0):
+        raise SystemExit("FAILED: a batch was refused, or an event was never acknowledged")
     if not (tuple(stored) == tuple(ours) == (args.events, args.events)):
         raise SystemExit("FAILED: not every acknowledged event is in the warehouse exactly once")
 
