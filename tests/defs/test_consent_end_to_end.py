@@ -20,44 +20,32 @@ from dagster_project.clock import this_hour
 from dagster_project.landing import LandingStore
 from dagster_project.warehouse import WarehouseLockTimeout, warehouse_lock
 from tests.support.processes import free_port, nudge
+from tests.support.raw_tables import create_raw_tables, daytime_zone
 
 pytestmark = pytest.mark.dbt
 
 # The last tick runs an hour ahead of now and the one before at this hour: live ticks (no
 # --allow-late), as the schedule runs them, so the unsubscribe made now is in their past.
 T0 = this_hour() - timedelta(hours=27)
+# Noon local time at the first tick (T0 + 2 h), so no tick falls in quiet hours.
+ZONE = daytime_zone(T0 + timedelta(hours=2))
 SECRET = "e2e-link-secret-" + "z" * 32
-
-
-def _daytime_zone() -> str:
-    """A time zone where the first tick (T0 + 2 h) falls at noon, so no tick of the test is
-    in quiet hours whenever the suite runs."""
-    offset = (12 - (T0 + timedelta(hours=2)).hour) % 24
-    offset = offset - 24 if offset > 14 else offset
-    # POSIX names: Etc/GMT-3 is UTC+3.
-    return f"Etc/GMT{-offset:+d}" if offset else "UTC"
 
 
 def _raw_warehouse(path: Path) -> None:
     """Two customers who each left a cart at T0, and a later view so events are fresh."""
     con = duckdb.connect(str(path))
-    con.execute("create schema raw")
-    con.execute(
-        "create table raw.customers (customer_id varchar, email varchar, first_name varchar,"
-        " timezone varchar, birthday date, created_at timestamptz)"
-    )
-    con.execute(
-        "create table raw.events (event_id varchar, customer_id varchar, event_name varchar,"
-        " occurred_at timestamptz, properties json)"
-    )
-    con.execute(
-        "create table raw.subscriptions (customer_id varchar, list varchar, status varchar,"
-        " changed_at timestamptz)"
-    )
+    create_raw_tables(con)
     for cid in ("ann", "bob", "cy"):
         con.execute(
             "insert into raw.customers values (?, ?, ?, ?, null, ?)",
-            [cid, f"{cid}@example.com", cid.title(), _daytime_zone(), T0 - timedelta(days=60)],
+            [
+                cid,
+                f"{cid}@example.com",
+                cid.title(),
+                ZONE,
+                T0 - timedelta(days=60),
+            ],
         )
         con.execute(
             "insert into raw.subscriptions values (?, 'marketing', 'subscribed', ?)",

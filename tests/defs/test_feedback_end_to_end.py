@@ -20,44 +20,35 @@ import pytest
 from dagster_project.clock import this_hour
 from tests.support.esp_server import EspServer
 from tests.support.processes import free_port, nudge
+from tests.support.raw_tables import create_raw_tables, daytime_zone
 from tests.support.webhook_signing import sendgrid_event, sendgrid_keypair, sign_sendgrid
 
 pytestmark = pytest.mark.dbt
 
 # Ticks at T0 + 2 h (first reminders), + 26 h (second reminders, welcome day 0) and + 74 h
 # (the discount): all in the past, replayed as a catch-up with --allow-late, all at the same
-# local hour (noon, see _daytime_zone).
+# local hour (noon: ZONE).
 T0 = this_hour() - timedelta(hours=76)
+# Noon local time at the first tick (T0 + 2 h), so no tick falls in quiet hours.
+ZONE = daytime_zone(T0 + timedelta(hours=2))
 API_KEY = "SG.feedback-e2e"
 PEOPLE = ("ann", "bob", "cy", "dee")
-
-
-def _daytime_zone() -> str:
-    offset = (12 - (T0 + timedelta(hours=2)).hour) % 24
-    offset = offset - 24 if offset > 14 else offset
-    return f"Etc/GMT{-offset:+d}" if offset else "UTC"
 
 
 def _raw_warehouse(path: Path) -> None:
     """Four subscribers who each left a 30-dollar cart at T0 and signed up at T0 + 20 h."""
     con = duckdb.connect(str(path))
-    con.execute("create schema raw")
-    con.execute(
-        "create table raw.customers (customer_id varchar, email varchar, first_name varchar,"
-        " timezone varchar, birthday date, created_at timestamptz)"
-    )
-    con.execute(
-        "create table raw.events (event_id varchar, customer_id varchar, event_name varchar,"
-        " occurred_at timestamptz, properties json)"
-    )
-    con.execute(
-        "create table raw.subscriptions (customer_id varchar, list varchar, status varchar,"
-        " changed_at timestamptz)"
-    )
+    create_raw_tables(con)
     for cid in PEOPLE:
         con.execute(
             "insert into raw.customers values (?, ?, ?, ?, null, ?)",
-            [cid, f"{cid}@example.com", cid.title(), _daytime_zone(), T0 - timedelta(days=60)],
+            [
+                cid,
+                f"{cid}@example.com",
+                cid.title(),
+                ZONE,
+                T0 - timedelta(days=60),
+            ],
         )
         con.execute(
             "insert into raw.subscriptions values (?, 'marketing', 'subscribed', ?)",
