@@ -13,10 +13,10 @@ from dagster_dbt import get_asset_key_for_model
 from .config import Settings
 from .dbt_runner import ensure_manifest
 from .defs.consent import consent_changes, email_events
-from .defs.dbt import build_dbt_assets, dbt_project, dbt_resource
+from .defs.dbt import build_dbt_assets, build_reporting_assets, dbt_project, dbt_resource
 from .defs.resources import resources_from_settings
-from .defs.schedules import hourly_tick, nudge_tick_job
-from .defs.sends import build_send_asset
+from .defs.schedules import daily_reporting, hourly_tick, nudge_reporting_job, nudge_tick_job
+from .defs.sends import build_send_asset, send_asset_key
 from .triggers import higher_priority, project_relations, triggers_from_manifest
 
 
@@ -43,10 +43,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         )
         for spec in triggers
     ]
+    reporting = build_reporting_assets(
+        project, manifest, [send_asset_key(spec) for spec in triggers]
+    )
     return Definitions(
-        assets=[consent_changes, email_events, dbt_models, *send_assets],
-        jobs=[nudge_tick_job],
-        schedules=[hourly_tick],
+        assets=[consent_changes, email_events, dbt_models, *send_assets, reporting],
+        jobs=[nudge_tick_job, nudge_reporting_job],
+        schedules=[hourly_tick, daily_reporting],
         resources={"dbt": dbt_resource(project), **resources_from_settings(settings)},
     )
 

@@ -113,11 +113,34 @@ def run_tick(
     ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
     ``approve`` releases the guards' hold on those triggers for this run.
     """
-    from .definitions import build_definitions
     from .defs.schedules import TICK_JOB_NAME, tick_run_config
 
     settings = settings or Settings.from_env()
     run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
+    return _execute(TICK_JOB_NAME, run_config, settings, as_of=as_of, verbose=verbose)
+
+
+def run_reporting(
+    as_of: str | None = None, *, settings: Settings | None = None, verbose: bool = False
+) -> TickOutcome:
+    """Build the reporting models (the daily reporting job) in this process, as of ``as_of``."""
+    from .defs.schedules import REPORTING_JOB_NAME, tick_run_config
+
+    settings = settings or Settings.from_env()
+    run_config: dict[str, Any] = tick_run_config(as_of)
+    return _execute(REPORTING_JOB_NAME, run_config, settings, as_of=as_of, verbose=verbose)
+
+
+def _execute(
+    job_name: str,
+    run_config: dict[str, Any],
+    settings: Settings,
+    *,
+    as_of: str | None,
+    verbose: bool,
+) -> TickOutcome:
+    from .definitions import build_definitions
+
     if not verbose:
         # Failures are summarized below; Dagster's own error logs (stack traces) need --verbose.
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
@@ -126,7 +149,7 @@ def run_tick(
     captured = io.StringIO()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_environment(settings))
-        job = build_definitions(settings).resolve_job_def(TICK_JOB_NAME)
+        job = build_definitions(settings).resolve_job_def(job_name)
         instance = stack.enter_context(dagster_instance(settings.dagster_home))
         if not verbose:
             stack.enter_context(contextlib.redirect_stdout(captured))

@@ -1,5 +1,9 @@
 """The dbt project as Dagster assets: one asset per model, dbt tests as asset checks.
 
+Two ``@dbt_assets``: the models a tick needs (staging to eligibility), built by the hourly tick
+before the sends; and the reporting models (``models/reporting``, tag ``nudge_reporting``),
+downstream of the send assets and built by the daily reporting job (``schedules.py``), so the
+hourly tick pays neither a second dbt start nor a rebuild over the whole send history.
 Built from the manifest when the definitions load (``definitions.py``), never at import.
 """
 
@@ -7,11 +11,11 @@ Built from the manifest when the definitions load (``definitions.py``), never at
 # factories below: no `from __future__ import annotations` here (strings would not resolve).
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, Output
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -23,18 +27,39 @@ from dagster_dbt import (
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE
 from ..dbt_runner import build_args, dbt_executable
+from ..headlines import headline_metadata
 from ..warehouse import check_input_contract
 from .resources import TickResource, WarehouseResource
 
+REPORTING_TAG = "nudge_reporting"
+REPORTING_GROUP = "reporting"
+
 
 class NudgeDbtTranslator(DagsterDbtTranslator):
-    """Asset groups follow the model folders; sources keep their ``raw/<table>`` keys."""
+    """Asset groups follow the model folders; sources keep their ``raw/<table>`` keys.
+
+    ``downstream_of``: asset keys every reporting model depends on besides its refs (the send
+    assets write the ledger they read), so the lineage shows reports after the sends.
+    """
+
+    def __init__(self, *args: Any, downstream_of: Sequence[AssetKey] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._downstream_of = list(downstream_of)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props.get("resource_type") == "model":
             fqn = dbt_resource_props.get("fqn", [])
             return fqn[1] if len(fqn) > 2 else "models"
         return super().get_group_name(dbt_resource_props)
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest.get("nodes", {}).get(unique_id, {})
+        if self._downstream_of and REPORTING_TAG in (node.get("tags") or []):
+            spec = spec.merge_attributes(deps=self._downstream_of)
+        return spec
 
 
 def dbt_project() -> DbtProject:
@@ -57,6 +82,7 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
     @dbt_assets(
         manifest=manifest,
         project=project,
+        exclude=f"tag:{REPORTING_TAG}",
         dagster_dbt_translator=NudgeDbtTranslator(
             settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
         ),
@@ -69,15 +95,7 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
     ) -> Iterator[Any]:
         as_of = tick.resolve(context)
         context.log.info(f"dbt build for as_of {as_of.isoformat()}")
-        # dbt reads the warehouse from NUDGE_WAREHOUSE (profiles.yml), which the resources were
-        # built from; run config pointing the warehouse resource elsewhere would make dbt and
-        # the send steps look at two different files.
-        built_by_dbt = Path(os.environ.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
-        if built_by_dbt != warehouse.file:
-            raise WarehouseMismatchError(
-                f"dbt builds {built_by_dbt} (NUDGE_WAREHOUSE) but the warehouse resource is "
-                f"{warehouse.file}; set NUDGE_WAREHOUSE instead of the resource's run config"
-            )
+        _check_same_warehouse(warehouse)
         with warehouse.locked():
             with warehouse.connection() as con:
                 check_input_contract(con, warehouse.file)
@@ -86,3 +104,56 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
             yield from dbt.cli(build_args(as_of.isoformat()), context=context).stream()
 
     return nudge_dbt_models
+
+
+def build_reporting_assets(
+    project: DbtProject, manifest: Path, sends: Sequence[AssetKey]
+) -> AssetsDefinition:
+    """The reporting models, after the send assets: headline figures as asset metadata."""
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        name="nudge_dbt_reporting",
+        select=f"tag:{REPORTING_TAG}",
+        dagster_dbt_translator=NudgeDbtTranslator(
+            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True),
+            downstream_of=sends,
+        ),
+    )
+    def nudge_dbt_reporting(
+        context: AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: WarehouseResource,
+        tick: TickResource,
+    ) -> Iterator[Any]:
+        as_of = tick.resolve(context)
+        context.log.info(f"dbt build of the reporting models for as_of {as_of.isoformat()}")
+        _check_same_warehouse(warehouse)
+        with warehouse.locked():
+            with warehouse.connection() as con:
+                ledger.ensure_ledger(con)
+            # Held back until the build is over: the headline tables read every model's result.
+            events = list(dbt.cli(build_args(as_of.isoformat()), context=context).stream())
+            with warehouse.connection() as con:
+                headlines = headline_metadata(con)
+        for event in events:
+            if isinstance(event, Output):
+                model = context.asset_key_for_output(event.output_name).path[-1]
+                if model in headlines:
+                    event = event.with_metadata({**event.metadata, **headlines[model]})
+            yield event
+
+    return nudge_dbt_reporting
+
+
+def _check_same_warehouse(warehouse: WarehouseResource) -> None:
+    # dbt reads the warehouse from NUDGE_WAREHOUSE (profiles.yml), which the resources were
+    # built from; run config pointing the warehouse resource elsewhere would make dbt and
+    # the send steps look at two different files.
+    built_by_dbt = Path(os.environ.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
+    if built_by_dbt != warehouse.file:
+        raise WarehouseMismatchError(
+            f"dbt builds {built_by_dbt} (NUDGE_WAREHOUSE) but the warehouse resource is "
+            f"{warehouse.file}; set NUDGE_WAREHOUSE instead of the resource's run config"
+        )

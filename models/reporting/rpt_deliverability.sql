@@ -47,6 +47,8 @@ final as (
         complained / sent as complaint_rate,
         opened / sent as open_rate,
         clicked / sent as click_rate,
+        {{ env_var('NUDGE_COMPLAINT_RATE_MAX', '0.003') | float }} as complaint_rate_limit,
+        {{ env_var('NUDGE_HARD_BOUNCE_RATE_MAX', '0.05') | float }} as hard_bounce_rate_limit,
         complained / sent
         > {{ env_var('NUDGE_COMPLAINT_RATE_MAX', '0.003') | float }}
             as is_complaint_rate_over_limit,

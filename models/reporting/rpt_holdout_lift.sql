@@ -1,0 +1,210 @@
+-- Lift over the customers held out, per experiment: each trigger with a holdout_percent (its
+-- sends against its held-out steps) and the global control group (every marketing send against
+-- the control group's held-out steps). The unit is the customer: one converted when they
+-- ordered within var attribution_window_days after any of their touches in the experiment (a
+-- send, or a held-out step at the tick that recorded it), whatever other email they also got;
+-- so the comparison does not depend on attribution_mode. A customer found in both groups (the
+-- YAML's holdout changed) is left out of both. Revenue, per currency: rpt_holdout_revenue.
+with
+
+touches as (
+
+    select * from {{ ref('int_sends__touches') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('int_orders__itemized') }}
+
+),
+
+assignments as (
+
+    select
+        trigger as experiment,
+        'trigger_holdout' as experiment_type,
+        customer_id,
+        touched_at,
+        case when status = 'sent' then 'treatment' else 'holdout' end as arm
+    from touches
+    where status = 'sent' or holdout_reason = 'holdout'
+
+    union all
+
+    select
+        'control_group' as experiment,
+        'control_group' as experiment_type,
+        customer_id,
+        touched_at,
+        case when status = 'sent' then 'treatment' else 'holdout' end as arm
+    from touches
+    where category = 'marketing' and (status = 'sent' or holdout_reason = 'control_group')
+
+),
+
+-- Only what holds someone out is an experiment.
+experiments as (
+
+    select
+        experiment,
+        experiment_type
+    from assignments
+    group by all
+    having count(*) filter (where arm = 'holdout') > 0
+
+),
+
+customers as (
+
+    select
+        assignments.experiment,
+        assignments.customer_id,
+        min(assignments.arm) as arm
+    from assignments
+    inner join experiments
+        on assignments.experiment = experiments.experiment
+    group by all
+    having count(distinct assignments.arm) = 1
+
+),
+
+converted as (
+
+    select distinct
+        customers.experiment,
+        customers.customer_id
+    from customers
+    inner join assignments
+        on
+            customers.experiment = assignments.experiment
+            and customers.customer_id = assignments.customer_id
+    inner join orders
+        on
+            assignments.customer_id = orders.customer_id
+            and orders.ordered_at > assignments.touched_at
+            and orders.ordered_at
+            <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
+
+),
+
+arms as (
+
+    select
+        customers.experiment,
+        count(*) filter (where customers.arm = 'treatment') as treatment_recipients,
+        count(*) filter (where customers.arm = 'holdout') as holdout_recipients,
+        count(converted.customer_id) filter (where customers.arm = 'treatment')
+            as treatment_conversions,
+        count(converted.customer_id) filter (where customers.arm = 'holdout')
+            as holdout_conversions
+    from customers
+    left join converted
+        on
+            customers.experiment = converted.experiment
+            and customers.customer_id = converted.customer_id
+    group by customers.experiment
+
+),
+
+rates as (
+
+    select
+        experiments.experiment_type,
+        arms.*,
+        cast(arms.treatment_conversions as double) / nullif(arms.treatment_recipients, 0)
+            as treatment_conversion_rate,
+        cast(arms.holdout_conversions as double) / nullif(arms.holdout_recipients, 0)
+            as holdout_conversion_rate,
+        cast(arms.treatment_conversions + arms.holdout_conversions as double)
+        / nullif(arms.treatment_recipients + arms.holdout_recipients, 0) as pooled_rate
+    from arms
+    inner join experiments
+        on arms.experiment = experiments.experiment
+
+),
+
+tested as (
+
+    select
+        *,
+        treatment_conversion_rate - holdout_conversion_rate as absolute_lift,
+        sqrt(
+            treatment_conversion_rate * (1 - treatment_conversion_rate)
+            / nullif(treatment_recipients, 0)
+            + holdout_conversion_rate * (1 - holdout_conversion_rate)
+            / nullif(holdout_recipients, 0)
+        ) as lift_standard_error,
+        -- Katz's log interval of the rate ratio; undefined with no conversion in a group.
+        case
+            when treatment_conversions > 0 and holdout_conversions > 0
+                then sqrt(
+                    1.0 / treatment_conversions - 1.0 / treatment_recipients
+                    + 1.0 / holdout_conversions - 1.0 / holdout_recipients
+                )
+        end as log_ratio_standard_error,
+        {{ nudge_two_proportion_z(
+            'treatment_conversions', 'treatment_recipients',
+            'holdout_conversions', 'holdout_recipients') }} as z_score,
+        -- The normal approximation needs enough people and enough of each outcome in both
+        -- groups; below that the report says "too few to tell" instead of a verdict.
+        coalesce(
+            least(treatment_recipients, holdout_recipients)
+            >= {{ var('lift_min_recipients') | int }}
+            and least(treatment_recipients, holdout_recipients) * pooled_rate >= 5
+            and least(treatment_recipients, holdout_recipients) * (1 - pooled_rate) >= 5,
+            false
+        ) as is_sample_sufficient
+    from rates
+
+),
+
+final as (
+
+    select
+        experiment,
+        experiment_type,
+        treatment_recipients,
+        holdout_recipients,
+        treatment_conversions,
+        holdout_conversions,
+        treatment_conversion_rate,
+        holdout_conversion_rate,
+        absolute_lift,
+        absolute_lift - {{ nudge_z95() }} * lift_standard_error as absolute_lift_ci_low,
+        absolute_lift + {{ nudge_z95() }} * lift_standard_error as absolute_lift_ci_high,
+        absolute_lift / nullif(holdout_conversion_rate, 0) as relative_lift,
+        case
+            when log_ratio_standard_error is not null
+                then exp(
+                    ln(treatment_conversion_rate / holdout_conversion_rate)
+                    - {{ nudge_z95() }} * log_ratio_standard_error
+                ) - 1
+        end as relative_lift_ci_low,
+        case
+            when log_ratio_standard_error is not null
+                then exp(
+                    ln(treatment_conversion_rate / holdout_conversion_rate)
+                    + {{ nudge_z95() }} * log_ratio_standard_error
+                ) - 1
+        end as relative_lift_ci_high,
+        z_score,
+        {{ nudge_two_sided_p_value('z_score') }} as p_value,
+        absolute_lift * treatment_recipients as incremental_conversions,
+        is_sample_sufficient,
+        case
+            when is_sample_sufficient
+                then {{ nudge_two_sided_p_value('z_score') }} < 0.05
+        end as is_significant,
+        case
+            when not is_sample_sufficient then 'insufficient_sample'
+            when coalesce({{ nudge_two_sided_p_value('z_score') }} >= 0.05, true)
+                then 'not_significant'
+            when absolute_lift > 0 then 'positive'
+            else 'negative'
+        end as verdict
+    from tested
+
+)
+
+select * from final

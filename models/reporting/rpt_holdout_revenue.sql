@@ -1,0 +1,116 @@
+-- Revenue of each lift experiment (rpt_holdout_lift) per currency: what the customers of each
+-- group ordered within the window after their touches, per recipient, and the revenue the
+-- emails added over the holdout's baseline. Same customers, windows and exclusions as the lift.
+with
+
+touches as (
+
+    select * from {{ ref('int_sends__touches') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('int_orders__itemized') }}
+
+),
+
+lift as (
+
+    select * from {{ ref('rpt_holdout_lift') }}
+
+),
+
+assignments as (
+
+    select
+        trigger as experiment,
+        customer_id,
+        touched_at,
+        case when status = 'sent' then 'treatment' else 'holdout' end as arm
+    from touches
+    where status = 'sent' or holdout_reason = 'holdout'
+
+    union all
+
+    select
+        'control_group' as experiment,
+        customer_id,
+        touched_at,
+        case when status = 'sent' then 'treatment' else 'holdout' end as arm
+    from touches
+    where category = 'marketing' and (status = 'sent' or holdout_reason = 'control_group')
+
+),
+
+-- Customers in one group only, as in the lift.
+customers as (
+
+    select
+        experiment,
+        customer_id,
+        min(arm) as arm
+    from assignments
+    where experiment in (select lift.experiment from lift)
+    group by all
+    having count(distinct arm) = 1
+
+),
+
+-- Each order once per experiment, however many touches it follows.
+orders_in_window as (
+
+    select distinct
+        customers.experiment,
+        customers.arm,
+        orders.order_id,
+        orders.revenue,
+        orders.currency
+    from customers
+    inner join assignments
+        on
+            customers.experiment = assignments.experiment
+            and customers.customer_id = assignments.customer_id
+    inner join orders
+        on
+            assignments.customer_id = orders.customer_id
+            and orders.ordered_at > assignments.touched_at
+            and orders.ordered_at
+            <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
+
+),
+
+revenue as (
+
+    select
+        experiment,
+        currency,
+        coalesce(sum(revenue) filter (where arm = 'treatment'), 0) as treatment_revenue,
+        coalesce(sum(revenue) filter (where arm = 'holdout'), 0) as holdout_revenue
+    from orders_in_window
+    group by all
+
+),
+
+final as (
+
+    select
+        revenue.experiment,
+        revenue.currency,
+        revenue.treatment_revenue,
+        revenue.holdout_revenue,
+        revenue.treatment_revenue / nullif(lift.treatment_recipients, 0)
+            as treatment_revenue_per_recipient,
+        revenue.holdout_revenue / nullif(lift.holdout_recipients, 0)
+            as holdout_revenue_per_recipient,
+        (
+            revenue.treatment_revenue / nullif(lift.treatment_recipients, 0)
+            - revenue.holdout_revenue / nullif(lift.holdout_recipients, 0)
+        ) * lift.treatment_recipients as incremental_revenue
+    from revenue
+    inner join lift
+        on revenue.experiment = lift.experiment
+
+)
+
+select * from final

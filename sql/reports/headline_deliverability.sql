@@ -1,0 +1,11 @@
+-- The last 7 days each provider sent on, newest first.
+select
+    provider,
+    sent_on,
+    sent,
+    hard_bounce_rate,
+    complaint_rate,
+    is_hard_bounce_rate_over_limit or is_complaint_rate_over_limit as is_over_limit
+from reporting.rpt_deliverability
+qualify row_number() over (partition by provider order by sent_on desc) <= 7
+order by provider, sent_on desc

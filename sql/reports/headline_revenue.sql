@@ -1,0 +1,8 @@
+-- Attributed revenue per trigger and currency (never summed across currencies).
+select
+    trigger,
+    currency,
+    sum(revenue) as revenue
+from reporting.rpt_trigger_revenue_daily
+group by all
+order by trigger, currency
