@@ -5,6 +5,8 @@
   preview          who would get which step now, why others would not, samples (sends nothing)
   render           the exact email one customer would get for one step (HTML, text, headers)
   backtest         replay hourly ticks over history on a scratch copy; daily volumes
+  report           one self-contained HTML report with charts: sends, funnel, holdout lift,
+                   A/B variants, deliverability (--from/--to YYYY-MM-DD, --out DIR)
   resolve-unknown  list sends whose delivery is unknown; resend or drop them
   serve            the consent service: one-click unsubscribe, preference and confirm pages,
                    and the providers' event webhooks
@@ -28,7 +30,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +228,36 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(value: str) -> date:
+    """An argparse type: a calendar day, YYYY-MM-DD (bad input is a usage error, exit 2)."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import last_tick, write_report
+    from .tick import run_reporting
+
+    if args.date_from and args.date_to and args.date_from > args.date_to:
+        raise ConfigError(f"--from {args.date_from} is after --to {args.date_to}")
+    settings = Settings.from_env()
+    if not args.no_refresh:
+        # The daily reporting job may be a day old: rebuild the reporting models first, as of
+        # the latest tick (what has happened), under the warehouse lock like any tick.
+        as_of = parse_as_of(args.as_of) if args.as_of else last_tick(settings.warehouse)
+        outcome = run_reporting(as_of.isoformat(), settings=settings, verbose=args.verbose)
+        if not outcome.success:
+            print(f"the reporting models failed to build: {outcome.error}", file=sys.stderr)
+            return 1
+        print(f"reporting models built as of {as_of.isoformat()}")
+    out = Path(args.out).resolve() if args.out else settings.warehouse.parent / "reports"
+    path = write_report(settings.warehouse, out, date_from=args.date_from, date_to=args.date_to)
+    print(f"report: {path.resolve().as_uri()}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -316,8 +348,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_progress, prepare_demo_warehouse
     from .demo_events import feed, webhook_service
+    from .demo_shoppers import shoppers_respond
     from .providers import write_outbox_index_html
-    from .tick import run_tick
+    from .report import write_report
+    from .tick import run_reporting, run_tick
 
     settings = Settings.from_env()
     if args.every < 1 or args.hours < 1:
@@ -332,6 +366,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     count = max(1, -(-args.hours // args.every))  # ceil: the span is covered
     ticks = [end - timedelta(hours=args.every * (count - 1 - i)) for i in range(count)]
     reported: Counter[str] = Counter()
+    orders = orders_after_holdout = 0
     with webhook_service(settings) as service:
         for i, tick in enumerate(ticks, start=1):
             started = time.monotonic()
@@ -350,6 +385,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             # What a provider would report within the hour, through the real webhook: the
             # next tick drains it (suppressions, engagement-based skips).
             reported += feed(settings, service, tick).posted
+            # ... and what the shop's customers do in the days after: some order.
+            ordered = shoppers_respond(settings, tick, ticks[-1])
+            orders += ordered.placed
+            orders_after_holdout += ordered.after_holdout
             for t in outcome.triggers:
                 total = totals.setdefault(
                     t["trigger"],
@@ -375,11 +414,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "\nThe provider's reports, posted to nudge serve's webhook after each tick: "
         + ", ".join(f"{kind} {n}" for kind, n in sorted(reported.items()))
     )
+    print(
+        f"The shoppers' orders after the emails (attribution and lift): {orders} placed, "
+        f"{orders_after_holdout} of them by customers held out"
+    )
     print()
     print(format_progress(settings))
     if settings.esp == "outbox":
         index = write_outbox_index_html(settings.outbox_dir)
         print(f"\nOpen the rendered emails (newest tick first): file://{index}")
+    reporting = run_reporting(ticks[-1].isoformat(), settings=settings, verbose=args.verbose)
+    if not reporting.success:
+        print(f"the reporting models failed to build: {reporting.error}", file=sys.stderr)
+        return 1
+    report = write_report(settings.warehouse, settings.warehouse.parent / "reports")
+    print(f"\nWhat the emails earned (funnels, lift, A/B, deliverability): {report.as_uri()}")
     print(
         "\nRun the last tick again (it sends nothing twice):\n"
         f"  {_self_command()} run --as-of {ticks[-1].isoformat()} --allow-late"
@@ -508,6 +557,38 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--trigger", action="append", help="only this trigger (repeatable)")
     backtest.add_argument("--json", action="store_true")
     backtest.set_defaults(func=_cmd_backtest)
+
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report with charts (opens offline in a browser)",
+    )
+    report.add_argument(
+        "--from",
+        dest="date_from",
+        type=_day,
+        metavar="YYYY-MM-DD",
+        help="first UTC day of sends (default: the first day with sends)",
+    )
+    report.add_argument(
+        "--to",
+        dest="date_to",
+        type=_day,
+        metavar="YYYY-MM-DD",
+        help="last UTC day of sends (default: the last day with sends)",
+    )
+    report.add_argument(
+        "--out", metavar="DIR", help="folder for the file (default: reports/ beside the warehouse)"
+    )
+    report.add_argument(
+        "--as-of", help="build the reporting models as of this instant (default: the last tick)"
+    )
+    report.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="report the reporting tables as they are (the daily job's last build)",
+    )
+    report.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
+    report.set_defaults(func=_cmd_report)
 
     resolve = sub.add_parser(
         "resolve-unknown",

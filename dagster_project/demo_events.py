@@ -96,6 +96,16 @@ def synthetic_events(sends: list[tuple[str, str, str]], as_of: datetime) -> list
     return events
 
 
+def is_clicked(send_id: str) -> bool:
+    """Whether :func:`synthetic_events` reports a click on this send."""
+    return (
+        _draw(send_id, "outcome") >= HARD_BOUNCE + SOFT_BOUNCE
+        and _draw(send_id, "open") < OPEN
+        and _draw(send_id, "machine") >= MACHINE_OPEN
+        and _draw(send_id, "click") < CLICK
+    )
+
+
 @contextlib.contextmanager
 def webhook_service(settings: Settings) -> Iterator[tuple[str, str]]:
     """``nudge serve``'s app on a free loopback port, with a fresh gateway secret: (url,

@@ -97,6 +97,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(commands) == {
         "run",
         "demo",
+        "report",
         "preview",
         "render",
         "backtest",

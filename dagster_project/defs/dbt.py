@@ -47,6 +47,10 @@ class NudgeDbtTranslator(DagsterDbtTranslator):
         self._downstream_of = list(downstream_of)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        # The intermediate models only reports read are built with them, so they are grouped
+        # with them: the tick job leaves the whole group to the reporting job.
+        if REPORTING_TAG in (dbt_resource_props.get("tags") or []):
+            return REPORTING_GROUP
         if dbt_resource_props.get("resource_type") == "model":
             fqn = dbt_resource_props.get("fqn", [])
             return fqn[1] if len(fqn) > 2 else "models"

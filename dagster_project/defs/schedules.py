@@ -14,7 +14,7 @@ from dagster import (
 TICK_JOB_NAME = "nudge_tick"
 REPORTING_JOB_NAME = "nudge_reporting"
 # The group of the reporting models' assets (defs/dbt.py: groups follow the model folders).
-REPORTING = AssetSelection.groups("reporting")
+REPORTING = AssetSelection.groups("reporting")  # defs/dbt.py REPORTING_GROUP
 
 # In-process: dbt and the send steps run one after another in one process, so they never hold
 # the DuckDB file at the same time (the warehouse lock also guards against other runs).

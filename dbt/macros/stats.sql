@@ -8,7 +8,7 @@
 {%- endmacro %}
 
 {#- Two-sided p-value of a standard normal statistic: 2 * (1 - Phi(|z|)), by Abramowitz and
-    Stegun 26.2.17 (absolute error below 7.5e-8), since few SQL engines ship erf. -#}
+    Stegun 26.2.17 (absolute error below 1.5e-7 on the p-value), since few SQL engines ship erf. -#}
 {% macro nudge_two_sided_p_value(z) -%}
     (
         2 * exp(-0.5 * ({{ z }}) * ({{ z }})) / sqrt(2 * pi())

@@ -25,6 +25,8 @@ deliveries as (
 
 ),
 
+{{ nudge_product_picks_cte() }},
+
 -- A review is asked for once the customer has had the products for a while: from the delivery
 -- when the shop sends order_delivered, else from the order (delivery time unknown). A delivery
 -- arriving later moves the request later, which is fine: it is not due before 10 days.
@@ -47,10 +49,13 @@ final as (
                 then 'invalid_items'
         end as entry_exclusion_reason,
         '{{ var("shop_url") }}/review/' || orders.order_id as review_url,
+        coalesce(picks.recommended_products, []) as recommended_products,
         '{{ var("shop_url") }}' as shop_url
     from orders
     left join deliveries
         on orders.order_id = deliveries.order_id
+    left join picks
+        on orders.customer_id = picks.customer_id
 
 )
 

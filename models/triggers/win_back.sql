@@ -6,6 +6,8 @@ activity as (
 
 ),
 
+{{ nudge_product_picks_cte() }},
+
 -- Every customer who ever ordered is in a lapse that started at their latest event of any kind.
 -- The lapse is named by that event, so any new activity replaces the entry with a new one whose
 -- steps are months away: that is how the series exits when the customer comes back, and how a
@@ -25,19 +27,22 @@ lapses as (
 final as (
 
     select
-        lapse_key as trigger_key,
-        customer_id,
-        last_event_at as entered_at,
-        last_event_at,
-        last_order_at,
-        order_count,
-        lifetime_revenue,
+        lapses.lapse_key as trigger_key,
+        lapses.customer_id,
+        lapses.last_event_at as entered_at,
+        lapses.last_event_at,
+        lapses.last_order_at,
+        lapses.order_count,
+        lapses.lifetime_revenue,
         -- Stable per lapse so every rerun renders the same code; the shop's checkout must accept
         -- BACK- codes for incentive_percent.
-        'BACK-' || upper(left(md5(lapse_key), 8)) as incentive_code,
+        'BACK-' || upper(left(md5(lapses.lapse_key), 8)) as incentive_code,
         15 as incentive_percent,
+        coalesce(picks.recommended_products, []) as recommended_products,
         '{{ var("shop_url") }}' as shop_url
     from lapses
+    left join picks
+        on lapses.customer_id = picks.customer_id
 
 )
 

@@ -1,0 +1,89 @@
+-- Product picks per customer: the products most often bought by the customers who bought what
+-- they bought (int_products__co_purchased, summed over everything they bought), never one they
+-- already bought; the top var product_picks_count, best first (ties by product id, so reruns
+-- agree). Templates get them as recommended_products (post_purchase_review, win_back).
+with
+
+purchases as (
+
+    select * from {{ ref('int_customers__purchased_products') }}
+
+),
+
+pairs as (
+
+    select * from {{ ref('int_products__co_purchased') }}
+
+),
+
+-- How the shop last described each product, for the email.
+catalog as (
+
+    select
+        product_id,
+        arg_max(name, last_bought_at) as name,
+        arg_max(url, last_bought_at) as url,
+        arg_max(image_url, last_bought_at) as image_url,
+        arg_max(price, last_bought_at) as price,
+        arg_max(currency, last_bought_at) as currency
+    from purchases
+    group by product_id
+
+),
+
+candidates as (
+
+    select
+        purchases.customer_id,
+        pairs.also_bought_product_id as product_id,
+        sum(pairs.customers) as score
+    from purchases
+    inner join pairs
+        on purchases.product_id = pairs.product_id
+    group by all
+
+),
+
+fresh as (
+
+    select candidates.*
+    from candidates
+    left join purchases
+        on
+            candidates.customer_id = purchases.customer_id
+            and candidates.product_id = purchases.product_id
+    where purchases.product_id is null
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by customer_id order by score desc, product_id
+        ) as pick_rank
+    from fresh
+    qualify pick_rank <= {{ var('product_picks_count') | int }}
+
+),
+
+final as (
+
+    select
+        ranked.customer_id,
+        ranked.pick_rank,
+        ranked.product_id,
+        catalog.name,
+        catalog.url,
+        catalog.image_url,
+        catalog.price,
+        catalog.currency,
+        ranked.score
+    from ranked
+    inner join catalog
+        on ranked.product_id = catalog.product_id
+
+)
+
+select * from final
