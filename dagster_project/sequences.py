@@ -32,7 +32,9 @@ _TOP_LEVEL = {
     "steps",
     "description",
 }
-_STEP_KEYS = {"name", "delay", "grace", "condition", "template", "variants"}
+_STEP_KEYS = {"name", "delay", "grace", "condition", "template", "variants", "send_time"}
+# `send_time: best_hour`: due at the customer's best local hour within the grace window.
+SEND_TIMES = ("best_hour",)
 _VARIANT_KEYS = {"name", "weight", "template"}
 
 
@@ -55,6 +57,7 @@ class Step:
     template: str  # "<trigger>/<step>" without the part suffix
     condition: str | None = None
     variants: tuple[Variant, ...] = ()
+    send_time: str | None = None
 
     @property
     def templates(self) -> tuple[str, ...]:
@@ -185,7 +188,15 @@ def _steps(trigger: str, raw: Any, fail: Any) -> tuple[Step, ...]:
             raise fail(f"{field}.condition", "must be a SQL boolean expression")
         template = item.get("template") or f"{trigger}/{name}"
         variants = _variants(trigger, name, item.get("variants"), f"{field}.variants", fail)
-        steps.append(Step(name, delay, grace, str(template), condition, variants))
+        send_time = item.get("send_time")
+        if send_time is not None and send_time not in SEND_TIMES:
+            raise fail(
+                f"{field}.send_time", f"must be one of {', '.join(SEND_TIMES)}, got {send_time!r}"
+            )
+        if send_time is not None and grace < 24 * 60:
+            # A shorter window may not contain the customer's hour at all.
+            raise fail(f"{field}.send_time", "best_hour needs a grace window of at least 24h")
+        steps.append(Step(name, delay, grace, str(template), condition, variants, send_time))
     return tuple(steps)
 
 

@@ -106,7 +106,9 @@ entries as (
 
     select * from {{ ref(trigger) }}
     union all by name
-    select cast(null as varchar) as entry_exclusion_reason
+    select
+        cast(null as varchar) as entry_exclusion_reason,
+        cast(null as integer) as best_send_hour
     where false
 
 ),
@@ -298,14 +300,64 @@ joined as (
 
 ),
 
+-- Send-time optimization: a step with `send_time: best_hour` goes out at the customer's best
+-- local hour (int_customers__best_send_hour, which the trigger model passes as
+-- best_send_hour) at or after its scheduled time, when that falls inside its grace window.
+-- var send_time_holdout_percent of customers keep the default timing (default_holdout), so
+-- rpt_holdout_lift measures the timing itself; customers without history keep it too.
+timing as (
+
+    select
+        *,
+        {%- set timed_steps = steps | selectattr('send_time', 'defined') | map(attribute='name') | list %}
+        {%- if timed_steps %}
+        case
+            when step not in ('{{ timed_steps | join("', '") }}') then null
+            when best_send_hour is null then 'default_no_history'
+            when {{ nudge_bucket("'nudge_send_time:' || customer_id") }}
+                < {{ (var('send_time_holdout_percent') | float * 100) | int }}
+                then 'default_holdout'
+            else 'best_hour'
+        end as send_time,
+        timezone(
+            timezone,
+            date_trunc('day', timezone(timezone, scheduled_at))
+            + to_hours(best_send_hour)
+            + case
+                when hour(timezone(timezone, scheduled_at)) > best_send_hour
+                    or (
+                        hour(timezone(timezone, scheduled_at)) = best_send_hour
+                        and minute(timezone(timezone, scheduled_at)) > 0
+                    )
+                    then interval 1 day
+                else interval 0 day
+            end
+        ) as best_hour_at
+        {%- else %}
+        cast(null as varchar) as send_time,
+        cast(null as timestamptz) as best_hour_at
+        {%- endif %}
+    from joined
+
+),
+
 timed as (
 
     select
         *,
+        case
+            when send_time = 'best_hour' and best_hour_at < expires_at then best_hour_at
+            else scheduled_at
+        end as sends_at,
         {%- if quiet %}
-        {{ nudge_after_quiet_hours('scheduled_at', 'timezone') }} as due_at,
+        {{ nudge_after_quiet_hours(
+            "case when send_time = 'best_hour' and best_hour_at < expires_at "
+            ~ "then best_hour_at else scheduled_at end", 'timezone') }} as due_at,
         {%- else %}
-        scheduled_at as due_at,
+        case
+            when send_time = 'best_hour' and best_hour_at < expires_at then best_hour_at
+            else scheduled_at
+        end as due_at,
         {%- endif %}
         -- The step before is settled (sent, skipped, expired, failed for good, held out) or can
         -- no longer go out (its grace window is over without it ever being planned).
@@ -338,18 +390,18 @@ timed as (
         exists (
             select 1 from started
             where
-                started.reentry_key = joined.reentry_key
-                and started.trigger_key != joined.trigger_key
+                started.reentry_key = timing.reentry_key
+                and started.trigger_key != timing.trigger_key
         ) as is_reentry_blocked,
         {%- elif reentry is mapping and reentry.get('after_days') is not none %}
         exists (
             select 1 from started
             where
-                started.reentry_key = joined.reentry_key
-                and started.trigger_key != joined.trigger_key
-                and started.entered_at <= joined.entered_at
+                started.reentry_key = timing.reentry_key
+                and started.trigger_key != timing.trigger_key
+                and started.entered_at <= timing.entered_at
                 and started.entered_at
-                > joined.entered_at - to_days({{ reentry['after_days'] | int }})
+                > timing.entered_at - to_days({{ reentry['after_days'] | int }})
         ) as is_reentry_blocked,
         {%- else %}
         false as is_reentry_blocked,
@@ -376,7 +428,7 @@ timed as (
         {%- else %}
         cast(null as varchar) as variant
         {%- endif %}
-    from joined
+    from timing
 
 ),
 
@@ -404,6 +456,8 @@ ruled as (
             when {{ as_of() }} > expires_at then 'expired'
             when not is_previous_step_done then 'waiting_for_previous_step'
             when {{ as_of() }} < scheduled_at then 'not_due'
+            -- Due, but waiting for the customer's best hour (send_time: best_hour).
+            when {{ as_of() }} < sends_at then 'best_hour'
             {%- if quiet %}
             -- Not only a step scheduled at night: one that became sendable late (deferred by a
             -- cap, waiting for its previous step) must not go out at night either.
@@ -472,6 +526,8 @@ final as (
         scheduled_at,
         due_at,
         expires_at,
+        send_time,
+        best_send_hour,
         exclusion_reason is null as is_eligible,
         exclusion_reason,
         rule_exclusion_reason,
@@ -492,7 +548,8 @@ final as (
             suppression_reason, ledger_status,
             previous_step_status, sent_steps, opened_steps, clicked_steps, previous_step,
             previous_send_id,
-            previous_expires_at, open_step_index, reached_step_index,
+            previous_expires_at, open_step_index, reached_step_index, sends_at, best_hour_at,
+            send_time, best_send_hour,
             is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
             has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
         )

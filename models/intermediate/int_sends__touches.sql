@@ -39,6 +39,8 @@ touches as (
                 then coalesce(ledger.sent_as_of, ledger.sending_at, ledger.settled_at)
             else ledger.as_of
         end as touched_at,
+        -- How a send_time: best_hour step was timed (best_hour, default_holdout, ...).
+        ledger.context ->> 'send_time' as send_time,
         engagement.first_clicked_at
     from ledger
     left join engagement

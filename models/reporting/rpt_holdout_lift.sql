@@ -1,15 +1,14 @@
--- Lift over the customers held out, per experiment: each trigger with a holdout_percent (its
--- sends against its held-out steps) and the global control group (every marketing send against
--- the control group's held-out steps). The unit is the customer: one converted when they
--- ordered within var attribution_window_days after any of their touches in the experiment (a
--- send, or a held-out step at the tick that recorded it), whatever other email they also got;
--- so the comparison does not depend on attribution_mode. A customer found in both groups (the
--- YAML's holdout changed) is left out of both. Revenue, per currency: rpt_holdout_revenue.
+-- Lift over the customers held out, per experiment (int_experiments__assignments): each
+-- trigger with a holdout_percent, the global control group, and each send_time best_hour step
+-- (its timing against the default). The unit is the customer: one converted when they ordered
+-- within var attribution_window_days after any of their touches in the experiment (a send, or
+-- a held-out step at the tick that recorded it), whatever other email they also got; so the
+-- comparison does not depend on attribution_mode. Revenue, per currency: rpt_holdout_revenue.
 with
 
-touches as (
+assignments as (
 
-    select * from {{ ref('int_sends__touches') }}
+    select * from {{ ref('int_experiments__assignments') }}
 
 ),
 
@@ -19,66 +18,31 @@ orders as (
 
 ),
 
-assignments as (
-
-    select
-        trigger as experiment,
-        'trigger_holdout' as experiment_type,
-        customer_id,
-        touched_at,
-        case when status = 'sent' then 'treatment' else 'holdout' end as arm
-    from touches
-    where status = 'sent' or holdout_reason = 'holdout'
-
-    union all
-
-    select
-        'control_group' as experiment,
-        'control_group' as experiment_type,
-        customer_id,
-        touched_at,
-        case when status = 'sent' then 'treatment' else 'holdout' end as arm
-    from touches
-    where category = 'marketing' and (status = 'sent' or holdout_reason = 'control_group')
-
-),
-
--- Only what holds someone out is an experiment.
 experiments as (
 
-    select
+    select distinct
         experiment,
         experiment_type
     from assignments
-    group by all
-    having count(*) filter (where arm = 'holdout') > 0
 
 ),
 
 customers as (
 
-    select
-        assignments.experiment,
-        assignments.customer_id,
-        min(assignments.arm) as arm
+    select distinct
+        experiment,
+        customer_id,
+        arm
     from assignments
-    inner join experiments
-        on assignments.experiment = experiments.experiment
-    group by all
-    having count(distinct assignments.arm) = 1
 
 ),
 
 converted as (
 
     select distinct
-        customers.experiment,
-        customers.customer_id
-    from customers
-    inner join assignments
-        on
-            customers.experiment = assignments.experiment
-            and customers.customer_id = assignments.customer_id
+        assignments.experiment,
+        assignments.customer_id
+    from assignments
     inner join orders
         on
             assignments.customer_id = orders.customer_id

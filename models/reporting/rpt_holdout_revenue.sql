@@ -3,9 +3,9 @@
 -- emails added over the holdout's baseline. Same customers, windows and exclusions as the lift.
 with
 
-touches as (
+assignments as (
 
-    select * from {{ ref('int_sends__touches') }}
+    select * from {{ ref('int_experiments__assignments') }}
 
 ),
 
@@ -21,56 +21,16 @@ lift as (
 
 ),
 
-assignments as (
-
-    select
-        trigger as experiment,
-        customer_id,
-        touched_at,
-        case when status = 'sent' then 'treatment' else 'holdout' end as arm
-    from touches
-    where status = 'sent' or holdout_reason = 'holdout'
-
-    union all
-
-    select
-        'control_group' as experiment,
-        customer_id,
-        touched_at,
-        case when status = 'sent' then 'treatment' else 'holdout' end as arm
-    from touches
-    where category = 'marketing' and (status = 'sent' or holdout_reason = 'control_group')
-
-),
-
--- Customers in one group only, as in the lift.
-customers as (
-
-    select
-        experiment,
-        customer_id,
-        min(arm) as arm
-    from assignments
-    where experiment in (select lift.experiment from lift)
-    group by all
-    having count(distinct arm) = 1
-
-),
-
 -- Each order once per experiment, however many touches it follows.
 orders_in_window as (
 
     select distinct
-        customers.experiment,
-        customers.arm,
+        assignments.experiment,
+        assignments.arm,
         orders.order_id,
         orders.revenue,
         orders.currency
-    from customers
-    inner join assignments
-        on
-            customers.experiment = assignments.experiment
-            and customers.customer_id = assignments.customer_id
+    from assignments
     inner join orders
         on
             assignments.customer_id = orders.customer_id

@@ -6,6 +6,12 @@ activity as (
 
 ),
 
+best_hours as (
+
+    select * from {{ ref('int_customers__best_send_hour') }}
+
+),
+
 {{ nudge_product_picks_cte() }},
 
 -- Every customer who ever ordered is in a lapse that started at their latest event of any kind.
@@ -39,10 +45,14 @@ final as (
         'BACK-' || upper(left(md5(lapses.lapse_key), 8)) as incentive_code,
         15 as incentive_percent,
         coalesce(picks.recommended_products, []) as recommended_products,
+        -- The steps say send_time: best_hour (the sequence engine reads it).
+        best_hours.best_send_hour,
         '{{ var("shop_url") }}' as shop_url
     from lapses
     left join picks
         on lapses.customer_id = picks.customer_id
+    left join best_hours
+        on lapses.customer_id = best_hours.customer_id
 
 )
 
