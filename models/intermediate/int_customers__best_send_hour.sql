@@ -67,7 +67,9 @@ ranked as (
     select
         *,
         sum(signals) over (partition by customer_id) as total_signals,
-        row_number() over (partition by customer_id order by signals desc, local_hour) as hour_rank
+        row_number() over (
+            partition by customer_id order by signals desc, local_hour asc
+        ) as hour_rank
     from hours
 
 ),

@@ -61,7 +61,7 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by customer_id order by score desc, product_id
+            partition by customer_id order by score desc, product_id asc
         ) as pick_rank
     from fresh
     qualify pick_rank <= {{ var('product_picks_count') | int }}

@@ -20,20 +20,35 @@ order_products as (
 
 ),
 
+products as (
+
+    select
+        order_products.customer_id,
+        order_products.ordered_at,
+        order_products.currency,
+        order_products.item.product_id as bought_product_id,
+        order_products.item.name as product_name,
+        order_products.item.url as product_url,
+        order_products.item.image_url as product_image_url,
+        order_products.item.price as product_price
+    from order_products
+
+),
+
 final as (
 
     select
         customer_id,
-        item.product_id as product_id,
+        bought_product_id as product_id,
         max(ordered_at) as last_bought_at,
-        arg_max(item.name, ordered_at) as name,
-        arg_max(item.url, ordered_at) as url,
-        arg_max(item.image_url, ordered_at) as image_url,
-        arg_max(item.price, ordered_at) as price,
+        arg_max(product_name, ordered_at) as name,
+        arg_max(product_url, ordered_at) as url,
+        arg_max(product_image_url, ordered_at) as image_url,
+        arg_max(product_price, ordered_at) as price,
         arg_max(currency, ordered_at) as currency
-    from order_products
-    where item.product_id is not null
-    group by all
+    from products
+    where bought_product_id is not null
+    group by customer_id, bought_product_id
 
 )
 

@@ -25,7 +25,7 @@ attributable as (
         {%- if var('attribution_mode') == 'clicked' %}
         case when status = 'sent' then first_clicked_at else touched_at end as touched_at
         {%- elif var('attribution_mode') == 'received' %}
-        touched_at
+            touched_at
         {%- else %}
         {{ exceptions.raise_compiler_error(
             "var attribution_mode must be 'received' or 'clicked', got "
@@ -59,8 +59,8 @@ final as (
 
     select * from candidates
     qualify row_number() over (
-        partition by order_id order by touched_at desc, send_id desc
-    ) = 1
+            partition by order_id order by touched_at desc, send_id desc
+        ) = 1
 
 )
 

@@ -17,8 +17,8 @@ recent as (
         product_id
     from purchases
     qualify row_number() over (
-        partition by customer_id order by last_bought_at desc, product_id
-    ) <= {{ var('product_picks_history') | int }}
+            partition by customer_id order by last_bought_at desc, product_id asc
+        ) <= {{ var('product_picks_history') | int }}
 
 ),
 
@@ -26,13 +26,13 @@ final as (
 
     select
         bought.product_id,
-        also.product_id as also_bought_product_id,
+        bought_too.product_id as also_bought_product_id,
         count(*) as customers
     from recent as bought
-    inner join recent as also
+    inner join recent as bought_too
         on
-            bought.customer_id = also.customer_id
-            and bought.product_id != also.product_id
+            bought.customer_id = bought_too.customer_id
+            and bought.product_id != bought_too.product_id
     group by all
     having count(*) >= {{ var('product_picks_min_customers') | int }}
 

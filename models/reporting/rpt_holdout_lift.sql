@@ -46,7 +46,7 @@ converted as (
     inner join orders
         on
             assignments.customer_id = orders.customer_id
-            and orders.ordered_at > assignments.touched_at
+            and assignments.touched_at < orders.ordered_at
             and orders.ordered_at
             <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
 
@@ -103,9 +103,9 @@ tested as (
         case
             when treatment_conversions > 0 and holdout_conversions > 0
                 then sqrt(
-                    1.0 / treatment_conversions - 1.0 / treatment_recipients
-                    + 1.0 / holdout_conversions - 1.0 / holdout_recipients
-                )
+                        1.0 / treatment_conversions - 1.0 / treatment_recipients
+                        + 1.0 / holdout_conversions - 1.0 / holdout_recipients
+                    )
         end as log_ratio_standard_error,
         {{ nudge_two_proportion_z(
             'treatment_conversions', 'treatment_recipients',
@@ -141,16 +141,16 @@ final as (
         case
             when log_ratio_standard_error is not null
                 then exp(
-                    ln(treatment_conversion_rate / holdout_conversion_rate)
-                    - {{ nudge_z95() }} * log_ratio_standard_error
-                ) - 1
+                        ln(treatment_conversion_rate / holdout_conversion_rate)
+                        - {{ nudge_z95() }} * log_ratio_standard_error
+                    ) - 1
         end as relative_lift_ci_low,
         case
             when log_ratio_standard_error is not null
                 then exp(
-                    ln(treatment_conversion_rate / holdout_conversion_rate)
-                    + {{ nudge_z95() }} * log_ratio_standard_error
-                ) - 1
+                        ln(treatment_conversion_rate / holdout_conversion_rate)
+                        + {{ nudge_z95() }} * log_ratio_standard_error
+                    ) - 1
         end as relative_lift_ci_high,
         z_score,
         {{ nudge_two_sided_p_value('z_score') }} as p_value,

@@ -34,7 +34,7 @@ orders_in_window as (
     inner join orders
         on
             assignments.customer_id = orders.customer_id
-            and orders.ordered_at > assignments.touched_at
+            and assignments.touched_at < orders.ordered_at
             and orders.ordered_at
             <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
 

@@ -6,7 +6,7 @@ orders as (
 
     select
         event_id,
-        properties,
+        properties
     from raw.events
     where event_name = 'order_completed' and json_valid(properties)
 
@@ -17,7 +17,7 @@ final as (
     select
         event_id,
         json_extract(properties, '$.products') as products,
-        try_cast(json_extract_string(properties, '$.revenue') as double) as revenue,
+        try_cast(json_extract_string(properties, '$.revenue') as double) as revenue
     from orders
     where json_type(json_extract(properties, '$.products')) = 'ARRAY'
 
@@ -25,7 +25,7 @@ final as (
 
 select
     products,
-    revenue,
+    revenue
 from final
 order by event_id
 limit 500

@@ -8,4 +8,4 @@ select
     is_hard_bounce_rate_over_limit or is_complaint_rate_over_limit as is_over_limit
 from reporting.rpt_deliverability
 qualify row_number() over (partition by provider order by sent_on desc) <= 7
-order by provider, sent_on desc
+order by provider asc, sent_on desc

@@ -294,6 +294,15 @@ def test_the_demo_reports_what_its_outbox_holds(
     assert (tmp_path / "outbox" / "index.html").exists()
     assert "--allow-late" in out
     assert "Sequence progress" in out and "abandoned_cart/reminder" in out
+    # It ends with the reporting models built and the report written, where it says.
+    report = out[out.index("What the emails earned") :].split("file://")[1].split()[0]
+    assert Path(report).is_file() and Path(report).parent == tmp_path / "reports"
+    built = duckdb.connect(str(tmp_path / "demo.duckdb"), read_only=True)
+    try:
+        sent = built.execute("select sum(sent) from reporting.rpt_trigger_daily").fetchone()
+    finally:
+        built.close()
+    assert sent == (sum(reported.values()),)
     # A warehouse holding someone's data is never overwritten by the demo.
     monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "mine.duckdb"))
     mine = duckdb.connect(str(tmp_path / "mine.duckdb"))
