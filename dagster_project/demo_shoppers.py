@@ -24,7 +24,7 @@ from .warehouse import locked_connection, sql
 BASELINE = 400  # 4 %: held out, or received without clicking (what they would do anyway)
 RECEIVED = 700  # 7 %: received and did not click (the email still reminds)
 CLICKED = 3500  # 35 %: clicked through
-MAX_HOURS = 96  # orders come within four days of the touch (inside the 5-day window)
+MAX_HOURS = 36  # orders come within a day and a half of the touch (inside the 5-day window)
 
 
 @dataclass(frozen=True)

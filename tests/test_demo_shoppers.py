@@ -12,7 +12,7 @@ import duckdb
 from dagster_project import ledger
 from dagster_project.config import Settings
 from dagster_project.demo_events import is_clicked
-from dagster_project.demo_shoppers import shoppers_respond
+from dagster_project.demo_shoppers import MAX_HOURS, shoppers_respond
 from dagster_project.providers import ProviderSettings
 from tests.support.raw_tables import create_raw_tables
 
@@ -73,7 +73,7 @@ def test_shoppers_order_after_a_touch_more_often_when_they_clicked(tmp_path: Pat
     assert placed.placed == len(orders) > 0
     assert 0 < placed.after_holdout < placed.placed
     for _, _, at, properties in orders:
-        assert TICK < at <= TICK + timedelta(hours=96, minutes=30)
+        assert TICK < at <= TICK + timedelta(hours=MAX_HOURS, minutes=30)
         order = json.loads(properties)
         assert order["revenue"] == 42.5 and order["currency"] == "USD"
     ordered = {customer for _, customer, _, _ in orders}

@@ -147,6 +147,24 @@ def test_a_bad_or_zero_grace_is_rejected(grace: Any) -> None:
 # --- structure -------------------------------------------------------------------------------
 
 
+def test_a_step_may_go_out_at_the_customers_best_hour() -> None:
+    steps = [{"name": "day_0", "delay": "0h", "grace": "48h", "send_time": "best_hour"}]
+    assert _parse(steps=steps).steps[0].send_time == "best_hour"
+    assert _parse().steps[0].send_time is None
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"send_time": "morning"}, "must be one of best_hour, got 'morning'"),
+        # A window shorter than a day may not contain the customer's hour at all.
+        ({"send_time": "best_hour", "grace": "12h"}, "at least 24h"),
+    ],
+)
+def test_a_bad_send_time_is_rejected(step: dict[str, Any], message: str) -> None:
+    _fails({"steps": [{"name": "day_0", **step}]}, "steps[0].send_time", message)
+
+
 def test_meta_must_be_a_mapping() -> None:
     with pytest.raises(TriggerDefinitionError, match=rf"^{WHERE}: config\.meta\.nudge must be"):
         parse_sequence("welcome", ["steps"], WHERE)

@@ -293,6 +293,8 @@ def _eligibility_entry(
         entry.summary = f"ELIGIBLE: the next tick sends it (due {_when(entry.due_at)})"
     elif reason == "not_due":
         entry.summary = f"NOT YET: due {_when(entry.due_at)}"
+    elif reason == "best_hour":
+        entry.summary = f"NOT YET: due at the customer's best hour, {_when(entry.due_at)}"
     elif reason == "expired":
         entry.summary = f"NOT SENT: expired {_when(entry.expires_at)} before it could go out"
     else:
