@@ -33,6 +33,7 @@ ENGINE_COLUMNS = frozenset(
         "priority", "reentry_key", "email", "first_name", "timezone", "scheduled_at", "due_at",
         "expires_at", "is_eligible", "exclusion_reason", "rule_exclusion_reason",
         "consent_status", "ledger_status", "previous_step_status", "sent_steps", "as_of",
+        "send_time",
     }
 )  # fmt: skip
 

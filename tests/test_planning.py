@@ -621,6 +621,8 @@ def _resume(con, as_of: datetime) -> dict[str, int]:
         (None, "planned", {"planned": 1}),
         ("quiet_hours", "failed_retryable", {}),  # waits for the morning, keeps its state
         ("not_due", "failed_retryable", {}),
+        # Its customer's best hour moved later (a new open): it waits for it, never dropped.
+        ("best_hour", "failed_retryable", {}),
         ("unsubscribed", "skipped", {"skipped": 1}),
     ],
 )
@@ -694,7 +696,7 @@ def test_resume_skips_a_deferred_send_no_longer_allowed(con) -> None:
     assert status(con, send_id) == ("skipped", "no_longer_eligible:unsubscribed")
 
 
-@pytest.mark.parametrize("rule_reason", [None, "quiet_hours"])
+@pytest.mark.parametrize("rule_reason", [None, "quiet_hours", "best_hour"])
 def test_resume_never_plans_a_deferred_send(con, rule_reason) -> None:
     # Only planning releases a deferred send, when the cap allows: resume leaves it waiting.
     expires = AS_OF + timedelta(days=2)

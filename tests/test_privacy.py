@@ -616,3 +616,19 @@ def test_compact_keeps_every_object_comment_and_constraint(tmp_path: Path) -> No
             )
     finally:
         con.close()
+
+
+def test_erase_covers_every_schema_whose_models_name_a_customer() -> None:
+    """A model holding customer_id (or the ledger's keys that embed it) must lie in a schema
+    nudge erase scrubs: reporting.fct_sends was once left out."""
+    from dagster_project.dbt_runner import ensure_manifest
+    from dagster_project.privacy.people import DBT_SCHEMAS
+
+    manifest = json.loads(ensure_manifest().read_text())
+    holding = {
+        node["schema"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and "customer_id" in node.get("columns", {})
+    }
+    assert "reporting" in holding
+    assert holding <= set(DBT_SCHEMAS)

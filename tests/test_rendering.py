@@ -113,3 +113,36 @@ def test_context_must_be_a_json_object() -> None:
     assert context_from_json('{"a": 1}') == {"a": 1}
     with pytest.raises(RenderError):
         context_from_json("[1, 2]")
+
+
+def test_product_picks_render_under_you_might_also_like() -> None:
+    renderer = Renderer()
+    context = {
+        "first_name": "Ann",
+        "last_event_at": "2026-03-03T12:00:00+00:00",
+        "shop_url": "https://shop.example",
+        "recommended_products": [
+            {
+                "product_id": "p2",
+                "name": "Pour-Over <Kettle>",
+                "url": "https://shop.example/products/kettle",
+                "image_url": None,
+                "price": 74,
+                "currency": "EUR",
+            }
+        ],
+    }
+    email = renderer.render("win_back/we_miss_you", context)
+    assert "You might also like" in email.html and "You might also like" in email.text
+    assert (
+        '<a href="https://shop.example/products/kettle">Pour-Over &lt;Kettle&gt;</a>' in email.html
+    )
+    assert (
+        "\n\nYou might also like:\n- Pour-Over <Kettle>: 74.00 EUR (https://shop.example/products/kettle)"
+        in email.text
+    )
+    # None to show, or a send planned before picks existed: no section, no error.
+    without = {k: v for k, v in context.items() if k != "recommended_products"}
+    for picks in ({"recommended_products": []}, {}):
+        plain = renderer.render("win_back/we_miss_you", {**without, **picks})
+        assert "You might also like" not in plain.html + plain.text

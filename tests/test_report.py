@@ -647,7 +647,8 @@ def planted_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_nudge_report_writes_beside_the_warehouse_and_prints_its_address(
     planted_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["report", "--from", "2026-06-01", "--to", "2026-06-02"]) == 0
+    # The planted tables are the report's input: no tick ran here to rebuild them from.
+    assert main(["report", "--from", "2026-06-01", "--to", "2026-06-02", "--no-refresh"]) == 0
     out = capsys.readouterr().out
     path = planted_env.parent / "reports" / "nudge-report-2026-06-01-2026-06-02.html"
     assert out == f"report: {path.as_uri()}\n" and path.is_file()
@@ -659,6 +660,13 @@ def test_nudge_report_refuses_a_range_that_ends_before_it_starts(
     assert main(["report", "--from", "2026-06-02", "--to", "2026-06-01"]) == 2
     assert "--from 2026-06-02 is after --to 2026-06-01" in capsys.readouterr().err
     assert not (planted_env.parent / "reports").exists()
+
+
+def test_nudge_report_without_a_tick_to_refresh_from_says_so(
+    planted_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report"]) == 2
+    assert "no tick has run" in capsys.readouterr().err
 
 
 def test_nudge_report_refuses_a_date_it_cannot_read(

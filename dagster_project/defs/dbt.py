@@ -138,7 +138,12 @@ def build_reporting_assets(
             with warehouse.connection() as con:
                 ledger.ensure_ledger(con)
             # Held back until the build is over: the headline tables read every model's result.
-            events = list(dbt.cli(build_args(as_of.isoformat()), context=context).stream())
+            # A failing model or test must not cost the others their materializations, so the
+            # error is raised after they are reported.
+            invocation = dbt.cli(
+                build_args(as_of.isoformat()), context=context, raise_on_error=False
+            )
+            events = list(invocation.stream())
             with warehouse.connection() as con:
                 headlines = headline_metadata(con)
         for event in events:
@@ -147,6 +152,8 @@ def build_reporting_assets(
                 if model in headlines:
                     event = event.with_metadata({**event.metadata, **headlines[model]})
             yield event
+        if not invocation.is_successful():
+            raise invocation.get_error() or RuntimeError("dbt build of the reporting models failed")
 
     return nudge_dbt_reporting
 

@@ -23,7 +23,7 @@ from ..warehouse import one, quote_relation, sql
 
 PSEUDONYM_PREFIX = "erased:"
 # The schemas dbt builds (and their preview_ twins): nudge's to delete rows from.
-DBT_SCHEMAS = ("staging", "intermediate", "triggers", "audience")
+DBT_SCHEMAS = ("staging", "intermediate", "triggers", "audience", "reporting")
 # A regular expression that matches nothing (RE2 has no lookarounds): nothing to scrub.
 _NOTHING = r"[^\s\S]"
 # Names this short are no name: scrubbing them would eat letters out of words.

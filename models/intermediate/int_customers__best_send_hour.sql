@@ -1,7 +1,10 @@
 -- Send-time optimization: per customer, the local hour at which they most often read (a
--- human open or a click the providers reported) or order, with at least
--- var send_time_min_signals such moments; fewer means no best hour (the step keeps its default
--- timing). Ties go to the earlier hour. Plain counting, so a marketer can check any customer's.
+-- human open or a click the providers reported) or order. A moment is a day with such a sign
+-- in that hour, so one email opened five times counts once. Only hours outside quiet hours
+-- compete (a night reader's best hour would only be moved to the morning), and a customer
+-- needs var send_time_min_signals moments in them; fewer means no best hour (the step keeps
+-- its default timing). Ties go to the earlier hour. Plain counting, so a marketer can check
+-- any customer's.
 with
 
 customers as (
@@ -49,15 +52,28 @@ signals as (
 
 ),
 
-hours as (
+local_signals as (
 
     select
         signals.customer_id,
-        hour(timezone(customers.timezone, signals.occurred_at)) as local_hour,
-        count(*) as signals
+        timezone(customers.timezone, signals.occurred_at) as local_at
     from signals
     inner join customers
         on signals.customer_id = customers.customer_id
+
+),
+
+hours as (
+
+    select
+        customer_id,
+        hour(local_at) as local_hour,
+        count(distinct cast(local_at as date)) as signals
+    from local_signals
+    -- The engine's quiet hours, [quiet_hours_start, quiet_hours_end) across midnight.
+    where
+        hour(local_at) >= {{ var('quiet_hours_end') | int }}
+        and hour(local_at) < {{ var('quiet_hours_start') | int }}
     group by all
 
 ),

@@ -40,6 +40,7 @@ candidates as (
     from purchases
     inner join pairs
         on purchases.product_id = pairs.product_id
+    where purchases.purchase_rank <= {{ var('product_picks_history') | int }}
     group by all
 
 ),

@@ -35,7 +35,7 @@ products as (
 
 ),
 
-final as (
+bought as (
 
     select
         customer_id,
@@ -49,6 +49,19 @@ final as (
     from products
     where bought_product_id is not null
     group by customer_id, bought_product_id
+
+),
+
+final as (
+
+    select
+        *,
+        -- 1 for the product the customer bought most recently: picks count each customer with
+        -- their latest var product_picks_history products.
+        row_number() over (
+            partition by customer_id order by last_bought_at desc, product_id asc
+        ) as purchase_rank
+    from bought
 
 )
 

@@ -1,7 +1,8 @@
 -- "Customers who bought X also bought Y": for each pair of products, how many customers bought
 -- both (in one order or in two). Pairs fewer than var product_picks_min_customers customers
 -- share are chance and left out. Each customer counts with their latest
--- var product_picks_history products, so a reseller's thousand products cannot square the work.
+-- var product_picks_history products, so a reseller's thousand products cannot square the work;
+-- each product keeps its var product_picks_partners strongest partners.
 with
 
 purchases as (
@@ -16,13 +17,11 @@ recent as (
         customer_id,
         product_id
     from purchases
-    qualify row_number() over (
-            partition by customer_id order by last_bought_at desc, product_id asc
-        ) <= {{ var('product_picks_history') | int }}
+    where purchase_rank <= {{ var('product_picks_history') | int }}
 
 ),
 
-final as (
+pairs as (
 
     select
         bought.product_id,
@@ -35,6 +34,17 @@ final as (
             and bought.product_id != bought_too.product_id
     group by all
     having count(*) >= {{ var('product_picks_min_customers') | int }}
+
+),
+
+-- A best seller is bought with everything: its strongest var product_picks_partners partners
+-- are all a pick can use, and they keep the picks' work per customer bounded.
+final as (
+
+    select * from pairs
+    qualify row_number() over (
+            partition by product_id order by customers desc, also_bought_product_id asc
+        ) <= {{ var('product_picks_partners') | int }}
 
 )
 

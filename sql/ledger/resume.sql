@@ -44,7 +44,8 @@ from (
             when reviewed.in_doubt then 'unknown'
             when reviewed.is_expired then 'expired'
             when reviewed.is_too_old then 'failed_permanent'
-            when reviewed.rule_reason in ('quiet_hours', 'not_due') then null
+            -- Waiting, not ineligible: night, not due yet, or the customer's best hour ahead.
+            when reviewed.rule_reason in ('quiet_hours', 'not_due', 'best_hour') then null
             when reviewed.rule_reason is not null then 'skipped'
             when reviewed.status = 'deferred' then null
             else 'planned'
@@ -118,7 +119,9 @@ from (
             -- and it must go whole, as it was.
             and bool_and(
                 fresh.send_id is not null
-                and coalesce(fresh.rule_exclusion_reason in ('quiet_hours', 'not_due'), true)
+                and coalesce(
+                    fresh.rule_exclusion_reason in ('quiet_hours', 'not_due', 'best_hour'), true
+                )
                 and $as_of <= pending.expires_at
             ) over (partition by coalesce(handed.request_key, pending.batch_id))
                 as batch_resendable

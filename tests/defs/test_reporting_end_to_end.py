@@ -312,3 +312,21 @@ def test_headline_figures_are_asset_metadata(built: Built) -> None:
     assert "EUR 400.00" in daily_md and "USD 4,500.00" in daily_md
     # Aggregates only: no customer id reaches the metadata.
     assert "t1" not in lift_md + daily_md
+
+
+def test_nudge_report_rebuilds_the_reports_as_of_the_last_tick_then_writes_them(
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dagster_project.cli import main
+
+    monkeypatch.setenv("NUDGE_WAREHOUSE", str(built.settings.warehouse))
+    monkeypatch.setenv("DAGSTER_HOME", str(built.settings.dagster_home))
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"reporting models built as of {AS_OF.isoformat()}" in out
+    (report,) = tmp_path.glob("nudge-report-*.html")
+    assert f"report: {report.as_uri()}" in out
+    assert "win_back" in report.read_text()
