@@ -12,9 +12,9 @@ assignments as (
 
 ),
 
-orders as (
+experiment_orders as (
 
-    select * from {{ ref('int_orders__itemized') }}
+    select * from {{ ref('int_experiments__orders') }}
 
 ),
 
@@ -40,15 +40,9 @@ customers as (
 converted as (
 
     select distinct
-        assignments.experiment,
-        assignments.customer_id
-    from assignments
-    inner join orders
-        on
-            assignments.customer_id = orders.customer_id
-            and assignments.touched_at < orders.ordered_at
-            and orders.ordered_at
-            <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
+        experiment,
+        customer_id
+    from experiment_orders
 
 ),
 

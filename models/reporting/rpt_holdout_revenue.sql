@@ -3,40 +3,15 @@
 -- emails added over the holdout's baseline. Same customers, windows and exclusions as the lift.
 with
 
-assignments as (
+experiment_orders as (
 
-    select * from {{ ref('int_experiments__assignments') }}
-
-),
-
-orders as (
-
-    select * from {{ ref('int_orders__itemized') }}
+    select * from {{ ref('int_experiments__orders') }}
 
 ),
 
 lift as (
 
     select * from {{ ref('rpt_holdout_lift') }}
-
-),
-
--- Each order once per experiment, however many touches it follows.
-orders_in_window as (
-
-    select distinct
-        assignments.experiment,
-        assignments.arm,
-        orders.order_id,
-        orders.revenue,
-        orders.currency
-    from assignments
-    inner join orders
-        on
-            assignments.customer_id = orders.customer_id
-            and assignments.touched_at < orders.ordered_at
-            and orders.ordered_at
-            <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
 
 ),
 
@@ -47,7 +22,7 @@ revenue as (
         currency,
         coalesce(sum(revenue) filter (where arm = 'treatment'), 0) as treatment_revenue,
         coalesce(sum(revenue) filter (where arm = 'holdout'), 0) as holdout_revenue
-    from orders_in_window
+    from experiment_orders
     group by all
 
 ),

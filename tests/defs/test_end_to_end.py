@@ -240,42 +240,24 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
     assert all(comment for _name, comment in relations)
 
 
+def _dbt(ticks: Ticks, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [dbt_executable(), *args, "--vars", json.dumps({"as_of": END.isoformat()})],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "NUDGE_WAREHOUSE": str(ticks.settings.warehouse)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_dbt_unit_tests_pass(ticks: Ticks) -> None:
     """The trigger rules' edge cases (boundaries, grace, time zones, 29 Feb) as dbt unit tests."""
     # dbt reads a unit test's input columns from the built relations; the hourly tick does not
     # build the reporting models, so create them empty (dbt's documented way).
-    empty = subprocess.run(
-        [
-            dbt_executable(),
-            "run",
-            "--select",
-            "tag:nudge_reporting",
-            "--empty",
-            "--vars",
-            json.dumps({"as_of": END.isoformat()}),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "NUDGE_WAREHOUSE": str(ticks.settings.warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    empty = _dbt(ticks, "run", "--select", "tag:nudge_reporting", "--empty")
     assert empty.returncode == 0, empty.stdout[-4000:]
-    result = subprocess.run(
-        [
-            dbt_executable(),
-            "test",
-            "--select",
-            "test_type:unit",
-            "--vars",
-            json.dumps({"as_of": END.isoformat()}),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "NUDGE_WAREHOUSE": str(ticks.settings.warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _dbt(ticks, "test", "--select", "test_type:unit")
     assert result.returncode == 0, result.stdout[-4000:]
     assert "PASS=" in result.stdout and "ERROR=0" in result.stdout
 
