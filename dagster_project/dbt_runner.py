@@ -19,6 +19,9 @@ from typing import Any
 from .config import DBT_PROJECT_DIR, MODELS_DIR
 
 TARGET_DIR = DBT_PROJECT_DIR / "target"
+# The dbt tag of the reporting models (dbt_project.yml): built after the sends by the daily
+# reporting job, never by a tick.
+REPORTING_TAG = "nudge_reporting"
 MANIFEST = TARGET_DIR / "manifest.json"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from .dbt_runner import DbtBuildError, run_dbt, target_path
+from .dbt_runner import REPORTING_TAG, DbtBuildError, run_dbt, target_path
 from .dispatch import dispatch_trigger
 from .policy import DispatchPolicy
 from .providers import Provider
@@ -44,10 +44,14 @@ class CompiledModels:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             run_dbt(warehouse, ["compile", "--quiet"], self.SENTINEL)
             manifest = json.loads((target / "manifest.json").read_text())
+        # What a tick builds: the reporting models are the daily job's (defs/dbt.py), and
+        # rebuilding them over the whole history every replayed hour would only cost time.
         nodes = {
             uid: node
             for uid, node in manifest["nodes"].items()
-            if node["resource_type"] == "model" and node.get("compiled_code")
+            if node["resource_type"] == "model"
+            and node.get("compiled_code")
+            and REPORTING_TAG not in node.get("tags", [])
         }
         self.models: list[tuple[str, str, str]] = []  # (kind, relation, sql) in build order
         done: set[str] = set()

@@ -26,12 +26,11 @@ from dagster_dbt import (
 
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE
-from ..dbt_runner import build_args, dbt_executable
+from ..dbt_runner import REPORTING_TAG, build_args, dbt_executable
 from ..headlines import headline_metadata
 from ..warehouse import check_input_contract
 from .resources import TickResource, WarehouseResource
 
-REPORTING_TAG = "nudge_reporting"
 REPORTING_GROUP = "reporting"
 
 
