@@ -53,6 +53,7 @@ final as (
         touches.provider,
         touches.touched_at,
         cast(touches.touched_at as date) as touched_on,
+        touches.send_time,
         engagement.first_delivered_at,
         engagement.first_opened_at,
         engagement.first_machine_opened_at,
