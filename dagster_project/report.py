@@ -123,7 +123,7 @@ def write_report(
     The range (UTC days the emails were sent) defaults to the days with sends. Lift and A/B
     results have no days: they cover every send up to the last tick whatever the range. A
     missing or empty reporting table leaves its section saying so; a warehouse without the
-    reporting schema is a :class:`ConfigError` (run ``nudge run`` first).
+    reporting schema is a :class:`ConfigError` (run ``nudge run``, then ``nudge report``).
     """
     now = now or datetime.now(UTC)
     data = _load(warehouse, date_from, date_to, today=now.date())
@@ -158,8 +158,8 @@ def _load(warehouse: Path, date_from: date | None, date_to: date | None, *, toda
         found = con.execute(sql("reports/report_relations")).fetchall()
         if not found:
             raise ConfigError(
-                f"{warehouse} has no reporting schema: run `nudge run` first (its dbt build "
-                "creates the reporting models this report reads)"
+                f"{warehouse} has no reporting schema: run `nudge run` first, then "
+                "`nudge report` without --no-refresh (it builds the reporting models it reads)"
             )
         relations = frozenset(str(name) for _, name in found if name)
         first = last = None
