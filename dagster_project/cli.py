@@ -1,6 +1,7 @@
 """nudge: warehouse-native triggered email. Commands:
 
   run              one tick now (or --as-of): dbt build, then every trigger's sends
+                   (--transactional: only the transactional triggers, as every 5 minutes)
   demo             generate a demo warehouse and replay the last three days of ticks
   preview          who would get which step now, why others would not, samples (sends nothing)
   render           the exact email one customer would get for one step (HTML, text, headers)
@@ -70,12 +71,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     as_of = parse_as_of(args.as_of).isoformat() if args.as_of else None
     outcome = run_tick(
-        as_of, allow_late=args.allow_late, verbose=args.verbose, approve=args.approve or None
+        as_of,
+        allow_late=args.allow_late,
+        verbose=args.verbose,
+        approve=args.approve or None,
+        transactional=args.transactional,
     )
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
-        print(f"tick as_of {outcome.as_of or 'now'}  run {outcome.run_id}")
+        kind = "transactional tick" if args.transactional else "tick"
+        print(f"{kind} as_of {outcome.as_of or 'now'}  run {outcome.run_id}")
         if outcome.triggers:
             print(format_summary(outcome.triggers))
         for t in outcome.triggers:
@@ -507,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TRIGGER",
         help="release the guards' hold on TRIGGER for this run (repeatable)",
+    )
+    run.add_argument(
+        "--transactional",
+        action="store_true",
+        help="only the transactional triggers and the models they need (the 5-minute schedule)",
     )
     run.add_argument("--verbose", action="store_true", help="show Dagster and dbt logs")
     run.set_defaults(func=_cmd_run)

@@ -8,11 +8,14 @@ virtualenv's ``bin/`` need not be on ``PATH``) and reads the same project.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +82,33 @@ def ensure_manifest() -> Path:
     return MANIFEST
 
 
-def build_args(as_of: str) -> list[str]:
+# The tick's instant reaches dbt in this environment variable (dbt/macros/as_of.sql), not in
+# --vars: new vars make dbt re-parse the whole project, an environment variable read only at
+# execution does not, so every tick reuses the saved partial parse.
+AS_OF_ENV = "NUDGE_AS_OF"
+# The environment is the process's: two threads pinning different instants at once would race.
+_ENV_LOCK = threading.Lock()
+
+
+def build_args() -> list[str]:
     """The tick's one ``dbt build``. Unit tests run in CI, not on every production tick."""
-    return [
-        "build",
-        "--vars",
-        json.dumps({"as_of": as_of}),
-        "--exclude-resource-type",
-        "unit_test",
-    ]
+    return ["build", "--exclude-resource-type", "unit_test"]
+
+
+@contextlib.contextmanager
+def as_of_environment(as_of: str) -> Iterator[None]:
+    """``NUDGE_AS_OF`` set to ``as_of`` while a dbt subprocess is started (dagster-dbt copies
+    this process's environment into it), then restored."""
+    with _ENV_LOCK:
+        saved = os.environ.get(AS_OF_ENV)
+        os.environ[AS_OF_ENV] = as_of
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(AS_OF_ENV, None)
+            else:
+                os.environ[AS_OF_ENV] = saved
 
 
 def run_dbt(
@@ -105,23 +126,22 @@ def run_dbt(
     builds into prefixed schemas (``preview_``) with its own target path, so the live job's
     manifest keeps the real schemas.
     """
-    dbt_vars: dict[str, Any] = {"as_of": as_of}
-    if schema_prefix:
-        dbt_vars["schema_prefix"] = schema_prefix
+    # The prefix shapes the schemas dbt parses into, so it is a var; the instant is not (see
+    # AS_OF_ENV): replaying an hour after another re-uses the replay's saved partial parse.
+    dbt_vars: dict[str, Any] = {"schema_prefix": schema_prefix} if schema_prefix else {}
     target = target_path(schema_prefix)
     result = subprocess.run(
         [
             dbt_executable(),
             *args,
-            "--vars",
-            json.dumps(dbt_vars),
+            *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
             "--select",
             select,
             "--target-path",
             str(target),
         ],
         cwd=DBT_PROJECT_DIR,
-        env=dbt_env(warehouse),
+        env={**dbt_env(warehouse), AS_OF_ENV: as_of},
         capture_output=True,
         text=True,
         check=False,

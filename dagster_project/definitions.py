@@ -15,7 +15,14 @@ from .dbt_runner import ensure_manifest
 from .defs.consent import consent_changes, email_events
 from .defs.dbt import build_dbt_assets, build_reporting_assets, dbt_project, dbt_resource
 from .defs.resources import resources_from_settings
-from .defs.schedules import daily_reporting, hourly_tick, nudge_reporting_job, nudge_tick_job
+from .defs.schedules import (
+    daily_reporting,
+    hourly_tick,
+    nudge_reporting_job,
+    nudge_tick_job,
+    transactional_job,
+    transactional_schedule,
+)
 from .defs.sends import build_send_asset, send_asset_key
 from .triggers import higher_priority, project_relations, triggers_from_manifest
 
@@ -46,10 +53,17 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     reporting = build_reporting_assets(
         project, manifest, [send_asset_key(spec) for spec in triggers]
     )
+    jobs: list = [nudge_tick_job, nudge_reporting_job]
+    schedules: list = [hourly_tick, daily_reporting]
+    transactional = [send_asset_key(s) for s in triggers if s.category == "transactional"]
+    if transactional:  # a project may have none: then there is nothing to run every 5 minutes
+        job = transactional_job(transactional)
+        jobs.append(job)
+        schedules.append(transactional_schedule(job))
     return Definitions(
         assets=[consent_changes, email_events, dbt_models, *send_assets, reporting],
-        jobs=[nudge_tick_job, nudge_reporting_job],
-        schedules=[hourly_tick, daily_reporting],
+        jobs=jobs,
+        schedules=schedules,
         resources={"dbt": dbt_resource(project), **resources_from_settings(settings)},
     )
 

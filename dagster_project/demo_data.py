@@ -96,8 +96,13 @@ INVALID_EMAILS = ("not-an-email", "a@b", "", None, "jane.doe@", "@example.com")
 UNKNOWN_EVENT_NAMES = ("Product Viewed", "page_viewed", "app_opened", "test_event", "productViewed")
 EVENT_NAMES = (
     "signed_up", "product_viewed", "product_added", "product_removed", "cart_viewed",
-    "checkout_started", "order_completed",
+    "checkout_started", "order_completed", "order_shipped",
 )  # fmt: skip
+# Most orders ship 6-60 h after they are placed (shipping_notification); the carriers are those
+# of the dbt var carrier_tracking_urls, plus one it does not know (no tracking link then).
+P_SHIPPED = 0.9
+_CARRIERS = ("UPS", "USPS", "FedEx", "DHL", "Parcel Friends")
+_CARRIER_WEIGHTS = (4, 3, 2, 1, 1)
 
 # Relative activity per local hour of day (0..23): quiet nights, a lunch bump, an evening peak.
 # Real shops see exactly this, and it spreads abandoned carts unevenly over the demo's ticks.
@@ -271,6 +276,9 @@ class _Generator:
         # so "ordered 88-100 days ago and nothing since" holds exactly.
         self.protected: set[str] = set()
         self._product_idx = list(range(len(CATALOGUE)))
+        # Shipments draw from their own stream, so adding them left every other event (and the
+        # demo's figures) exactly as it was.
+        self.ship_rng = random.Random(seed + 7919)
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -392,8 +400,23 @@ class _Generator:
             return t
         order = {"order_id": self.short_id("ord"), **checkout, "products": products}
         self.emit(cid, "order_completed", t, order)
+        self.ship(cid, str(order["order_id"]), t)
         del open_carts[cid]
         return t
+
+    def ship(self, cid: str, order_id: str, ordered_at: int) -> None:
+        """The order's order_shipped event (carrier, tracking number), unless it is after end."""
+        rng = self.ship_rng
+        if rng.random() >= P_SHIPPED:
+            return
+        t = ordered_at + int(rng.uniform(6 * 3600, 60 * 3600) * US)
+        carrier = rng.choices(_CARRIERS, _CARRIER_WEIGHTS)[0]
+        number = f"{rng.getrandbits(48):012X}"
+        if t <= self.end:
+            props = {"order_id": order_id, "carrier": carrier, "tracking_number": number}
+            h = f"{rng.getrandbits(128):032x}"
+            event_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+            self.ev.add(event_id, cid, "order_shipped", t, json.dumps(props))
 
     # -- customers ---------------------------------------------------------------------------
 

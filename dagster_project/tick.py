@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from .config import ConfigError, Settings
 
 # Written into a DAGSTER_HOME nudge creates: no telemetry banner ("Welcome to Dagster!") and
 # no "no dagster.yaml found" warning on a newcomer's first run.
@@ -107,17 +107,20 @@ def run_tick(
     allow_late: bool = False,
     verbose: bool = False,
     approve: list[str] | None = None,
+    transactional: bool = False,
 ) -> TickOutcome:
     """Execute the tick job in this process and collect each send asset's summary.
 
     ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
-    ``approve`` releases the guards' hold on those triggers for this run.
+    ``approve`` releases the guards' hold on those triggers for this run. ``transactional``
+    runs the 5-minute job instead: the transactional triggers and the models they need.
     """
-    from .defs.schedules import TICK_JOB_NAME, tick_run_config
+    from .defs.schedules import TICK_JOB_NAME, TRANSACTIONAL_JOB_NAME, tick_run_config
 
     settings = settings or Settings.from_env()
     run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
-    return _execute(TICK_JOB_NAME, run_config, settings, as_of=as_of, verbose=verbose)
+    job = TRANSACTIONAL_JOB_NAME if transactional else TICK_JOB_NAME
+    return _execute(job, run_config, settings, as_of=as_of, verbose=verbose)
 
 
 def run_reporting(
@@ -149,7 +152,13 @@ def _execute(
     captured = io.StringIO()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_environment(settings))
-        job = build_definitions(settings).resolve_job_def(job_name)
+        definitions = build_definitions(settings)
+        if job_name not in {job.name for job in definitions.jobs or ()}:
+            raise ConfigError(
+                f"no job {job_name}: the dbt project declares no trigger it would run "
+                "(a transactional run needs a trigger with `category: transactional`)"
+            )
+        job = definitions.resolve_job_def(job_name)
         instance = stack.enter_context(dagster_instance(settings.dagster_home))
         if not verbose:
             stack.enter_context(contextlib.redirect_stdout(captured))

@@ -91,7 +91,10 @@ class TriggerSpec:
 
 def higher_priority(spec: TriggerSpec, triggers: Sequence[TriggerSpec]) -> list[TriggerSpec]:
     """The marketing triggers whose due sends take a customer's frequency-cap slot before
-    ``spec``'s: a higher priority, ties broken by name."""
+    ``spec``'s: a higher priority, ties broken by name. None for a transactional trigger: caps
+    do not apply to it, so it waits for no marketing table (the transactional job builds none)."""
+    if spec.category != "marketing":
+        return []
     return [
         other
         for other in triggers

@@ -20,8 +20,10 @@ CATALOGUE = {
     "birthday",
     "browse_abandonment",
     "confirm_subscription",
+    "order_confirmation",
     "post_purchase_review",
     "re_engagement",
+    "shipping_notification",
     "signup_anniversary",
     "welcome",
     "win_back",
@@ -52,6 +54,10 @@ def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
     assert delays["abandoned_cart"] == [60, 24 * 60, 72 * 60]
     assert delays["browse_abandonment"] == [120]
     assert delays["post_purchase_review"] == [10 * 1440]
+    # Transactional mail goes at once, and never to a list that did not ask for it.
+    for name in ("order_confirmation", "shipping_notification", "confirm_subscription"):
+        assert specs[name].category == "transactional", name
+        assert specs[name].steps[0].delay_minutes == 0, name
     assert delays["win_back"] == [90 * 1440, 104 * 1440]
     # Engagement-aware: the last call only to those who clicked nothing, the discount only to
     # carts whose reminders were not clicked.
@@ -64,11 +70,16 @@ def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
         "ten_percent",
         "free_shipping",
     }
-    # Double opt-in asks for consent, so it cannot need it: the one transactional trigger.
+    # Double opt-in asks for consent, so it cannot need it; orders and parcels are the
+    # customer's own business: the transactional triggers.
     assert delays["confirm_subscription"] == [0, 48 * 60]
-    assert {n: s.category for n, s in specs.items() if s.category != "marketing"} == {
-        "confirm_subscription": "transactional"
+    assert {n for n, s in specs.items() if s.category != "marketing"} == {
+        "confirm_subscription",
+        "order_confirmation",
+        "shipping_notification",
     }
+    # Never a late confirmation of an old order on a first run over years of history.
+    assert specs["order_confirmation"].steps[0].grace_minutes == 24 * 60
 
 
 def test_unit_test_copies_of_definitions_match_the_trigger_yaml() -> None:

@@ -26,7 +26,7 @@ from dagster_dbt import (
 
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE
-from ..dbt_runner import REPORTING_TAG, build_args, dbt_executable
+from ..dbt_runner import REPORTING_TAG, as_of_environment, build_args, dbt_executable
 from ..headlines import headline_metadata
 from ..warehouse import check_input_contract
 from .resources import TickResource, WarehouseResource
@@ -104,7 +104,9 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
                 check_input_contract(con, warehouse.file)
                 # The eligibility models read the ledger as a source, so it must exist first.
                 ledger.ensure_ledger(con)
-            yield from dbt.cli(build_args(as_of.isoformat()), context=context).stream()
+            with as_of_environment(as_of.isoformat()):
+                invocation = dbt.cli(build_args(), context=context)
+            yield from invocation.stream()
 
     return nudge_dbt_models
 
@@ -139,9 +141,8 @@ def build_reporting_assets(
             # Held back until the build is over: the headline tables read every model's result.
             # A failing model or test must not cost the others their materializations, so the
             # error is raised after they are reported.
-            invocation = dbt.cli(
-                build_args(as_of.isoformat()), context=context, raise_on_error=False
-            )
+            with as_of_environment(as_of.isoformat()):
+                invocation = dbt.cli(build_args(), context=context, raise_on_error=False)
             events = list(invocation.stream())
             with warehouse.connection() as con:
                 headlines = headline_metadata(con)

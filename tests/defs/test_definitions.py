@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 from dagster import AssetKey, Definitions
 
@@ -18,6 +19,7 @@ from dagster_project.tick import prepare_dagster_home
 
 SEND_CHECKS = {"mass_send_guard", "no_duplicate_deliveries", "failure_rate"}
 ABSENCE_TRIGGERS = {"abandoned_cart", "browse_abandonment", "re_engagement", "win_back"}
+TRANSACTIONAL = {"confirm_subscription", "order_confirmation", "shipping_notification"}
 # Trigger -> the higher-priority marketing triggers whose tables it waits for (cap slots).
 PRIORITIES = {
     "abandoned_cart": 80,
@@ -60,7 +62,7 @@ def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() ->
         "nudge/email_events",
         "nudge/erasures",
         "nudge/erasure_salt",
-        *(f"nudge/send_{t}" for t in [*PRIORITIES, "confirm_subscription"]),
+        *(f"nudge/send_{t}" for t in [*PRIORITIES, *TRANSACTIONAL]),
     }
     drain = graph.get(AssetKey(["nudge", "consent_changes"]))
     assert drain.is_materializable and drain.group_name == "consent"
@@ -68,11 +70,13 @@ def test_the_asset_graph_is_the_dbt_project_plus_one_send_asset_per_trigger() ->
     events = graph.get(AssetKey(["nudge", "email_events"]))
     assert events.is_materializable and events.group_name == "consent"
     assert "staging/stg_nudge__email_events" in {k.to_user_string() for k in events.child_keys}
-    # Transactional: it takes nobody's frequency-cap slot and waits for no one.
-    confirm = graph.get(AssetKey(["nudge", "send_confirm_subscription"]))
-    assert {k.to_user_string() for k in confirm.parent_keys} == {
-        "audience/confirm_subscription_eligibility"
-    }
+    # Transactional: it takes nobody's frequency-cap slot and waits for no one, even with a
+    # priority above every marketing trigger's (order_confirmation 100).
+    for trigger in TRANSACTIONAL:
+        node = graph.get(AssetKey(["nudge", f"send_{trigger}"]))
+        assert {k.to_user_string() for k in node.parent_keys} == {
+            f"audience/{trigger}_eligibility"
+        }, trigger
     for trigger, priority in PRIORITIES.items():
         node = graph.get(AssetKey(["nudge", f"send_{trigger}"]))
         waits_for = {k.to_user_string() for k in node.parent_keys}
@@ -110,6 +114,42 @@ def test_the_job_runs_every_asset_in_one_process_and_the_schedule_ticks_hourly()
     }
     schedule = defs.resolve_schedule_def("hourly_tick")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 * * * *", "UTC")
+
+
+def test_the_transactional_job_builds_only_what_transactional_mail_needs() -> None:
+    defs = _defs()
+    job = defs.resolve_job_def("nudge_transactional")
+    assert job.executor_def.name == "in_process"
+    selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {k for k in selected if k.startswith("nudge/send_")} == {
+        f"nudge/send_{t}" for t in TRANSACTIONAL
+    }
+    # The landing drains first: a bounce or complaint reported a minute ago suppresses.
+    assert {"nudge/consent_changes", "nudge/email_events"} <= selected
+    assert {f"audience/{t}_eligibility" for t in TRANSACTIONAL} <= selected
+    assert "intermediate/int_orders__itemized" in selected
+    # No marketing table is rebuilt every 5 minutes, nor anything only marketing reads.
+    for name in (*PRIORITIES, "int_customers__activity", "int_carts__summarized"):
+        assert not any(
+            k.endswith(f"/{name}") or k.endswith(f"/{name}_eligibility") for k in selected
+        )
+    assert not any(k.startswith("reporting/") for k in selected)
+    schedule = defs.resolve_schedule_def("transactional_tick")
+    assert schedule.job_name == "nudge_transactional"
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("5-55/5 * * * *", "UTC")
+
+
+def test_the_transactional_schedule_runs_as_of_its_scheduled_minute() -> None:
+    from dagster import build_schedule_context
+
+    schedule = _defs().resolve_schedule_def("transactional_tick")
+    at = datetime(2026, 6, 1, 12, 5, tzinfo=UTC)
+    (request,) = (
+        schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=at)).run_requests
+        or []
+    )
+    assert request.run_key == at.isoformat()
+    assert request.run_config == {"resources": {"tick": {"config": {"as_of": at.isoformat()}}}}
 
 
 def test_importing_the_package_parses_nothing() -> None:

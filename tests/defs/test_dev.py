@@ -104,6 +104,7 @@ def test_make_dev_loads_every_asset_check_job_and_schedule(tmp_path: Path) -> No
     assert "nudge_tick" in {job["name"] for job in repository["jobs"]}
     assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {
         ("hourly_tick", "0 * * * *"),
+        ("transactional_tick", "5-55/5 * * * *"),
         ("daily_reporting", "30 0 * * *"),
     }
     assets = {

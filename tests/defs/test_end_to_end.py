@@ -81,8 +81,10 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
             "birthday",
             "browse_abandonment",
             "confirm_subscription",
+            "order_confirmation",
             "post_purchase_review",
             "re_engagement",
+            "shipping_notification",
             "signup_anniversary",
             "welcome",
             "win_back",
@@ -91,6 +93,9 @@ def test_two_ticks_succeed_and_report_every_trigger(ticks: Ticks) -> None:
     # The generated data always has due carts and lapsed customers in the first tick.
     assert first["abandoned_cart"]["sent"] > 0
     assert first["win_back"]["sent"] > 0
+    # ...and orders and parcels of the last hours: transactional mail goes out with the rest.
+    assert first["order_confirmation"]["sent"] > 0
+    assert first["shipping_notification"]["sent"] > 0
     for outcome in (ticks.first, ticks.second):
         # Guards, duplicate deliveries, failure rate: every asset check passed.
         assert outcome.failed_checks == []
@@ -235,8 +240,8 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
         "where schema_name in ('staging', 'intermediate')",
     )
     # 5 staging views, 1 intermediate view and 11 tables (the tick's: the reporting job builds
-    # the attribution models), 9 triggers and their 9 eligibility tables.
-    assert len(relations) == 35
+    # the attribution models), 11 triggers and their 11 eligibility tables.
+    assert len(relations) == 39
     assert all(comment for _name, comment in relations)
 
 

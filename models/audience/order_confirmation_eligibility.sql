@@ -1,0 +1,1 @@
+{{ sequence_eligibility('order_confirmation') }}
