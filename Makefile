@@ -40,8 +40,9 @@ lint: setup
 validate: setup  ## Dagster loads the code location: assets, checks, job and hourly schedule
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
-bench: setup  ## time each stage of a tick at CUSTOMERS customers
+bench: setup  ## time each stage of a tick at CUSTOMERS customers; transactional latency
 	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS)
+	$(BIN)/python -m tests.bench.bench_transactional --customers $(CUSTOMERS)
 
 bench-serve: setup  ## nudge serve under 10,000 one-click POSTs while ticks run (req/s, p99)
 	$(BIN)/python -m tests.bench.bench_serve

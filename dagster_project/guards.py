@@ -232,7 +232,7 @@ class PendingChanges(Protocol):
 
     def opt_outs_for(self, emails: Iterable[str]) -> Sequence[EmailEvent]: ...
 
-    def undrained_opt_outs(self) -> Sequence[EmailEvent]: ...
+    def recent_opt_outs(self) -> Sequence[EmailEvent]: ...
 
 
 def _event_change(event: EmailEvent, consent_list: str, lists: ConsentLists) -> LatestChange | None:
@@ -343,14 +343,15 @@ def _merge_events(
     the same order (a "no" after the cutoff counts, as of the cutoff), mapped to people as
     int_consent__from_email_events maps them: by the address the event names (or, when it names
     none, the address its send went to), and a complaint or unsubscribe also to the customer its
-    send was for, whatever their address now. Events already drained are in that model."""
+    send was for, whatever their address now. Events drained before this run's build are in
+    that model; those drained since (by another run) are among the store's recent ones."""
     by_email: dict[str, set[str]] = {}
     batch = {m.customer_id for m in messages}
     for message in messages:
         if message.to_email:
             by_email.setdefault(message.to_email.strip().lower(), set()).add(message.customer_id)
     found = {e.event_id: e for e in pending.opt_outs_for(by_email)} if by_email else {}
-    found.update((e.event_id, e) for e in pending.undrained_opt_outs())
+    found.update((e.event_id, e) for e in pending.recent_opt_outs())
     events = [e for e in found.values() if _event_change(e, consent_list, lists) is not None]
     send_ids = sorted({e.send_id for e in events if e.send_id})
     sends: dict[str, tuple[str, str | None]] = {}

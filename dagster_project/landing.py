@@ -40,6 +40,11 @@ from .webhooks.base import EmailEvent
 # Drained changes stay this long (they are in the warehouse too): the replay check and the
 # push-time re-check read them; then they go.
 KEEP_DRAINED = timedelta(days=30)
+# A "do not mail" event drained this recently may be missing from the consent tables a send
+# step reads: another run (the 5-minute transactional job beside the hourly tick) drained it
+# after this run's dbt build. The push-time re-check reads such events from the store too. A
+# day is far longer than any run lasts between its build and its push.
+RECENTLY_DRAINED = timedelta(days=1)
 
 SCHEMA = """
 create table if not exists consent_changes (
@@ -74,6 +79,7 @@ create table if not exists email_events (
 create index if not exists email_events_by_email on email_events (email, occurred_at);
 create index if not exists email_events_undrained
     on email_events (received_at) where drained_at is null;
+create index if not exists email_events_by_drain on email_events (drained_at);
 """
 
 
@@ -411,13 +417,18 @@ class LandingStore:
                 )
         return out
 
-    def undrained_opt_outs(self) -> list[EmailEvent]:
-        """The "do not mail" events no tick has drained yet, whatever address they name (or
-        none): the push-time re-check maps them to people through their send. Drained ones are
-        in the warehouse's int_consent__from_email_events, built after the drain."""
+    def recent_opt_outs(self, now: datetime | None = None) -> list[EmailEvent]:
+        """The "do not mail" events not drained yet or drained within ``RECENTLY_DRAINED``,
+        whatever address they name (or none): the push-time re-check maps them to people
+        through their send. Older ones are in the warehouse's int_consent__from_email_events,
+        which every run builds after its own drain; a recent one may have been drained by
+        another run after this run's build."""
+        since = _text((now or datetime.now(UTC)) - RECENTLY_DRAINED)
         with self._connection() as con:
             rows = con.execute(
-                f"select {_EVENT_COLUMNS} from email_events where drained_at is null and {_OPT_OUT}"
+                f"select {_EVENT_COLUMNS} from email_events"
+                f" where (drained_at is null or drained_at >= ?) and {_OPT_OUT}",
+                (since,),
             ).fetchall()
         return [_landed(row).event for row in rows]
 

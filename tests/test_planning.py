@@ -656,6 +656,23 @@ def test_resume_leaves_a_retry_waiting_for_quiet_hours_alone(
         assert run_id == "r1"
 
 
+def test_a_run_for_an_earlier_instant_leaves_a_later_ticks_unfinished_sends_alone(con) -> None:
+    """Found in review: the hourly tick and the 5-minute transactional job interleave. A run
+    for an earlier instant (late behind the lock, or re-executed) took over a send a later
+    run had claimed and died with, judged it by its own table, where the entry did not exist
+    yet, and skipped it (not_a_candidate): never sent. It waits for a run as late as its own."""
+    write_eligibility(con, [cart("late", "c_late")])
+    decide(con, run_id="dead")  # claimed for AS_OF by a run that died before its push
+    send_id = make_send_id("abandoned_cart", "late", "reminder")
+    assert status(con, send_id) == ("planned", None)
+    earlier = AS_OF - timedelta(minutes=5)
+    write_eligibility(con, [cart("other", "c_other", as_of=earlier)])  # no "late" entry yet
+    assert _resume(con, earlier) == {}
+    assert status(con, send_id) == ("planned", None)
+    write_eligibility(con, [cart("late", "c_late")])
+    assert _resume(con, AS_OF) == {"planned": 1}
+
+
 def _deferred(con, *, expires_at: datetime) -> str:
     send_earlier(con, "c1", hours=3)
     capped = cart("k1", "c1", expires_at=expires_at)

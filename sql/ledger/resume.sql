@@ -161,6 +161,10 @@ from (
             on pending.send_id = handed.send_id and pending.run_id = handed.run_id
         where
             pending.trigger = $trigger
+            -- Not a later tick's: a run for an earlier instant (the hourly tick behind the
+            -- 5-minute job, a re-executed old run) cannot judge them by its table, where their
+            -- entry may not exist yet. They wait for a run at least as late as their own.
+            and coalesce(pending.as_of, $as_of) <= $as_of
             -- This run's own rows too: at this point of the push it has planned nothing yet,
             -- so they are an earlier attempt's (a retried step), as unfinished as a dead run's.
             and (

@@ -51,7 +51,13 @@ from typing import Any
 import duckdb
 
 from dagster_project import ledger
-from dagster_project.dbt_runner import MANIFEST, build_args, dbt_executable, ensure_manifest
+from dagster_project.dbt_runner import (
+    AS_OF_ENV,
+    MANIFEST,
+    build_args,
+    dbt_executable,
+    ensure_manifest,
+)
 from dagster_project.demo_data import generate_to_file
 from dagster_project.dispatch import dispatch_trigger, render_batch
 from dagster_project.policy import DispatchPolicy, GuardPolicy
@@ -206,8 +212,9 @@ def _dbt_build(warehouse: Path, as_of: datetime, stage: Stage) -> DbtRun:
         **os.environ,
         "NUDGE_WAREHOUSE": str(warehouse),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        AS_OF_ENV: as_of.isoformat(),
     }
-    command = [dbt_executable(), *build_args(as_of.isoformat())]
+    command = [dbt_executable(), *build_args()]
     peak: float | None = None
     with stage.timed():
         proc = subprocess.Popen(
