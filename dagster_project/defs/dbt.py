@@ -11,6 +11,7 @@ Built from the manifest when the definitions load (``definitions.py``), never at
 # factories below: no `from __future__ import annotations` here (strings would not resolve).
 
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
@@ -107,6 +109,7 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
             with as_of_environment(as_of.isoformat()):
                 invocation = dbt.cli(build_args(), context=context)
             yield from invocation.stream()
+        _discard_target(invocation)
 
     return nudge_dbt_models
 
@@ -154,8 +157,20 @@ def build_reporting_assets(
             yield event
         if not invocation.is_successful():
             raise invocation.get_error() or RuntimeError("dbt build of the reporting models failed")
+        _discard_target(invocation)
 
     return nudge_dbt_reporting
+
+
+def _discard_target(invocation: DbtCliInvocation) -> None:
+    """Remove a successful build's own target folder (``dbt/target/<asset>-<run>-<hash>``).
+
+    dagster-dbt gives every invocation a folder of its own (compiled SQL, manifest, logs: about
+    10 MB) and never removes it: at one hourly and eleven 5-minute runs an hour that is gigabytes
+    a day. Dagster has recorded everything in it by now; a failed build keeps its folder, whose
+    dbt.log and compiled SQL are what one debugs it with.
+    """
+    shutil.rmtree(invocation.target_path, ignore_errors=True)
 
 
 def _check_same_warehouse(warehouse: WarehouseResource) -> None:

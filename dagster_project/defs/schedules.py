@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 from dagster import (
     AssetKey,
     AssetSelection,
+    DagsterRunStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    SkipReason,
     define_asset_job,
     in_process_executor,
     schedule,
@@ -29,6 +32,12 @@ REPORTING_JOB_NAME = "nudge_reporting"
 # placed at 12:01 is confirmed by the 12:05 run. Two runs at the same instant would only build
 # the same tables twice and race for the same claims (which the ledger makes safe, not free).
 TRANSACTIONAL_CRON = "5-55/5 * * * *"
+IN_PROGRESS = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 # The group of the reporting models' assets (defs/dbt.py: groups follow the model folders).
 REPORTING = AssetSelection.groups("reporting")  # defs/dbt.py REPORTING_GROUP
 
@@ -80,7 +89,17 @@ def transactional_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinit
         execution_timezone="UTC",
         name="transactional_tick",
     )
-    def transactional_tick(context: ScheduleEvaluationContext) -> RunRequest:
+    def transactional_tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        # One at a time: behind a long hourly push, runs every 5 minutes would queue for the
+        # warehouse lock and time out. The run in progress, or the next one, sends what came in.
+        busy = context.instance.get_run_records(
+            RunsFilter(job_name=job.name, statuses=IN_PROGRESS), limit=1
+        )
+        if busy:
+            return SkipReason(
+                f"{job.name} run {busy[0].dagster_run.run_id} is still in progress; the next "
+                "run sends what is due by then"
+            )
         as_of = context.scheduled_execution_time.isoformat()
         return RunRequest(
             run_key=as_of, run_config=tick_run_config(as_of), tags={"nudge/as_of": as_of}

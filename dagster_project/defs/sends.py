@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from .. import ledger
+from .. import failpoints, ledger
 from ..dispatch import dispatch_trigger
 from ..rendering import Renderer
 from ..triggers import ProjectRelations, TriggerSpec
@@ -85,6 +85,9 @@ def build_send_asset(
         store = consent.store()
         provider = esp.build()
         try:
+            # Between this run's dbt build and its push, the lock is free: the tests stop a
+            # real run here while another one runs (the 5-minute job beside the hourly tick).
+            failpoints.pause(f"before_send_step:{spec.name}")
             with warehouse.locked(), warehouse.connection() as con:
                 # One query when the schema is current (the dbt asset applied any migration
                 # first); a send asset materialized on its own after an upgrade needs it.

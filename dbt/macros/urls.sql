@@ -22,7 +22,8 @@
             then
                 case lower(trim({{ carrier }}))
                     {%- for name, page in pages.items() %}
-                    when '{{ name | lower }}' then '{{ page }}' || {{ tracking_number }}
+                    when '{{ name | lower | replace("'", "''") }}'
+                        then '{{ page | replace("'", "''") }}' || {{ tracking_number }}
                     {%- endfor %}
                 end
     end

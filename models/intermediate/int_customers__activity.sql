@@ -10,7 +10,11 @@ final as (
 
     select
         customer_id,
-        max(occurred_at) as last_event_at,
+        -- Something the customer did: not the shop shipping or delivering their order, or a
+        -- parcel would push back the lapse win_back counts from.
+        max(occurred_at) filter (
+            where event_name not in ('order_shipped', 'order_delivered')
+        ) as last_event_at,
         min(occurred_at) filter (where event_name = 'order_completed') as first_order_at,
         max(occurred_at) filter (where event_name = 'order_completed') as last_order_at,
         count(*) filter (where event_name = 'order_completed') as order_count,

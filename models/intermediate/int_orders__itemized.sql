@@ -57,8 +57,8 @@ typed_products as (
             product ->> 'quantity' is null
             or try_cast(product ->> 'quantity' as integer) is not null
         ) as is_valid,
-        {{ nudge_truncate("product ->> 'url'", 'max_url_chars', overflow='null') }} as url,
-        {{ nudge_truncate("product ->> 'image_url'", 'max_url_chars', overflow='null') }}
+        {{ nudge_web_url("product ->> 'url'") }} as url,
+        {{ nudge_web_url("product ->> 'image_url'") }}
             as image_url
     from order_products
 

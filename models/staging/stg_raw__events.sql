@@ -73,8 +73,8 @@ final as (
         or try_cast(properties ->> 'quantity' as integer) is not null as has_valid_quantity,
         try_cast(properties ->> 'revenue' as decimal(18, 2)) as revenue,
         upper(properties ->> 'currency') as currency,
-        {{ nudge_truncate("properties ->> 'url'", 'max_url_chars', overflow='null') }} as url,
-        {{ nudge_truncate("properties ->> 'image_url'", 'max_url_chars', overflow='null') }}
+        {{ nudge_web_url("properties ->> 'url'") }} as url,
+        {{ nudge_web_url("properties ->> 'image_url'") }}
             as image_url,
         properties
     from parsed

@@ -21,15 +21,25 @@ order_items as (
 
 ),
 
+priced_items as (
+
+    select
+        order_items.order_id,
+        order_items.item.price as unit_price,
+        order_items.item.quantity as item_quantity
+    from order_items
+
+),
+
 subtotals as (
 
     select
         order_id,
         -- A product listed without a price makes the sum a guess: no subtotal line then.
         case
-            when bool_and(item.price is not null) then sum(item.price * item.quantity)
+            when bool_and(unit_price is not null) then sum(unit_price * item_quantity)
         end as subtotal
-    from order_items
+    from priced_items
     group by order_id
 
 ),

@@ -36,10 +36,11 @@ shipments as (
 first_events as (
 
     select * from shipments
-    qualify row_number() over (
-        partition by order_id, coalesce(tracking_number, '')
-        order by occurred_at, event_id
-    ) = 1
+    qualify
+        row_number() over (
+            partition by order_id, coalesce(tracking_number, '')
+            order by occurred_at, event_id
+        ) = 1
 
 ),
 

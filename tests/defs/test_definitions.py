@@ -139,17 +139,26 @@ def test_the_transactional_job_builds_only_what_transactional_mail_needs() -> No
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("5-55/5 * * * *", "UTC")
 
 
-def test_the_transactional_schedule_runs_as_of_its_scheduled_minute() -> None:
-    from dagster import build_schedule_context
+def test_the_transactional_schedule_runs_as_of_its_scheduled_minute_one_at_a_time() -> None:
+    from dagster import DagsterRun, DagsterRunStatus, build_schedule_context, instance_for_test
 
     schedule = _defs().resolve_schedule_def("transactional_tick")
     at = datetime(2026, 6, 1, 12, 5, tzinfo=UTC)
-    (request,) = (
-        schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=at)).run_requests
-        or []
-    )
-    assert request.run_key == at.isoformat()
-    assert request.run_config == {"resources": {"tick": {"config": {"as_of": at.isoformat()}}}}
+    with instance_for_test() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=at)
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+        assert request.run_key == at.isoformat()
+        assert request.run_config == {"resources": {"tick": {"config": {"as_of": at.isoformat()}}}}
+        # A transactional run still going (behind a long hourly push): the next one skips, so
+        # runs never pile up on the warehouse lock. Another job's run does not count.
+        for job, run_id in (("nudge_tick", "h1"), ("nudge_transactional", "t1")):
+            run = DagsterRun(job_name=job, run_id=run_id, status=DagsterRunStatus.STARTED)
+            instance.add_run(run)
+            result = schedule.evaluate_tick(
+                build_schedule_context(instance=instance, scheduled_execution_time=at)
+            )
+            assert bool(result.run_requests) == (job == "nudge_tick"), job
+        assert "t1 is still in progress" in (result.skip_message or "")
 
 
 def test_importing_the_package_parses_nothing() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from dagster_project.cli import main
 from dagster_project.config import DBT_PROJECT_DIR, Settings
-from dagster_project.dbt_runner import dbt_executable
+from dagster_project.dbt_runner import TARGET_DIR, dbt_executable
 from dagster_project.demo_data import generate_to_file
 from dagster_project.providers import ProviderSettings
 from dagster_project.tick import TickOutcome, run_tick
@@ -63,6 +63,14 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
         second = run_tick(END.isoformat(), settings=settings, allow_late=True)
         yield Ticks(settings, server, first, second, server.received_send_ids())
     mp.undo()
+
+
+def test_a_tick_leaves_no_dbt_target_folder_behind(ticks: Ticks) -> None:
+    """Found in review: every dagster-dbt build kept its own ~10 MB folder under dbt/target,
+    gigabytes a day at one hourly and eleven 5-minute runs an hour."""
+    for outcome in (ticks.first, ticks.second):
+        assert outcome.success, outcome.error
+        assert list(TARGET_DIR.glob(f"nudge_dbt_models-{outcome.run_id[:7]}-*")) == []
 
 
 def _ledger(settings: Settings, query: str) -> list[tuple]:

@@ -8,14 +8,17 @@ API on loopback.
   than the step's grace is never confirmed late, and an order after the run's instant waits.
 * The 5-minute run builds only what transactional mail needs: no marketing table, no
   marketing email.
-* The hourly tick and the 5-minute run at once share the ledger and the warehouse lock: an
-  order both see is confirmed exactly once, and nothing the first run sent goes again.
+* The hourly tick and the 5-minute run interleaved (the hourly one stopped between its dbt
+  build and its order_confirmation step while the other runs whole) share the ledger and the
+  warehouse lock: the order is confirmed exactly once, the hourly tick leaves the table another
+  run rebuilt (``stale_table``), and nothing the first run sent goes again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,21 +127,35 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     "select table_schema, table_name from information_schema.tables"
                 ).fetchall()
             }
-        both = [
-            nudge("run", "--as-of", _at(13).isoformat(), "--allow-late", "--json", env=env),
-            nudge(
-                "run", "--transactional", "--as-of", _at(13, 5).isoformat(), "--allow-late",
-                "--json", env=env,
-            ),
-        ]  # fmt: skip
-        outputs = [run.communicate(timeout=900) for run in both]
-        for run, (out, err) in zip(both, outputs, strict=True):
-            assert run.returncode == 0, out[-3000:] + err[-3000:]
+        # The hourly tick for 13:00 stops after its dbt build, before its order_confirmation
+        # step takes the lock; the 5-minute run for 13:05 goes all the way meanwhile (drain,
+        # build, send), then the hourly tick carries on.
+        gate = folder / "hourly-may-go"
+        hourly = nudge(
+            "run", "--as-of", _at(13).isoformat(), "--allow-late", "--json",
+            env={**env, "NUDGE_PAUSEPOINT": f"before_send_step:order_confirmation={gate}"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not Path(f"{gate}.reached").exists():
+            assert hourly.poll() is None, hourly.communicate()
+            assert time.monotonic() < deadline, "the hourly tick never reached its send step"
+            time.sleep(0.1)
+        between = nudge(
+            "run", "--transactional", "--as-of", _at(13, 5).isoformat(), "--allow-late",
+            "--json", env=env,
+        )  # fmt: skip
+        between_out, between_err = between.communicate(timeout=600)
+        assert between.returncode == 0, between_out[-3000:] + between_err[-3000:]
+        gate.touch()
+        hourly_out, hourly_err = hourly.communicate(timeout=600)
+        assert hourly.returncode == 0, hourly_out[-3000:] + hourly_err[-3000:]
         return {
             "warehouse": warehouse,
             "first": json.loads(first_out),
             "first_requests": first_requests,
             "tables": tables,
+            "hourly": json.loads(hourly_out),
+            "between": json.loads(between_out),
             "requests": server.send_requests(),
             "accepted": server.accepted_counts(),
         }
@@ -195,12 +212,19 @@ def test_the_five_minute_run_sends_only_what_it_should(world: dict[str, Any]) ->
     assert not any("abandoned_cart" in t or "int_customers__activity" in t for t in world["tables"])
 
 
-def test_the_hourly_tick_and_the_five_minute_run_at_once_send_each_email_once(
+def test_the_hourly_tick_and_the_five_minute_run_interleaved_send_each_email_once(
     world: dict[str, Any],
 ) -> None:
+    hourly = {t["trigger"]: t for t in world["hourly"]["triggers"]}
+    between = {t["trigger"]: t for t in world["between"]["triggers"]}
+    # The 13:05 run rebuilt order_confirmation's table under the paused hourly tick and sent
+    # the order of 12:58; the hourly tick saw a table built for another instant and left it.
+    assert between["order_confirmation"]["sent"] == 1
+    assert hourly["order_confirmation"]["outcome"] == "stale_table"
+    assert hourly["order_confirmation"]["sent"] == 0
+    assert hourly["abandoned_cart"]["sent"] == 1
     messages = _messages(world["requests"])
-    # The order of 12:58 is confirmed (by whichever run claimed it first), the cart reminded by
-    # the hourly tick, and what the 12:05 run sent is not sent again.
+    # The cart reminded by the hourly tick; what the 12:05 run sent is not sent again.
     assert set(messages) == {
         "order_confirmation:c_ord@example.com",
         "shipping_notification:c_ship@example.com",
