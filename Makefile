@@ -8,7 +8,7 @@ DEV_PORT ?= 3000
 TEST_WORKERS ?= 2
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo run test lint bench bench-serve bench-webhooks dev validate clean
+.PHONY: setup demo run test lint bench bench-push bench-serve bench-webhooks dev validate clean
 
 setup: $(VENV)/.installed
 
@@ -40,9 +40,13 @@ lint: setup
 validate: setup  ## Dagster loads the code location: assets, checks, job and hourly schedule
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
-bench: setup  ## time each stage of a tick at CUSTOMERS customers; transactional latency
+bench: setup bench-push  ## time each stage of a tick at CUSTOMERS customers; transactional latency; the push against drt
 	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS)
 	$(BIN)/python -m tests.bench.bench_transactional --customers $(CUSTOMERS)
+
+bench-push: setup  ## 5,000 sends through each provider lane and through drt, to one local sink (messages/s)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m tests.bench.bench_push
 
 bench-serve: setup  ## nudge serve under 10,000 one-click POSTs while ticks run (req/s, p99)
 	$(BIN)/python -m tests.bench.bench_serve

@@ -19,9 +19,9 @@ from typing import Any
 import duckdb
 
 from . import ledger
+from .compose import add_links
 from .config import ConfigError, Settings
 from .dbt_runner import run_dbt
-from .dispatch import add_links
 from .links import LinkSettings
 from .masking import mask_email
 from .policy import DispatchPolicy

@@ -146,3 +146,30 @@ def test_product_picks_render_under_you_might_also_like() -> None:
     for picks in ({"recommended_products": []}, {}):
         plain = renderer.render("win_back/we_miss_you", {**without, **picks})
         assert "You might also like" not in plain.html + plain.text
+
+
+def test_a_renderer_compiles_each_template_once_and_a_new_one_sees_edits(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "Hi {{ name }}")
+    loads: list[str] = []
+    real = renderer.env.get_template
+
+    def counting(name: str, *args: object, **kwargs: object) -> object:
+        loads.append(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    renderer.env.get_template = counting  # type: ignore[method-assign]
+    assert renderer.render("t/s", {"name": "Ann"}).subject == "Hi Ann"
+    assert renderer.render("t/s", {"name": "Bob"}).subject == "Hi Bob"
+    # Three parts looked up for the first email, none for the second.
+    assert sorted(loads) == ["t/s.html.j2", "t/s.subject.j2", "t/s.txt.j2"]
+    # A Renderer lives for one push; the next push's Renderer reads the edited file.
+    (tmp_path / "t" / "s.subject.j2").write_text("Hello {{ name }}")
+    assert Renderer(tmp_path).render("t/s", {"name": "Ann"}).subject == "Hello Ann"
+
+
+def test_a_missing_part_fails_each_row_naming_that_part(tmp_path: Path) -> None:
+    renderer = _templates(tmp_path, "Hi {{ name }}")
+    (tmp_path / "t" / "s.txt.j2").unlink()
+    for _ in range(2):  # not cached as a success after the first failure
+        with pytest.raises(RenderError, match=r"t/s\.txt\.j2: TemplateNotFound"):
+            renderer.render("t/s", {"name": "Ann"})

@@ -22,8 +22,10 @@ with the other HTTP adapters (:class:`~dagster_project.providers.http.HttpJsonPr
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,12 +63,30 @@ MAX_PERSONALIZATIONS = 1000
 MAX_REQUEST_BYTES = 30_000_000
 
 
+# A bare address (no display name, quotes, comments or lists): parseaddr would return it as
+# is, and it is nearly every recipient. parseaddr took 80 us per call, a fifth of a request.
+_BARE_ADDRESS = re.compile(r"[^\s@<>()\[\]\\,;:\"]+@[^\s@<>()\[\]\\,;:\"]+")
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_named(value: str) -> tuple[str, str]:
+    return parseaddr(value)
+
+
+def _split_address(value: str) -> tuple[str, str]:
+    """``(display name, address)`` as :func:`email.utils.parseaddr` reads them."""
+    if _BARE_ADDRESS.fullmatch(value):
+        return "", value
+    # Named addresses are senders, nearly always: the same few strings, cached.
+    return _parse_named(value) if len(value) < 320 else parseaddr(value)
+
+
 def _addresses(message: Message) -> tuple[dict[str, str], dict[str, str]]:
     """``(from, to)`` as SendGrid address objects; ``ValueError`` if either is unusable."""
-    from_name, from_addr = parseaddr(message.from_email)
+    from_name, from_addr = _split_address(message.from_email)
     if not from_addr or "@" not in from_addr:
         raise ValueError("from_email is not an email address")
-    to_name, to_addr = parseaddr(message.to_email)
+    to_name, to_addr = _split_address(message.to_email)
     if not to_addr or "@" not in to_addr:
         raise ValueError("to_email is not an email address")
     sender = {"email": from_addr}

@@ -51,6 +51,7 @@ from typing import Any
 import duckdb
 
 from dagster_project import ledger
+from dagster_project.compose import render_batch
 from dagster_project.dbt_runner import (
     AS_OF_ENV,
     MANIFEST,
@@ -59,7 +60,7 @@ from dagster_project.dbt_runner import (
     ensure_manifest,
 )
 from dagster_project.demo_data import generate_to_file
-from dagster_project.dispatch import dispatch_trigger, render_batch
+from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Message
 from dagster_project.providers.sendgrid import SendGridProvider

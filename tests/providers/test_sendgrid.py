@@ -689,3 +689,54 @@ def test_template_id_must_be_a_dynamic_template() -> None:
     with SendGridProvider(API_KEY, template_id="  ") as p:
         assert p.template_id is None
         assert p.base_url == "https://api.sendgrid.com"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ann@example.com",
+        "Ann <ann@example.com>",
+        '"Lee, Ann" <ann@example.com>',
+        "ann@example.com (Ann)",
+        "ann@example.com, bob@example.com",
+        " ann@example.com",
+        "<ann@example.com>",
+        "a@b@example.com",
+        "ann;x@example.com",
+        "ann@[192.0.2.1]",
+        "ann@example.com\r\nBcc: victim@example.com",
+        "änn@example.com",
+        "not an address",
+        "",
+    ],
+)
+def test_the_bare_address_shortcut_reads_addresses_as_parseaddr_does(value: str) -> None:
+    from email.utils import parseaddr
+
+    from dagster_project.providers.sendgrid import _split_address
+
+    assert _split_address(value) == parseaddr(value)
+
+
+def test_the_bare_address_shortcut_agrees_with_parseaddr_on_random_strings() -> None:
+    import random
+    from email.utils import parseaddr
+
+    from dagster_project.providers.sendgrid import _BARE_ADDRESS, _split_address
+
+    rng = random.Random(8058)
+    alphabet = 'abc.@<>"(),;:[]\\ \t\r\n+-_é'
+
+    def part() -> str:
+        # Mostly plain characters, so a good share of the strings look like an address.
+        return "".join(
+            rng.choice(alphabet) if rng.random() < 0.15 else rng.choice("abc.")
+            for _ in range(rng.randint(0, 6))
+        )
+
+    shortcut = 0
+    for _ in range(20_000):
+        value = f"{part()}@{part()}" if rng.random() < 0.9 else part()
+        shortcut += bool(_BARE_ADDRESS.fullmatch(value))
+        assert _split_address(value) == parseaddr(value), value
+    assert shortcut > 2_000  # the shortcut itself was exercised, not only parseaddr
