@@ -44,3 +44,32 @@
 {% macro postgres__nudge_matches(expression, pattern) -%}
     ({{ expression }} ~ '{{ pattern }}')
 {%- endmacro %}
+
+{#- An id from source data as one segment of a URL path: every byte but the unreserved
+    characters (letters, digits, - . _ ~) percent-encoded, UTF-8 first, as RFC 3986 says. An
+    order id with `/`, `?`, `#`, `%` or a space would otherwise point at another page, or at
+    none. -#}
+{% macro nudge_url_segment(expression) -%}
+    {{ return(adapter.dispatch('nudge_url_segment', 'nudge')(expression)) }}
+{%- endmacro %}
+
+{% macro default__nudge_url_segment(expression) -%}
+    url_encode({{ expression }})
+{%- endmacro %}
+
+{#- PostgreSQL has no url_encode: the same encoding, character by character. -#}
+{% macro postgres__nudge_url_segment(expression) -%}
+    (
+        select
+            coalesce(string_agg(
+                case
+                    when chars.ch ~ '^[A-Za-z0-9._~-]$' then chars.ch
+                    else upper(regexp_replace(
+                        encode(convert_to(chars.ch, 'UTF8'), 'hex'), '(..)', '%\1', 'g'
+                    ))
+                end,
+                '' order by chars.n
+            ), '')
+        from regexp_split_to_table({{ expression }}, '') with ordinality as chars (ch, n)
+    )
+{%- endmacro %}

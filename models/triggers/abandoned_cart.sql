@@ -136,7 +136,8 @@ final as (
             when carts.invalid_item_count > 0 and carts.item_count = 0
                 then 'invalid_items'
         end as entry_exclusion_reason,
-        '{{ var("shop_url") }}/cart/' || converted_episodes.cart_id as cart_url,
+        '{{ var("shop_url") }}/cart/'
+        || {{ nudge_url_segment('converted_episodes.cart_id') }} as cart_url,
         -- A personal code per cart and episode, stable across ticks so every rerun renders the
         -- same email; the shop's checkout must accept CART- codes for discount_percent.
         'CART-'

@@ -58,7 +58,8 @@ final as (
         subtotals.subtotal,
         coalesce(orders.revenue, subtotals.subtotal) as order_total,
         orders.currency,
-        '{{ var("shop_url") }}/orders/' || orders.order_id as order_url,
+        '{{ var("shop_url") }}/orders/'
+        || {{ nudge_url_segment('orders.order_id') }} as order_url,
         '{{ var("shop_url") }}' as shop_url
     from orders
     left join subtotals

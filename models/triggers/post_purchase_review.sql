@@ -48,7 +48,8 @@ final as (
             when orders.invalid_item_count > 0 and orders.item_count = 0
                 then 'invalid_items'
         end as entry_exclusion_reason,
-        '{{ var("shop_url") }}/review/' || orders.order_id as review_url,
+        '{{ var("shop_url") }}/review/'
+        || {{ nudge_url_segment('orders.order_id') }} as review_url,
         coalesce(picks.recommended_products, []) as recommended_products,
         '{{ var("shop_url") }}' as shop_url
     from orders

@@ -62,7 +62,8 @@ final as (
         ) as tracking_url,
         orders.items,
         coalesce(orders.item_count, 0) as item_count,
-        '{{ var("shop_url") }}/orders/' || first_events.order_id as order_url,
+        '{{ var("shop_url") }}/orders/'
+        || {{ nudge_url_segment('first_events.order_id') }} as order_url,
         '{{ var("shop_url") }}' as shop_url,
         -- Without an order id the email cannot say what shipped: excluded with this reason.
         case when first_events.order_id is null then 'invalid_shipment' end
