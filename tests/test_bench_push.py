@@ -11,12 +11,16 @@ from tests.support.fast_sink import FastSink
 def test_the_push_bench_prints_every_lane_and_checks_exactly_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bench_push.main(["--sends", "120", "--repeat", "1"])
+    bench_push.main(
+        ["--sends", "120", "--repeat", "1", "--latency-ms", "5", "--latency-sends", "40"]
+    )
     table = capsys.readouterr().out
     for lane in bench_push.LANES:
-        assert f"| nudge, {lane.label} |" in table
+        assert f"| nudge, {lane.label}, 120 carts, best of 1 |" in table
+    for lane in bench_push.LANES[::2]:
+        assert f"| nudge, {lane.label}, 40 carts, 5 ms round trip |" in table
     assert "| nudge rendering alone, one process |" in table
-    assert "drt 1.2 SendGrid destination (baseline)" in table
+    assert table.count("drt 1.2 SendGrid destination (baseline)") == 2
 
 
 def test_the_sink_counts_each_dialects_messages_and_the_bench_notices_a_loss() -> None:
