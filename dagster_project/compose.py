@@ -3,8 +3,8 @@
 A planned row carries its eligibility row as JSON (the template context). Composing it renders
 the step's template, signs its unsubscribe and confirm links, and checks its size; a row that
 cannot become an email is a permanent failure with the reason, never an exception that stops
-the batch. Nothing here reads or writes the warehouse, so it can run anywhere: in the push
-process, or ahead of it in render workers (``render_pool.py``).
+the batch. Nothing here reads or writes the warehouse: it is the pure part of a push, which
+``nudge preview`` and the benchmarks reuse as is.
 """
 
 from __future__ import annotations

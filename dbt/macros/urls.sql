@@ -54,22 +54,24 @@
 {%- endmacro %}
 
 {% macro default__nudge_url_segment(expression) -%}
-    url_encode({{ expression }})
+    url_encode(cast({{ expression }} as varchar))
 {%- endmacro %}
 
-{#- PostgreSQL has no url_encode: the same encoding, character by character. -#}
+{#- PostgreSQL has no url_encode: the same encoding, character by character (null stays
+    null: no character, no row, string_agg gives null). -#}
 {% macro postgres__nudge_url_segment(expression) -%}
     (
         select
-            coalesce(string_agg(
+            string_agg(
                 case
                     when chars.ch ~ '^[A-Za-z0-9._~-]$' then chars.ch
                     else upper(regexp_replace(
-                        encode(convert_to(chars.ch, 'UTF8'), 'hex'), '(..)', '%\1', 'g'
+                        encode(convert_to(chars.ch, 'UTF8'), 'hex'), '(..)', E'%\\1', 'g'
                     ))
                 end,
                 '' order by chars.n
-            ), '')
-        from regexp_split_to_table({{ expression }}, '') with ordinality as chars (ch, n)
+            )
+        from regexp_split_to_table(cast({{ expression }} as varchar), '')
+            with ordinality as chars (ch, n)
     )
 {%- endmacro %}

@@ -38,7 +38,7 @@ def _answer(path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes, 
         ]
         return 202, [("X-Message-Id", uuid.uuid4().hex[:22])], b"", ids
     if path == "/email/batch":
-        ids = [m.get("Metadata", {}).get("send_id") or m["To"] for m in payload]
+        ids = [(m.get("Metadata") or {}).get("send_id") or m["To"] for m in payload]
         rows = [
             {"ErrorCode": 0, "Message": "OK", "MessageID": str(uuid.uuid4()), "To": m["To"]}
             for m in payload
