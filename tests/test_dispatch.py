@@ -280,3 +280,83 @@ def test_a_failing_journal_stops_the_push_but_loses_no_answer(
     sent = {sid for sid, (status, _e, _a) in rows.items() if status == "sent"}
     assert received and sent == received  # every delivered email is recorded as sent
     assert {status for status, _e, _a in rows.values()} <= {"sent", "failed_retryable"}
+
+
+class _CountingRenderer(Renderer):
+    """Says when it starts on the ``nth`` email of the push."""
+
+    def __init__(self, nth: int) -> None:
+        super().__init__()
+        self.rendered = 0
+        self.reached = threading.Event()
+        self.nth = nth
+
+    def render(self, template, context):  # type: ignore[no-untyped-def]
+        self.rendered += 1
+        if self.rendered >= self.nth:
+            self.reached.set()
+        return super().render(template, context)
+
+
+class _WaitingProvider(RecordingProvider):
+    """Holds its first request until ``during_first`` returns, as a slow provider would."""
+
+    def __init__(self, during_first) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.during_first = during_first
+        self.calls = 0
+        self.first_saw: object = None
+
+    def send(self, messages, *, idempotency_key=None, journal=None):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 1:
+            self.first_saw = self.during_first()
+        return super().send(messages, idempotency_key=idempotency_key, journal=journal)
+
+
+def test_the_next_batch_is_rendered_while_the_current_one_is_on_the_wire(con) -> None:
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
+    renderer = _CountingRenderer(nth=4)  # the first email of the second batch of three
+    provider = _WaitingProvider(lambda: renderer.reached.wait(10))
+    summary = dispatch(
+        con, provider, renderer=renderer, policy=DispatchPolicy(batch_size=3), run_id="r"
+    )
+    # Rendering waited for the first request's answer before: the wait timed out.
+    assert provider.first_saw is True
+    assert summary.sent == 6 and provider.calls == 2
+    assert sorted(m.send_id for m in provider.sent) == sorted(
+        send_id for (send_id,) in con.execute("select send_id from nudge.send_ledger").fetchall()
+    )
+
+
+def test_an_opt_out_while_a_batch_is_on_the_wire_stops_the_next_one_rendered_ahead(
+    con,
+) -> None:
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
+    other = con.cursor()  # the service's own connection, say
+    renderer = _CountingRenderer(nth=4)
+
+    def unsubscribe_k4() -> bool:
+        # The second batch is rendered ahead by now; then k4 says no.
+        rendered = renderer.reached.wait(10)
+        add_subscription(other, "cust_k4", "unsubscribed", AS_OF + timedelta(minutes=10))
+        return rendered
+
+    provider = _WaitingProvider(unsubscribe_k4)
+    summary = dispatch(
+        con,
+        provider,
+        renderer=renderer,
+        policy=DispatchPolicy(batch_size=3),
+        consent_cutoff=AS_OF + timedelta(hours=1),
+    )
+    assert provider.first_saw is True
+    rows = dict(
+        con.execute(
+            "select customer_id, status || ':' || coalesce(reason, '') from nudge.send_ledger"
+        ).fetchall()
+    )
+    assert rows.pop("cust_k4") == "skipped:unsubscribed_before_send"
+    assert set(rows.values()) == {"sent:"}
+    assert "cust_k4" not in {m.customer_id for m in provider.sent}
+    assert summary.sent == 5 and summary.skipped == 1
