@@ -416,7 +416,17 @@ class _Push:
             upcoming = self._render(following)
         except BaseException as exc:  # a bug: still settle what is on the wire first
             render_error = exc
-        results = sending.result()
+        try:
+            results = sending.result()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, Dagster's termination), or the provider
+            # failed: close the journal now, so the wire's next hand-over fails and nothing
+            # more goes out. Leaving, the executor waits for the send; the answers in the
+            # journal are settled by the next run.
+            journal.close(discard=False)
+            if render_error is not None:
+                log.error("rendering the next batch had failed too: %r", render_error)
+            raise
         try:
             # Every answer durable in the journal before the ledger settles (and clears) it.
             journal.flush()

@@ -360,3 +360,45 @@ def test_an_opt_out_while_a_batch_is_on_the_wire_stops_the_next_one_rendered_ahe
     assert set(rows.values()) == {"sent:"}
     assert "cust_k4" not in {m.customer_id for m in provider.sent}
     assert summary.sent == 5 and summary.skipped == 1
+
+
+class _Stop(BaseException):
+    """What Dagster raises in the step's main thread when a run is terminated."""
+
+
+def test_a_push_told_to_stop_mid_batch_sends_nothing_more_and_loses_nothing(con) -> None:
+    import os
+    import signal
+    import time
+
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(6)])
+
+    def stop(signum, frame):  # type: ignore[no-untyped-def]
+        raise _Stop
+
+    class StoppedMidBatch(RecordingProvider):
+        def send(self, messages, *, idempotency_key=None, journal=None):  # type: ignore[no-untyped-def]
+            first = super().send(messages[:1], idempotency_key=idempotency_key, journal=journal)
+            time.sleep(0.3)  # the push is waiting for this batch by now (the next is tiny)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.3)
+            rest = super().send(messages[1:], idempotency_key=idempotency_key, journal=journal)
+            return first + rest
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        stopped = StoppedMidBatch()
+        with pytest.raises(_Stop):
+            _dispatch(con, stopped, batch_size=3)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # The journal closed when the stop came: the batch's next hand-over failed, nothing more
+    # went out (before, the whole batch went out after the stop).
+    assert len(stopped.sent) == 1
+    rerun = RecordingProvider()
+    summary = _dispatch(con, rerun, batch_size=3, run_id="run-2")
+    sent = [m.send_id for m in stopped.sent + rerun.sent]
+    assert len(sent) == len(set(sent)) == 6
+    assert summary.sent == 5 and summary.resumed == 6
+    statuses = con.execute("select distinct status from nudge.send_ledger").fetchall()
+    assert statuses == [("sent",)]
