@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CUSTOMERS ?= 100000
+# make bench: each bench appends its headline figures here; the last step prints them as one table.
+BENCH_SUMMARY := .nudge/bench-summary.jsonl
 DEV_PORT ?= 3000
 # Two workers, each taking whole test files (a file's module fixtures are built once).
 TEST_WORKERS ?= 2
@@ -40,9 +42,13 @@ lint: setup
 validate: setup  ## Dagster loads the code location: assets, checks, job and hourly schedule
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
-bench: setup bench-push  ## time each stage of a tick at CUSTOMERS customers; transactional latency; the push against drt
-	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS)
-	$(BIN)/python -m tests.bench.bench_transactional --customers $(CUSTOMERS)
+bench: setup  ## the tick's stages at CUSTOMERS customers, transactional latency, the push against drt; then one table
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	mkdir -p .nudge && rm -f $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS) --summary $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.bench_transactional --customers $(CUSTOMERS) --summary $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.bench_push --summary $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.summary $(BENCH_SUMMARY)
 
 bench-push: setup  ## 5,000 sends through each provider lane and through drt, to one local sink (messages/s)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

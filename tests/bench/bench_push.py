@@ -39,6 +39,7 @@ from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Provider
 from dagster_project.rendering import Renderer
 from dagster_project.warehouse import connect
+from tests.bench.summary import Figure, record
 from tests.support.factories import AS_OF, CART_SPEC, cart_row, write_eligibility
 from tests.support.fast_sink import FastSink
 
@@ -194,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="then once more with the sink answering after this round trip (0: skip)",
     )
     parser.add_argument("--latency-sends", type=int, default=1000)
+    parser.add_argument(
+        "--summary", type=Path, help="append the headline figures here (tests/bench/summary.py)"
+    )
     args = parser.parse_args(argv)
 
     lines = [
@@ -203,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nudge-bench-push-") as folder:
         with FastSink() as sink:
             drt, best = _lanes(sink, Path(folder), args.sends, args.repeat, args.concurrency, LANES)
-        lines += _rows(f"{args.sends:,} carts, best of {args.repeat}", drt, best)
+        setting = f"{args.sends:,} carts, best of {args.repeat}"
+        lines += _rows(setting, drt, best)
+        _record(args.summary, setting, drt, best)
         if args.latency_ms > 0:
             # A provider across the internet: here waiting, not CPU, bounds a sequential loop,
             # and connections in parallel pay off. One repeat: latency is not noisy.
@@ -211,12 +217,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                 drt, best = _lanes(
                     sink, Path(folder), args.latency_sends, 1, args.concurrency, LANES[::2]
                 )
-            lines += _rows(
-                f"{args.latency_sends:,} carts, {args.latency_ms:g} ms round trip", drt, best
-            )
+            setting = f"{args.latency_sends:,} carts, {args.latency_ms:g} ms round trip"
+            lines += _rows(setting, drt, best)
+            _record(args.summary, setting, drt, best)
     rendered = max(render_rate(args.sends) for _ in range(args.repeat))
     lines.append(f"| nudge rendering alone, one process | {rendered:,.0f} emails/s | |")
     print("\n".join(lines))
+    record(args.summary, Figure("push", "rendering alone, one process", rendered, "emails/s"))
+
+
+def _record(summary: Path | None, setting: str, drt: float | None, best: dict[str, float]) -> None:
+    for label, rate in best.items():
+        baseline = "drt 1.2 SendGrid destination" if drt else None
+        record(summary, Figure("push", f"{label}, {setting}", rate, "messages/s", baseline, drt))
 
 
 def _lanes(

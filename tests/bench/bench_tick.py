@@ -67,6 +67,7 @@ from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.rendering import Renderer
 from dagster_project.triggers import TriggerSpec, higher_priority, triggers_from_manifest
 from dagster_project.warehouse import connect
+from tests.bench.summary import Figure, record
 from tests.support.esp_server import EspServer
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -162,12 +163,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary warehouse and print its path"
     )
+    parser.add_argument(
+        "--summary", type=Path, help="append the headline figures here (tests/bench/summary.py)"
+    )
     return parser.parse_args(argv)
 
 
 # --------------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------------
+
+
+def _bare_scan_seconds(warehouse: Path) -> float:
+    """The floor a tick is measured against: DuckDB reading what the hourly models must read
+    of the events (each customer's newest event), best of three, nothing else."""
+    best = float("inf")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        for _ in range(3):
+            started = time.perf_counter()
+            con.execute(
+                "select count(*) from (select customer_id, max(occurred_at) "
+                "from raw.events group by customer_id)"
+            ).fetchall()
+            best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _generate(warehouse: Path, args: argparse.Namespace, stage: Stage) -> dict[str, int]:
@@ -497,6 +516,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
 
     raw = _generate(warehouse, args, stages["generate"])
     print(f"  generate done in {stages['generate'].seconds:.1f}s", file=sys.stderr)
+    bare_scan = _bare_scan_seconds(warehouse)
     warm_up = _warm_up(warehouse, specs, as_of, args) if args.warm_up_hours else None
     dbt = _dbt_build(warehouse, as_of, stages["dbt"])
     stages["dbt"].rows = sum(raw.values())
@@ -620,6 +640,25 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         f"Synthetic push: {args.concurrency} workers over {connections} keep-alive connections, "
         f"~{payload_kib:,.1f} KiB of body per message.\n"
     )
+
+    events = raw.get("events", 0)
+    size = f"{args.customers:,} customers, {events:,} events"
+    tick_seconds = stages["dbt"].seconds + stages["tick"].seconds
+    ledger_state = "steady state" if warm_up else "empty ledger"
+    second_seconds = stages["second"].seconds
+    for figure in (
+        Figure(
+            "tick",
+            f"tick (dbt build + every trigger's push), {size}, {ledger_state}",
+            tick_seconds,
+            "s",
+            "bare DuckDB scan of raw.events (customer_id, max(occurred_at))",
+            bare_scan,
+        ),
+        Figure("tick", f"repeated tick's sends (no-op diff), {size}", second_seconds, "s"),
+        Figure("tick", f"dbt build peak RSS, {size}", dbt.peak_rss_mib or 0.0, "MiB"),
+    ):
+        record(args.summary, figure)
 
     print("#### Eligibility tables after dbt build\n")
     print(_md_table(("table", "rows", "eligible", "due now"), eligibility))

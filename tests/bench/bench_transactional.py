@@ -36,6 +36,7 @@ from pathlib import Path
 from dagster_project import ledger
 from dagster_project.demo_data import generate_to_file
 from dagster_project.warehouse import connection
+from tests.bench.summary import Figure, record
 from tests.support.esp_server import EspServer
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -49,6 +50,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--orders", type=int, default=3, help="orders placed at END + 1 min")
     parser.add_argument("--keep", action="store_true", help="keep the warehouse, print its path")
+    parser.add_argument(
+        "--summary", type=Path, help="append the headline figures here (tests/bench/summary.py)"
+    )
     return parser.parse_args(argv)
 
 
@@ -173,6 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"not confirmed exactly once: {missing or resent}")
     to_provider = max(at[0] for at in arrivals.values()) - started
     wait = (scheduled - placed_at).total_seconds()
+    size = f"{args.customers:,} customers"
+    record(
+        args.summary,
+        Figure(
+            "transactional",
+            f"transactional run, wall, {size}",
+            transactional_s,
+            "s",
+            "the hourly tick, wall",
+            hourly_s,
+        ),
+    )
+    record(
+        args.summary,
+        Figure(
+            "transactional",
+            f"order event -> provider (placed 4 min before the run), {size}",
+            wait + to_provider,
+            "s",
+        ),
+    )
     print(
         _table(
             [
