@@ -74,10 +74,11 @@ def dagster_instance(home: Path) -> Iterator[Any]:
             instance = DagsterInstance.from_config(str(home))
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    try:
+    # Entered as Dagster enters it: while it is open, Dagster's context (the instance's
+    # definitions-state storage, which loading definitions reads) is this instance's, and on
+    # the way out it is reset and the instance disposed.
+    with instance:
         yield instance
-    finally:
-        instance.dispose()
 
 
 @contextlib.contextmanager
@@ -158,8 +159,12 @@ def _execute(
                 f"no job {job_name}: the dbt project declares no trigger it would run "
                 "(a transactional run needs a trigger with `category: transactional`)"
             )
-        job = definitions.resolve_job_def(job_name)
+        # The instance first: resolving the job loads the definitions, which read the current
+        # instance's state storage. Without one open, Dagster reads whatever an earlier instance
+        # in this process left in its context, and fails once that instance is collected
+        # ("Attempted to resolve undefined DagsterInstance weakref").
         instance = stack.enter_context(dagster_instance(settings.dagster_home))
+        job = definitions.resolve_job_def(job_name)
         if not verbose:
             stack.enter_context(contextlib.redirect_stdout(captured))
         result = job.execute_in_process(

@@ -114,3 +114,38 @@ def test_runs_started_together_on_a_new_dagster_home_take_turns_and_send_once(
     assert sent == set(received)
     with dagster_instance(home) as instance:
         assert len(instance.get_runs()) == 3
+
+
+def test_an_in_process_tick_ignores_what_an_earlier_instance_left_in_dagsters_context(
+    demo_warehouse: Path, tmp_path: Path
+) -> None:
+    """``nudge demo``, replays and the tests run many ticks in one process. An instance opened
+    elsewhere in it can leave its definitions-state storage in Dagster's context; once that
+    instance is collected, loading the definitions read it and failed ("Attempted to resolve
+    undefined DagsterInstance weakref": seven tests of one run errored this way)."""
+    import gc
+
+    from dagster import DagsterInstance
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    from dagster_project.providers import ProviderSettings
+    from dagster_project.tick import prepare_dagster_home, run_tick
+
+    old_home = tmp_path / "old_home"
+    prepare_dagster_home(old_home)
+    earlier = DagsterInstance.from_config(str(old_home))
+    stale = earlier.defs_state_storage
+    assert stale is not None
+    earlier.dispose()
+    del earlier
+    gc.collect()
+    settings = Settings(
+        warehouse=_copy(demo_warehouse, tmp_path),
+        provider=ProviderSettings(esp="outbox", outbox_dir=tmp_path / "outbox"),
+        from_email="Shop <shop@example.com>",
+        dagster_home=tmp_path / "home",
+    )
+    with set_defs_state_storage(stale):
+        outcome = run_tick(AS_OF.isoformat(), settings=settings, allow_late=True)
+    assert outcome.success, outcome.error
+    assert sum(t["sent"] for t in outcome.triggers) > 0
