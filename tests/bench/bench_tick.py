@@ -61,6 +61,7 @@ from dagster_project.dbt_runner import (
 )
 from dagster_project.demo_data import generate_to_file
 from dagster_project.dispatch import dispatch_trigger
+from dagster_project.links import LinkSettings
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Message
 from dagster_project.providers.sendgrid import SendGridProvider
@@ -345,7 +346,11 @@ def _render_again(
     stage: Stage,
     samples: list[Message],
 ) -> None:
-    """Render tick 1's sends once more from their ledger context: rendering's share of the tick."""
+    """Render tick 1's sends once more from their ledger context: rendering's share of the tick.
+
+    With the links the push puts in them, as the push renders them: a marketing email's
+    unsubscribe link, and the confirm link that confirm_subscription's templates require."""
+    links = LinkSettings.from_env()
     for spec in specs:
         rows = con.execute(
             "select send_id, cast(context as varchar) from nudge.send_ledger "
@@ -353,7 +358,7 @@ def _render_again(
             [spec.name, RUN_1],
         ).fetchall()
         with stage.timed():
-            messages, failures = render_batch(spec, renderer, rows, FROM_EMAIL)
+            messages, failures = render_batch(spec, renderer, rows, FROM_EMAIL, links=links)
         assert not failures, failures[:3]
         stage.rows += len(messages)
         if messages and not samples:
