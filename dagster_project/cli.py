@@ -76,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         approve=args.approve or None,
         transactional=args.transactional,
+        full_refresh=args.full_refresh,
     )
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
@@ -507,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-late",
         action="store_true",
         help="send even if --as-of is more than 6 h in the past (it ignores later opt-outs)",
+    )
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the incremental models from the whole event history (dbt --full-refresh)",
     )
     run.add_argument(
         "--approve",

@@ -90,9 +90,15 @@ AS_OF_ENV = "NUDGE_AS_OF"
 _ENV_LOCK = threading.Lock()
 
 
-def build_args() -> list[str]:
-    """The tick's one ``dbt build``. Unit tests run in CI, not on every production tick."""
-    return ["build", "--exclude-resource-type", "unit_test"]
+def build_args(*, full_refresh: bool = False) -> list[str]:
+    """The tick's one ``dbt build``. Unit tests run in CI, not on every production tick.
+    ``full_refresh`` rebuilds the incremental models from the whole history."""
+    return [
+        "build",
+        "--exclude-resource-type",
+        "unit_test",
+        *(["--full-refresh"] if full_refresh else []),
+    ]
 
 
 @contextlib.contextmanager

@@ -42,7 +42,9 @@ class CompiledModels:
         # write its manifest together); each reads what it compiled before letting go.
         with open(target / ".compile.lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            run_dbt(warehouse, ["compile", "--quiet"], self.SENTINEL)
+            # --full-refresh: the incremental models' full-build SQL, so each replayed hour
+            # rebuilds them from the whole history at its own instant.
+            run_dbt(warehouse, ["compile", "--quiet", "--full-refresh"], self.SENTINEL)
             manifest = json.loads((target / "manifest.json").read_text())
         # What a tick builds: the reporting models are the daily job's (defs/dbt.py), and
         # rebuilding them over the whole history every replayed hour would only cost time.

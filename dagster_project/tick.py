@@ -109,17 +109,21 @@ def run_tick(
     verbose: bool = False,
     approve: list[str] | None = None,
     transactional: bool = False,
+    full_refresh: bool = False,
 ) -> TickOutcome:
     """Execute the tick job in this process and collect each send asset's summary.
 
     ``settings`` defaults to the NUDGE_* environment; tests and benchmarks pass their own.
     ``approve`` releases the guards' hold on those triggers for this run. ``transactional``
     runs the 5-minute job instead: the transactional triggers and the models they need.
+    ``full_refresh`` rebuilds the incremental models from the whole event history.
     """
     from .defs.schedules import TICK_JOB_NAME, TRANSACTIONAL_JOB_NAME, tick_run_config
 
     settings = settings or Settings.from_env()
-    run_config: dict[str, Any] = tick_run_config(as_of, allow_late=allow_late, approve=approve)
+    run_config: dict[str, Any] = tick_run_config(
+        as_of, allow_late=allow_late, approve=approve, full_refresh=full_refresh
+    )
     job = TRANSACTIONAL_JOB_NAME if transactional else TICK_JOB_NAME
     return _execute(job, run_config, settings, as_of=as_of, verbose=verbose)
 

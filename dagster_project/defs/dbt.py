@@ -106,8 +106,10 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
                 check_input_contract(con, warehouse.file)
                 # The eligibility models read the ledger as a source, so it must exist first.
                 ledger.ensure_ledger(con)
+            if tick.full_refresh:
+                context.log.info("full refresh: the incremental models are rebuilt in full")
             with as_of_environment(as_of.isoformat()):
-                invocation = dbt.cli(build_args(), context=context)
+                invocation = dbt.cli(build_args(full_refresh=tick.full_refresh), context=context)
             yield from invocation.stream()
         _discard_target(invocation)
 

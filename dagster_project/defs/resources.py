@@ -149,6 +149,14 @@ class TickResource(ConfigurableResource):
         default=False,
         description="Send for an old as_of anyway (simulations, deliberate catch-up).",
     )
+    full_refresh: bool = Field(
+        default=False,
+        description=(
+            "dbt build --full-refresh: rebuild the incremental models from the whole event "
+            "history (after events arrived later than var events_late_arrival_hours, or raw "
+            "rows were deleted or corrected)."
+        ),
+    )
 
     def check_not_late(self, as_of: datetime, now: datetime | None = None) -> None:
         """The late-tick guard (``guards.check_not_late``) with this tick's settings."""

@@ -109,16 +109,23 @@ def transactional_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinit
 
 
 def tick_run_config(
-    as_of: str | None, *, allow_late: bool = False, approve: list[str] | None = None
+    as_of: str | None,
+    *,
+    allow_late: bool = False,
+    approve: list[str] | None = None,
+    full_refresh: bool = False,
 ) -> dict:
-    """Run config of a tick: its instant (the schedule, `nudge run --as-of`), lateness, and
-    the triggers whose guard hold is released (`nudge run --approve`)."""
+    """Run config of a tick: its instant (the schedule, `nudge run --as-of`), lateness, the
+    triggers whose guard hold is released (`nudge run --approve`) and whether the incremental
+    models are rebuilt in full (`nudge run --full-refresh`)."""
     resources: dict = {}
     tick: dict = {}
     if as_of:
         tick["as_of"] = as_of
     if allow_late:
         tick["allow_late"] = True
+    if full_refresh:
+        tick["full_refresh"] = True
     if tick:
         resources["tick"] = {"config": tick}
     if approve:

@@ -1,8 +1,23 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='cart_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ nudge_forget_if_rewound() }}",
+    )
+}}
+-- depends_on: {{ ref('base_raw__events') }}
 with
 
 events as (
 
     select * from {{ ref('stg_raw__events') }}
+    {% if is_incremental() -%}
+        -- Incremental (macros/incremental.sql): only the carts whose events changed, with
+        -- all their events.
+        where cart_id in ({{ nudge_changed_keys('cart_id') }})
+    {%- endif %}
 
 ),
 
@@ -140,7 +155,8 @@ final as (
         coalesce(contents.cart_value, 0) as cart_value,
         coalesce(contents.invalid_item_count, 0) as invalid_item_count,
         coalesce(contents.currency, 'USD') as currency,
-        ordered_carts.cart_id is not null as is_ordered
+        ordered_carts.cart_id is not null as is_ordered,
+        {{ as_of() }} as computed_as_of
     from activity
     left join contents
         on activity.cart_id = contents.cart_id

@@ -1,8 +1,23 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='customer_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ nudge_forget_if_rewound() }}",
+    )
+}}
+-- depends_on: {{ ref('base_raw__events') }}
 with
 
 events as (
 
     select * from {{ ref('stg_raw__events') }}
+    {% if is_incremental() -%}
+        -- Incremental (macros/incremental.sql): only the customers whose events changed, with
+        -- all their events.
+        where customer_id in ({{ nudge_changed_keys('customer_id') }})
+    {%- endif %}
 
 ),
 
@@ -18,7 +33,8 @@ final as (
         min(occurred_at) filter (where event_name = 'order_completed') as first_order_at,
         max(occurred_at) filter (where event_name = 'order_completed') as last_order_at,
         count(*) filter (where event_name = 'order_completed') as order_count,
-        coalesce(sum(revenue) filter (where event_name = 'order_completed'), 0) as lifetime_revenue
+        coalesce(sum(revenue) filter (where event_name = 'order_completed'), 0) as lifetime_revenue,
+        {{ as_of() }} as computed_as_of
     from events
     group by customer_id
 

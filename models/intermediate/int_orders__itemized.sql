@@ -1,8 +1,23 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='order_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ nudge_forget_if_rewound() }}",
+    )
+}}
+-- depends_on: {{ ref('base_raw__events') }}
 with
 
 events as (
 
     select * from {{ ref('stg_raw__events') }}
+    {% if is_incremental() -%}
+        -- Incremental (macros/incremental.sql): only the orders whose events changed, with
+        -- all their events.
+        where order_id in ({{ nudge_changed_keys('order_id') }})
+    {%- endif %}
 
 ),
 
@@ -101,7 +116,8 @@ final as (
         orders.currency,
         order_items.items,
         coalesce(order_items.item_count, 0) as item_count,
-        coalesce(order_items.invalid_item_count, 0) as invalid_item_count
+        coalesce(order_items.invalid_item_count, 0) as invalid_item_count,
+        {{ as_of() }} as computed_as_of
     from orders
     left join order_items
         on orders.order_id = order_items.order_id
