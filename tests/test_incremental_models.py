@@ -181,6 +181,19 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             json.dumps(properties),
         )
         arrivals.append((tick - timedelta(minutes=1), early))
+    # A copy delivered later that wins (dated a minute earlier) and differs: another customer, and
+    # no order id. Customer a and the order must disappear, as from a full rebuild.
+    first = TICKS[0] - timedelta(hours=3)
+    order = json.dumps({"order_id": "ord-moved", "revenue": 10, "products": []})
+    arrivals.append((first, ("evt-moved", "cus-moved-a", "order_completed", first, order)))
+    moved: EventRow = (
+        "evt-moved",
+        "cus-moved-b",
+        "order_completed",
+        first - timedelta(minutes=1),
+        json.dumps({"revenue": 10}),
+    )
+    arrivals.append((TICKS[1] - timedelta(hours=1), moved))
     yield Pair(incremental, full, tmp, arrivals)
 
 
@@ -260,6 +273,15 @@ def test_every_tick_builds_exactly_what_a_full_rebuild_builds(pair: Pair) -> Non
             _count(pair.incremental, f"select count(*) from staging.stg_raw__events {after}") == 0
         )
     assert seen_early > 0
+    # The copy that moved an order to another customer took its rows along.
+    assert (
+        _count(
+            pair.incremental,
+            "select count(*) from intermediate.int_customers__activity "
+            "where customer_id in ('cus-moved-a', 'cus-moved-b')",
+        )
+        == 1
+    )
     # Copies were delivered, and deduplicated alike in both.
     assert _count(pair.incremental, "select count(*) from raw.events") > _count(
         pair.incremental, "select count(distinct event_id) from raw.events"

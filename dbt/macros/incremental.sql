@@ -4,9 +4,10 @@
     would make of it. README "Incremental models".
 
     Each row carries computed_as_of, the tick instant it was computed at. A key changed when
-    base_raw__events loaded one of its events at or after the model's last instant (new and late
-    events, replacing copies), or holds one dated after that instant, which this tick may now
-    see (events arrive before their time when clocks are skewed). -#}
+    base_raw__events (re)loaded one of its events' copies at or after the model's last instant
+    (new and late events, and both sides of a copy that now wins over another), or holds one
+    dated after that instant, which this tick may now see (events arrive before their time when
+    clocks are skewed). -#}
 {% macro nudge_changed_keys(key) -%}
     select distinct events.{{ key }}
     from {{ ref('base_raw__events') }} as events
@@ -20,13 +21,29 @@
         )
 {%- endmacro %}
 
-{#- Pre-hook of those models: a tick earlier than the model's last one (a replay, or an hourly tick
-    that started after a later transactional one) would have to forget events it may not see
-    yet. It empties the table instead, and nudge_changed_keys then recomputes every key: a full
-    rebuild, once. -#}
-{% macro nudge_forget_if_rewound() -%}
+{#- The keys this run recomputes: a temporary table the pre-hook fills and the model reads. -#}
+{% macro nudge_changed_relation() -%}
+    {{ this.identifier }}__changed
+{%- endmacro %}
+
+{#- Pre-hook of those models, inside the model's transaction.
+    1. A tick earlier than the model's last one (a replay, or an hourly tick that started after
+       a later transactional one) would have to forget events it may not see yet: the table is
+       emptied instead, and every key is recomputed (a full rebuild, once).
+    2. The changed keys are set aside, and their rows deleted first: a key that no longer has a
+       row (its only event now counts under another customer, or another event name) must not
+       keep its old one. -#}
+{% macro nudge_recompute_changed(key) -%}
     {%- if is_incremental() -%}
         delete from {{ this }}
-        where (select max(computed_as_of) from {{ this }}) > {{ as_of() }}
+        where (select max(computed_as_of) from {{ this }}) > {{ as_of() }};
+
+        drop table if exists {{ nudge_changed_relation() }};
+
+        create temporary table {{ nudge_changed_relation() }} as
+        {{ nudge_changed_keys(key) }};
+
+        delete from {{ this }}
+        where {{ key }} in (select {{ key }} from {{ nudge_changed_relation() }})
     {%- endif -%}
 {%- endmacro %}

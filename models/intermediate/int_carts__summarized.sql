@@ -4,10 +4,10 @@
         unique_key='cart_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        pre_hook="{{ nudge_forget_if_rewound() }}",
+        pre_hook="{{ nudge_recompute_changed('cart_id') }}",
     )
 }}
--- depends_on: {{ ref('base_raw__events') }}
+-- depends_on: {{ ref('base_raw__events') }} (read by the pre-hook)
 with
 
 events as (
@@ -16,7 +16,7 @@ events as (
     {% if is_incremental() -%}
         -- Incremental (macros/incremental.sql): only the carts whose events changed, with
         -- all their events.
-        where cart_id in ({{ nudge_changed_keys('cart_id') }})
+        where cart_id in (select cart_id from {{ nudge_changed_relation() }})
     {%- endif %}
 
 ),

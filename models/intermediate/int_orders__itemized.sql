@@ -4,10 +4,10 @@
         unique_key='order_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        pre_hook="{{ nudge_forget_if_rewound() }}",
+        pre_hook="{{ nudge_recompute_changed('order_id') }}",
     )
 }}
--- depends_on: {{ ref('base_raw__events') }}
+-- depends_on: {{ ref('base_raw__events') }} (read by the pre-hook)
 with
 
 events as (
@@ -16,7 +16,7 @@ events as (
     {% if is_incremental() -%}
         -- Incremental (macros/incremental.sql): only the orders whose events changed, with
         -- all their events.
-        where order_id in ({{ nudge_changed_keys('order_id') }})
+        where order_id in (select order_id from {{ nudge_changed_relation() }})
     {%- endif %}
 
 ),

@@ -1,6 +1,6 @@
--- Behavioural events as they stood at the tick's as_of. The typing, deduplication and parsing
--- happen once per event in base_raw__events (incremental); events after as_of have not happened
--- yet for this tick (clock skew, or a replayed tick) and stay out.
+-- Behavioural events as they stood at the tick's as_of: the first copy of each (typed, ranked and
+-- parsed once in base_raw__events, incremental). Events after as_of have not happened yet for this
+-- tick (clock skew, or a replayed tick) and stay out.
 with
 
 events as (
@@ -31,7 +31,9 @@ final as (
         image_url,
         properties
     from events
-    where occurred_at <= {{ as_of() }}
+    where
+        is_first_copy
+        and occurred_at <= {{ as_of() }}
 
 )
 

@@ -1,7 +1,7 @@
--- Every event the shop's ingestion delivered, typed, deduplicated and parsed once, kept as a table
--- that each tick extends with what arrived since the last one (stg_raw__events reads it as it
--- was at the tick's as_of). Re-deduplicating and re-parsing the whole history every hour was the
--- tick's largest cost at a million customers.
+-- Every event the shop's ingestion delivered, typed and parsed once, kept as a table that each tick
+-- extends with what arrived since the last one; stg_raw__events reads the first copy of each
+-- event as it was at the tick's as_of. Re-deduplicating and re-parsing the whole history every
+-- hour was the tick's largest cost at a million customers.
 --
 -- Incremental: a tick reads the raw events that occurred after the last load's as_of minus the
 -- late-arrival window (var events_late_arrival_hours), so an event delivered up to that long after
@@ -124,42 +124,55 @@ arrived as (
     left join kept_recent
         on
             recent.event_id = kept_recent.event_id
+            and recent.customer_id = kept_recent.customer_id
+            and recent.event_name = kept_recent.event_name
             and recent.occurred_at = kept_recent.occurred_at
             and recent.properties_raw is not distinct from kept_recent.properties_raw
     where kept_recent.event_id is null
 
 ),
 
--- A new copy of a kept event competes with the kept row, so the winner is the one a full
--- rebuild would keep.
+-- A new copy of a kept event is stored beside the kept copies and all of them are ranked again
+-- (and re-stamped: the incremental models downstream then see the customers, carts and orders
+-- of the copy that lost as well as of the one that won).
 candidates as (
 
-    select * from arrived
+    select distinct * from (
 
-    union all
+        select * from arrived
 
-    select kept.*
-    from kept
-    where kept.event_id in (select arrived.event_id from arrived)
+        union all
+
+        select kept.*
+        from kept
+        where kept.event_id in (select arrived.event_id from arrived)
+
+    ) as copies
 
 ),
 
--- At-least-once ingestion delivers some events twice; the first copy wins. Deduplicating before
--- the as_of filter (stg_raw__events) keeps the same rows as filtering first: the winner is the
--- earliest copy, which is visible whenever any copy is.
-deduplicated as (
+-- At-least-once ingestion delivers some events twice; the first copy wins (the earliest, then
+-- by payload, so the choice never depends on load order). Every distinct copy is kept, flagged,
+-- and stg_raw__events reads only the first; deciding before the as_of filter there picks the
+-- same copy as filtering first: the earliest copy is visible whenever any copy is.
+ranked as (
 
-    select * from candidates
-    qualify row_number() over (partition by event_id order by occurred_at, properties_raw) = 1
+    select
+        *,
+        row_number() over (
+            partition by event_id
+            order by occurred_at, properties_raw, customer_id, event_name
+        ) = 1 as is_first_copy
+    from candidates
 
 ),
 
 stamped as (
 
     select
-        deduplicated.*,
+        ranked.*,
         load_window.loaded_as_of
-    from deduplicated
+    from ranked
     cross join load_window
 
 ),
@@ -202,6 +215,7 @@ final as (
             as image_url,
         properties,
         properties_raw,
+        is_first_copy,
         loaded_as_of
     from parsed
 
