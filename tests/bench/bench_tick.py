@@ -18,7 +18,9 @@ Stages, in the order a tick runs them:
    provider, because a steady-state tick has only a few hundred due sends even at 100k
    customers;
 5. **second tick**: ``dispatch_trigger`` again at the same ``as_of``, asserting that it plans
-   and sends nothing (the no-op diff every repeated tick pays).
+   and sends nothing (the no-op diff every repeated tick pays);
+6. **dbt build an hour later**, incremental, then the same build with ``--full-refresh``: what
+   the incremental models save (README "Incremental models").
 
 The report is Markdown so it pastes into notes. There are no pass/fail targets; the only
 assertions are honesty checks (every planned send reached the ESP once, the second tick is a
@@ -227,7 +229,9 @@ class DbtRun:
     peak_rss_mib: float | None
 
 
-def _dbt_build(warehouse: Path, as_of: datetime, stage: Stage) -> DbtRun:
+def _dbt_build(
+    warehouse: Path, as_of: datetime, stage: Stage, *, full_refresh: bool = False
+) -> DbtRun:
     """Run the tick's ``dbt build`` exactly as a tick does, polling dbt's peak RSS meanwhile."""
     env = {
         **os.environ,
@@ -235,7 +239,7 @@ def _dbt_build(warehouse: Path, as_of: datetime, stage: Stage) -> DbtRun:
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         AS_OF_ENV: as_of.isoformat(),
     }
-    command = [dbt_executable(), *build_args()]
+    command = [dbt_executable(), *build_args(full_refresh=full_refresh)]
     peak: float | None = None
     with stage.timed():
         proc = subprocess.Popen(
@@ -512,6 +516,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         "render": Stage("render alone (tick 1's emails)", "emails rendered"),
         "synthetic": Stage("push (synthetic)", "messages sent"),
         "second": Stage("second tick (no-op)", "candidates re-diffed"),
+        "next": Stage("dbt build an hour later (incremental)", "raw rows read"),
+        "full": Stage("the same dbt build with --full-refresh", "raw rows read"),
     }
     print(
         f"nudge tick benchmark: {args.customers:,} customers, seed {args.seed}, "
@@ -605,6 +611,11 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         ledger_rows = con.execute("select count(*) from nudge.send_ledger").fetchall()[0]
     finally:
         con.close()
+    # The incremental models against rebuilding them in full, the same hour, one after the other.
+    _dbt_build(warehouse, as_of + timedelta(hours=1), stages["next"])
+    _dbt_build(warehouse, as_of + timedelta(hours=1), stages["full"], full_refresh=True)
+    stages["next"].rows = stages["full"].rows = sum(raw.values())
+    print("  incremental and full-refresh builds done", file=sys.stderr)
     db_mib = warehouse.stat().st_size / 2**20
 
     # -- report ------------------------------------------------------------------------------
@@ -661,6 +672,14 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
             bare_scan,
         ),
         Figure("tick", f"repeated tick's sends (no-op diff), {size}", second_seconds, "s"),
+        Figure(
+            "tick",
+            f"dbt build an hour later, incremental models, {size}",
+            stages["next"].seconds,
+            "s",
+            "the same build with --full-refresh",
+            stages["full"].seconds,
+        ),
         Figure("tick", f"dbt build peak RSS, {size}", dbt.peak_rss_mib or 0.0, "MiB"),
     ):
         record(args.summary, figure)
