@@ -21,7 +21,8 @@ import duckdb
 from . import ledger
 from .compose import add_links
 from .config import ConfigError, Settings
-from .dbt_runner import run_dbt
+from .dbt_runner import ensure_manifest, run_dbt
+from .incremental import rebuild_changed
 from .links import LinkSettings
 from .masking import mask_email
 from .policy import DispatchPolicy
@@ -52,6 +53,7 @@ def _preview_tables(settings: Settings, as_of: datetime) -> Iterator[duckdb.Duck
     with warehouse_lock(settings.warehouse):
         with connection(settings.warehouse) as con:
             ledger.ensure_ledger(con)
+            rebuild_changed(con, ensure_manifest(), PREVIEW_PREFIX)
         run_dbt(
             settings.warehouse, ["run", "--quiet"], as_of.isoformat(), schema_prefix=PREVIEW_PREFIX
         )

@@ -12,6 +12,7 @@ window is seen only by `--full-refresh`.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -29,13 +30,15 @@ import yaml
 
 from dagster_project import ledger
 from dagster_project.config import DBT_PROJECT_DIR
+from dagster_project.dbt_runner import ensure_manifest
 from dagster_project.demo_data import generate_to_file
+from dagster_project.incremental import rebuild_changed
 
 pytestmark = pytest.mark.dbt
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SCHEMAS = ("staging", "intermediate", "triggers", "audience")
-BOOKKEEPING = ("loaded_as_of", "computed_as_of")
+BOOKKEEPING = ("loaded_as_of", "loaded_at", "computed_as_of")
 INCREMENTAL = (
     "staging.base_raw__events",
     "intermediate.int_carts__summarized",
@@ -346,3 +349,42 @@ def test_an_event_delivered_later_than_the_window_needs_a_full_refresh(pair: Pai
         )
         == 1
     )
+
+
+def test_an_incremental_model_whose_code_changed_is_rebuilt_in_full(con: Any) -> None:
+    """Rows an incremental model kept must not carry an older release's logic: a table from
+    before the model was incremental (no fingerprint recorded), or one whose SQL, macros or vars
+    changed since, is dropped before the build, so dbt builds it in full."""
+    manifest = json.loads(ensure_manifest().read_text())
+    con.execute("create schema if not exists intermediate")
+    # As an earlier release left it: a plain table without the bookkeeping columns.
+    con.execute("create table intermediate.int_customers__activity as select 'c1' as customer_id")
+    assert rebuild_changed(con, manifest) == ["intermediate.int_customers__activity"]
+    assert _tables(con) == set()
+    recorded = dict(
+        con.execute("select relation, fingerprint from nudge.incremental_models").fetchall()
+    )
+    assert set(recorded) == set(INCREMENTAL)
+    # Built since (by dbt) with the recorded code: kept.
+    con.execute("create table intermediate.int_customers__activity as select 'c1' as customer_id")
+    assert rebuild_changed(con, manifest) == []
+    # A release changes the model's SQL (or, alike, an upstream model, a macro, a var).
+    changed = copy.deepcopy(manifest)
+    node = changed["nodes"]["model.nudge.stg_raw__events"]
+    node["raw_code"] = node["raw_code"].replace("is_first_copy", "is_first_copy and true")
+    assert rebuild_changed(con, changed) == ["intermediate.int_customers__activity"]
+    # A preview's tables are fingerprinted on their own.
+    con.execute("create schema if not exists preview_intermediate")
+    con.execute("create table preview_intermediate.int_orders__itemized as select 'o1' as order_id")
+    assert rebuild_changed(con, changed, "preview_") == [
+        "preview_intermediate.int_orders__itemized"
+    ]
+    assert rebuild_changed(con, changed) == []
+
+
+def _tables(con: Any) -> set[str]:
+    rows = con.execute(
+        "select table_schema || '.' || table_name from information_schema.tables "
+        "where table_schema in ('staging', 'intermediate') and table_type = 'BASE TABLE'"
+    ).fetchall()
+    return {name for (name,) in rows}

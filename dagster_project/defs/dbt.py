@@ -30,6 +30,7 @@ from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE
 from ..dbt_runner import REPORTING_TAG, as_of_environment, build_args, dbt_executable
 from ..headlines import headline_metadata
+from ..incremental import rebuild_changed
 from ..warehouse import check_input_contract
 from .resources import TickResource, WarehouseResource
 
@@ -106,6 +107,8 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
                 check_input_contract(con, warehouse.file)
                 # The eligibility models read the ledger as a source, so it must exist first.
                 ledger.ensure_ledger(con)
+                for relation in rebuild_changed(con, manifest):
+                    context.log.info(f"{relation}: its code changed, dbt builds it in full")
             if tick.full_refresh:
                 context.log.info("full refresh: the incremental models are rebuilt in full")
             with as_of_environment(as_of.isoformat()):

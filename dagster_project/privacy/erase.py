@@ -6,7 +6,8 @@ relations and the ledger), then: pseudonymises what nudge must keep (the ledger,
 never sent twice; the send history, the run log, nudge's own consent changes and the audit
 trail: the customer id becomes ``erased:<16 hex>``, the address, the name and the rendering
 context go); deletes the person's rows from every dbt table (``staging``, ``intermediate``,
-``triggers``, ``audience`` and their ``preview_`` twins; each tick rebuilds them); cancels their
+``triggers``, ``audience`` and their ``preview_`` twins; the incremental ones keep rows from tick
+to tick, so the second run after the raw delete removes what a tick reloaded); cancels their
 deferred and retrying sends; remembers each address as a salted hash (``nudge.erasures``),
 which the models turn into a suppression (source ``erasure``) for whoever carries that address
 later; and removes their consent changes from the landing store, their emails from the outbox

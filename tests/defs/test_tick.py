@@ -157,8 +157,19 @@ def test_nudge_run_full_refresh_rebuilds_the_incremental_models_in_full(
 ) -> None:
     """An event delivered later than the late-arrival window is not in the incremental models
     (tests/test_incremental_models.py); ``nudge run --full-refresh`` rebuilds them from the
-    whole history and picks it up."""
+    whole history and picks it up.
+
+    The warehouse starts as an earlier release left it: the event summaries as plain tables,
+    without the incremental bookkeeping. The first tick rebuilds them in full (it failed
+    before, on a missing column, and no transactional email went out)."""
     warehouse = _copy(demo_warehouse, tmp_path)
+    with connection(warehouse) as con:
+        con.execute("create schema intermediate")
+        for table, key in (
+            ("int_orders__itemized", "order_id"),
+            ("int_carts__summarized", "cart_id"),
+        ):
+            con.execute(f"create table intermediate.{table} as select 'x' as {key}")
     env = _env(warehouse, tmp_path / "home")
     first = nudge("run", "--transactional", "--as-of", AS_OF.isoformat(), "--allow-late", env=env)
     out, err = first.communicate(timeout=600)

@@ -18,6 +18,32 @@
     )
 }}
 
+{#- The load's window, read before the model runs so both bounds reach the scans as literals
+    (DuckDB prunes the raw and kept rows by them instead of reading the whole history).
+
+    occurred_after: a late-arrival window before the earliest of the last load's tick instant,
+    its wall-clock time, and this tick's instant. The wall clock guards against a tick run ahead
+    of time (nudge run --as-of in the future): the events that happen after it still arrive
+    later. A tick replayed earlier looks back from its own instant. A full build, or an empty
+    table (everything erased), reads everything (-infinity).
+
+    loaded_as_of: never goes back, even when a tick is replayed earlier: the incremental models
+    downstream recompute what was loaded at or after their own last instant (macro
+    nudge_changed_keys), so a late row must not look older than they are. -#}
+{%- set occurred_after = '-infinity' -%}
+{%- set loaded_as_of = nudge_as_of_text() -%}
+{%- if is_incremental() and execute -%}
+    {%- set bounds = run_query(
+        "select"
+        ~ " cast(greatest(coalesce(max(loaded_as_of), " ~ as_of() ~ "), " ~ as_of() ~ ") as varchar),"
+        ~ " cast(case when count(*) > 0 then least(max(loaded_as_of), max(loaded_at), " ~ as_of()
+        ~ ") - to_hours(" ~ (var('events_late_arrival_hours') | int) ~ ") end as varchar)"
+        ~ " from " ~ this
+    ).rows[0] -%}
+    {%- set loaded_as_of = bounds[0] -%}
+    {%- set occurred_after = bounds[1] or '-infinity' -%}
+{%- endif %}
+
 with
 
 source as (
@@ -38,8 +64,9 @@ typed as (
 
 ),
 
--- Null keys cannot be attributed: dropped rather than failing the build.
-valid as (
+-- Null keys cannot be attributed: dropped rather than failing the build. Only the window's rows
+-- are read on an incremental load.
+recent as (
 
     select * from typed
     where
@@ -47,36 +74,13 @@ valid as (
         and customer_id is not null
         and event_name is not null
         and occurred_at is not null
+        and occurred_at > cast('{{ occurred_after }}' as timestamptz)
 
 ),
 
--- What arrived since the last load: the window starts a late-arrival window before the earlier of
--- the last load's instant and this tick's (a tick replayed earlier looks back from its own). A
--- full build, or an empty table (everything erased), reads everything.
-load_window as (
-
-    {% if is_incremental() -%}
-        select
-            -- A row's loaded_as_of never goes back, even when a tick is replayed earlier: the
-            -- incremental models downstream recompute what was loaded at or after their own
-            -- last instant (macro nudge_changed_keys), so a late row must not look older.
-            greatest(coalesce(max(loaded_as_of), {{ as_of() }}), {{ as_of() }}) as loaded_as_of,
-            case
-                when max(loaded_as_of) is not null
-                    then least(max(loaded_as_of), {{ as_of() }})
-                    - to_hours({{ var('events_late_arrival_hours') | int }})
-            end as occurred_after
-        from {{ this }}
-    {%- else -%}
-        select
-            {{ as_of() }} as loaded_as_of,
-            cast(null as timestamptz) as occurred_after
-    {%- endif %}
-
-),
-
--- The events already kept (none in a full build).
-kept as (
+-- The window's kept copies: one identical to a new row changes nothing (an identical copy has
+-- the kept row's time, so only the window needs comparing). None in a full build.
+kept_recent as (
 
     {% if is_incremental() -%}
         select
@@ -86,34 +90,11 @@ kept as (
             occurred_at,
             properties_raw
         from {{ this }}
+        where occurred_at > cast('{{ occurred_after }}' as timestamptz)
     {%- else -%}
-        select * from valid
+        select * from recent
         where false
     {%- endif %}
-
-),
-
-recent as (
-
-    select valid.*
-    from valid
-    cross join load_window
-    where
-        load_window.occurred_after is null
-        or valid.occurred_at > load_window.occurred_after
-
-),
-
--- A copy identical to a kept row changes nothing (an identical copy has the kept row's time, so
--- only the window's kept rows need comparing).
-kept_recent as (
-
-    select kept.*
-    from kept
-    cross join load_window
-    where
-        load_window.occurred_after is null
-        or kept.occurred_at > load_window.occurred_after
 
 ),
 
@@ -132,6 +113,25 @@ arrived as (
 
 ),
 
+-- Every kept copy of the events that arrived, whatever their time (none in a full build).
+kept_copies as (
+
+    {% if is_incremental() -%}
+        select
+            event_id,
+            customer_id,
+            event_name,
+            occurred_at,
+            properties_raw
+        from {{ this }}
+        where event_id in (select arrived.event_id from arrived)
+    {%- else -%}
+        select * from arrived
+        where false
+    {%- endif %}
+
+),
+
 -- A new copy of a kept event is stored beside the kept copies and all of them are ranked again
 -- (and re-stamped: the incremental models downstream then see the customers, carts and orders
 -- of the copy that lost as well as of the one that won).
@@ -143,9 +143,7 @@ candidates as (
 
         union all
 
-        select kept.*
-        from kept
-        where kept.event_id in (select arrived.event_id from arrived)
+        select * from kept_copies
 
     ) as copies
 
@@ -170,10 +168,11 @@ ranked as (
 stamped as (
 
     select
-        ranked.*,
-        load_window.loaded_as_of
+        *,
+        cast('{{ loaded_as_of }}' as timestamptz) as loaded_as_of,
+        -- Wall-clock time of the load: bookkeeping for the window above, never a model input.
+        current_timestamp as loaded_at
     from ranked
-    cross join load_window
 
 ),
 
@@ -216,7 +215,8 @@ final as (
         properties,
         properties_raw,
         is_first_copy,
-        loaded_as_of
+        loaded_as_of,
+        loaded_at
     from parsed
 
 )
