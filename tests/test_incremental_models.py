@@ -388,3 +388,32 @@ def _tables(con: Any) -> set[str]:
         "where table_schema in ('staging', 'intermediate') and table_type = 'BASE TABLE'"
     ).fetchall()
     return {name for (name,) in rows}
+
+
+def test_a_tick_run_ahead_of_time_loses_no_event(pair: Pair) -> None:
+    """``nudge run --as-of`` in the future: the events that happen after it still arrive later,
+    and the next tick's window counts from when that tick ran, not from its instant (else
+    those events fell before the window)."""
+    now = datetime.now(UTC)
+    ahead = now + timedelta(days=5)
+    pair.deliver(ahead)
+    pair.tick(ahead)
+    happened: EventRow = (
+        "evt-after-the-early-tick",
+        "cus-after-the-early-tick",
+        "order_completed",
+        datetime.now(UTC) + timedelta(minutes=1),
+        json.dumps({"order_id": "ord-after-the-early-tick", "revenue": 5, "products": []}),
+    )
+    pair.pending.append((now, happened))
+    pair.deliver(ahead)
+    pair.tick(now + timedelta(days=4))
+    assert _differences(pair) == {}
+    assert (
+        _count(
+            pair.incremental,
+            "select count(*) from staging.stg_raw__events "
+            "where event_id = 'evt-after-the-early-tick'",
+        )
+        == 1
+    )
