@@ -79,7 +79,9 @@ recent as (
 ),
 
 -- The window's kept copies: one identical to a new row changes nothing (an identical copy has
--- the kept row's time, so only the window needs comparing). None in a full build.
+-- the kept row's time, so only the window needs comparing). None in a full build. This and
+-- kept_copies read {{ this }} each on its own: one CTE shared by both would be materialized whole,
+-- the entire history, on every load.
 kept_recent as (
 
     {% if is_incremental() -%}
