@@ -63,10 +63,10 @@ def rebuild_changed(
     """Drop the incremental models whose code changed since they were built in full (so the
     next dbt build builds them in full) and record their new fingerprints. Returns the dropped
     relations. The caller holds the warehouse lock; the ledger exists."""
-    nodes = json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
+    loaded = json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
     recorded = dict(con.execute(sql("incremental/recorded")).fetchall())
     dropped = []
-    for relation, fingerprint in sorted(fingerprints(nodes, schema_prefix).items()):
+    for relation, fingerprint in sorted(fingerprints(loaded, schema_prefix).items()):
         if recorded.get(relation) == fingerprint:
             continue
         schema, name = relation.split(".")
