@@ -41,9 +41,11 @@ SCHEMAS = ("staging", "intermediate", "triggers", "audience")
 BOOKKEEPING = ("loaded_as_of", "loaded_at", "computed_as_of")
 INCREMENTAL = (
     "staging.base_raw__events",
+    "intermediate.int_carts__episodes",
     "intermediate.int_carts__summarized",
     "intermediate.int_customers__activity",
     "intermediate.int_orders__itemized",
+    "intermediate.int_product_views__sessionized",
 )
 TICKS = [END - timedelta(hours=h) for h in (30, 12, 6, 0)]
 EventRow = tuple[str | None, str | None, str | None, datetime, str | None]
@@ -197,6 +199,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         json.dumps({"revenue": 10}),
     )
     arrivals.append((TICKS[1] - timedelta(hours=1), moved))
+    # A cart left before the first tick, converted two ticks later by an order through another
+    # cart: only the customer's events change, yet the cart's episode must end.
+    added = json.dumps({"cart_id": "cart-left", "product_id": "p1", "price": 5, "quantity": 1})
+    left = TICKS[0] - timedelta(hours=2)
+    arrivals.append((left, ("evt-cart-left", "cus-cart", "product_added", left, added)))
+    elsewhere = json.dumps({"order_id": "ord-elsewhere", "cart_id": "cart-other", "revenue": 5})
+    ordered = TICKS[2] - timedelta(hours=1)
+    arrivals.append(
+        (ordered, ("evt-ordered-elsewhere", "cus-cart", "order_completed", ordered, elsewhere))
+    )
     yield Pair(incremental, full, tmp, arrivals)
 
 
@@ -285,17 +297,27 @@ def test_every_tick_builds_exactly_what_a_full_rebuild_builds(pair: Pair) -> Non
         )
         == 1
     )
+    # The cart left before the first tick was converted by the order through another cart.
+    assert (
+        _count(
+            pair.incremental,
+            "select count(*) from intermediate.int_carts__episodes "
+            "where cart_id = 'cart-left' and ordered_at is not null",
+        )
+        == 1
+    )
     # Copies were delivered, and deduplicated alike in both.
     assert _count(pair.incremental, "select count(*) from raw.events") > _count(
         pair.incremental, "select count(distinct event_id) from raw.events"
     )
     # The incremental run really was incremental: after the last tick, customers whose events
     # did not change keep the instant they were computed at...
-    instants = _computed(pair.incremental, "intermediate.int_customers__activity", "computed_as_of")
-    assert instants.get(END, 0) > 0 and sum(n for t, n in instants.items() if t < END) > 0, instants
-    # ...while the full rebuild computed every row at the tick.
-    full = _computed(pair.full, "intermediate.int_customers__activity", "computed_as_of")
-    assert set(full) == {END}
+    for model in ("int_customers__activity", "int_product_views__sessionized"):
+        instants = _computed(pair.incremental, f"intermediate.{model}", "computed_as_of")
+        assert instants.get(END, 0) > 0, (model, instants)
+        assert sum(n for t, n in instants.items() if t < END) > 0, (model, instants)
+        # ...while the full rebuild computed every row at the tick.
+        assert set(_computed(pair.full, f"intermediate.{model}", "computed_as_of")) == {END}
 
 
 def test_a_tick_replayed_earlier_starts_the_models_over_and_matches(pair: Pair) -> None:

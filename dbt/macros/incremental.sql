@@ -32,8 +32,11 @@
        emptied instead, and every key is recomputed (a full rebuild, once).
     2. The changed keys are set aside, and their rows deleted first: a key that no longer has a
        row (its only event now counts under another customer, or another event name) must not
-       keep its old one. -#}
-{% macro nudge_recompute_changed(key) -%}
+       keep its old one.
+    owned_by: a relation of the keys with their customer_id (the carts and their owners). Its
+    keys whose customer's events changed change too: a cart's episodes end with any order of
+    its owner's, whatever cart that order names. -#}
+{% macro nudge_recompute_changed(key, owned_by=none) -%}
     {%- if is_incremental() -%}
         delete from {{ this }}
         where (select max(computed_as_of) from {{ this }}) > {{ as_of() }};
@@ -41,7 +44,13 @@
         drop table if exists {{ nudge_changed_relation() }};
 
         create temporary table {{ nudge_changed_relation() }} as
-        {{ nudge_changed_keys(key) }};
+        {{ nudge_changed_keys(key) }}
+        {%- if owned_by is not none %}
+            union
+            select owned.{{ key }}
+            from {{ owned_by }} as owned
+            where owned.customer_id in ({{ nudge_changed_keys('customer_id') }})
+        {%- endif %};
 
         delete from {{ this }}
         where {{ key }} in (select {{ key }} from {{ nudge_changed_relation() }})

@@ -1,0 +1,138 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='customer_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ nudge_recompute_changed('customer_id') }}",
+    )
+}}
+-- depends_on: {{ ref('base_raw__events') }} (read by the pre-hook)
+with
+
+events as (
+
+    select * from {{ ref('stg_raw__events') }}
+    {% if is_incremental() -%}
+        -- Incremental (macros/incremental.sql): only the customers whose events changed, with
+        -- all their events (a session, its add and its order are all the customer's).
+        where customer_id in (select customer_id from {{ nudge_changed_relation() }})
+    {%- endif %}
+
+),
+
+views as (
+
+    select
+        customer_id,
+        product_id,
+        event_id,
+        occurred_at,
+        product_name,
+        price,
+        currency,
+        url,
+        image_url
+    from events
+    where
+        event_name = 'product_viewed'
+        and product_id is not null
+
+),
+
+adds as (
+
+    select
+        customer_id,
+        product_id,
+        occurred_at as added_at
+    from events
+    where
+        event_name = 'product_added'
+        and product_id is not null
+
+),
+
+orders as (
+
+    select
+        customer_id,
+        occurred_at as ordered_at
+    from events
+    where event_name = 'order_completed'
+
+),
+
+-- Views of one product by one customer form a browse while each comes within 24 h of the one
+-- before: a second look within a day is the interest signal, a single look is not.
+flagged_views as (
+
+    select
+        *,
+        coalesce(
+            occurred_at
+            - lag(occurred_at)
+                over (partition by customer_id, product_id order by occurred_at, event_id)
+            > interval 24 hour,
+            true
+        ) as starts_browse
+    from views
+
+),
+
+numbered_views as (
+
+    select
+        *,
+        sum(cast(starts_browse as integer)) over (
+            partition by customer_id, product_id
+            order by occurred_at, event_id
+            rows between unbounded preceding and current row
+        ) as browse_number
+    from flagged_views
+
+),
+
+-- The product shown is as the latest view describes it (current name, price and picture).
+browses as (
+
+    select
+        customer_id,
+        product_id,
+        browse_number,
+        count(*) as view_count,
+        min(occurred_at) as first_viewed_at,
+        max(occurred_at) as last_viewed_at,
+        arg_max(product_name, occurred_at) filter (where product_name is not null) as product_name,
+        arg_max(price, occurred_at) filter (where price is not null) as price,
+        arg_max(currency, occurred_at) filter (where currency is not null) as currency,
+        arg_max(url, occurred_at) filter (where url is not null) as url,
+        arg_max(image_url, occurred_at) filter (where image_url is not null) as image_url
+    from numbered_views
+    group by customer_id, product_id, browse_number
+    having count(*) >= 2
+
+),
+
+-- The first add of the product and the first order of anything since the browse began.
+final as (
+
+    select
+        browses.*,
+        adds.added_at,
+        orders.ordered_at,
+        {{ as_of() }} as computed_as_of
+    from browses
+    asof left join adds
+        on
+            browses.customer_id = adds.customer_id
+            and browses.product_id = adds.product_id
+            and browses.first_viewed_at <= adds.added_at
+    asof left join orders
+        on
+            browses.customer_id = orders.customer_id
+            and browses.first_viewed_at <= orders.ordered_at
+
+)
+
+select * from final
