@@ -247,9 +247,9 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
         "union all select view_name, comment from duckdb_views() "
         "where schema_name in ('staging', 'intermediate')",
     )
-    # 5 staging views, 1 intermediate view and 11 tables (the tick's: the reporting job builds
+    # 5 staging views, 1 intermediate view and 13 tables (the tick's: the reporting job builds
     # the attribution models), 11 triggers and their 11 eligibility tables.
-    assert len(relations) == 39
+    assert len(relations) == 41
     assert all(comment for _name, comment in relations)
 
 
