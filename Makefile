@@ -6,7 +6,8 @@ CUSTOMERS ?= 100000
 # make bench: each bench appends its headline figures here; the last step prints them as one table.
 BENCH_SUMMARY := .nudge/bench-summary.jsonl
 DEV_PORT ?= 3000
-# Two workers, each taking whole test files (a file's module fixtures are built once).
+# Two workers, each taking whole test files (a file's module fixtures are built once), the
+# slowest files first (tests/conftest.py SLOW_FILES_FIRST) so both finish together.
 TEST_WORKERS ?= 2
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
@@ -28,7 +29,7 @@ run: setup  ## one tick now, on NUDGE_WAREHOUSE
 	$(BIN)/nudge run
 
 test: setup  ## the whole test suite (dbt unit tests, provider emulators included)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check dagster_project tests
