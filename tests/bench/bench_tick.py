@@ -19,8 +19,9 @@ Stages, in the order a tick runs them:
    customers;
 5. **second tick**: ``dispatch_trigger`` again at the same ``as_of``, asserting that it plans
    and sends nothing (the no-op diff every repeated tick pays);
-6. **dbt build an hour later**, incremental, then the same build with ``--full-refresh``: what
-   the incremental models save (README "Incremental models").
+6. **dbt build two hours later**, incremental, then the same build with ``--full-refresh``:
+   what the incremental models save (README "Incremental models"). The build an hour later
+   is not timed: the first incremental build after a full one recomputes every key once.
 
 The report is Markdown so it pastes into notes. There are no pass/fail targets; the only
 assertions are honesty checks (every planned send reached the ESP once, the second tick is a
@@ -516,7 +517,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         "render": Stage("render alone (tick 1's emails)", "emails rendered"),
         "synthetic": Stage("push (synthetic)", "messages sent"),
         "second": Stage("second tick (no-op)", "candidates re-diffed"),
-        "next": Stage("dbt build an hour later (incremental)", "raw rows read"),
+        "next": Stage("dbt build two hours later (incremental)", "raw rows read"),
         "full": Stage("the same dbt build with --full-refresh", "raw rows read"),
     }
     print(
@@ -612,8 +613,12 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     finally:
         con.close()
     # The incremental models against rebuilding them in full, the same hour, one after the other.
-    _dbt_build(warehouse, as_of + timedelta(hours=1), stages["next"])
-    _dbt_build(warehouse, as_of + timedelta(hours=1), stages["full"], full_refresh=True)
+    # The first incremental build after a full one recomputes every key once (everything was
+    # loaded at the instant the models were last computed at, which nudge_changed_keys counts
+    # as changed), so the steady state is the build after it.
+    _dbt_build(warehouse, as_of + timedelta(hours=1), Stage("settle", ""))
+    _dbt_build(warehouse, as_of + timedelta(hours=2), stages["next"])
+    _dbt_build(warehouse, as_of + timedelta(hours=2), stages["full"], full_refresh=True)
     stages["next"].rows = stages["full"].rows = sum(raw.values())
     print("  incremental and full-refresh builds done", file=sys.stderr)
     db_mib = warehouse.stat().st_size / 2**20
@@ -674,7 +679,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         Figure("tick", f"repeated tick's sends (no-op diff), {size}", second_seconds, "s"),
         Figure(
             "tick",
-            f"dbt build an hour later, incremental models, {size}",
+            f"dbt build, steady hour, incremental models, {size}",
             stages["next"].seconds,
             "s",
             "the same build with --full-refresh",
