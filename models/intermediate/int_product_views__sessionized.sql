@@ -64,7 +64,10 @@ orders as (
 ),
 
 -- Views of one product by one customer form a browse while each comes within 24 h of the one
--- before: a second look within a day is the interest signal, a single look is not.
+-- before: a second look within a day is the interest signal, a single look is not. A view with
+-- no other view of the product within 24 h on either side is a browse of its own, one look: it
+-- is dropped here, before numbering and grouping, which then handle only the few views that
+-- make a browse (most views are single looks: grouping all of them cost most of a full build).
 flagged_views as (
 
     select
@@ -75,8 +78,22 @@ flagged_views as (
                 over (partition by customer_id, product_id order by occurred_at, event_id)
             > interval 24 hour,
             true
-        ) as starts_browse
+        ) as starts_browse,
+        coalesce(
+            lead(occurred_at)
+                over (partition by customer_id, product_id order by occurred_at, event_id)
+            - occurred_at
+            > interval 24 hour,
+            true
+        ) as ends_browse
     from views
+
+),
+
+browsing_views as (
+
+    select * from flagged_views
+    where not (starts_browse and ends_browse)
 
 ),
 
@@ -89,7 +106,7 @@ numbered_views as (
             order by occurred_at, event_id
             rows between unbounded preceding and current row
         ) as browse_number
-    from flagged_views
+    from browsing_views
 
 ),
 
@@ -110,7 +127,6 @@ browses as (
         arg_max(image_url, occurred_at) filter (where image_url is not null) as image_url
     from numbered_views
     group by customer_id, product_id, browse_number
-    having count(*) >= 2
 
 ),
 
