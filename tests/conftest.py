@@ -42,9 +42,9 @@ def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 # `make test` hands whole files to two workers (--dist loadfile) in collection order
 # (--no-loadscope-reorder). These files take minutes each; started first, the two workers share
-# them and finish together, instead of one worker running the week alone at the end while the
-# other idles (what xdist's default order, most tests first, did: about 6 minutes). Slowest
-# first, as measured with --durations.
+# them, instead of one worker starting the week (5-7 minutes) near the end while the other
+# runs out of files, as xdist's default order (most tests first) did. Slowest first, as
+# measured with --durations.
 SLOW_FILES_FIRST = (
     "tests/test_sequence_week.py",
     "tests/defs/test_end_to_end.py",

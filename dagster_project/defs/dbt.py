@@ -85,7 +85,7 @@ class NudgeDbtCliResource(DbtCliResource):
     metadata. nudge asks for neither, and its dbt is the one installed next to this
     interpreter, so the version is read from the installed package. That is the issue's "one
     dbt start-up per tick". ``tests/defs/test_definitions.py`` checks that no ``dbt --version``
-    runs and that a tick still builds.
+    runs; every end-to-end test's tick builds through this resource.
     """
 
     @cached_property
