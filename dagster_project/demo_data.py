@@ -18,6 +18,9 @@ emails and time zones).
 Everything is derived from one ``random.Random(seed)``; no wall clock is read, so the same
 arguments always produce byte-identical tables. Rows are built as Python lists of primitives
 (timestamps as epoch microseconds) and bulk-loaded through Arrow: 100k customers take seconds.
+Events stream to DuckDB in chunks of ``CHUNK_ROWS``, so memory follows the number of customers,
+not the length of their history; a longer ``days`` gives proportionally more events (the 1-6
+sessions are drawn per ~30 days), which is how the benchmarks reach tens of millions.
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ from __future__ import annotations
 import json
 import random
 import unicodedata
-from collections.abc import Sequence
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import duckdb
 import pyarrow as pa
+
+from .warehouse import sql
 
 __all__ = ["generate_demo_warehouse", "generate_to_file"]
 
@@ -184,6 +191,7 @@ P_CART = 0.55  # session adds something to a cart
 P_EMPTIED = 0.06  # cart emptied again (added then removed) -> must not get an email
 P_CHECKOUT = 0.45  # non-empty cart reaches checkout
 P_ORDER = 0.70  # checkout converts -> ~1/3 of carts convert, ~2/3 are abandoned
+_SESSIONS_PER_30_DAYS = ((1, 2, 3, 4, 6), (40, 28, 16, 10, 6))  # (count, weight)
 P_RESUME_CART = 0.30  # a later session continues the customer's open cart (moves last activity)
 P_BAD = 0.005  # each kind of planted bad event row, as a fraction of ordinary events
 
@@ -198,19 +206,20 @@ P_PENDING, P_PENDING_DAYS = 0.15, 4
 # DDL (the public contract)
 # --------------------------------------------------------------------------------------------
 
+# ``{name}``: the table is built as ``raw.__nudge_demo_<table>`` and renamed when complete.
 _DDL = {
     "customers": """
-        create table raw.customers (
+        create table raw.{name} (
             customer_id varchar, email varchar, first_name varchar, timezone varchar,
             birthday date, created_at timestamptz
         )""",
     "events": """
-        create table raw.events (
+        create table raw.{name} (
             event_id varchar, customer_id varchar, event_name varchar,
             occurred_at timestamptz, properties varchar
         )""",
     "subscriptions": """
-        create table raw.subscriptions (
+        create table raw.{name} (
             customer_id varchar, list varchar, status varchar, changed_at timestamptz
         )""",
 }
@@ -232,27 +241,36 @@ class _Cart:
     items: dict[int, int] = field(default_factory=dict)  # catalogue index -> quantity
 
 
-@dataclass
-class _Columns:
-    """Column buffers for raw.events; appending to lists is the fastest pure-Python path."""
+# Events per chunk written to DuckDB: ~60 MB of Python objects, and few enough inserts.
+CHUNK_ROWS = 200_000
 
-    event_id: list[str] = field(default_factory=list)
-    customer_id: list[str | None] = field(default_factory=list)
-    event_name: list[str] = field(default_factory=list)
-    occurred_at: list[int] = field(default_factory=list)
-    properties: list[str | None] = field(default_factory=list)
+
+class _EventStream:
+    """raw.events, written in chunks as the generator goes: memory stays flat as history grows.
+
+    The rows of one chunk are buffered as column lists (appending to lists is the fastest
+    pure-Python path), then handed to ``write`` as an Arrow table. Per row written, it keeps
+    only two small numbers: the length of ``properties`` (planting a malformed copy draws a cut
+    within it, so the random stream depends on it) and the first byte of ``event_id`` (to check
+    that a row read back by its position is the row that was written there).
+    """
+
+    def __init__(self, write: Callable[[pa.Table], None]) -> None:
+        self._write = write
+        self.written = 0
+        self.props_len = array("H")  # a payload over 65,535 characters fails loudly
+        self.id_byte = array("B")
+        self._clear()
+
+    def _clear(self) -> None:
+        self.event_id: list[str] = []
+        self.customer_id: list[str | None] = []
+        self.event_name: list[str] = []
+        self.occurred_at: list[int] = []
+        self.properties: list[str | None] = []
 
     def __len__(self) -> int:
-        return len(self.event_id)
-
-    def row(self, i: int) -> tuple[str, str | None, str, int, str | None]:
-        return (
-            self.event_id[i],
-            self.customer_id[i],
-            self.event_name[i],
-            self.occurred_at[i],
-            self.properties[i],
-        )
+        return self.written + len(self.event_id)
 
     def add(self, eid: str, cid: str | None, name: str, t: int, props: str | None) -> None:
         self.event_id.append(eid)
@@ -260,21 +278,89 @@ class _Columns:
         self.event_name.append(name)
         self.occurred_at.append(t)
         self.properties.append(props)
+        self.props_len.append(0 if props is None else len(props))
+        self.id_byte.append(int(eid[:2], 16))
+        if len(self.event_id) >= CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.event_id:
+            return
+        self._write(
+            pa.table(
+                {
+                    "event_id": pa.array(self.event_id, pa.string()),
+                    "customer_id": pa.array(self.customer_id, pa.string()),
+                    "event_name": pa.array(self.event_name, pa.string()),
+                    "occurred_at": _ts(self.occurred_at),
+                    "properties": pa.array(self.properties, pa.string()),
+                }
+            )
+        )
+        self.written += len(self.event_id)
+        self._clear()
+
+
+_Row = tuple[str, str | None, str, int, str | None]
+
+
+class _Eligible(Sequence[int]):
+    """Positions ``0 .. n-1`` minus the protected ranges, as a sequence ``random.choice`` takes.
+
+    The same draws as a list of the positions would give (``choice`` indexes ``seq[randbelow(
+    len(seq))]``), in a few numbers per protected customer instead of one per event.
+    """
+
+    def __init__(self, n: int, protected: Sequence[tuple[int, int]]) -> None:
+        self._offsets = array("q")  # eligible index of each kept segment's first position
+        self._starts = array("q")  # that segment's first position
+        kept, pos = 0, 0
+        for lo, hi in [*protected, (n, n)]:
+            if lo > pos:
+                self._offsets.append(kept)
+                self._starts.append(pos)
+                kept += lo - pos
+            pos = max(pos, hi)
+        self._len = kept
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, j: int) -> int: ...
+    @overload
+    def __getitem__(self, j: slice) -> Sequence[int]: ...
+    def __getitem__(self, j: int | slice) -> int | Sequence[int]:
+        if isinstance(j, slice):
+            raise TypeError("slicing is not supported")
+        if not 0 <= j < self._len:
+            raise IndexError(j)
+        seg = bisect_right(self._offsets, j) - 1
+        return self._starts[seg] + (j - self._offsets[seg])
 
 
 class _Generator:
     """Holds the RNG and the window bounds; every random draw goes through ``self.rng``."""
 
-    def __init__(self, *, customers: int, end_us: int, days: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        customers: int,
+        end_us: int,
+        days: int,
+        seed: int,
+        write: Callable[[pa.Table], None],
+    ) -> None:
         self.rng = random.Random(seed)
         self.n = customers
         self.end = end_us
         self.start = end_us - days * DAY
         self.days = days
-        self.ev = _Columns()
-        # Events of customers whose history must stay clean (lapsed): bad rows never copy them,
-        # so "ordered 88-100 days ago and nothing since" holds exactly.
+        self.ev = _EventStream(write)
+        # Customers whose history must stay clean (lapsed), and the positions of their events:
+        # bad rows never copy them, so "ordered 88-100 days ago and nothing since" holds exactly.
         self.protected: set[str] = set()
+        self.protected_rows: list[tuple[int, int]] = []
         self._product_idx = list(range(len(CATALOGUE)))
         # Shipments draw from their own stream, so adding them left every other event (and the
         # demo's figures) exactly as it was.
@@ -566,12 +652,19 @@ def _build_events(
     g: _Generator, ids: list[str], roles: list[str], created: list[int], offsets: list[int]
 ) -> None:
     rng, end, start = g.rng, g.end, g.start
+    # A customer's open cart; only their own later sessions read it, so it is dropped when the
+    # generator moves on to the next customer (memory stays flat).
     open_carts: dict[str, _Cart] = {}
     hot_lo = end - 30 * HOUR
+    # The 1-6 sessions are drawn per ~30 days of window, so a longer history holds more events
+    # (the 50M-event benchmark is a longer history), and a 30-day window is what it always was.
+    blocks = max(1, round(g.days / 30))
     for cid, role, created_at, off in zip(ids, roles, created, offsets, strict=True):
+        open_carts.clear()
         if role == "dormant":
             continue
         if role == "lapsed":
+            first_row = len(g.ev)
             # Last activity 88-100 days ago, a third of them in the 90-91 day band, so the
             # 90-day mark of several customers passes during the demo day. Those 97-100 days
             # ago are already outside the 7-day grace and must *not* be mailed; those 88-90
@@ -586,7 +679,7 @@ def _build_events(
                 prev = last - int(rng.uniform(1, 5) * DAY)
                 g.session(cid, max(prev, end - 100 * DAY), open_carts)
             g.session(cid, last, open_carts, force_order=True)
-            open_carts.pop(cid, None)
+            g.protected_rows.append((first_row, len(g.ev)))
             continue
         if role == "returning":
             # Ordered ~3-4 months ago, then came back inside the window: their last event is
@@ -603,7 +696,7 @@ def _build_events(
             g.emit(cid, "signed_up", created_at, {"source": rng.choice(("web", "ios", "android"))})
             if rng.random() < 0.3:  # many sign-ups never browse afterwards
                 continue
-        n_sessions = rng.choices((1, 2, 3, 4, 6), (40, 28, 16, 10, 6))[0]
+        n_sessions = sum(rng.choices(*_SESSIONS_PER_30_DAYS)[0] for _ in range(blocks))
         starts = sorted(g.session_start(lo, end, off) for _ in range(n_sessions))
         if rng.random() < P_HOT and hot_lo > lo:
             starts.append(g.session_start(hot_lo, end, off))
@@ -611,7 +704,9 @@ def _build_events(
             g.session(cid, t0, open_carts)
 
 
-def _plant_bad_events(g: _Generator, ids: list[str]) -> dict[str, int]:
+def _plant_bad_events(
+    g: _Generator, ids: list[str], read_rows: Callable[[Sequence[int]], dict[int, _Row]]
+) -> dict[str, int]:
     """Append deliberately broken rows, ~0.5 % of ordinary events each. Returns counts.
 
     * exact duplicate rows (same ``event_id``): at-least-once delivery from the collector;
@@ -623,52 +718,75 @@ def _plant_bad_events(g: _Generator, ids: list[str]) -> dict[str, int]:
 
     None of them touches lapsed customers, whose history must stay exactly "one order 88-100
     days ago and nothing since".
+
+    The ordinary events are already written, so the rows to copy are drawn by position first
+    (the draws need only each row's ``properties`` length, kept by the stream) and then read back
+    in one query through ``read_rows``.
     """
     rng, ev = g.rng, g.ev
     n_ok = len(ev)
     k = max(1, round(P_BAD * n_ok))
-    eligible = [i for i in range(n_ok) if ev.customer_id[i] not in g.protected]
+    eligible = _Eligible(n_ok, g.protected_rows)
     if not eligible:
         return {}
     counts: dict[str, int] = {}
 
-    for _ in range(k):  # exact duplicates
-        ev.add(*ev.row(rng.choice(eligible)))
+    duplicates = [rng.choice(eligible) for _ in range(k)]
     counts["duplicate"] = k
 
+    anonymous: list[_Row] = []
     for _ in range(k):  # anonymous product views
         p = CATALOGUE[rng.randrange(len(CATALOGUE))]
         t = g.start + int(rng.random() * (g.end - g.start))
-        ev.add(g.uuid(), None, "product_viewed", t, json.dumps(g._product_props(p)))
+        anonymous.append((g.uuid(), None, "product_viewed", t, json.dumps(g._product_props(p))))
     counts["null_customer"] = k
 
-    for _ in range(k):  # malformed JSON
-        _, cid, name, t, props = ev.row(rng.choice(eligible))
-        assert props is not None
-        style = rng.randrange(4)
+    malformed: list[tuple[int, int, int, str]] = []  # (position, style, cut, event_id)
+    for _ in range(k):
+        i = rng.choice(eligible)
+        style, cut = rng.randrange(4), 0
         if style <= 1:
-            cut = rng.randint(1, max(1, len(props) - 2))
+            cut = rng.randint(1, max(1, ev.props_len[i] - 2))
+        malformed.append((i, style, cut, g.uuid()))
+    counts["malformed_json"] = k
+
+    future: list[tuple[int, int, str]] = []  # clock skew: (position, instant after end, id)
+    for _ in range(k):
+        i = rng.choice(eligible)
+        t = g.end + int(rng.uniform(60, 3 * 86_400) * US)
+        future.append((i, t, g.uuid()))
+    counts["future"] = k
+
+    unprotected = [c for c in ids if c not in g.protected] or ids
+    unknown: list[_Row] = []
+    for _ in range(k):  # unknown event names
+        who = rng.choice(unprotected)
+        t = g.start + int(rng.random() * (g.end - g.start))
+        unknown_name = rng.choice(UNKNOWN_EVENT_NAMES)
+        url = json.dumps({"url": "https://shop.example/"})
+        unknown.append((g.uuid(), who, unknown_name, t, url))
+    counts["unknown_name"] = k
+
+    rows = read_rows(sorted({*duplicates, *(m[0] for m in malformed), *(f[0] for f in future)}))
+    for i in duplicates:
+        ev.add(*rows[i])
+    for row in anonymous:
+        ev.add(*row)
+    for i, style, cut, eid in malformed:
+        _, cid, name, t, props = rows[i]
+        assert props is not None
+        if style <= 1:
             bad = props[:cut]
         elif style == 2:
             bad = repr(json.loads(props))  # single quotes, True/None: not JSON
         else:
             bad = ""
-        ev.add(g.uuid(), cid, name, t, bad)
-    counts["malformed_json"] = k
-
-    for _ in range(k):  # clock skew: after `end`
-        _, cid, name, _, props = ev.row(rng.choice(eligible))
-        t = g.end + int(rng.uniform(60, 3 * 86_400) * US)
-        ev.add(g.uuid(), cid, name, t, props)
-    counts["future"] = k
-
-    unprotected = [c for c in ids if c not in g.protected] or ids
-    for _ in range(k):  # unknown event names
-        cid = rng.choice(unprotected)
-        t = g.start + int(rng.random() * (g.end - g.start))
-        name = rng.choice(UNKNOWN_EVENT_NAMES)
-        ev.add(g.uuid(), cid, name, t, json.dumps({"url": "https://shop.example/"}))
-    counts["unknown_name"] = k
+        ev.add(eid, cid, name, t, bad)
+    for i, t, eid in future:
+        _, cid, name, _, props = rows[i]
+        ev.add(eid, cid, name, t, props)
+    for row in unknown:
+        ev.add(*row)
     return counts
 
 
@@ -735,17 +853,44 @@ def _ts(micros: list[int]) -> pa.Array:
     return pa.array([t - t % 1000 for t in micros], _TS)
 
 
-def _load(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> int:
-    con.execute(f"drop table if exists raw.{table}")
-    con.execute(_DDL[table])
-    view = f"__nudge_demo_{table}"
+_STAGED = "__nudge_demo_{}"
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
+    """Append to the staged ``table``; each call commits on its own."""
+    view = f"__nudge_demo_{table}_chunk"
     con.register(view, arrow)
     try:
         cols = ", ".join(arrow.column_names)
-        con.execute(f"insert into raw.{table} ({cols}) select {cols} from {view}")
+        con.execute(f"insert into raw.{_STAGED.format(table)} ({cols}) select {cols} from {view}")
     finally:
         con.unregister(view)
-    return arrow.num_rows
+
+
+def _events_reader(
+    con: duckdb.DuckDBPyConnection, ev: _EventStream
+) -> Callable[[Sequence[int]], dict[int, _Row]]:
+    """Read written events back by position, checking each against what was written there."""
+
+    def read(positions: Sequence[int]) -> dict[int, _Row]:
+        n, first, last = con.execute(sql("demo/events_written")).fetchall()[0]
+        if n != ev.written or (n and (first, last) != (0, n - 1)):
+            raise RuntimeError(f"the staged events hold {n} rows, not the {ev.written} written")
+        con.register("__nudge_demo_wanted", pa.table({"position": pa.array(positions, pa.int64())}))
+        try:
+            fetched = con.execute(sql("demo/events_at")).fetchall()
+        finally:
+            con.unregister("__nudge_demo_wanted")
+        rows: dict[int, _Row] = {}
+        for i, eid, cid, name, t, props in fetched:
+            if ev.id_byte[i] != int(eid[:2], 16) or ev.props_len[i] != len(props or ""):
+                raise RuntimeError(f"staged event {i} is not the row the generator wrote there")
+            rows[i] = (eid, cid, name, t, props)
+        if len(rows) != len(positions):
+            raise RuntimeError("the staged events lost rows the generator wrote")
+        return rows
+
+    return read
 
 
 def generate_demo_warehouse(
@@ -761,6 +906,12 @@ def generate_demo_warehouse(
     ``end`` must be timezone-aware; it is the latest instant of ordinary data (only the planted
     clock-skewed rows lie after it). ``days`` is the browsing window before ``end``; lapsed
     customers' history lies 88-100 days back regardless. Returns row counts per table.
+
+    Events stream to DuckDB in chunks as they are generated, each chunk committed, so memory
+    grows with the number of customers, not with the length of their history (one transaction
+    for them all kept every row in memory until the commit). They go to staging tables
+    (``raw.__nudge_demo_*``) that replace the three tables in one transaction at the end: a
+    failure leaves the previous tables as they were.
     """
     if end.tzinfo is None or end.utcoffset() is None:
         raise ValueError("end must be timezone-aware (UTC)")
@@ -768,57 +919,65 @@ def generate_demo_warehouse(
         raise ValueError("customers must be >= 0 and days >= 1")
     end_us = _to_us(end.astimezone(UTC))
     end_us -= end_us % 1000  # stored timestamps have millisecond precision
-    g = _Generator(customers=customers, end_us=end_us, days=days, seed=seed)
-
-    cust, roles, created, offsets = g.customers()
-    ids = cust["customer_id"]
-    _build_events(g, ids, roles, created, offsets)
-    if len(g.ev):
-        _plant_bad_events(g, ids)
-    subs = _build_subscriptions(g, ids, created)
-
-    customers_tbl = pa.table(
-        {
-            "customer_id": pa.array(cust["customer_id"], pa.string()),
-            "email": pa.array(cust["email"], pa.string()),
-            "first_name": pa.array(cust["first_name"], pa.string()),
-            "timezone": pa.array(cust["timezone"], pa.string()),
-            "birthday": pa.array(cust["birthday"], pa.date32()),
-            "created_at": _ts(cust["created_at"]),
-        }
-    )
-    ev = g.ev
-    events_tbl = pa.table(
-        {
-            "event_id": pa.array(ev.event_id, pa.string()),
-            "customer_id": pa.array(ev.customer_id, pa.string()),
-            "event_name": pa.array(ev.event_name, pa.string()),
-            "occurred_at": _ts(ev.occurred_at),
-            "properties": pa.array(ev.properties, pa.string()),
-        }
-    )
-    subs_tbl = pa.table(
-        {
-            "customer_id": pa.array(subs["customer_id"], pa.string()),
-            "list": pa.array(subs["list"], pa.string()),
-            "status": pa.array(subs["status"], pa.string()),
-            "changed_at": _ts(subs["changed_at"]),
-        }
-    )
 
     con.execute("create schema if not exists raw")
-    con.execute("begin transaction")
     try:
-        counts = {
-            "customers": _load(con, "customers", customers_tbl),
-            "events": _load(con, "events", events_tbl),
-            "subscriptions": _load(con, "subscriptions", subs_tbl),
-        }
-        con.execute("commit")
+        for table, ddl in _DDL.items():
+            con.execute(f"drop table if exists raw.{_STAGED.format(table)}")
+            con.execute(ddl.format(name=_STAGED.format(table)))
+        g = _Generator(
+            customers=customers,
+            end_us=end_us,
+            days=days,
+            seed=seed,
+            write=lambda chunk: _insert(con, "events", chunk),
+        )
+        cust, roles, created, offsets = g.customers()
+        ids = cust["customer_id"]
+        _build_events(g, ids, roles, created, offsets)
+        g.ev.flush()
+        if len(g.ev):
+            _plant_bad_events(g, ids, _events_reader(con, g.ev))
+        g.ev.flush()
+        subs = _build_subscriptions(g, ids, created)
+        customers_tbl = pa.table(
+            {
+                "customer_id": pa.array(cust["customer_id"], pa.string()),
+                "email": pa.array(cust["email"], pa.string()),
+                "first_name": pa.array(cust["first_name"], pa.string()),
+                "timezone": pa.array(cust["timezone"], pa.string()),
+                "birthday": pa.array(cust["birthday"], pa.date32()),
+                "created_at": _ts(cust["created_at"]),
+            }
+        )
+        subs_tbl = pa.table(
+            {
+                "customer_id": pa.array(subs["customer_id"], pa.string()),
+                "list": pa.array(subs["list"], pa.string()),
+                "status": pa.array(subs["status"], pa.string()),
+                "changed_at": _ts(subs["changed_at"]),
+            }
+        )
+        _insert(con, "customers", customers_tbl)
+        _insert(con, "subscriptions", subs_tbl)
+        con.execute("begin transaction")
+        try:
+            for table in _DDL:
+                con.execute(f"drop table if exists raw.{table}")
+                con.execute(f"alter table raw.{_STAGED.format(table)} rename to {table}")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
     except BaseException:
-        con.execute("rollback")
+        for table in _DDL:
+            con.execute(f"drop table if exists raw.{_STAGED.format(table)}")
         raise
-    return counts
+    return {
+        "customers": customers_tbl.num_rows,
+        "events": len(g.ev),
+        "subscriptions": subs_tbl.num_rows,
+    }
 
 
 def generate_to_file(
@@ -833,6 +992,10 @@ def generate_to_file(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
+    # DuckDB keeps the blocks it writes cached up to its limit (80 % of RAM by default), which
+    # at 50M events is the whole table; the load never reads them again, so a small cache
+    # keeps the generator's memory flat as the history grows.
+    con.execute("set memory_limit = '512MB'")
     try:
         return generate_demo_warehouse(con, customers=customers, end=end, days=days, seed=seed)
     finally:

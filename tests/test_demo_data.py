@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
+from dagster_project import demo_data
 from dagster_project.demo_data import (
     BOGUS_TIMEZONES,
     EVENT_NAMES,
@@ -121,6 +124,102 @@ def test_returned_counts_match_tables_and_scale(tmp_path: Path) -> None:
     assert big["customers"] == 800
     assert 3 * small["events"] < big["events"] < 5 * small["events"]
     assert 3 * small["subscriptions"] < big["subscriptions"] < 5 * small["subscriptions"]
+
+
+def test_a_longer_history_holds_proportionally_more_events(tmp_path: Path) -> None:
+    # The benchmark reaches 50M events through a longer history: sessions are drawn per ~30
+    # days of window, so 90 days hold about three times a month's events, not the same events
+    # spread thinner.
+    month = generate_to_file(tmp_path / "month.duckdb", customers=300, end=END, days=30)
+    quarter = generate_to_file(tmp_path / "quarter.duckdb", customers=300, end=END, days=90)
+    assert quarter["customers"] == month["customers"] == 300
+    assert 2.2 * month["events"] < quarter["events"] < 3.5 * month["events"]
+
+
+def test_a_failed_generation_leaves_the_previous_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        before = generate_demo_warehouse(con, customers=100, end=END)
+
+        def fail(*_: object) -> None:
+            raise RuntimeError("killed half way")
+
+        # Events are written (and committed, chunk by chunk) before the subscriptions are built.
+        monkeypatch.setattr(demo_data, "_build_subscriptions", fail)
+        with pytest.raises(RuntimeError, match="killed half way"):
+            generate_demo_warehouse(con, customers=400, end=END, seed=3)
+        for table, n in before.items():
+            assert _scalar(con, f"select count(*) from raw.{table}") == n
+        staged = "select count(*) from duckdb_tables() where table_name like '__nudge_demo%'"
+        assert _scalar(con, staged) == 0
+    finally:
+        con.close()
+
+
+def test_events_stream_in_chunks_and_planted_copies_are_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 1,000 rows: the planted duplicates and copies come from rows already written,
+    # read back by position, and equal a generation that kept everything in one chunk.
+    small = tmp_path / "small.duckdb"
+    generate_to_file(tmp_path / "one.duckdb", customers=300, end=END)
+    chunks: list[int] = []
+    insert = demo_data._insert
+
+    def counted(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
+        if table == "events":
+            chunks.append(arrow.num_rows)
+        insert(con, table, arrow)
+
+    monkeypatch.setattr(demo_data, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(demo_data, "_insert", counted)
+    counts = generate_to_file(small, customers=300, end=END)
+    assert len(chunks) > 3 and max(chunks) == 1_000
+    assert sum(chunks) == counts["events"]
+    assert _digest(small) == _digest(tmp_path / "one.duckdb")
+
+
+def test_a_row_read_back_that_is_not_the_row_written_fails(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        con.execute("create schema raw")
+        con.execute(demo_data._DDL["events"].format(name="__nudge_demo_events"))
+        ev = demo_data._EventStream(lambda table: demo_data._insert(con, "events", table))
+        ev.add("aa000000-0000-4000-8000-000000000000", "c1", "product_viewed", 0, '{"a": 1}')
+        ev.add("bb000000-0000-4000-8000-000000000000", "c1", "product_viewed", 0, '{"b": 22}')
+        ev.flush()
+        read = demo_data._events_reader(con, ev)
+        assert read([1])[1][0].startswith("bb")
+        # What the generator believes it wrote at position 1 differs from the table's row.
+        ev.id_byte[1] = 0xAA
+        with pytest.raises(RuntimeError, match="not the row the generator wrote"):
+            read([1])
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_eligible_positions_draw_like_the_list_they_stand_for(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randrange(1, 400)
+    protected, pos = [], 0
+    while pos < n:
+        lo = pos + rng.randrange(0, 30)
+        hi = min(n, lo + rng.randrange(0, 10))
+        if lo < n:
+            protected.append((lo, hi))
+        pos = hi + 1
+    as_list = [i for i in range(n) if not any(lo <= i < hi for lo, hi in protected)]
+    eligible = demo_data._Eligible(n, protected)
+    assert len(eligible) == len(as_list)
+    assert [eligible[j] for j in range(len(eligible))] == as_list
+    a, b = random.Random(seed), random.Random(seed)
+    if as_list:
+        assert [a.choice(eligible) for _ in range(50)] == [b.choice(as_list) for _ in range(50)]
+    with pytest.raises(IndexError):
+        eligible[len(as_list)]
 
 
 def test_end_must_be_timezone_aware() -> None:
