@@ -67,15 +67,26 @@ line_items as (
         ) as net_quantity,
         -- One add or remove whose quantity is not a number leaves the net quantity unknown.
         bool_and(coalesce(has_valid_quantity, true)) as has_valid_quantity,
-        -- The latest add carries the current name and price shown to the shopper.
-        arg_max(product_name, occurred_at) filter (where event_name = 'product_added') as name,
-        arg_max(price, occurred_at) filter (where event_name = 'product_added') as price,
-        arg_max(has_valid_price, occurred_at) filter (
-            where event_name = 'product_added'
-        ) as has_valid_price,
-        arg_max(url, occurred_at) filter (where event_name = 'product_added') as url,
-        arg_max(image_url, occurred_at) filter (where event_name = 'product_added') as image_url,
-        arg_max(currency, occurred_at) filter (where event_name = 'product_added') as currency
+        -- The latest add carries the current name and price shown to the shopper (event_id breaks
+        -- a tie between two adds at the same instant).
+        {{ nudge_latest(
+            'product_name', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as name,
+        {{ nudge_latest(
+            'price', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as price,
+        {{ nudge_latest(
+            'has_valid_price', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as has_valid_price,
+        {{ nudge_latest(
+            'url', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as url,
+        {{ nudge_latest(
+            'image_url', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as image_url,
+        {{ nudge_latest(
+            'currency', 'occurred_at', 'event_id', where="event_name = 'product_added'"
+        ) }} as currency
     from owned_cart_events
     where
         product_id is not null

@@ -21,11 +21,11 @@ catalog as (
 
     select
         product_id,
-        arg_max(name, last_bought_at) as name,
-        arg_max(url, last_bought_at) as url,
-        arg_max(image_url, last_bought_at) as image_url,
-        arg_max(price, last_bought_at) as price,
-        arg_max(currency, last_bought_at) as currency
+        {{ nudge_latest('name', 'last_bought_at', 'customer_id') }} as name,
+        {{ nudge_latest('url', 'last_bought_at', 'customer_id') }} as url,
+        {{ nudge_latest('image_url', 'last_bought_at', 'customer_id') }} as image_url,
+        {{ nudge_latest('price', 'last_bought_at', 'customer_id') }} as price,
+        {{ nudge_latest('currency', 'last_bought_at', 'customer_id') }} as currency
     from purchases
     group by product_id
 

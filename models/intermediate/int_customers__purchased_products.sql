@@ -13,9 +13,13 @@ order_products as (
 
     select
         customer_id,
+        order_id,
         ordered_at,
         currency,
-        unnest(items) as item
+        unnest(items) as item,
+        -- The line's place in the order: the same product on two lines, or in two orders
+        -- placed at the same instant, resolves the same way on every build.
+        generate_subscripts(items, 1) as line_number
     from orders
 
 ),
@@ -25,6 +29,8 @@ products as (
     select
         order_products.customer_id,
         order_products.ordered_at,
+        order_products.order_id || ':' || lpad(cast(order_products.line_number as varchar), 6, '0')
+            as order_line,
         order_products.currency,
         order_products.item.product_id as bought_product_id,
         order_products.item.name as product_name,
@@ -41,11 +47,11 @@ bought as (
         customer_id,
         bought_product_id as product_id,
         max(ordered_at) as last_bought_at,
-        arg_max(product_name, ordered_at) as name,
-        arg_max(product_url, ordered_at) as url,
-        arg_max(product_image_url, ordered_at) as image_url,
-        arg_max(product_price, ordered_at) as price,
-        arg_max(currency, ordered_at) as currency
+        {{ nudge_latest('product_name', 'ordered_at', 'order_line') }} as name,
+        {{ nudge_latest('product_url', 'ordered_at', 'order_line') }} as url,
+        {{ nudge_latest('product_image_url', 'ordered_at', 'order_line') }} as image_url,
+        {{ nudge_latest('product_price', 'ordered_at', 'order_line') }} as price,
+        {{ nudge_latest('currency', 'ordered_at', 'order_line') }} as currency
     from products
     where bought_product_id is not null
     group by customer_id, bought_product_id

@@ -110,7 +110,8 @@ numbered_views as (
 
 ),
 
--- The product shown is as the latest view describes it (current name, price and picture).
+-- The product shown is as the latest view describes it (current name, price and picture; a
+-- view without one of them leaves it to the view before).
 browses as (
 
     select
@@ -120,11 +121,11 @@ browses as (
         count(*) as view_count,
         min(occurred_at) as first_viewed_at,
         max(occurred_at) as last_viewed_at,
-        arg_max(product_name, occurred_at) filter (where product_name is not null) as product_name,
-        arg_max(price, occurred_at) filter (where price is not null) as price,
-        arg_max(currency, occurred_at) filter (where currency is not null) as currency,
-        arg_max(url, occurred_at) filter (where url is not null) as url,
-        arg_max(image_url, occurred_at) filter (where image_url is not null) as image_url
+        {{ nudge_latest('product_name', 'occurred_at', 'event_id') }} as product_name,
+        {{ nudge_latest('price', 'occurred_at', 'event_id') }} as price,
+        {{ nudge_latest('currency', 'occurred_at', 'event_id') }} as currency,
+        {{ nudge_latest('url', 'occurred_at', 'event_id') }} as url,
+        {{ nudge_latest('image_url', 'occurred_at', 'event_id') }} as image_url
     from numbered_views
     group by customer_id, product_id, browse_number
 
