@@ -1,3 +1,8 @@
+-- A table, where the rest of staging is views: every eligibility table, the date triggers and
+-- the consent models read it, and as a view each of them would deduplicate and validate every
+-- customer again (0.65 s a read at 1M customers, about 15 reads a tick).
+{{ config(materialized='table') }}
+
 with
 
 source as (
