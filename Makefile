@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CUSTOMERS ?= 100000
+# Days of history the generator writes (sessions per ~30 days): DAYS=270 at 1M customers is ~54M events.
+DAYS ?= 30
 # make bench: each bench appends its headline figures here; the last step prints them as one table.
 BENCH_SUMMARY := .nudge/bench-summary.jsonl
 DEV_PORT ?= 3000
@@ -43,10 +45,11 @@ lint: setup
 validate: setup  ## Dagster loads the code location: assets, checks, job and hourly schedule
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
-bench: setup  ## the tick's stages at CUSTOMERS customers, transactional latency, the push against drt; then one table
+bench: setup  ## the generator's memory, the tick's stages at CUSTOMERS customers and DAYS of history, transactional latency, the push against drt; then one table
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	mkdir -p .nudge && rm -f $(BENCH_SUMMARY)
-	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS) --summary $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.bench_generate --customers $(CUSTOMERS) --days 30 --times 4 --summary $(BENCH_SUMMARY)
+	$(BIN)/python -m tests.bench.bench_tick --customers $(CUSTOMERS) --days $(DAYS) --summary $(BENCH_SUMMARY)
 	$(BIN)/python -m tests.bench.bench_transactional --customers $(CUSTOMERS) --summary $(BENCH_SUMMARY)
 	$(BIN)/python -m tests.bench.bench_push --summary $(BENCH_SUMMARY)
 	$(BIN)/python -m tests.bench.summary $(BENCH_SUMMARY)

@@ -74,9 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for label, days, events, seconds, peak in rows:
         assert isinstance(seconds, float) and isinstance(peak, float)
-        print(
-            f"| {label} | {days} | {events:,} | {seconds:.1f} | {events / seconds:,.0f} | {peak:,.0f} |"
-        )
+        rate = events / seconds
+        print(f"| {label} | {days} | {events:,} | {seconds:.1f} | {rate:,.0f} | {peak:,.0f} |")
     (_, _, short_events, _, short_peak), (_, _, long_events, _, long_peak) = rows
     print(
         f"\n{long_events / short_events:.1f}x the events took {long_peak / short_peak:.2f}x the "
