@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,14 +39,22 @@ def _child(path: Path, customers: int, days: int) -> None:
     print(json.dumps({"counts": counts, "seconds": seconds, "peak_mib": peak_mib}))
 
 
-def _generate(path: Path, customers: int, days: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class Run:
+    days: int
+    events: int
+    seconds: float
+    peak_mib: float
+
+
+def _generate(path: Path, customers: int, days: int) -> Run:
     out = subprocess.run(
         [sys.executable, "-m", "tests.bench.bench_generate", "--child", str(path),
          "--customers", str(customers), "--days", str(days)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return Run(days, int(result["counts"]["events"]), result["seconds"], result["peak_mib"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,32 +73,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         short = _generate(Path(tmp) / "short.duckdb", args.customers, args.days)
         (Path(tmp) / "short.duckdb").unlink()
         long = _generate(Path(tmp) / "long.duckdb", args.customers, args.days * args.times)
-    rows = []
-    for label, days, r in (("short", args.days, short), ("long", args.days * args.times, long)):
-        counts = r["counts"]
-        assert isinstance(counts, dict)
-        rows.append((label, days, counts["events"], r["seconds"], r["peak_mib"]))
     print(f"## Demo generator, {args.customers:,} customers\n")
     print("| history | days | events | seconds | events/s | peak RSS (MiB) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for label, days, events, seconds, peak in rows:
-        assert isinstance(seconds, float) and isinstance(peak, float)
-        rate = events / seconds
-        print(f"| {label} | {days} | {events:,} | {seconds:.1f} | {rate:,.0f} | {peak:,.0f} |")
-    (_, _, short_events, _, short_peak), (_, _, long_events, _, long_peak) = rows
+    for label, r in (("short", short), ("long", long)):
+        rate = r.events / r.seconds
+        print(
+            f"| {label} | {r.days} | {r.events:,} | {r.seconds:.1f} | {rate:,.0f} "
+            f"| {r.peak_mib:,.0f} |"
+        )
     print(
-        f"\n{long_events / short_events:.1f}x the events took {long_peak / short_peak:.2f}x the "
-        "peak memory."
+        f"\n{long.events / short.events:.1f}x the events took "
+        f"{long.peak_mib / short.peak_mib:.2f}x the peak memory."
     )
     record(
         args.summary,
         Figure(
             "generate",
-            f"generator peak RSS, {args.customers:,} customers, {long_events:,} events",
-            long_peak,
+            f"generator peak RSS, {args.customers:,} customers, {long.events:,} events",
+            long.peak_mib,
             "MiB",
-            f"the same customers with {short_events:,} events",
-            short_peak,
+            f"the same customers with {short.events:,} events",
+            short.peak_mib,
         ),
     )
     return 0
