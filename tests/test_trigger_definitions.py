@@ -83,13 +83,16 @@ def test_catalogue_sequences_are_what_the_issue_asks_for() -> None:
 
 
 def test_unit_test_copies_of_definitions_match_the_trigger_yaml() -> None:
-    data = yaml.safe_load((MODELS_DIR / "audience" / "_audience__models.yml").read_text())
+    # The engine's tests (audience/) and the trigger models' own tests of their entry window.
     copies = [
         (test["model"], test["overrides"]["macros"]["nudge_trigger_meta"])
-        for test in data["unit_tests"]
+        for folder in ("audience", "triggers")
+        for path in sorted((MODELS_DIR / folder).glob("*.yml"))
+        for test in yaml.safe_load(path.read_text()).get("unit_tests") or []
         if "nudge_trigger_meta" in (test.get("overrides") or {}).get("macros", {})
     ]
     assert copies, "the engine's unit tests no longer override nudge_trigger_meta"
+    assert "birthday" in {model for model, _ in copies}
     for model, meta in copies:
         trigger = model.removesuffix("_eligibility")
         assert meta == _yaml_meta(trigger), f"{model}: copy differs from {trigger}.yml"

@@ -35,8 +35,13 @@
     {{- (number | int) * units[unit] -}}
 {%- endmacro %}
 
-{#- The trigger's `config.meta.nudge`, read from the graph (available when dbt executes). -#}
-{% macro nudge_trigger_meta(trigger) -%}
+{#- The trigger's `config.meta.nudge`, read from the graph (available when dbt executes).
+    A unit test runs without the graph: with `required=false` that gives none (the unit tests
+    of the sequence engine override this macro with the YAML they test). -#}
+{% macro nudge_trigger_meta(trigger, required=true) -%}
+    {%- if not required and graph.get('nodes') is none -%}
+        {{- return(none) -}}
+    {%- endif -%}
     {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ trigger) -%}
     {%- if node is none -%}
         {{ exceptions.raise_compiler_error("no trigger model named " ~ trigger) }}
@@ -47,6 +52,47 @@
             "model " ~ trigger ~ " has no config.meta.nudge.steps in its YAML") }}
     {%- endif -%}
     {{- return(meta) -}}
+{%- endmacro %}
+
+{#- The instants between which an entry's steps can touch this tick's eligibility window: it
+    entered after `after` (else its last step's grace ended before the lookback) and by `until`
+    (else its first step is not due within the lookahead). The engine keeps exactly the steps
+    inside that window (entry_steps below); a trigger model filters its entries on these bounds
+    early, so an hourly tick builds the entries around it rather than every entry ever made
+    (every birthday, lapse and order). Returns SQL expressions, from the trigger's YAML steps;
+    none in a trigger model's unit test, which has no graph to read them from (no window then:
+    the engine's own window is what decides, this only saves work). -#}
+{% macro nudge_entry_bounds(trigger) -%}
+    {%- set meta = nudge_trigger_meta(trigger, required=false) if execute else none -%}
+    {%- if meta is none -%}
+        {{- return(none) -}}
+    {%- endif -%}
+    {%- set steps = meta['steps'] -%}
+    {%- set delays = [] -%}
+    {%- set spans = [] -%}
+    {%- for step in steps -%}
+        {%- set delay = nudge_minutes(step.get('delay', '0h'), 'delay') | int -%}
+        {%- set grace = nudge_minutes(step.get('grace', '24h'), 'grace') | int -%}
+        {%- do delays.append(delay) -%}
+        {%- do spans.append(delay + grace) -%}
+    {%- endfor -%}
+    {{- return({
+        'after': '(' ~ as_of() ~ ' - to_days(' ~ (var('eligibility_lookback_days') | int)
+            ~ ') - to_minutes(' ~ (spans | max) ~ '))',
+        'until': '(' ~ as_of() ~ ' + to_hours(' ~ (var('eligibility_lookahead_hours') | int)
+            ~ ') - to_minutes(' ~ (delays | min) ~ '))',
+    }) -}}
+{%- endmacro %}
+
+{#- Whether `column`, an entry's entered_at, lies within nudge_entry_bounds (true without
+    bounds). -#}
+{% macro nudge_entry_window(trigger, column) -%}
+    {%- set bounds = nudge_entry_bounds(trigger) -%}
+    {%- if bounds is none -%}
+        true
+    {%- else -%}
+        ({{ column }} > {{ bounds.after }} and {{ column }} <= {{ bounds.until }})
+    {%- endif -%}
 {%- endmacro %}
 
 {#- A stable bucket in [0, 10000) from a string: md5 so it never changes across DuckDB versions.
@@ -208,7 +254,9 @@ entry_steps as (
     from entries
     cross join steps
     where
-        entries.entered_at + to_minutes(steps.delay_minutes)
+        -- Implied by the two conditions below; on the entry alone, so it is applied first.
+        {{ nudge_entry_window(trigger, 'entries.entered_at') }}
+        and entries.entered_at + to_minutes(steps.delay_minutes)
         <= {{ as_of() }} + to_hours({{ var('eligibility_lookahead_hours') }})
         and entries.entered_at + to_minutes(steps.delay_minutes + steps.grace_minutes)
         > {{ as_of() }} - to_days({{ var('eligibility_lookback_days') }})

@@ -48,6 +48,9 @@ final as (
     from episodes
     inner join carts
         on episodes.cart_id = carts.cart_id
+    -- Only the episodes whose steps can touch this tick (nudge_entry_window, in
+    -- macros/sequence.sql): the engine would drop the others.
+    where {{ nudge_entry_window('abandoned_cart', 'episodes.last_modified_at') }}
 
 )
 

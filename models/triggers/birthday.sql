@@ -46,6 +46,23 @@ celebrations as (
 
 ),
 
+-- Only the birthdays whose greeting can touch this tick (nudge_entry_bounds, in
+-- macros/sequence.sql): 09:00 local falls between 19:00 UTC the day before and 21:00 UTC that
+-- day, so these UTC dates, one day later at the end, keep every greeting that can. The engine
+-- would drop the others; building them cost a row per customer and year every hour.
+around_the_tick as (
+
+    {%- set bounds = nudge_entry_bounds('birthday') %}
+
+    select * from celebrations
+    {%- if bounds is not none %}
+    where
+        celebration_date >= cast(timezone('UTC', {{ bounds.after }}) as date)
+        and celebration_date <= cast(timezone('UTC', {{ bounds.until }}) as date) + 1
+    {%- endif %}
+
+),
+
 final as (
 
     select
@@ -57,7 +74,7 @@ final as (
         celebration_date,
         celebration_year,
         '{{ var("shop_url") }}' as shop_url
-    from celebrations
+    from around_the_tick
 
 )
 

@@ -35,6 +35,9 @@ final as (
     where
         (added_at is null or added_at > last_viewed_at)
         and (ordered_at is null or ordered_at > last_viewed_at)
+        -- Only the browses whose step can touch this tick (nudge_entry_window, in
+        -- macros/sequence.sql): the engine would drop the others.
+        and {{ nudge_entry_window('browse_abandonment', 'last_viewed_at') }}
 
 )
 

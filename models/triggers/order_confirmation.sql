@@ -7,6 +7,9 @@ with
 orders as (
 
     select * from {{ ref('int_orders__itemized') }}
+    -- Only the orders whose confirmation can touch this tick (nudge_entry_window, in
+    -- macros/sequence.sql): every 5 minutes, not every order ever made.
+    where {{ nudge_entry_window('order_confirmation', 'ordered_at') }}
 
 ),
 

@@ -57,6 +57,11 @@ final as (
         on orders.order_id = deliveries.order_id
     left join picks
         on orders.customer_id = picks.customer_id
+    -- Only the orders whose request can touch this tick (nudge_entry_window, in
+    -- macros/sequence.sql): the engine would drop the others.
+    where
+        {{ nudge_entry_window('post_purchase_review',
+            'coalesce(deliveries.delivered_at, orders.ordered_at)') }}
 
 )
 

@@ -71,6 +71,9 @@ final as (
     from first_events
     left join orders
         on first_events.order_id = orders.order_id
+    -- Only the shipments whose email can touch this tick (nudge_entry_window, in
+    -- macros/sequence.sql), after the first event of each is known.
+    where {{ nudge_entry_window('shipping_notification', 'first_events.occurred_at') }}
 
 )
 

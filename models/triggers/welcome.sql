@@ -44,6 +44,9 @@ final as (
         on
             signups.customer_id = orders.customer_id
             and signups.signed_up_at <= orders.ordered_at
+    -- Only the sign-ups whose steps can touch this tick (nudge_entry_window, in
+    -- macros/sequence.sql): the engine would drop the others.
+    where {{ nudge_entry_window('welcome', 'signups.signed_up_at') }}
 
 )
 

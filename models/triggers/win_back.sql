@@ -26,7 +26,11 @@ lapses as (
         || ':'
         || strftime(last_event_at at time zone 'UTC', '%Y%m%dT%H%M%S') as lapse_key
     from activity
-    where order_count > 0
+    where
+        order_count > 0
+        -- Only the lapses whose steps can touch this tick (nudge_entry_window, in
+        -- macros/sequence.sql): the engine would drop the others.
+        and {{ nudge_entry_window('win_back', 'last_event_at') }}
 
 ),
 
