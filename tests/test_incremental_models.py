@@ -44,6 +44,7 @@ INCREMENTAL = (
     "intermediate.int_carts__episodes",
     "intermediate.int_carts__summarized",
     "intermediate.int_customers__activity",
+    "intermediate.int_customers__purchased_products",
     "intermediate.int_orders__itemized",
     "intermediate.int_product_views__sessionized",
 )
@@ -199,6 +200,22 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         json.dumps({"revenue": 10}),
     )
     arrivals.append((TICKS[1] - timedelta(hours=1), moved))
+    # An order taken over: an earlier order_completed with its id, under another customer and
+    # another event id, arrives two ticks later (the tick after a load still recomputes what it
+    # loaded). The first customer's purchases lose its products, though none of their events
+    # changed.
+    taken = TICKS[0] - timedelta(hours=4)
+    products = [{"product_id": "p-taken", "name": "Mug", "price": 5}]
+    taken_order = json.dumps({"order_id": "ord-taken", "revenue": 5, "products": products})
+    arrivals.append((taken, ("evt-taken-a", "cus-taken-a", "order_completed", taken, taken_order)))
+    taker: EventRow = (
+        "evt-taken-b",
+        "cus-taken-b",
+        "order_completed",
+        taken - timedelta(minutes=1),
+        taken_order,
+    )
+    arrivals.append((TICKS[2] - timedelta(hours=1), taker))
     # A cart left before the first tick, converted two ticks later by an order through another
     # cart: only the customer's events change, yet the cart's episode must end.
     added = json.dumps({"cart_id": "cart-left", "product_id": "p1", "price": 5, "quantity": 1})
@@ -296,6 +313,21 @@ def test_every_tick_builds_exactly_what_a_full_rebuild_builds(pair: Pair) -> Non
             "where customer_id in ('cus-moved-a', 'cus-moved-b')",
         )
         == 1
+    )
+    # The order taken over left the first customer's purchases.
+    assert (
+        _count(
+            pair.incremental,
+            "select count(*) from intermediate.int_customers__purchased_products "
+            "where product_id = 'p-taken' and customer_id = 'cus-taken-b'",
+        )
+        == 1
+        and _count(
+            pair.incremental,
+            "select count(*) from intermediate.int_customers__purchased_products "
+            "where customer_id = 'cus-taken-a'",
+        )
+        == 0
     )
     # The cart left before the first tick was converted by the order through another cart.
     assert (

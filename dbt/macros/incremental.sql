@@ -35,8 +35,9 @@
        keep its old one.
     owned_by: a relation of the keys with their customer_id (the carts and their owners). Its
     keys whose customer's events changed change too: a cart's episodes end with any order of
-    its owner's, whatever cart that order names. -#}
-{% macro nudge_recompute_changed(key, owned_by=none) -%}
+    its owner's, whatever cart that order names.
+    also: a query of more keys that changed (nudge_customers_of_changed_orders). -#}
+{% macro nudge_recompute_changed(key, owned_by=none, also=none) -%}
     {%- if is_incremental() -%}
         delete from {{ this }}
         where (select max(computed_as_of) from {{ this }}) > {{ as_of() }};
@@ -50,9 +51,23 @@
             select owned.{{ key }}
             from {{ owned_by }} as owned
             where owned.customer_id in ({{ nudge_changed_keys('customer_id') }})
+        {%- endif %}
+        {%- if also is not none %}
+            union
+            {{ also }}
         {%- endif %};
 
         delete from {{ this }}
         where {{ key }} in (select {{ key }} from {{ nudge_changed_relation() }})
     {%- endif -%}
+{%- endmacro %}
+
+{#- The customers with an event naming an order whose events changed. An order belongs to the
+    customer of its first order_completed (int_orders__itemized), so an earlier one under
+    another customer, with an event id of its own, moves the order: its previous owner's
+    purchases change although none of their events did. -#}
+{% macro nudge_customers_of_changed_orders() -%}
+    select events.customer_id
+    from {{ ref('base_raw__events') }} as events
+    where events.order_id in ({{ nudge_changed_keys('order_id') }})
 {%- endmacro %}

@@ -1,11 +1,31 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='customer_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ nudge_recompute_changed(
+            'customer_id', also=nudge_customers_of_changed_orders()
+        ) }}",
+    )
+}}
+-- depends_on: {{ ref('base_raw__events') }} (read by the pre-hook)
 -- Every product each customer has bought (order_completed items), once, with when they last
--- bought it and how the shop last described it. Product picks start here.
+-- bought it and how the shop last described it. Product picks start here. Incremental, keyed by
+-- customer: a customer's orders change only with their events, and unnesting every order's
+-- items every hour was a third of a steady tick at 54M events.
 with
 
 orders as (
 
     select * from {{ ref('int_orders__itemized') }}
-    where items is not null
+    where
+        items is not null
+        {% if is_incremental() -%}
+            -- Incremental (macros/incremental.sql): only the customers whose events changed,
+            -- with all their orders.
+            and customer_id in (select customer_id from {{ nudge_changed_relation() }})
+        {%- endif %}
 
 ),
 
@@ -66,7 +86,8 @@ final as (
         -- their latest var product_picks_history products.
         row_number() over (
             partition by customer_id order by last_bought_at desc, product_id asc
-        ) as purchase_rank
+        ) as purchase_rank,
+        {{ as_of() }} as computed_as_of
     from bought
 
 )
