@@ -243,13 +243,14 @@ def test_model_and_column_docs_are_persisted_for_bi_tools(ticks: Ticks) -> None:
     relations = _ledger(
         ticks.settings,
         "select table_name, comment from duckdb_tables() "
-        "where schema_name in ('intermediate', 'triggers', 'audience') "
+        "where schema_name in ('staging', 'intermediate', 'triggers', 'audience') "
         "union all select view_name, comment from duckdb_views() "
         "where schema_name in ('staging', 'intermediate')",
     )
-    # 5 staging views, 1 intermediate view and 13 tables (the tick's: the reporting job builds
-    # the attribution models), 11 triggers and their 11 eligibility tables.
-    assert len(relations) == 41
+    # 4 staging views and 2 tables (base_raw__events, stg_raw__customers), 1 intermediate view
+    # and 13 tables (the tick's: the reporting job builds the attribution models), 11 triggers
+    # and their 11 eligibility tables.
+    assert len(relations) == 42
     assert all(comment for _name, comment in relations)
 
 
