@@ -84,6 +84,21 @@
     }) -}}
 {%- endmacro %}
 
+{#- For entries at a local time of day on a date (birthdays, anniversaries: 09:00 local):
+    whether `date_column` can give an entered_at within nudge_entry_bounds. Any local time of a
+    date falls between 10:00 UTC the day before (UTC+14) and 12:00 UTC the day after (UTC-12),
+    so the bounds' UTC dates, a day wider on each side, keep every entry that can; compared on
+    dates, before any time zone conversion. True without bounds. -#}
+{% macro nudge_entry_dates(trigger, date_column) -%}
+    {%- set bounds = nudge_entry_bounds(trigger) -%}
+    {%- if bounds is none -%}
+        true
+    {%- else -%}
+        ({{ date_column }} >= cast(timezone('UTC', {{ bounds.after }}) as date) - 1
+        and {{ date_column }} <= cast(timezone('UTC', {{ bounds.until }}) as date) + 1)
+    {%- endif -%}
+{%- endmacro %}
+
 {#- Whether `column`, an entry's entered_at, lies within nudge_entry_bounds (true without
     bounds). -#}
 {% macro nudge_entry_window(trigger, column) -%}

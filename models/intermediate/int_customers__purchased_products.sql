@@ -19,13 +19,11 @@ with
 orders as (
 
     select * from {{ ref('int_orders__itemized') }}
-    where
-        items is not null
-        {% if is_incremental() -%}
-            -- Incremental (macros/incremental.sql): only the customers whose events changed,
-            -- with all their orders.
-            and customer_id in (select customer_id from {{ nudge_changed_relation() }})
-        {%- endif %}
+    {% if is_incremental() -%}
+        -- Incremental (macros/incremental.sql): only the customers whose events changed, with
+        -- all their orders.
+        where customer_id in (select customer_id from {{ nudge_changed_relation() }})
+    {%- endif %}
 
 ),
 
@@ -41,6 +39,7 @@ order_products as (
         -- placed at the same instant, resolves the same way on every build.
         generate_subscripts(items, 1) as line_number
     from orders
+    where items is not null
 
 ),
 

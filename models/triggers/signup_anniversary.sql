@@ -57,19 +57,13 @@ celebrations as (
 
 ),
 
--- Only the anniversaries whose greeting can touch this tick (nudge_entry_bounds, in
--- macros/sequence.sql): 09:00 local falls between 19:00 UTC the day before and 21:00 UTC that
--- day, so these UTC dates, one day later at the end, keep every greeting that can.
+-- Only the anniversaries whose greeting can touch this tick (nudge_entry_dates, in
+-- macros/sequence.sql), compared on dates before any time zone conversion: the engine would
+-- drop the others, and building them cost a row per customer and year every hour.
 around_the_tick as (
 
-    {%- set bounds = nudge_entry_bounds('signup_anniversary') %}
-
     select * from celebrations
-    {%- if bounds is not none %}
-    where
-        celebration_date >= cast(timezone('UTC', {{ bounds.after }}) as date)
-        and celebration_date <= cast(timezone('UTC', {{ bounds.until }}) as date) + 1
-    {%- endif %}
+    where {{ nudge_entry_dates('signup_anniversary', 'celebration_date') }}
 
 ),
 
