@@ -210,7 +210,8 @@ class _Push:
         self._plan(competitors)
         failpoints.hit("after_plan")
         failpoints.pause(f"before_push:{self.spec.name}")
-        batch_size = min(self.policy.batch_size, self.provider.limits.max_batch)
+        limits = self.provider.limits
+        batch_size = min(self.policy.batch_size or limits.default_batch, limits.max_batch)
         batches = ledger.planned_batches(
             self.con, trigger=self.spec.name, run_id=self.run_id, batch_size=batch_size
         )

@@ -161,10 +161,13 @@ class DispatchPolicy:
         "NUDGE_MAX_MESSAGE_BYTES",
     )
     # Sends rendered, handed to the provider and settled per batch; set by the esp resource.
-    batch_size: int = 100
+    # None: the provider's default_batch (a full round of requests for a batch API).
+    batch_size: int | None = None
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any], *, batch_size: int = 100) -> DispatchPolicy:
+    def from_values(
+        cls, values: Mapping[str, Any], *, batch_size: int | None = None
+    ) -> DispatchPolicy:
         """A policy from flat knob values (run config, :func:`values_from_env`); the rest are
         defaults. Unknown names are an error."""
         unknown = sorted(set(values) - {k.name for k in knobs()})

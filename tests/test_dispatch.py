@@ -402,3 +402,28 @@ def test_a_push_told_to_stop_mid_batch_sends_nothing_more_and_loses_nothing(con)
     assert summary.sent == 5 and summary.resumed == 6
     statuses = con.execute("select distinct status from nudge.send_ledger").fetchall()
     assert statuses == [("sent",)]
+
+
+@pytest.mark.parametrize(("batch_size", "settles"), [(None, 2), (250, 5)])
+def test_a_batch_api_gets_a_full_request_per_worker_unless_told_otherwise(
+    con, batch_size: int | None, settles: int
+) -> None:
+    # Postmark takes 500 per request; with 2 workers one hand-over is 1,000 sends: one consent
+    # re-check and one settle for two concurrent requests, not one per 100 as for one-message
+    # APIs. An operator's batch_size still wins.
+    from dagster_project.providers.postmark import PostmarkProvider
+
+    write_eligibility(con, [cart_row(f"k{i:04d}") for i in range(1200)])
+    with EspServer(api_key="pm-token") as server:
+        provider = PostmarkProvider("pm-token", server.url, max_concurrency=2)
+        summary = dispatch(
+            con, provider, as_of=AS_OF, run_id="r1", policy=DispatchPolicy(batch_size=batch_size)
+        )
+        provider.close()
+        sizes = sorted(len(r.send_ids) for r in server.requests)
+    assert summary.sent == 1200
+    batches = con.execute(
+        "select count(distinct batch_id) from nudge.send_ledger where status = 'sent'"
+    ).fetchone()
+    assert batches == (settles,)
+    assert sizes == ([200, 500, 500] if batch_size is None else [200] + [250] * 4)

@@ -85,9 +85,11 @@ class EspResource(ConfigurableResource):
         description="Requests in flight at once; a crash leaves at most this many in doubt.",
     )
     max_attempts: int = 5
-    batch_size: int = Field(
-        default=100,
-        description="Sends rendered, handed to the provider and settled in the ledger per batch.",
+    batch_size: int | None = Field(
+        default=None,
+        description="Sends rendered, re-checked, handed to the provider and settled in the "
+        "ledger per batch; empty: the provider's own (100 for one-message "
+        "APIs; a full request per worker for batch APIs, e.g. 8 x 500 for Postmark).",
     )
 
     def build(self) -> Provider:
@@ -120,7 +122,7 @@ class PolicyResource(ConfigurableResource):
     assets annotate their ``send_policy`` parameter with this base class.
     """
 
-    def policy(self, batch_size: int) -> DispatchPolicy:
+    def policy(self, batch_size: int | None) -> DispatchPolicy:
         return DispatchPolicy.from_values(self.model_dump(), batch_size=batch_size)
 
 

@@ -191,7 +191,9 @@ class ProviderLimits:
     sends become ``unknown``. ``requests_per_second``: the default rate limit shared by all of
     the run's workers (``None``: unlimited). ``per_message_results``: one request reports each
     message's own outcome (Postmark's batch does; an all-or-nothing batch does not, and is split
-    to isolate a rejected row).
+    to isolate a rejected row). ``default_batch``: the messages dispatch hands over per call when
+    the operator did not set ``batch_size``; a batch adapter makes it one round of its workers'
+    requests (a full request each), so one consent re-check and one settle cover them all.
     """
 
     max_batch: int = 100
@@ -199,6 +201,7 @@ class ProviderLimits:
     idempotent: bool = False
     requests_per_second: float | None = None
     per_message_results: bool = True
+    default_batch: int = 100
 
 
 class Journal(Protocol):

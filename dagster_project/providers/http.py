@@ -4,8 +4,8 @@ An adapter says *what* goes over the wire: one JSON item per message (:meth:`bui
 body of one request (:meth:`encode`), what a 2xx answer says about each message
 (:meth:`parse_accepted`) and the provider's words for an error. :class:`HttpJsonProvider` decides
 *how*: requests of at most ``batch_size`` messages and ``max_request_bytes`` bytes, run by a
-``ThreadPoolExecutor`` over one pooled keep-alive :class:`httpx.Client` (for this
-request/response pattern a sync client on threads measured faster than ``AsyncClient``),
+``ThreadPoolExecutor`` whose workers each keep one connection alive (``wire.WireClient``: for
+this request/response pattern sync transports on threads measured faster than ``AsyncClient``),
 paced by a shared :class:`RateLimiter`, each request with its own retry loop (the fates are
 those of ``retry.py``; reading the answer is ``wire.py``):
 
@@ -75,11 +75,11 @@ from dagster_project.providers.ratelimit import RateLimiter
 from dagster_project.providers.redaction import HTTPX_LOG_REDACTOR, REDACTED, public_url
 from dagster_project.providers.retry import Fate, SleepClock, backoff_delay, check_tuning
 from dagster_project.providers.wire import (
+    WireClient,
     body_excerpt,
     describe_transport_error,
     json_or_none,
     parse_retry_after,
-    pooled_client,
     rate_limit_wait,
     transport_fate,
     window_spent,
@@ -233,7 +233,7 @@ class HttpJsonProvider(PooledProvider):
         self._blocked_until = 0.0  # a clock() value; see _block_for()
         self._state_lock = threading.Lock()
         self.requests_made = 0
-        self._client = pooled_client(
+        self._client = WireClient(
             {
                 "Content-Type": "application/json",
                 "Accept": "application/json",
@@ -241,7 +241,6 @@ class HttpJsonProvider(PooledProvider):
                 **headers,
             },
             timeout=self.timeout,
-            max_concurrency=max_concurrency,
             transport=transport,
         )
         self._url_secrets = tuple(s for s in url_secrets if s)

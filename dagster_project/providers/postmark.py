@@ -154,7 +154,9 @@ class PostmarkProvider(HttpJsonProvider):
         super().__init__(
             self.base_url + BATCH_PATH,
             limits=ProviderLimits(
-                max_batch=MAX_BATCH,
+                # One call is one round of the workers' requests: MAX_BATCH messages each.
+                max_batch=MAX_BATCH * max_concurrency,
+                default_batch=MAX_BATCH * max_concurrency,
                 max_request_bytes=MAX_REQUEST_BYTES,
                 idempotent=False,
                 requests_per_second=None,

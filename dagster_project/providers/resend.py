@@ -131,7 +131,9 @@ class ResendProvider(HttpJsonProvider):
         super().__init__(
             self.base_url + BATCH_PATH,
             limits=ProviderLimits(
-                max_batch=MAX_BATCH,
+                # One call is one round of the workers' requests: MAX_BATCH messages each.
+                max_batch=MAX_BATCH * max_concurrency,
+                default_batch=MAX_BATCH * max_concurrency,
                 max_request_bytes=None,
                 idempotent=True,
                 requests_per_second=DEFAULT_REQUESTS_PER_SECOND,

@@ -231,9 +231,11 @@ class SendGridProvider(HttpJsonProvider):
         self.base_url = str(url).rstrip("/")
         super().__init__(
             self.base_url + SEND_PATH,
-            # max_batch is per send() call; in the default mode each message is one request.
+            # max_batch is per send() call; in the default mode each message is one request,
+            # in template mode one call is one round of the workers' full requests.
             limits=ProviderLimits(
-                max_batch=MAX_PERSONALIZATIONS,
+                max_batch=MAX_PERSONALIZATIONS * (max_concurrency if template_id else 1),
+                default_batch=MAX_PERSONALIZATIONS * max_concurrency if template_id else 100,
                 max_request_bytes=MAX_REQUEST_BYTES,
                 idempotent=False,
                 requests_per_second=None,

@@ -17,8 +17,8 @@ Design notes (the why):
   them. A message whose headers SES would refuse (a line break, too many, too long) fails
   alone, before any request.
 * botocore only signs (``SigV4Auth`` over an ``AWSRequest``, credentials from botocore's
-  standard chain); requests go out through one pooled :class:`httpx.Client` driven by a
-  ``ThreadPoolExecutor``, as in the SendGrid adapter (the fan-out, retry loop and batch stop
+  standard chain); requests go out through ``wire.WireClient`` (one keep-alive connection
+  per worker of a ``ThreadPoolExecutor``), as in the SendGrid adapter (the fan-out, retry loop and batch stop
   are shared with SMTP: ``fanout.py``). Every attempt is signed afresh: the signature
   carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
 * The sending rate is a :class:`RateLimiter` shared by all workers. Throttling answers (429
@@ -66,8 +66,8 @@ from dagster_project.providers.fanout import Attempt, FanoutProvider, Unsendable
 from dagster_project.providers.redaction import REDACTED
 from dagster_project.providers.retry import Fate, check_tuning
 from dagster_project.providers.wire import (
+    WireClient,
     describe_transport_error,
-    pooled_client,
     transport_fate,
 )
 
@@ -408,10 +408,9 @@ class SesProvider(FanoutProvider[_Job]):
         self.requests_per_second = requests_per_second
         self._url = self.endpoint_url + SEND_PATH
         # Content-Type is signed, so it is set per request (see _signed_headers).
-        self._client = pooled_client(
+        self._client = WireClient(
             {"Accept": "application/json", "User-Agent": "nudge"},
             timeout=self.timeout,
-            max_concurrency=max_concurrency,
             transport=transport,
         )
 

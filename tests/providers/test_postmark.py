@@ -327,7 +327,8 @@ def test_defaults() -> None:
     with PostmarkProvider(TOKEN) as p:
         assert p.name == "postmark"
         assert p.base_url == "https://api.postmarkapp.com"
-        assert p.limits.max_batch == 500
+        # One call is one round of its 8 workers' requests, 500 messages each.
+        assert p.limits.max_batch == p.limits.default_batch == 500 * 8
         assert p.limits.max_request_bytes == 50_000_000
         assert p.limits.idempotent is False
         assert p.limits.per_message_results is True

@@ -324,7 +324,7 @@ def test_config_errors() -> None:
     with ResendProvider(API_KEY) as p:
         assert (p.name, p.base_url) == ("resend", "https://api.resend.com")
         assert p.limits.idempotent is True
-        assert p.limits.max_batch == 100
+        assert p.limits.max_batch == p.limits.default_batch == 100 * 8
         assert p.limits.per_message_results is False
 
 
