@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -244,7 +243,8 @@ class LinkSettings:
 
 def _mac(secret: str, body: str) -> bytes:
     # 16 bytes of HMAC-SHA256: 128 bits is far beyond guessing, and keeps links short.
-    return hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()[:16]
+    # hmac.digest is OpenSSL's one-shot HMAC: two links per email, a third of hmac.new's time.
+    return hmac.digest(secret.encode(), body.encode(), "sha256")[:16]
 
 
 def _b64(data: bytes) -> str:

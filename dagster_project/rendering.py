@@ -67,6 +67,9 @@ class Renderer:
             # A Renderer lives for one push: templates do not change under it, and checking
             # every file's mtime on each render (and each include) cost a sixth of the time.
             auto_reload=False,
+            # Unbounded, so a plain dict: each render looks its layout and includes up again
+            # (``extends``, ``include``), and the default LRU cache takes a lock per lookup.
+            cache_size=-1,
         )
         self.env.filters["money"] = _money
         self.env.filters["date"] = _date

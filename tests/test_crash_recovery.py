@@ -151,7 +151,8 @@ def _kill_after(worker: subprocess.Popen[str], server: EspServer, requests: int)
         ("after_plan", 0),  # nothing reached the provider
         ("after_handover:30", crash_worker.CONCURRENCY),  # journaled, about to go out
         ("after_send:30", crash_worker.CONCURRENCY),  # delivered, answer not journaled
-        ("mid_settle:2", 0),  # batch 2 answered and journaled, its settle rolled back
+        # Batch 2 answered and journaled, its settle rolled back, while batch 3 is on the wire.
+        ("mid_settle:2", crash_worker.CONCURRENCY),
     ],
 )
 def test_a_killed_sendgrid_push_leaves_in_doubt_only_what_was_on_the_wire(
@@ -177,9 +178,11 @@ def test_a_killed_sendgrid_push_leaves_in_doubt_only_what_was_on_the_wire(
         # handed over at that instant); SendGrid has no key: not resent.
         assert unknown & received_before
     if failpoint.startswith("mid_settle"):
-        # Batches 1 and 2 were delivered by the killed run: 2 from its journal, not resent.
-        assert len(received_before) == 200
-        assert all(status == "sent" for status in statuses.values())
+        # Batches 1 and 2 were delivered by the killed run (2 settled from its journal, not
+        # resent); batch 3 was going out meanwhile: only its requests handed over are in doubt
+        # (at most one per worker, checked above), whether or not they reached the server.
+        assert len(received_before) >= 200
+        assert set(statuses.values()) <= {"sent", "unknown"}
 
 
 # -- at random moments --------------------------------------------------------------------------

@@ -427,3 +427,40 @@ def test_a_batch_api_gets_a_full_request_per_worker_unless_told_otherwise(
     ).fetchone()
     assert batches == (settles,)
     assert sizes == ([200, 500, 500] if batch_size is None else [200] + [250] * 4)
+
+
+def test_a_settle_that_fails_while_the_next_batch_is_out_stops_the_push_and_loses_nothing(
+    con, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batch 1 settles while batch 2 is on the wire. If that settle fails (a full disk, a bug),
+    # batch 2 still finishes and is journaled, nothing more goes out, and the next run settles
+    # both from the journal: every send once, none lost.
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(9)])
+    real_settle = ledger.settle
+    calls = {"with_results": 0}
+
+    def failing_settle(con, *, results, **kwargs):  # type: ignore[no-untyped-def]
+        if results:
+            calls["with_results"] += 1
+            if calls["with_results"] == 1:
+                raise duckdb.IOException("disk full")
+        return real_settle(con, results=results, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle", failing_settle)
+    provider = RecordingProvider()
+    with pytest.raises(duckdb.IOException, match="disk full"):
+        _dispatch(con, provider, batch_size=3)
+    monkeypatch.setattr(ledger, "settle", real_settle)
+    # Batch 1 went out, then batch 2 while batch 1's settle failed; batch 3 never did.
+    assert len(provider.sent) == 6
+    assert len(journal(con)) > 0
+    # Leaving, the push tried to settle again what it had: the ledger already has both.
+    statuses = {status for status, _e, _a in ledger_rows(con).values()}
+    assert statuses == {"sent", "planned"}
+
+    rerun = RecordingProvider()
+    summary = _dispatch(con, rerun, batch_size=3, run_id="run-2")
+    assert len(rerun.sent) == 3  # batch 3 only
+    assert {status for status, _e, _a in ledger_rows(con).values()} == {"sent"}
+    assert summary.duplicate_deliveries == 0
+    assert journal(con).is_empty()

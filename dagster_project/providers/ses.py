@@ -18,9 +18,9 @@ Design notes (the why):
   alone, before any request.
 * botocore only signs (``SigV4Auth`` over an ``AWSRequest``, credentials from botocore's
   standard chain); requests go out through ``wire.WireClient`` (one keep-alive connection
-  per worker of a ``ThreadPoolExecutor``), as in the SendGrid adapter (the fan-out, retry loop and batch stop
-  are shared with SMTP: ``fanout.py``). Every attempt is signed afresh: the signature
-  carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
+  per worker of a ``ThreadPoolExecutor``), as in the SendGrid adapter (the fan-out, retry
+  loop and batch stop are shared with SMTP: ``fanout.py``). Every attempt is signed afresh:
+  the signature carries a timestamp and refreshable credentials (SSO, assumed roles) rotate.
 * The sending rate is a :class:`RateLimiter` shared by all workers. Throttling answers (429
   ``TooManyRequestsException``, ``LimitExceededException``, ``Throttling``) pause *every* worker
   with exponential backoff; they are not the message's failure, so they do not use up

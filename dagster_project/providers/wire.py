@@ -86,6 +86,7 @@ class WireClient:
         self._headers = httpx.Headers(headers)
         self._timeout = httpx.Timeout(timeout).as_dict()
         self._injected = transport
+        self._urls: dict[str, httpx.URL] = {}
         self._local = threading.local()
         self._transports: list[httpx.BaseTransport] = []
         self._lock = threading.Lock()
@@ -98,8 +99,12 @@ class WireClient:
         merged = self._headers.copy()
         if headers:
             merged.update(headers)
+        # Parsed once per address: a provider POSTs to one or two, thousands of times.
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
         request = httpx.Request(
-            "POST", url, content=content, headers=merged, extensions={"timeout": self._timeout}
+            "POST", parsed, content=content, headers=merged, extensions={"timeout": self._timeout}
         )
         response = self._transport(request.url).handle_request(request)
         response.request = request
