@@ -26,6 +26,7 @@ email's ``headers`` object, as they are; a message without any has no ``headers`
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -128,12 +129,17 @@ class ResendProvider(HttpJsonProvider):
         key = require_secret(api_key, "Resend API key")
         url = require_http_url(base_url, "Resend base URL", DEFAULT_BASE_URL)
         self.base_url = str(url).rstrip("/")
+        rate = requests_per_second or DEFAULT_REQUESTS_PER_SECOND
+        # A hand-over is what the workers can send within about a second: at Resend's default
+        # 2 requests/s, more would only queue at the rate limiter while its consent re-check
+        # grows old.
+        round_of_requests = max(1, min(max_concurrency, math.ceil(rate)))
         super().__init__(
             self.base_url + BATCH_PATH,
             limits=ProviderLimits(
-                # One call is one round of the workers' requests: MAX_BATCH messages each.
-                max_batch=MAX_BATCH * max_concurrency,
-                default_batch=MAX_BATCH * max_concurrency,
+                # One call is at most one round of the workers' requests, MAX_BATCH each.
+                max_batch=MAX_BATCH * max(1, max_concurrency),
+                default_batch=MAX_BATCH * round_of_requests,
                 max_request_bytes=None,
                 idempotent=True,
                 requests_per_second=DEFAULT_REQUESTS_PER_SECOND,

@@ -324,7 +324,11 @@ def test_config_errors() -> None:
     with ResendProvider(API_KEY) as p:
         assert (p.name, p.base_url) == ("resend", "https://api.resend.com")
         assert p.limits.idempotent is True
-        assert p.limits.max_batch == p.limits.default_batch == 100 * 8
+        assert p.limits.max_batch == 100 * 8
+        # At Resend's default 2 requests/s, a hand-over is the two requests of a second.
+        assert p.limits.default_batch == 100 * 2
+    with ResendProvider(API_KEY, requests_per_second=10) as raised:
+        assert raised.limits.default_batch == 100 * 8
         assert p.limits.per_message_results is False
 
 
