@@ -55,6 +55,7 @@ SLOW_FILES_FIRST = (
     "tests/test_preview_and_backtest.py",
     "tests/defs/test_transactional_end_to_end.py",
     "tests/test_privacy.py",
+    "tests/test_postgres_models.py",
     "tests/defs/test_reporting_end_to_end.py",
 )
 

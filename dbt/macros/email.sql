@@ -5,7 +5,7 @@
 {%- endmacro %}
 
 {% macro is_valid_email(column) -%}
-    coalesce(regexp_full_match({{ column }}, '[a-z0-9._%+''-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}'), false)
+    coalesce({{ nudge_matches(column, "[a-z0-9._%+''-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}") }}, false)
 {%- endmacro %}
 
 {#- The salted hash nudge keeps of an erased address (nudge.erasures): lowercase hex SHA-256 of

@@ -11,3 +11,22 @@
     arg_max({{ value }}, ({{ at }}, {{ tiebreak }}))
     {%- if where %} filter (where {{ where }}){% endif %}
 {%- endmacro %}
+
+{% macro postgres__nudge_latest(value, at, tiebreak, where) -%}
+    (array_agg({{ value }} order by {{ at }} desc nulls last, {{ tiebreak }} desc nulls last)
+        filter (where {{ value }} is not null{% if where %} and ({{ where }}){% endif %}))[1]
+{%- endmacro %}
+
+{#- The value from the earliest row, by `at` and then `tiebreak` (see nudge_latest). -#}
+{% macro nudge_earliest(value, at, tiebreak) -%}
+    {{ return(adapter.dispatch('nudge_earliest', 'nudge')(value, at, tiebreak)) }}
+{%- endmacro %}
+
+{% macro default__nudge_earliest(value, at, tiebreak) -%}
+    arg_min({{ value }}, ({{ at }}, {{ tiebreak }}))
+{%- endmacro %}
+
+{% macro postgres__nudge_earliest(value, at, tiebreak) -%}
+    (array_agg({{ value }} order by {{ at }} nulls last, {{ tiebreak }} nulls last)
+        filter (where {{ value }} is not null))[1]
+{%- endmacro %}

@@ -77,10 +77,10 @@
         {%- do spans.append(delay + grace) -%}
     {%- endfor -%}
     {{- return({
-        'after': '(' ~ as_of() ~ ' - to_days(' ~ (var('eligibility_lookback_days') | int)
-            ~ ') - to_minutes(' ~ (spans | max) ~ '))',
-        'until': '(' ~ as_of() ~ ' + to_hours(' ~ (var('eligibility_lookahead_hours') | int)
-            ~ ') - to_minutes(' ~ (delays | min) ~ '))',
+        'after': '(' ~ as_of() ~ " - interval '1 day' * " ~ (var('eligibility_lookback_days') | int)
+            ~ " - interval '1 minute' * " ~ (spans | max) ~ ')',
+        'until': '(' ~ as_of() ~ " + interval '1 hour' * " ~ (var('eligibility_lookahead_hours') | int)
+            ~ " - interval '1 minute' * " ~ (delays | min) ~ ')',
     }) -}}
 {%- endmacro %}
 
@@ -113,7 +113,7 @@
 {#- A stable bucket in [0, 10000) from a string: md5 so it never changes across DuckDB versions.
     Python mirrors it in dagster_project/sequences.py::bucket. -#}
 {% macro nudge_bucket(expression) -%}
-    (cast(('0x' || left(md5({{ expression }}), 8)) as bigint) % 10000)
+    ({{ nudge_hex_to_bigint('left(md5(' ~ expression ~ '), 8)') }} % 10000)
 {%- endmacro %}
 
 {#- Shift an instant out of the recipient's quiet hours: inside [start, end) local time it moves
@@ -122,15 +122,15 @@
     {%- set start = var('quiet_hours_start') | int -%}
     {%- set stop = var('quiet_hours_end') | int -%}
     case
-        when hour(timezone({{ tz }}, {{ instant }})) >= {{ start }}
+        when cast(extract(hour from timezone({{ tz }}, {{ instant }})) as integer) >= {{ start }}
             then timezone(
                 {{ tz }},
                 date_trunc('day', timezone({{ tz }}, {{ instant }}))
-                + interval 1 day + to_hours({{ stop }})
+                + interval '1 day' + interval '1 hour' * {{ stop }}
             )
-        when hour(timezone({{ tz }}, {{ instant }})) < {{ stop }}
+        when cast(extract(hour from timezone({{ tz }}, {{ instant }})) as integer) < {{ stop }}
             then timezone(
-                {{ tz }}, date_trunc('day', timezone({{ tz }}, {{ instant }})) + to_hours({{ stop }})
+                {{ tz }}, date_trunc('day', timezone({{ tz }}, {{ instant }})) + interval '1 hour' * {{ stop }}
             )
         else {{ instant }}
     end
@@ -159,18 +159,11 @@
 
 with
 
--- `union all by name` with an empty row adds entry_exclusion_reason as null when the trigger
--- model has no such column, and keeps the model's own when it has: decided by DuckDB when the
--- query runs, so the macro needs no compile-time look at the model's columns (unit tests have
--- neither the graph's YAML nor a built relation to look at).
+-- The trigger model's rows, with entry_exclusion_reason and best_send_hour as null when the model
+-- has no such column (macro nudge_trigger_entries).
 entries as (
 
-    select * from {{ ref(trigger) }}
-    union all by name
-    select
-        cast(null as varchar) as entry_exclusion_reason,
-        cast(null as integer) as best_send_hour
-    where false
+    {{ nudge_trigger_entries(trigger) }}
 
 ),
 
@@ -212,8 +205,8 @@ engagement as (
 
     select
         trigger_key,
-        list(step order by step) filter (where is_opened) as opened_steps,
-        list(step order by step) filter (where is_clicked) as clicked_steps
+        {{ nudge_agg_list('step', 'step') }} filter (where is_opened) as opened_steps,
+        {{ nudge_agg_list('step', 'step') }} filter (where is_clicked) as clicked_steps
     from {{ ref('int_email_events__by_send') }}
     where trigger = '{{ trigger }}'
     group by trigger_key
@@ -263,18 +256,18 @@ entry_steps as (
             when steps.previous_step is not null
                 then {{ send_id("'" ~ trigger ~ "'", 'entries.trigger_key', 'steps.previous_step') }}
         end as previous_send_id,
-        entries.entered_at + to_minutes(steps.delay_minutes) as scheduled_at,
-        entries.entered_at + to_minutes(steps.delay_minutes + steps.grace_minutes) as expires_at,
-        entries.entered_at + to_minutes(steps.previous_expiry_minutes) as previous_expires_at
+        entries.entered_at + interval '1 minute' * steps.delay_minutes as scheduled_at,
+        entries.entered_at + interval '1 minute' * (steps.delay_minutes + steps.grace_minutes) as expires_at,
+        entries.entered_at + interval '1 minute' * steps.previous_expiry_minutes as previous_expires_at
     from entries
     cross join steps
     where
         -- Implied by the two conditions below; on the entry alone, so it is applied first.
         {{ nudge_entry_window(trigger, 'entries.entered_at') }}
-        and entries.entered_at + to_minutes(steps.delay_minutes)
-        <= {{ as_of() }} + to_hours({{ var('eligibility_lookahead_hours') }})
-        and entries.entered_at + to_minutes(steps.delay_minutes + steps.grace_minutes)
-        > {{ as_of() }} - to_days({{ var('eligibility_lookback_days') }})
+        and entries.entered_at + interval '1 minute' * steps.delay_minutes
+        <= {{ as_of() }} + interval '1 hour' * {{ var('eligibility_lookahead_hours') }}
+        and entries.entered_at + interval '1 minute' * (steps.delay_minutes + steps.grace_minutes)
+        > {{ as_of() }} - interval '1 day' * {{ var('eligibility_lookback_days') }}
 
 ),
 
@@ -283,7 +276,9 @@ entry_history as (
 
     select
         ledger.trigger_key,
-        list(ledger.step order by ledger.step) filter (where ledger.status = 'sent') as sent_steps,
+        {{ nudge_agg_list('ledger.step', 'ledger.step') }} filter (
+            where ledger.status = 'sent'
+        ) as sent_steps,
         -- The first step still open (in flight, retrying, delivery unknown, deferred): no
         -- later step may go out, even once the steps between have expired unsent.
         min(steps.step_index) filter (
@@ -316,7 +311,7 @@ started as (
         min(entered_at) as entered_at
     from ledger
     where status in ('planned', 'sending', 'sent', 'unknown', 'failed_retryable', 'holdout')
-    group by all
+    group by coalesce(reentry_key, customer_id), trigger_key
 
 ),
 
@@ -340,9 +335,9 @@ joined as (
         consent.source as consent_source,
         this_step.status as ledger_status,
         previous_step.status as previous_step_status,
-        coalesce(entry_history.sent_steps, []) as sent_steps,
-        coalesce(engagement.opened_steps, []) as opened_steps,
-        coalesce(engagement.clicked_steps, []) as clicked_steps,
+        coalesce(entry_history.sent_steps, {{ nudge_empty_list() }}) as sent_steps,
+        coalesce(engagement.opened_steps, {{ nudge_empty_list() }}) as opened_steps,
+        coalesce(engagement.clicked_steps, {{ nudge_empty_list() }}) as clicked_steps,
         entry_history.open_step_index,
         entry_history.reached_step_index
     from entry_steps
@@ -385,15 +380,15 @@ timing as (
         timezone(
             timezone,
             date_trunc('day', timezone(timezone, scheduled_at))
-            + to_hours(best_send_hour)
+            + interval '1 hour' * best_send_hour
             + case
-                when hour(timezone(timezone, scheduled_at)) > best_send_hour
+                when cast(extract(hour from timezone(timezone, scheduled_at)) as integer) > best_send_hour
                     or (
-                        hour(timezone(timezone, scheduled_at)) = best_send_hour
-                        and minute(timezone(timezone, scheduled_at)) > 0
+                        cast(extract(hour from timezone(timezone, scheduled_at)) as integer) = best_send_hour
+                        and cast(extract(minute from timezone(timezone, scheduled_at)) as integer) > 0
                     )
-                    then interval 1 day
-                else interval 0 day
+                    then interval '1 day'
+                else interval '0 day'
             end
         ) as best_hour_at
         {%- else %}
@@ -464,7 +459,7 @@ timed as (
                 and started.trigger_key != timing.trigger_key
                 and started.entered_at <= timing.entered_at
                 and started.entered_at
-                > timing.entered_at - to_days({{ reentry['after_days'] | int }})
+                > timing.entered_at - interval '1 day' * {{ reentry['after_days'] | int }}
         ) as is_reentry_blocked,
         {%- else %}
         false as is_reentry_blocked,
@@ -525,8 +520,8 @@ ruled as (
             -- Not only a step scheduled at night: one that became sendable late (deferred by a
             -- cap, waiting for its previous step) must not go out at night either.
             when
-                hour(timezone(timezone, {{ as_of() }})) >= {{ var('quiet_hours_start') | int }}
-                or hour(timezone(timezone, {{ as_of() }})) < {{ var('quiet_hours_end') | int }}
+                cast(extract(hour from timezone(timezone, {{ as_of() }})) as integer) >= {{ var('quiet_hours_start') | int }}
+                or cast(extract(hour from timezone(timezone, {{ as_of() }})) as integer) < {{ var('quiet_hours_end') | int }}
                 then 'quiet_hours'
             {%- endif %}
             when not meets_condition then 'condition_not_met'
@@ -603,19 +598,19 @@ final as (
         sent_steps,
         opened_steps,
         clicked_steps,
-        {{ as_of() }} as as_of,
-        * exclude (
-            send_id, trigger_key, step, step_index, variant, customer_id, reentry_key, email,
-            first_name, timezone, entered_at, scheduled_at, due_at, expires_at, exclusion_reason,
-            rule_exclusion_reason, entry_exclusion_reason, consent_status, consent_source,
-            suppression_reason, ledger_status,
-            previous_step_status, sent_steps, opened_steps, clicked_steps, previous_step,
-            previous_send_id,
-            previous_expires_at, open_step_index, reached_step_index, sends_at, best_hour_at,
-            send_time, best_send_hour,
-            is_known_customer, is_valid_email, is_suppressed, is_previous_step_done,
-            has_exited, meets_condition, is_reentry_blocked, is_holdout, is_control_group
-        )
+        {{ nudge_trigger_columns(trigger, except=[
+            'send_id', 'trigger_key', 'step', 'step_index', 'variant', 'customer_id',
+            'reentry_key', 'email', 'first_name', 'timezone', 'entered_at', 'scheduled_at',
+            'due_at', 'expires_at', 'exclusion_reason', 'rule_exclusion_reason',
+            'entry_exclusion_reason', 'consent_status', 'consent_source', 'suppression_reason',
+            'ledger_status', 'previous_step_status', 'sent_steps', 'opened_steps', 'clicked_steps',
+            'previous_step', 'previous_send_id', 'previous_expires_at', 'open_step_index',
+            'reached_step_index', 'sends_at', 'best_hour_at', 'send_time', 'best_send_hour',
+            'is_known_customer', 'is_valid_email', 'is_suppressed', 'is_previous_step_done',
+            'has_exited', 'meets_condition', 'is_reentry_blocked', 'is_holdout',
+            'is_control_group',
+        ]) }}
+        {{ as_of() }} as as_of
     from reasoned
 
 )
@@ -623,3 +618,66 @@ final as (
 select * from final
 
 {% endmacro %}
+
+{#- The trigger model's rows (sequence_eligibility's entries), with entry_exclusion_reason and
+    best_send_hour as null where the model has no such column. DuckDB decides when the query runs
+    (`union all by name` with an empty row), so unit tests, which have no built relation to look
+    at, need nothing more; elsewhere the built trigger model's columns decide. -#}
+{% macro nudge_trigger_entries(trigger) -%}
+    {{ return(adapter.dispatch('nudge_trigger_entries', 'nudge')(trigger)) }}
+{%- endmacro %}
+
+{% macro default__nudge_trigger_entries(trigger) -%}
+    select * from {{ ref(trigger) }}
+    union all by name
+    select
+        cast(null as varchar) as entry_exclusion_reason,
+        cast(null as integer) as best_send_hour
+    where false
+{%- endmacro %}
+
+{% macro postgres__nudge_trigger_entries(trigger) -%}
+    {%- set columns = nudge_trigger_model_columns(trigger) -%}
+    select
+        *
+        {%- if 'entry_exclusion_reason' not in columns %},
+        cast(null as varchar) as entry_exclusion_reason
+        {%- endif %}
+        {%- if 'best_send_hour' not in columns %},
+        cast(null as integer) as best_send_hour
+        {%- endif %}
+    from {{ ref(trigger) }}
+{%- endmacro %}
+
+{#- The trigger model's own columns that the eligibility table passes through (the templates'
+    fields: cart items, order totals, ...), each followed by a comma: all but `except`. -#}
+{% macro nudge_trigger_columns(trigger, except) -%}
+    {{ return(adapter.dispatch('nudge_trigger_columns', 'nudge')(trigger, except)) }}
+{%- endmacro %}
+
+{% macro default__nudge_trigger_columns(trigger, except) -%}
+    * exclude ({{ except | join(', ') }}),
+{%- endmacro %}
+
+{% macro postgres__nudge_trigger_columns(trigger, except) -%}
+    {%- for column in nudge_trigger_model_columns(trigger) if column not in except %}
+        {{ adapter.quote(column) }},
+    {%- endfor %}
+{%- endmacro %}
+
+{#- A trigger model's column names as built, lowercase; none while dbt parses or before its
+    first build. Looked up by name, not through ref(): in a unit test ref() names the fixture's
+    CTE, which has the built model's columns but no relation to ask (and a unit test has no
+    graph to look the model up in either). -#}
+{% macro nudge_trigger_model_columns(name) -%}
+    {%- if not execute -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set relation = adapter.get_relation(
+        database=target.database, schema=generate_schema_name('triggers', none), identifier=name
+    ) -%}
+    {%- if relation is none -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {{ return(adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list) }}
+{%- endmacro %}

@@ -27,14 +27,14 @@
 {% macro nudge_two_proportion_z(successes_a, trials_a, successes_b, trials_b) -%}
     (
         (
-            cast({{ successes_a }} as double) / nullif({{ trials_a }}, 0)
-            - cast({{ successes_b }} as double) / nullif({{ trials_b }}, 0)
+            cast({{ successes_a }} as double precision) / nullif({{ trials_a }}, 0)
+            - cast({{ successes_b }} as double precision) / nullif({{ trials_b }}, 0)
         )
         / nullif(
             sqrt(
-                (cast({{ successes_a }} + {{ successes_b }} as double)
+                (cast({{ successes_a }} + {{ successes_b }} as double precision)
                 / nullif({{ trials_a }} + {{ trials_b }}, 0))
-                * (1 - cast({{ successes_a }} + {{ successes_b }} as double)
+                * (1 - cast({{ successes_a }} + {{ successes_b }} as double precision)
                 / nullif({{ trials_a }} + {{ trials_b }}, 0))
                 * (1.0 / nullif({{ trials_a }}, 0) + 1.0 / nullif({{ trials_b }}, 0))
             ),
@@ -48,11 +48,11 @@
 {% macro nudge_wilson_bound(successes, trials, side) -%}
     (
         (
-            cast({{ successes }} as double) / nullif({{ trials }}, 0)
+            cast({{ successes }} as double precision) / nullif({{ trials }}, 0)
             + {{ nudge_z95() }} * {{ nudge_z95() }} / (2.0 * nullif({{ trials }}, 0))
             + ({{ side }}) * {{ nudge_z95() }} * sqrt(
-                (cast({{ successes }} as double) / nullif({{ trials }}, 0))
-                * (1 - cast({{ successes }} as double) / nullif({{ trials }}, 0))
+                (cast({{ successes }} as double precision) / nullif({{ trials }}, 0))
+                * (1 - cast({{ successes }} as double precision) / nullif({{ trials }}, 0))
                 / nullif({{ trials }}, 0)
                 + {{ nudge_z95() }} * {{ nudge_z95() }}
                 / (4.0 * nullif({{ trials }}, 0) * nullif({{ trials }}, 0))

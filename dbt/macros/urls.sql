@@ -32,7 +32,8 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Whether a text matches a regular expression, in the warehouse's own syntax. -#}
+{#- Whether the whole text matches a regular expression, in the warehouse's own syntax (null
+    for null text). -#}
 {% macro nudge_matches(expression, pattern) -%}
     {{ return(adapter.dispatch('nudge_matches', 'nudge')(expression, pattern)) }}
 {%- endmacro %}
@@ -42,7 +43,7 @@
 {%- endmacro %}
 
 {% macro postgres__nudge_matches(expression, pattern) -%}
-    ({{ expression }} ~ '{{ pattern }}')
+    ({{ expression }} ~ '^(?:{{ pattern }})$')
 {%- endmacro %}
 
 {#- An id from source data as one segment of a URL path: every byte but the unreserved

@@ -62,7 +62,7 @@ flagged_modifications as (
         coalesce(
             occurred_at
             - lag(occurred_at) over (partition by cart_id order by occurred_at, event_id)
-            > to_hours({{ var('abandoned_cart_reentry_hours') }}),
+            > interval '1 hour' * {{ var('abandoned_cart_reentry_hours') }},
             true
         ) as starts_episode
     from modifications
@@ -87,7 +87,7 @@ episodes as (
     select
         cart_id,
         episode,
-        any_value(customer_id) as customer_id,
+        min(customer_id) as customer_id,
         min(occurred_at) as episode_started_at,
         max(occurred_at) as last_modified_at
     from numbered_modifications
@@ -123,14 +123,12 @@ final as (
         least(cart_orders.ordered_at, customer_orders.ordered_at) as ordered_at,
         {{ as_of() }} as computed_as_of
     from episodes
-    asof left join cart_orders
-        on
-            episodes.cart_id = cart_orders.cart_id
-            and episodes.episode_started_at <= cart_orders.ordered_at
-    asof left join orders as customer_orders
-        on
-            episodes.customer_id = customer_orders.customer_id
-            and episodes.last_modified_at < customer_orders.ordered_at
+    {{ nudge_join_first_at('cart_orders', 'cart_orders', 'ordered_at', on='''
+        episodes.cart_id = cart_orders.cart_id
+        and episodes.episode_started_at <= cart_orders.ordered_at''') }}
+    {{ nudge_join_first_at('orders', 'customer_orders', 'ordered_at', on='''
+        episodes.customer_id = customer_orders.customer_id
+        and episodes.last_modified_at < customer_orders.ordered_at''') }}
 
 )
 

@@ -32,13 +32,19 @@ cart_events as (
 
 -- A cart id seen under two customers is an upstream bug; the customer with the latest activity
 -- keeps it so one cart never yields two emails.
-cart_owners as (
+cart_activity as (
 
     select
         cart_id,
-        customer_id
+        customer_id,
+        occurred_at
     from cart_events
-    qualify row_number() over (partition by cart_id order by occurred_at desc, customer_id asc) = 1
+
+),
+
+cart_owners as (
+
+    {{ nudge_first_per('cart_activity', 'cart_id', 'occurred_at desc, customer_id asc') }}
 
 ),
 
@@ -112,21 +118,18 @@ contents as (
 
     select
         cart_id,
-        list(
-            {
-                'product_id': product_id,
-                'name': coalesce(
-                    name, {{ nudge_truncate('product_id', 'max_product_name_chars') }}
-                ),
-                'quantity': net_quantity,
-                'price': price,
-                'url': url,
-                'image_url': image_url
-            }
-            order by name, product_id
-        ) filter (where is_valid) as items,
+        {{ nudge_agg_records({
+            'product_id': 'product_id',
+            'name': 'coalesce(name, ' ~ nudge_truncate('product_id', 'max_product_name_chars') ~ ')',
+            'quantity': 'net_quantity',
+            'price': 'price',
+            'url': 'url',
+            'image_url': 'image_url',
+        }, order_by='name, product_id') }} filter (where is_valid) as items,
         sum(net_quantity) filter (where is_valid) as item_count,
-        sum(net_quantity * coalesce(price, 0)) filter (where is_valid) as cart_value,
+        cast(
+            sum(net_quantity * coalesce(price, 0)) filter (where is_valid) as decimal(38, 2)
+        ) as cart_value,
         count(*) filter (where not is_valid) as invalid_item_count,
         max(currency) filter (where is_valid) as currency
     from cart_lines
@@ -138,7 +141,7 @@ activity as (
 
     select
         cart_id,
-        any_value(customer_id) as customer_id,
+        min(customer_id) as customer_id,
         min(occurred_at) as started_at,
         max(occurred_at) as last_activity_at
     from owned_cart_events

@@ -75,7 +75,7 @@ final as (
         last_steps.customer_id,
         '{{ var("marketing_list") }}' as list,
         'unsubscribed' as status,
-        last_steps.sent_at + to_days({{ var('sunset_after_days') | int }}) as changed_at,
+        last_steps.sent_at + interval '1 day' * {{ var('sunset_after_days') | int }} as changed_at,
         'sunset' as source,
         last_steps.send_id
     from last_steps
@@ -86,7 +86,7 @@ final as (
                 clicks.customer_id = last_steps.customer_id
                 and clicks.occurred_at >= last_steps.first_sent_at
                 and clicks.occurred_at
-                <= last_steps.sent_at + to_days({{ var('sunset_after_days') | int }})
+                <= last_steps.sent_at + interval '1 day' * {{ var('sunset_after_days') | int }}
         )
 
 )

@@ -67,14 +67,14 @@ hours as (
 
     select
         customer_id,
-        hour(local_at) as local_hour,
+        cast(extract(hour from local_at) as integer) as local_hour,
         count(distinct cast(local_at as date)) as signals
     from local_signals
     -- The engine's quiet hours, [quiet_hours_start, quiet_hours_end) across midnight.
     where
-        hour(local_at) >= {{ var('quiet_hours_end') | int }}
-        and hour(local_at) < {{ var('quiet_hours_start') | int }}
-    group by all
+        cast(extract(hour from local_at) as integer) >= {{ var('quiet_hours_end') | int }}
+        and cast(extract(hour from local_at) as integer) < {{ var('quiet_hours_start') | int }}
+    group by customer_id, cast(extract(hour from local_at) as integer)
 
 ),
 

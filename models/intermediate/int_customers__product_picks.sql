@@ -41,7 +41,7 @@ candidates as (
     inner join pairs
         on purchases.product_id = pairs.product_id
     where purchases.purchase_rank <= {{ var('product_picks_history') | int }}
-    group by all
+    group by purchases.customer_id, pairs.also_bought_product_id
 
 ),
 
@@ -57,7 +57,7 @@ fresh as (
 
 ),
 
-ranked as (
+all_ranked as (
 
     select
         *,
@@ -65,7 +65,13 @@ ranked as (
             partition by customer_id order by score desc, product_id asc
         ) as pick_rank
     from fresh
-    qualify pick_rank <= {{ var('product_picks_count') | int }}
+
+),
+
+ranked as (
+
+    select * from all_ranked
+    where pick_rank <= {{ var('product_picks_count') | int }}
 
 ),
 

@@ -34,10 +34,10 @@ order_products as (
         order_id,
         ordered_at,
         currency,
-        unnest(items) as item,
+        {{ nudge_unnest('items') }} as item,
         -- The line's place in the order: the same product on two lines, or in two orders
         -- placed at the same instant, resolves the same way on every build.
-        generate_subscripts(items, 1) as line_number
+        {{ nudge_unnest_position('items') }} as line_number
     from orders
     where items is not null
 
@@ -51,11 +51,11 @@ products as (
         order_products.order_id || ':' || lpad(cast(order_products.line_number as varchar), 6, '0')
             as order_line,
         order_products.currency,
-        order_products.item.product_id as bought_product_id,
-        order_products.item.name as product_name,
-        order_products.item.url as product_url,
-        order_products.item.image_url as product_image_url,
-        order_products.item.price as product_price
+        {{ nudge_field('order_products.item', 'product_id', 'varchar') }} as bought_product_id,
+        {{ nudge_field('order_products.item', 'name', 'varchar') }} as product_name,
+        {{ nudge_field('order_products.item', 'url', 'varchar') }} as product_url,
+        {{ nudge_field('order_products.item', 'image_url', 'varchar') }} as product_image_url,
+        {{ nudge_field('order_products.item', 'price', 'decimal(18, 2)') }} as product_price
     from order_products
 
 ),

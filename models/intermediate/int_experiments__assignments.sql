@@ -64,7 +64,7 @@ single_arm as (
         experiment,
         customer_id
     from assignments
-    group by all
+    group by experiment, customer_id
     having count(distinct arm) = 1
 
 ),

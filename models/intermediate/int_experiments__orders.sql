@@ -32,7 +32,8 @@ final as (
             assignments.customer_id = orders.customer_id
             and assignments.touched_at < orders.ordered_at
             and orders.ordered_at
-            <= assignments.touched_at + to_days({{ var('attribution_window_days') | int }})
+            <= assignments.touched_at
+            + interval '1 day' * {{ var('attribution_window_days') | int }}
 
 )
 

@@ -51,16 +51,14 @@ candidates as (
             orders.customer_id = attributable.customer_id
             and orders.ordered_at > attributable.touched_at
             and orders.ordered_at
-            <= attributable.touched_at + to_days({{ var('attribution_window_days') | int }})
+            <= attributable.touched_at
+            + interval '1 day' * {{ var('attribution_window_days') | int }}
 
 ),
 
 final as (
 
-    select * from candidates
-    qualify row_number() over (
-            partition by order_id order by touched_at desc, send_id desc
-        ) = 1
+    {{ nudge_first_per('candidates', 'order_id', 'touched_at desc, send_id desc') }}
 
 )
 

@@ -23,22 +23,28 @@ events as (
 
 -- A shop pipeline that retries delivers the same order twice under new event ids: the first
 -- copy wins, so one order is one row (and one review request).
-orders as (
+order_events as (
 
     select
         order_id,
+        event_id,
         customer_id,
         occurred_at as ordered_at,
         cart_id,
         revenue,
         coalesce(currency, 'USD') as currency,
         -- Anything but a JSON array (a string, an object, nothing) means "no products known".
-        try_cast(properties -> 'products' as json[]) as products
+        {{ nudge_json_array("properties -> 'products'") }} as products
     from events
     where
         event_name = 'order_completed'
         and order_id is not null
-    qualify row_number() over (partition by order_id order by occurred_at, event_id) = 1
+
+),
+
+orders as (
+
+    {{ nudge_first_per('order_events', 'order_id', 'ordered_at asc, event_id asc') }}
 
 ),
 
@@ -46,8 +52,8 @@ order_products as (
 
     select
         order_id,
-        unnest(products) as product,
-        generate_subscripts(products, 1) as product_index
+        {{ nudge_unnest('products') }} as product,
+        {{ nudge_unnest_position('products') }} as product_index
     from orders
 
 ),
@@ -60,17 +66,17 @@ typed_products as (
         product_index,
         product ->> 'product_id' as product_id,
         {{ nudge_truncate("product ->> 'name'", 'max_product_name_chars') }} as name,
-        try_cast(product ->> 'price' as decimal(18, 2)) as price,
+        {{ nudge_try_cast("product ->> 'price'", 'decimal(18, 2)') }} as price,
         -- Same default as the events' own quantity: a product listed without one was bought once.
-        coalesce(try_cast(product ->> 'quantity' as integer), 1) as quantity,
+        coalesce({{ nudge_try_cast("product ->> 'quantity'", 'integer') }}, 1) as quantity,
         -- A price or quantity present but not a number: the product is left out of the email.
         (
             product ->> 'price' is null
-            or try_cast(product ->> 'price' as decimal(18, 2)) is not null
+            or {{ nudge_try_cast("product ->> 'price'", 'decimal(18, 2)') }} is not null
         )
         and (
             product ->> 'quantity' is null
-            or try_cast(product ->> 'quantity' as integer) is not null
+            or {{ nudge_try_cast("product ->> 'quantity'", 'integer') }} is not null
         ) as is_valid,
         {{ nudge_web_url("product ->> 'url'") }} as url,
         {{ nudge_web_url("product ->> 'image_url'") }}
@@ -83,19 +89,14 @@ order_items as (
 
     select
         order_id,
-        list(
-            {
-                'product_id': product_id,
-                'name': coalesce(
-                    name, {{ nudge_truncate('product_id', 'max_product_name_chars') }}
-                ),
-                'quantity': quantity,
-                'price': price,
-                'url': url,
-                'image_url': image_url
-            }
-            order by product_index
-        ) filter (where is_valid) as items,
+        {{ nudge_agg_records({
+            'product_id': 'product_id',
+            'name': 'coalesce(name, ' ~ nudge_truncate('product_id', 'max_product_name_chars') ~ ')',
+            'quantity': 'quantity',
+            'price': 'price',
+            'url': 'url',
+            'image_url': 'image_url',
+        }, order_by='product_index') }} filter (where is_valid) as items,
         sum(quantity) filter (where is_valid) as item_count,
         count(*) filter (where not is_valid) as invalid_item_count
     from typed_products

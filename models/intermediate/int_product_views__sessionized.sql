@@ -76,14 +76,14 @@ flagged_views as (
             occurred_at
             - lag(occurred_at)
                 over (partition by customer_id, product_id order by occurred_at, event_id)
-            > interval 24 hour,
+            > interval '24 hour',
             true
         ) as starts_browse,
         coalesce(
             lead(occurred_at)
                 over (partition by customer_id, product_id order by occurred_at, event_id)
             - occurred_at
-            > interval 24 hour,
+            > interval '24 hour',
             true
         ) as ends_browse
     from views
@@ -140,15 +140,13 @@ final as (
         orders.ordered_at,
         {{ as_of() }} as computed_as_of
     from browses
-    asof left join adds
-        on
-            browses.customer_id = adds.customer_id
-            and browses.product_id = adds.product_id
-            and browses.first_viewed_at <= adds.added_at
-    asof left join orders
-        on
-            browses.customer_id = orders.customer_id
-            and browses.first_viewed_at <= orders.ordered_at
+    {{ nudge_join_first_at('adds', 'adds', 'added_at', on='''
+        browses.customer_id = adds.customer_id
+        and browses.product_id = adds.product_id
+        and browses.first_viewed_at <= adds.added_at''') }}
+    {{ nudge_join_first_at('orders', 'orders', 'ordered_at', on='''
+        browses.customer_id = orders.customer_id
+        and browses.first_viewed_at <= orders.ordered_at''') }}
 
 )
 

@@ -32,19 +32,32 @@ pairs as (
         on
             bought.customer_id = bought_too.customer_id
             and bought.product_id != bought_too.product_id
-    group by all
+    group by bought.product_id, bought_too.product_id
     having count(*) >= {{ var('product_picks_min_customers') | int }}
 
 ),
 
 -- A best seller is bought with everything: its strongest var product_picks_partners partners
 -- are all a pick can use, and they keep the picks' work per customer bounded.
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by product_id order by customers desc, also_bought_product_id asc
+        ) as partner_rank
+    from pairs
+
+),
+
 final as (
 
-    select * from pairs
-    qualify row_number() over (
-            partition by product_id order by customers desc, also_bought_product_id asc
-        ) <= {{ var('product_picks_partners') | int }}
+    select
+        product_id,
+        also_bought_product_id,
+        customers
+    from ranked
+    where partner_rank <= {{ var('product_picks_partners') | int }}
 
 )
 

@@ -12,6 +12,16 @@ changes as (
 
 -- The latest change at as_of decides. On a tie the unsubscribe wins: when in doubt, don't mail.
 -- An erasure is final: no later change lifts it.
+latest as (
+
+    {{ nudge_first_per(
+        'changes',
+        'customer_id, list',
+        "(source = 'erasure') desc, changed_at desc, (status = 'unsubscribed') desc",
+    ) }}
+
+),
+
 final as (
 
     select
@@ -20,15 +30,7 @@ final as (
         status,
         changed_at,
         source
-    from changes
-    qualify
-        row_number() over (
-            partition by customer_id, list
-            order by
-                (source = 'erasure') desc,
-                changed_at desc,
-                (status = 'unsubscribed') desc
-        ) = 1
+    from latest
 
 )
 

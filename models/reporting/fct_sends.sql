@@ -28,7 +28,7 @@ conversions as (
     select
         send_id,
         count(*) as attributed_orders,
-        arg_min(order_id, ordered_at) as attributed_order_id,
+        {{ nudge_earliest('order_id', 'ordered_at', 'order_id') }} as attributed_order_id,
         min(ordered_at) as attributed_ordered_at,
         case when count(distinct currency) = 1 then sum(revenue) end as attributed_revenue,
         case when count(distinct currency) = 1 then min(currency) end as attributed_currency

@@ -21,7 +21,7 @@ variants as (
         count(first_clicked_at) as clicked,
         count(*) filter (where attributed_orders > 0) as conversions
     from sends
-    group by all
+    group by trigger, step, variant
 
 ),
 
@@ -33,7 +33,7 @@ steps as (
         count(*) as variant_count,
         min(sent) >= {{ var('ab_min_sends') | int }} as is_sample_sufficient
     from variants
-    group by all
+    group by trigger, step
 
 ),
 
@@ -53,7 +53,7 @@ compared as (
                 other.trigger = variants.trigger
                 and other.step = variants.step
                 and other.variant != variants.variant
-            order by cast(other.clicked as double) / other.sent desc, other.variant
+            order by cast(other.clicked as double precision) / other.sent desc, other.variant
             limit 1
         ) as click_z,
         (
@@ -66,7 +66,7 @@ compared as (
                 other.trigger = variants.trigger
                 and other.step = variants.step
                 and other.variant != variants.variant
-            order by cast(other.conversions as double) / other.sent desc, other.variant
+            order by cast(other.conversions as double precision) / other.sent desc, other.variant
             limit 1
         ) as conversion_z
     from variants
@@ -83,11 +83,11 @@ rated as (
         variant,
         sent,
         clicked,
-        cast(clicked as double) / sent as click_rate,
+        cast(clicked as double precision) / sent as click_rate,
         {{ nudge_wilson_bound('clicked', 'sent', -1) }} as click_rate_ci_low,
         {{ nudge_wilson_bound('clicked', 'sent', 1) }} as click_rate_ci_high,
         conversions,
-        cast(conversions as double) / sent as conversion_rate,
+        cast(conversions as double precision) / sent as conversion_rate,
         {{ nudge_wilson_bound('conversions', 'sent', -1) }} as conversion_rate_ci_low,
         {{ nudge_wilson_bound('conversions', 'sent', 1) }} as conversion_rate_ci_high,
         {{ nudge_two_sided_p_value('click_z') }} as click_p_value,

@@ -26,7 +26,7 @@ daily as (
         count(first_opened_at) as opened,
         count(first_clicked_at) as clicked
     from sends
-    group by all
+    group by provider, cast(sent_at as date)
 
 ),
 
@@ -43,16 +43,16 @@ final as (
         unsubscribed,
         opened,
         clicked,
-        hard_bounced / sent as hard_bounce_rate,
-        complained / sent as complaint_rate,
-        opened / sent as open_rate,
-        clicked / sent as click_rate,
+        cast(hard_bounced as double precision) / sent as hard_bounce_rate,
+        cast(complained as double precision) / sent as complaint_rate,
+        cast(opened as double precision) / sent as open_rate,
+        cast(clicked as double precision) / sent as click_rate,
         {{ env_var('NUDGE_COMPLAINT_RATE_MAX', '0.003') | float }} as complaint_rate_limit,
         {{ env_var('NUDGE_HARD_BOUNCE_RATE_MAX', '0.05') | float }} as hard_bounce_rate_limit,
-        complained / sent
+        cast(complained as double precision) / sent
         > {{ env_var('NUDGE_COMPLAINT_RATE_MAX', '0.003') | float }}
             as is_complaint_rate_over_limit,
-        hard_bounced / sent
+        cast(hard_bounced as double precision) / sent
         > {{ env_var('NUDGE_HARD_BOUNCE_RATE_MAX', '0.05') | float }}
             as is_hard_bounce_rate_over_limit
     from daily

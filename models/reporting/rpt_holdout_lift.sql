@@ -70,11 +70,11 @@ rates as (
     select
         experiments.experiment_type,
         arms.*,
-        cast(arms.treatment_conversions as double) / nullif(arms.treatment_recipients, 0)
+        cast(arms.treatment_conversions as double precision) / nullif(arms.treatment_recipients, 0)
             as treatment_conversion_rate,
-        cast(arms.holdout_conversions as double) / nullif(arms.holdout_recipients, 0)
+        cast(arms.holdout_conversions as double precision) / nullif(arms.holdout_recipients, 0)
             as holdout_conversion_rate,
-        cast(arms.treatment_conversions + arms.holdout_conversions as double)
+        cast(arms.treatment_conversions + arms.holdout_conversions as double precision)
         / nullif(arms.treatment_recipients + arms.holdout_recipients, 0) as pooled_rate
     from arms
     inner join experiments

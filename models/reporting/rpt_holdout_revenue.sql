@@ -23,7 +23,7 @@ revenue as (
         coalesce(sum(revenue) filter (where arm = 'treatment'), 0) as treatment_revenue,
         coalesce(sum(revenue) filter (where arm = 'holdout'), 0) as holdout_revenue
     from experiment_orders
-    group by all
+    group by experiment, currency
 
 ),
 

@@ -33,7 +33,7 @@ daily as (
         count(first_complained_at) as complained,
         coalesce(sum(attributed_orders), 0) as conversions
     from sends
-    group by all
+    group by touched_on, trigger, step, step_index, variant, category
 
 ),
 
@@ -41,13 +41,13 @@ final as (
 
     select
         *,
-        delivered / sent as delivery_rate,
-        bounced / sent as bounce_rate,
-        opened / sent as open_rate,
-        clicked / sent as click_rate,
-        unsubscribed / sent as unsubscribe_rate,
-        complained / sent as complaint_rate,
-        conversions / sent as conversion_rate
+        cast(delivered as double precision) / sent as delivery_rate,
+        cast(bounced as double precision) / sent as bounce_rate,
+        cast(opened as double precision) / sent as open_rate,
+        cast(clicked as double precision) / sent as click_rate,
+        cast(unsubscribed as double precision) / sent as unsubscribe_rate,
+        cast(complained as double precision) / sent as complaint_rate,
+        cast(conversions as double precision) / sent as conversion_rate
     from daily
 
 )

@@ -29,7 +29,12 @@ final as (
     from attributed
     inner join sends
         on attributed.send_id = sends.send_id
-    group by all
+    group by
+        sends.touched_on,
+        sends.trigger,
+        sends.step,
+        sends.variant,
+        attributed.currency
 
 )
 

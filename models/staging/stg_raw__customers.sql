@@ -36,11 +36,7 @@ cleaned as (
 -- A customer loaded twice keeps its most recently created row: later loads carry corrections.
 deduplicated as (
 
-    select * from cleaned
-    qualify
-        row_number() over (
-            partition by customer_id order by created_at desc nulls last, email asc
-        ) = 1
+    {{ nudge_first_per('cleaned', 'customer_id', 'created_at desc nulls last, email asc') }}
 
 ),
 

@@ -14,7 +14,7 @@ birthdays as (
         customer_id,
         timezone,
         birthday,
-        year(timezone(timezone, {{ as_of() }})) as local_year
+        cast(extract(year from timezone(timezone, {{ as_of() }})) as integer) as local_year
     from customers
     where birthday is not null
 
@@ -23,11 +23,12 @@ birthdays as (
 local_years as (
 
     select
-        customer_id,
-        timezone,
-        birthday,
-        unnest([local_year - 1, local_year, local_year + 1]) as celebration_year
+        birthdays.customer_id,
+        birthdays.timezone,
+        birthdays.birthday,
+        birthdays.local_year + neighbours.year_shift as celebration_year
     from birthdays
+    cross join (values (-1), (0), (1)) as neighbours (year_shift)
 
 ),
 
@@ -37,11 +38,9 @@ celebrations as (
 
     select
         *,
-        make_date(
-            celebration_year,
-            month(birthday),
-            least(day(birthday), day(last_day(make_date(celebration_year, month(birthday), 1))))
-        ) as celebration_date
+        {{ nudge_day_of_month(
+            'celebration_year', 'extract(month from birthday)', 'extract(day from birthday)'
+        ) }} as celebration_date
     from local_years
 
 ),
@@ -63,7 +62,7 @@ final as (
         customer_id,
         -- 09:00 on the customer's wall clock. The greeting's 15 h grace in the YAML ends at local
         -- midnight (an hour off on the night clocks change), so it never arrives a day late.
-        timezone(timezone, cast(celebration_date as timestamp) + interval 9 hour) as entered_at,
+        timezone(timezone, cast(celebration_date as timestamp) + interval '9 hour') as entered_at,
         celebration_date,
         celebration_year,
         '{{ var("shop_url") }}' as shop_url

@@ -15,7 +15,7 @@ final as (
         || ':'
         || product_id
         || ':'
-        || strftime(last_viewed_at at time zone 'UTC', '%Y%m%dT%H%M%S') as trigger_key,
+        || {{ nudge_utc_stamp('last_viewed_at') }} as trigger_key,
         customer_id,
         last_viewed_at as entered_at,
         product_id,

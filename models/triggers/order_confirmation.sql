@@ -19,7 +19,7 @@ order_items as (
 
     select
         order_id,
-        unnest(items) as item
+        {{ nudge_unnest('items') }} as item
     from orders
 
 ),
@@ -28,8 +28,8 @@ priced_items as (
 
     select
         order_items.order_id,
-        order_items.item.price as unit_price,
-        order_items.item.quantity as item_quantity
+        {{ nudge_field('order_items.item', 'price', 'decimal(18, 2)') }} as unit_price,
+        {{ nudge_field('order_items.item', 'quantity', 'integer') }} as item_quantity
     from order_items
 
 ),

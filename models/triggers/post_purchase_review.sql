@@ -50,7 +50,7 @@ final as (
         end as entry_exclusion_reason,
         '{{ var("shop_url") }}/review/'
         || {{ nudge_url_segment('orders.order_id') }} as review_url,
-        coalesce(picks.recommended_products, []) as recommended_products,
+        coalesce(picks.recommended_products, {{ nudge_no_records() }}) as recommended_products,
         '{{ var("shop_url") }}' as shop_url
     from orders
     left join deliveries

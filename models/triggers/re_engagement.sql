@@ -68,14 +68,18 @@ counted as (
         silences.newest_event_at,
         count(sends.send_id) as sends_while_silent,
         -- The email that made the silence count: the series starts no earlier.
-        list_sort(list(sends.sent_at))[{{ var('re_engagement_min_sends') | int }}]
+        {{ nudge_nth_smallest('sends.sent_at', var('re_engagement_min_sends') | int) }}
             as enough_sends_at
     from silences
     inner join sends
         on
             silences.customer_id = sends.customer_id
             and silences.silent_since <= sends.sent_at
-    group by all
+    group by
+        silences.customer_id,
+        silences.last_engaged_at,
+        silences.silent_since,
+        silences.newest_event_at
 
 ),
 
@@ -84,10 +88,10 @@ final as (
     select
         customer_id
         || ':'
-        || strftime(silent_since at time zone 'UTC', '%Y%m%dT%H%M%S') as trigger_key,
+        || {{ nudge_utc_stamp('silent_since') }} as trigger_key,
         customer_id,
         greatest(
-            silent_since + to_days({{ var('re_engagement_silent_days') | int }}),
+            silent_since + interval '1 day' * {{ var('re_engagement_silent_days') | int }},
             enough_sends_at
         ) as entered_at,
         silent_since,
@@ -96,7 +100,8 @@ final as (
         case
             when
                 newest_event_at
-                < {{ as_of() }} - to_hours({{ var('re_engagement_feed_max_hours') | int }})
+                < {{ as_of() }}
+                - interval '1 hour' * {{ var('re_engagement_feed_max_hours') | int }}
                 then 'engagement_data_stale'
         end as entry_exclusion_reason,
         '{{ var("shop_url") }}' as shop_url

@@ -35,12 +35,9 @@ shipments as (
 -- The first event of a shipment wins: a retried delivery of it is not a second parcel.
 first_events as (
 
-    select * from shipments
-    qualify
-        row_number() over (
-            partition by order_id, coalesce(tracking_number, '')
-            order by occurred_at, event_id
-        ) = 1
+    {{ nudge_first_per(
+        'shipments', "order_id, coalesce(tracking_number, '')", 'occurred_at asc, event_id asc'
+    ) }}
 
 ),
 

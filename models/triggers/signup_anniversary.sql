@@ -14,7 +14,7 @@ signups as (
         customer_id,
         timezone,
         cast(timezone(timezone, created_at) as date) as signup_date,
-        year(timezone(timezone, {{ as_of() }})) as local_year
+        cast(extract(year from timezone(timezone, {{ as_of() }})) as integer) as local_year
     from customers
     where created_at is not null
 
@@ -24,11 +24,12 @@ signups as (
 local_years as (
 
     select
-        customer_id,
-        timezone,
-        signup_date,
-        unnest([local_year - 1, local_year, local_year + 1]) as celebration_year
+        signups.customer_id,
+        signups.timezone,
+        signups.signup_date,
+        signups.local_year + neighbours.year_shift as celebration_year
     from signups
+    cross join (values (-1), (0), (1)) as neighbours (year_shift)
 
 ),
 
@@ -36,7 +37,7 @@ local_years as (
 anniversary_years as (
 
     select * from local_years
-    where celebration_year >= year(signup_date) + 1
+    where celebration_year >= cast(extract(year from signup_date) as integer) + 1
 
 ),
 
@@ -45,14 +46,9 @@ celebrations as (
 
     select
         *,
-        make_date(
-            celebration_year,
-            month(signup_date),
-            least(
-                day(signup_date),
-                day(last_day(make_date(celebration_year, month(signup_date), 1)))
-            )
-        ) as celebration_date
+        {{ nudge_day_of_month(
+            'celebration_year', 'extract(month from signup_date)', 'extract(day from signup_date)'
+        ) }} as celebration_date
     from anniversary_years
 
 ),
@@ -74,10 +70,10 @@ final as (
         customer_id,
         -- 09:00 local; the step's 15 h grace in the YAML ends at local midnight (an hour off on
         -- the night clocks change).
-        timezone(timezone, cast(celebration_date as timestamp) + interval 9 hour) as entered_at,
+        timezone(timezone, cast(celebration_date as timestamp) + interval '9 hour') as entered_at,
         celebration_date,
         celebration_year,
-        celebration_year - year(signup_date) as years,
+        celebration_year - cast(extract(year from signup_date) as integer) as years,
         signup_date,
         '{{ var("shop_url") }}' as shop_url
     from around_the_tick

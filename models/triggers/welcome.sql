@@ -40,10 +40,9 @@ final as (
         orders.ordered_at as first_order_at,
         '{{ var("shop_url") }}' as shop_url
     from signups
-    asof left join orders
-        on
-            signups.customer_id = orders.customer_id
-            and signups.signed_up_at <= orders.ordered_at
+    {{ nudge_join_first_at('orders', 'orders', 'ordered_at', on='''
+        signups.customer_id = orders.customer_id
+        and signups.signed_up_at <= orders.ordered_at''') }}
     -- Only the sign-ups whose steps can touch this tick (nudge_entry_window, in
     -- macros/sequence.sql): the engine would drop the others.
     where {{ nudge_entry_window('welcome', 'signups.signed_up_at') }}

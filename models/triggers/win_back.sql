@@ -24,7 +24,7 @@ lapses as (
         *,
         customer_id
         || ':'
-        || strftime(last_event_at at time zone 'UTC', '%Y%m%dT%H%M%S') as lapse_key
+        || {{ nudge_utc_stamp('last_event_at') }} as lapse_key
     from activity
     where
         order_count > 0
@@ -48,7 +48,7 @@ final as (
         -- BACK- codes for incentive_percent.
         'BACK-' || upper(left(md5(lapses.lapse_key), 8)) as incentive_code,
         15 as incentive_percent,
-        coalesce(picks.recommended_products, []) as recommended_products,
+        coalesce(picks.recommended_products, {{ nudge_no_records() }}) as recommended_products,
         -- The steps say send_time: best_hour (the sequence engine reads it).
         best_hours.best_send_hour,
         '{{ var("shop_url") }}' as shop_url

@@ -37,7 +37,7 @@
         "select"
         ~ " cast(greatest(coalesce(max(loaded_as_of), " ~ as_of() ~ "), " ~ as_of() ~ ") as varchar),"
         ~ " cast(case when count(*) > 0 then least(max(loaded_as_of), max(loaded_at), " ~ as_of()
-        ~ ") - to_hours(" ~ (var('events_late_arrival_hours') | int) ~ ") end as varchar)"
+        ~ ") - interval '1 hour' * " ~ (var('events_late_arrival_hours') | int) ~ " end as varchar)"
         ~ " from " ~ this
     ).rows[0] -%}
     {%- set loaded_as_of = bounds[0] -%}
@@ -182,9 +182,7 @@ parsed as (
 
     select
         *,
-        case
-            when json_valid(properties_raw) then cast(properties_raw as json)
-        end as properties
+        {{ nudge_parse_json('properties_raw') }} as properties
     from stamped
 
 ),
@@ -201,15 +199,17 @@ final as (
         properties ->> 'order_id' as order_id,
         properties ->> 'product_id' as product_id,
         {{ nudge_truncate("properties ->> 'name'", 'max_product_name_chars') }} as product_name,
-        try_cast(properties ->> 'price' as decimal(18, 2)) as price,
+        {{ nudge_try_cast("properties ->> 'price'", 'decimal(18, 2)') }} as price,
         -- A price or quantity that is present but not a number ("twelve") is flagged rather than
         -- read as a number it is not: the emails leave such items out.
         properties ->> 'price' is null
-        or try_cast(properties ->> 'price' as decimal(18, 2)) is not null as has_valid_price,
-        coalesce(try_cast(properties ->> 'quantity' as integer), 1) as quantity,
+        or {{ nudge_try_cast("properties ->> 'price'", 'decimal(18, 2)') }} is not null
+            as has_valid_price,
+        coalesce({{ nudge_try_cast("properties ->> 'quantity'", 'integer') }}, 1) as quantity,
         properties ->> 'quantity' is null
-        or try_cast(properties ->> 'quantity' as integer) is not null as has_valid_quantity,
-        try_cast(properties ->> 'revenue' as decimal(18, 2)) as revenue,
+        or {{ nudge_try_cast("properties ->> 'quantity'", 'integer') }} is not null
+            as has_valid_quantity,
+        {{ nudge_try_cast("properties ->> 'revenue'", 'decimal(18, 2)') }} as revenue,
         upper(properties ->> 'currency') as currency,
         {{ nudge_web_url("properties ->> 'url'") }} as url,
         {{ nudge_web_url("properties ->> 'image_url'") }}

@@ -1,0 +1,183 @@
+"""A real PostgreSQL server for the tests, started from Debian's ``postgresql`` package.
+
+Each server is a new cluster in a temporary folder on a free loopback port, with its socket in
+that folder, fsync off (a crash of the test machine loses nothing worth keeping), stopped and
+removed when the context exits. PostgreSQL refuses to run as root, so as root (CI, these
+machines) the cluster belongs to the package's ``postgres`` user and is started through
+``runuser``.
+
+Tests that need a server skip when the binaries are missing, unless ``NUDGE_REQUIRE_POSTGRES``
+is set (``.ci/run`` installs the package and sets it), so a fresh clone's ``make test`` still
+passes without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.support.processes import free_port
+
+REQUIRE_ENV = "NUDGE_REQUIRE_POSTGRES"
+
+# DuckDB's types of nudge's raw and own tables, as PostgreSQL spells them.
+_TYPES = {
+    "VARCHAR": "text",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "TIMESTAMP": "timestamp",
+    "DATE": "date",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "HUGEINT": "numeric",
+    "SMALLINT": "smallint",
+    "BOOLEAN": "boolean",
+    "DOUBLE": "double precision",
+    "JSON": "jsonb",
+    "UUID": "uuid",
+}
+
+
+def postgres_bindir() -> Path | None:
+    """The newest installed server's binaries (Debian: /usr/lib/postgresql/<major>/bin)."""
+    root = Path("/usr/lib/postgresql")
+    found = sorted(
+        (p / "bin" for p in root.glob("*") if (p / "bin" / "postgres").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def require_postgres() -> Path:
+    """The server's binaries, or skip (fail where CI says the server must be there)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found (Debian package postgresql)"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message + f"; {REQUIRE_ENV} is set")
+        pytest.skip(message)
+    return bindir
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The environment that points dbt's ``postgres`` target at this server."""
+        return {
+            "NUDGE_DBT_TARGET": "postgres",
+            "NUDGE_PG_HOST": self.host,
+            "NUDGE_PG_PORT": str(self.port),
+            "NUDGE_PG_USER": self.user,
+            "NUDGE_PG_DBNAME": self.dbname,
+        }
+
+    def connect(self):  # type: ignore[no-untyped-def]
+        import psycopg2  # dbt-postgres brings it
+
+        con = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.dbname)
+        with con.cursor() as cur:
+            cur.execute("set timezone = 'UTC'")
+        con.commit()
+        return con
+
+
+@contextlib.contextmanager
+def postgres_server(dbname: str = "nudge") -> Iterator[PostgresServer]:
+    """A new cluster with one database and a trusted local user ``nudge``."""
+    bindir = require_postgres()
+    as_root = os.geteuid() == 0
+    folder = Path(tempfile.mkdtemp(prefix="nudge-pg-"))
+    data = folder / "data"
+
+    def run(*args: str) -> None:
+        command = [str(bindir / args[0]), *args[1:]]
+        if as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, text=True)
+
+    if as_root:
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    run("initdb", "-D", str(data), "-U", "nudge", "--auth=trust", "-E", "UTF8", "--no-sync")
+    options = (
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        " -c synchronous_commit=off -c full_page_writes=off"
+    )
+    run("pg_ctl", "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    try:
+        server = PostgresServer(host="127.0.0.1", port=port, user="nudge", dbname=dbname)
+        admin = PostgresServer(host="127.0.0.1", port=port, user="nudge", dbname="postgres")
+        con = admin.connect()
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f'create database "{dbname}"')
+        con.close()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def copy_schemas(
+    source: duckdb.DuckDBPyConnection, server: PostgresServer, schemas: tuple[str, ...]
+) -> dict[str, int]:
+    """Copy every table of ``schemas`` from a DuckDB warehouse into the server (replacing
+    them), as a shop's ingestion would have loaded them there. Returns rows per table."""
+    copied: dict[str, int] = {}
+    con = server.connect()
+    try:
+        with con.cursor() as cur, tempfile.TemporaryDirectory() as folder:
+            for schema in schemas:
+                cur.execute(f'create schema if not exists "{schema}"')
+                tables = source.execute(
+                    "select table_name from information_schema.tables"
+                    " where table_schema = ? and table_type = 'BASE TABLE' order by 1",
+                    [schema],
+                ).fetchall()
+                for (table,) in tables:
+                    columns = source.execute(
+                        "select column_name, data_type from information_schema.columns"
+                        " where table_schema = ? and table_name = ? order by ordinal_position",
+                        [schema, table],
+                    ).fetchall()
+                    ddl = ", ".join(f'"{n}" {_TYPES.get(t, "text")}' for n, t in columns)
+                    cur.execute(f'drop table if exists "{schema}"."{table}" cascade')
+                    cur.execute(f'create table "{schema}"."{table}" ({ddl})')
+                    path = Path(folder) / f"{schema}.{table}.csv"
+                    source.execute(
+                        f'copy (select * from "{schema}"."{table}") to \'{path}\''
+                        " (header false, quote '\"', escape '\"')"
+                    )
+                    with open(path, newline="") as handle:
+                        cur.copy_expert(
+                            f'copy "{schema}"."{table}" from stdin with (format csv)', handle
+                        )
+                    copied[f"{schema}.{table}"] = sum(1 for _ in csv.reader(path.open()))
+        con.commit()
+    finally:
+        con.close()
+    return copied
