@@ -21,10 +21,15 @@ from typing import Any
 import duckdb
 import pytest
 
-from dagster_project.config import DBT_PROJECT_DIR
+from dagster_project.config import DBT_PROJECT_DIR, SQL_DIR
 from dagster_project.dbt_runner import dbt_executable
 from dagster_project.demo_data import generate_to_file
-from tests.support.postgres import PostgresServer, copy_schemas, postgres_server
+from tests.support.postgres import (
+    PostgresServer,
+    apply_migrations,
+    copy_schemas,
+    postgres_server,
+)
 from tests.support.processes import nudge
 
 pytestmark = pytest.mark.dbt
@@ -82,6 +87,8 @@ def engines(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     out, err = tick.communicate(timeout=600)
     assert tick.returncode == 0, out + err
 
+    # nudge's own schema from its migrations, as they are: the same DDL on both engines.
+    migrations = apply_migrations(server)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.execute("set TimeZone = 'UTC'")
         copied = copy_schemas(con, server, ("raw", "nudge"))
@@ -96,6 +103,7 @@ def engines(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     return {
         "warehouse": warehouse,
         "copied": copied,
+        "migrations": migrations,
         "pg_build": pg,
         "duck_env": duck_env,
         "pg_env": pg_env,
@@ -197,6 +205,32 @@ def _differences(warehouse: Path, server: PostgresServer) -> tuple[list[str], in
     finally:
         pg.close()
     return differences, compared
+
+
+def test_nudges_schema_migrations_run_on_postgresql_and_again_change_nothing(
+    engines: dict[str, Any], server: PostgresServer
+) -> None:
+    assert engines["migrations"][0].startswith("001_")
+    assert len(engines["migrations"]) == len(
+        list((SQL_DIR / "ledger" / "migrations").glob("*.sql"))
+    )
+    con = server.connect()
+    try:
+        before = _pg_rows(con, "select count(*), count(distinct send_id) from nudge.send_ledger")
+        [(salt,)] = _pg_rows(con, "select salt from nudge.erasure_salt")
+    finally:
+        con.close()
+    apply_migrations(server)  # every migration is idempotent, as on DuckDB
+    con = server.connect()
+    try:
+        assert (
+            _pg_rows(con, "select count(*), count(distinct send_id) from nudge.send_ledger")
+            == before
+        )
+        assert _pg_rows(con, "select salt from nudge.erasure_salt") == [(salt,)]
+    finally:
+        con.close()
+    assert before[0][0] > 0
 
 
 def test_every_model_computes_the_same_rows_on_both_engines(

@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dagster_project.config import SQL_DIR
 from tests.support.processes import free_port
 
 REQUIRE_ENV = "NUDGE_REQUIRE_POSTGRES"
@@ -142,11 +143,30 @@ def postgres_server(dbname: str = "nudge") -> Iterator[PostgresServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def apply_migrations(server: PostgresServer) -> list[str]:
+    """Create nudge's own schema on the server from ``sql/ledger/migrations`` as they are (the
+    same files ``ledger.ensure_ledger`` applies on DuckDB). Returns the files applied."""
+    applied = []
+    con = server.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute((SQL_DIR / "ledger" / "migrations_table.sql").read_text())
+            for path in sorted((SQL_DIR / "ledger" / "migrations").glob("*.sql")):
+                cur.execute(path.read_text())
+                applied.append(path.stem)
+        con.commit()
+    finally:
+        con.close()
+    return applied
+
+
 def copy_schemas(
     source: duckdb.DuckDBPyConnection, server: PostgresServer, schemas: tuple[str, ...]
 ) -> dict[str, int]:
-    """Copy every table of ``schemas`` from a DuckDB warehouse into the server (replacing
-    them), as a shop's ingestion would have loaded them there. Returns rows per table."""
+    """Copy every table of ``schemas`` from a DuckDB warehouse into the server, as a shop's
+    ingestion would have loaded them there: into the table of that name when the server has
+    one (nudge's own, from its migrations), else into a new one of DuckDB's column types.
+    Returns rows per table."""
     copied: dict[str, int] = {}
     con = server.connect()
     try:
@@ -164,9 +184,13 @@ def copy_schemas(
                         " where table_schema = ? and table_name = ? order by ordinal_position",
                         [schema, table],
                     ).fetchall()
-                    ddl = ", ".join(f'"{n}" {_TYPES.get(t, "text")}' for n, t in columns)
-                    cur.execute(f'drop table if exists "{schema}"."{table}" cascade')
-                    cur.execute(f'create table "{schema}"."{table}" ({ddl})')
+                    cur.execute("select to_regclass(%s)", [f'"{schema}"."{table}"'])
+                    if cur.fetchone()[0] is None:
+                        ddl = ", ".join(f'"{n}" {_TYPES.get(t, "text")}' for n, t in columns)
+                        cur.execute(f'create table "{schema}"."{table}" ({ddl})')
+                    else:
+                        cur.execute(f'truncate "{schema}"."{table}"')
+                    names = ", ".join(f'"{n}"' for n, _ in columns)
                     path = Path(folder) / f"{schema}.{table}.csv"
                     source.execute(
                         f'copy (select * from "{schema}"."{table}") to \'{path}\''
@@ -174,7 +198,8 @@ def copy_schemas(
                     )
                     with open(path, newline="") as handle:
                         cur.copy_expert(
-                            f'copy "{schema}"."{table}" from stdin with (format csv)', handle
+                            f'copy "{schema}"."{table}" ({names}) from stdin with (format csv)',
+                            handle,
                         )
                     copied[f"{schema}.{table}"] = sum(1 for _ in csv.reader(path.open()))
         con.commit()

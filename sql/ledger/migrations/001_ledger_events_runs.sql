@@ -66,7 +66,7 @@ create table if not exists nudge.runs (
     as_of timestamptz not null,
     started_at timestamptz not null,
     finished_at timestamptz,
-    duration_seconds double,
+    duration_seconds double precision,
     outcome varchar not null,
     provider varchar,
     candidates integer,

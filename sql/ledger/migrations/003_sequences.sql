@@ -14,10 +14,12 @@ alter table nudge.runs add column if not exists deferred integer;
 -- Rows written before sequences existed: their category (caps count marketing sends only) and
 -- entry time come from the eligibility row they were rendered from, and a send's tick is the
 -- tick that planned it. Touches only rows not upgraded yet, so it is a no-op on later ticks.
+-- (A plain cast, so the migration runs on PostgreSQL too: nudge wrote these contexts itself,
+-- entered_at as an ISO-8601 instant or not at all.)
 update nudge.send_ledger
 set
     category = coalesce(context ->> 'category', 'marketing'),
-    entered_at = coalesce(entered_at, try_cast(context ->> 'entered_at' as timestamptz)),
+    entered_at = coalesce(entered_at, cast(context ->> 'entered_at' as timestamptz)),
     sent_as_of = coalesce(
         sent_as_of, case when status in ('sending', 'sent', 'unknown') then as_of end
     )

@@ -41,5 +41,5 @@ create table if not exists nudge.erasure_salt (
 );
 
 insert into nudge.erasure_salt (salt)
-select cast(uuid() as varchar) || cast(uuid() as varchar)
+select cast(gen_random_uuid() as varchar) || cast(gen_random_uuid() as varchar)
 where not exists (select 1 from nudge.erasure_salt);
