@@ -56,7 +56,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _dbt(args: list[str], env: dict[str, str], target_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [dbt_executable(), *args, "--target-path", str(target_path)],
+        [
+            dbt_executable(),
+            *args,
+            *("--target-path", str(target_path), "--log-path", str(target_path / "logs")),
+        ],
         cwd=DBT_PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -321,3 +325,23 @@ def test_an_incremental_build_an_hour_later_still_matches(
     assert loaded == NEXT_HOUR
     differences, _ = _differences(engines["warehouse"], server)
     assert not differences, "\n".join(differences)
+
+
+def test_the_password_reaches_dbt_only_from_the_environment_and_never_its_logs(
+    engines: dict[str, Any], server: PostgresServer
+) -> None:
+    """The server takes SCRAM passwords over TCP: the builds above used the one in
+    DBT_ENV_SECRET_NUDGE_PG_PASSWORD, and neither it nor a wrong one shows in dbt's output or
+    its log file."""
+    folder: Path = engines["folder"]
+    logs = (folder / "target_postgres" / "logs" / "dbt.log").read_text()
+    assert server.password not in engines["pg_build"].stdout + logs
+    wrong = "wrong-" + server.password[::-1]
+    env = {**engines["pg_env"], "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": wrong}
+    failed = _dbt(["run", "--select", "stg_raw__subscriptions"], env, folder / "target_wrong")
+    output = (
+        failed.stdout + failed.stderr + (folder / "target_wrong" / "logs" / "dbt.log").read_text()
+    )
+    assert failed.returncode != 0
+    assert "password authentication failed" in output
+    assert wrong not in output and server.password not in output

@@ -2,9 +2,10 @@
 
 Each server is a new cluster in a temporary folder on a free loopback port, with its socket in
 that folder, fsync off (a crash of the test machine loses nothing worth keeping), stopped and
-removed when the context exits. PostgreSQL refuses to run as root, so as root (CI, these
-machines) the cluster belongs to the package's ``postgres`` user and is started through
-``runuser``.
+removed when the context exits. Connections over TCP, as dbt's, need the password the server
+generates (SCRAM), so the tests pass it the way a user must: in the environment. PostgreSQL
+refuses to run as root, so as root (CI, these machines) the cluster belongs to the package's
+``postgres`` user and is started through ``runuser``.
 
 Tests that need a server skip when the binaries are missing, unless ``NUDGE_REQUIRE_POSTGRES``
 is set (``.ci/run`` installs the package and sets it), so a fresh clone's ``make test`` still
@@ -17,6 +18,7 @@ import contextlib
 import csv
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -79,10 +81,7 @@ class PostgresServer:
     port: int
     user: str
     dbname: str
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+    password: str
 
     def dbt_env(self) -> dict[str, str]:
         """The environment that points dbt's ``postgres`` target at this server."""
@@ -92,12 +91,19 @@ class PostgresServer:
             "NUDGE_PG_PORT": str(self.port),
             "NUDGE_PG_USER": self.user,
             "NUDGE_PG_DBNAME": self.dbname,
+            "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": self.password,
         }
 
     def connect(self):  # type: ignore[no-untyped-def]
         import psycopg2  # dbt-postgres brings it
 
-        con = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.dbname)
+        con = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.dbname,
+            password=self.password,
+        )
         with con.cursor() as cur:
             cur.execute("set timezone = 'UTC'")
         con.commit()
@@ -122,15 +128,25 @@ def postgres_server(dbname: str = "nudge") -> Iterator[PostgresServer]:
         owner = pwd.getpwnam("postgres")
         os.chown(folder, owner.pw_uid, owner.pw_gid)
     port = free_port()
-    run("initdb", "-D", str(data), "-U", "nudge", "--auth=trust", "-E", "UTF8", "--no-sync")
+    password = secrets.token_urlsafe(18)
+    password_file = folder / "password"
+    password_file.write_text(password + "\n")
+    if as_root:
+        os.chown(password_file, owner.pw_uid, owner.pw_gid)
+    run(
+        "initdb",
+        *("-D", str(data), "-U", "nudge", "-E", "UTF8", "--no-sync"),
+        *("--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"),
+    )
+    password_file.unlink()
     options = (
         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         " -c synchronous_commit=off -c full_page_writes=off"
     )
     run("pg_ctl", "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
     try:
-        server = PostgresServer(host="127.0.0.1", port=port, user="nudge", dbname=dbname)
-        admin = PostgresServer(host="127.0.0.1", port=port, user="nudge", dbname="postgres")
+        server = PostgresServer("127.0.0.1", port, "nudge", dbname, password)
+        admin = PostgresServer("127.0.0.1", port, "nudge", "postgres", password)
         con = admin.connect()
         con.autocommit = True
         with con.cursor() as cur:
