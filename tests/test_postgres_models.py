@@ -345,3 +345,29 @@ def test_the_password_reaches_dbt_only_from_the_environment_and_never_its_logs(
     assert failed.returncode != 0
     assert "password authentication failed" in output
     assert wrong not in output and server.password not in output
+
+
+def test_a_session_outside_utc_fails_before_any_model_with_the_fix(
+    engines: dict[str, Any], server: PostgresServer
+) -> None:
+    """Dates and hours follow PostgreSQL's session time zone: a role set to New York would
+    shift every day boundary, so dbt stops at on-run-start and says how to fix it."""
+    con = server.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute("create role new_york login password 'ny-secret-password'")
+            cur.execute("alter role new_york set timezone = 'America/New_York'")
+            cur.execute("grant all on database nudge to new_york")
+        con.commit()
+    finally:
+        con.close()
+    folder: Path = engines["folder"]
+    env = {
+        **engines["pg_env"],
+        "NUDGE_PG_USER": "new_york",
+        "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": "ny-secret-password",
+    }
+    failed = _dbt(["run", "--select", "stg_raw__subscriptions"], env, folder / "target_ny")
+    assert failed.returncode != 0
+    assert "nudge needs the session time zone UTC, not America/New_York" in failed.stdout
+    assert "alter role new_york set timezone = 'UTC'" in failed.stdout

@@ -49,6 +49,17 @@
 {%- endmacro %}
 
 {% macro postgres__nudge_create_functions() -%}
+    {#- Dates, hours and "a day later" follow the session's time zone on PostgreSQL. DuckDB's
+        profile pins UTC; a PostgreSQL server's or role's own zone would shift them, so a
+        session in another zone fails here, before any model, with the fix in the message. -#}
+    do $$
+    begin
+        if current_setting('TimeZone') not in ('UTC', 'Etc/UTC', 'GMT', 'Etc/GMT', 'Etc/UCT', 'UCT') then
+            raise exception 'nudge needs the session time zone UTC, not %: run  alter role % set timezone = ''UTC''  (or set PGTZ=UTC)',
+                current_setting('TimeZone'), current_user;
+        end if;
+    end
+    $$;
     create schema if not exists {{ nudge_function_schema() }};
     {% for type in nudge_try_cast_types() -%}
         create or replace function {{ nudge_function_schema() }}.{{ nudge_try_cast_function(type) }}(value text)

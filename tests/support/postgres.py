@@ -140,7 +140,7 @@ def postgres_server(dbname: str = "nudge") -> Iterator[PostgresServer]:
     )
     password_file.unlink()
     options = (
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c timezone=UTC"
         " -c synchronous_commit=off -c full_page_writes=off"
     )
     run("pg_ctl", "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
