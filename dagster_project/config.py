@@ -88,6 +88,7 @@ class Settings:
         from .policy import values_from_env  # policy reads ConfigError from here
 
         env = os.environ if environ is None else environ
+        _refuse_a_url(env.get("NUDGE_WAREHOUSE") or "")
         warehouse = Path(env.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
         if warehouse.stem.lower() in RESERVED_WAREHOUSE_STEMS:
             raise ConfigError(
@@ -114,6 +115,25 @@ class Settings:
             landing=Path(env["NUDGE_LANDING"]).resolve() if env.get("NUDGE_LANDING") else None,
             confirm_link_days=_whole(env, "NUDGE_CONFIRM_LINK_DAYS", 7),
         )
+
+
+def _refuse_a_url(value: str) -> None:
+    """NUDGE_WAREHOUSE is a DuckDB file. A URL would otherwise become a folder named after it
+    (``postgresql:/user@host/db``) holding a new, empty DuckDB file. The message names the
+    scheme only: a URL may carry a password."""
+    scheme, separator, _ = value.partition("://")
+    if not separator or not scheme.replace("+", "").isalpha():
+        return
+    if scheme.lower().startswith("postgres"):
+        raise ConfigError(
+            f"NUDGE_WAREHOUSE is a {scheme}:// URL: nudge's tick (ledger, sends) runs on a DuckDB "
+            "file so far. On PostgreSQL, build the dbt models with dbt's postgres target "
+            "(README, 'Warehouses: what runs where')."
+        )
+    raise ConfigError(
+        f"NUDGE_WAREHOUSE is a {scheme}:// URL; it must be the path of a DuckDB file "
+        "(README, 'Warehouses: what runs where')."
+    )
 
 
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:

@@ -37,6 +37,29 @@ def test_environment_overrides(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://nudge:s3cret-pw@db.internal:5432/shop", "dbt's postgres target"),
+        ("postgres://nudge:s3cret-pw@db.internal/shop", "dbt's postgres target"),
+        ("snowflake://nudge:s3cret-pw@account/db", "must be the path of a DuckDB file"),
+    ],
+)
+def test_a_warehouse_url_is_refused_without_echoing_it(
+    url: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found trying nudge as a new user would: `NUDGE_WAREHOUSE=postgresql://... nudge run` made
+    a folder named `postgresql:` holding a new, empty DuckDB file, a lock and a landing store,
+    then failed on the missing raw tables with the URL, password and all, in the message. Now
+    a clear error before anything is created, and the URL is not repeated."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"NUDGE_WAREHOUSE": url})
+    assert says in str(refused.value)
+    assert "s3cret-pw" not in str(refused.value) and "db.internal" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_warehouse_named_like_a_nudge_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rename the file"):
         Settings.from_env({"NUDGE_WAREHOUSE": str(tmp_path / "nudge.duckdb")})
