@@ -41,6 +41,43 @@ SCHEMAS = ("staging", "intermediate", "triggers", "audience", "reporting")
 WALL_CLOCK_COLUMNS = {"loaded_at"}
 
 
+# Values the dialects read differently unless nudge_try_cast evens them out: a quantity of
+# "2.0" is 2, a price of "NaN" is no price (PostgreSQL's numeric would take it), "1e1" is 10,
+# " 7.5 " is 7.5, and a quantity of "1.6" rounds to 2.
+EDGE_EVENTS = [
+    (
+        "edge-1",
+        "cus_0000003",
+        "product_added",
+        AS_OF - timedelta(hours=3),
+        json.dumps({"cart_id": "edge-cart", "product_id": "e1", "price": "30", "quantity": "2.0"}),
+    ),
+    (
+        "edge-2",
+        "cus_0000003",
+        "product_added",
+        AS_OF - timedelta(hours=3, minutes=-1),
+        json.dumps({"cart_id": "edge-cart", "product_id": "e2", "name": "Bowl", "price": "NaN"}),
+    ),
+    (
+        "edge-3",
+        "cus_0000004",
+        "order_completed",
+        AS_OF - timedelta(hours=5),
+        json.dumps(
+            {
+                "order_id": "edge-order",
+                "revenue": "1e1",
+                "products": [
+                    {"product_id": "e3", "price": "1e1", "quantity": "2.0"},
+                    {"product_id": "e4", "price": " 7.5 ", "quantity": "1.6"},
+                ],
+            }
+        ),
+    ),
+]
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
     with postgres_server() as running:
@@ -75,6 +112,8 @@ def engines(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     folder = tmp_path_factory.mktemp("postgres")
     warehouse = folder / "warehouse.duckdb"
     generate_to_file(warehouse, customers=300, end=AS_OF)
+    with duckdb.connect(str(warehouse)) as con:
+        con.executemany("insert into raw.events values (?, ?, ?, ?, ?)", EDGE_EVENTS)
     # A real tick, so the ledger, the reporting models and already_sent have rows to compare.
     tick = nudge(
         "run",
@@ -270,6 +309,21 @@ def test_the_comparison_has_sends_exclusions_and_records_to_compare(
     assert sends > 0
     assert eligible > 0 and excluded > 0 and with_items > 0
     assert reasons >= 2
+    # The edge values, as DuckDB reads them (and the comparison above says both agree).
+    con = server.connect()
+    try:
+        assert _pg_rows(
+            con,
+            "select item_count, cart_value, invalid_item_count"
+            " from intermediate.int_carts__summarized where cart_id = 'edge-cart'",
+        ) == [(2, Decimal("60.00"), 1)]
+        assert _pg_rows(
+            con,
+            "select revenue, item_count from intermediate.int_orders__itemized"
+            " where order_id = 'edge-order'",
+        ) == [(Decimal("10.00"), 4)]
+    finally:
+        con.close()
 
 
 def test_an_incremental_build_an_hour_later_still_matches(

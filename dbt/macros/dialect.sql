@@ -15,7 +15,8 @@
 {%- endmacro %}
 
 {#- PostgreSQL 15 has no try_cast (16's pg_input_is_valid neither casts): a function per type,
-    created by nudge_create_functions before every run, catches the failed cast. -#}
+    created by nudge_create_functions before every run, catches the failed cast, and reads
+    numbers as DuckDB does (a too large one is null on both). -#}
 {% macro postgres__nudge_try_cast(value, type) -%}
     {#- The outer cast keeps the type's modifiers (decimal(18, 2)), which a function's declared
         return type drops. -#}
@@ -65,7 +66,16 @@
         create or replace function {{ nudge_function_schema() }}.{{ nudge_try_cast_function(type) }}(value text)
         returns {{ type }} language plpgsql immutable parallel safe as $$
         begin
+            {%- if type in ('decimal(18, 2)', 'integer') %}
+            -- Numbers as DuckDB reads them: '2.0' and '1e3' are numbers (an integer rounds,
+            -- as there), 'NaN' and 'Infinity' are not. (DuckDB also reads 0x1A and 1_000.)
+            if value !~ '^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$' then
+                return null;
+            end if;
+            return cast(cast(trim(value) as numeric) as {{ type }});
+            {%- else %}
             return cast(value as {{ type }});
+            {%- endif %}
         exception when others then
             return null;
         end
@@ -259,7 +269,8 @@
 
 {#- The first row of `relation` per `partition_by`, by `order_by`: a whole `select`. DuckDB's
     QUALIFY is about a third faster than its DISTINCT ON on a million customers; PostgreSQL has
-    only DISTINCT ON. -#}
+    only DISTINCT ON. Spell `desc nulls last` where a key may be null: DuckDB puts nulls last
+    either way, PostgreSQL first when descending. -#}
 {% macro nudge_first_per(relation, partition_by, order_by) -%}
     {{ return(adapter.dispatch('nudge_first_per', 'nudge')(relation, partition_by, order_by)) }}
 {%- endmacro %}

@@ -44,7 +44,9 @@ cart_activity as (
 
 cart_owners as (
 
-    {{ nudge_first_per('cart_activity', 'cart_id', 'occurred_at desc, customer_id asc') }}
+    {{ nudge_first_per(
+        'cart_activity', 'cart_id', 'occurred_at desc nulls last, customer_id asc'
+    ) }}
 
 ),
 

@@ -58,7 +58,9 @@ candidates as (
 
 final as (
 
-    {{ nudge_first_per('candidates', 'order_id', 'touched_at desc, send_id desc') }}
+    {{ nudge_first_per(
+        'candidates', 'order_id', 'touched_at desc nulls last, send_id desc nulls last'
+    ) }}
 
 )
 

@@ -17,7 +17,8 @@ latest as (
     {{ nudge_first_per(
         'changes',
         'customer_id, list',
-        "(source = 'erasure') desc, changed_at desc, (status = 'unsubscribed') desc",
+        "(source = 'erasure') desc nulls last, changed_at desc nulls last,"
+        ~ " (status = 'unsubscribed') desc nulls last",
     ) }}
 
 ),

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -81,7 +81,7 @@ class PostgresServer:
     port: int
     user: str
     dbname: str
-    password: str
+    password: str = field(repr=False)
 
     def dbt_env(self) -> dict[str, str]:
         """The environment that points dbt's ``postgres`` target at this server."""
