@@ -120,14 +120,7 @@ contents as (
 
     select
         cart_id,
-        {{ nudge_agg_records({
-            'product_id': 'product_id',
-            'name': 'coalesce(name, ' ~ nudge_truncate('product_id', 'max_product_name_chars') ~ ')',
-            'quantity': 'net_quantity',
-            'price': 'price',
-            'url': 'url',
-            'image_url': 'image_url',
-        }, order_by='name, product_id') }} filter (where is_valid) as items,
+        {{ nudge_item_records('net_quantity', 'name, product_id', where='is_valid') }} as items,
         sum(net_quantity) filter (where is_valid) as item_count,
         cast(
             sum(net_quantity * coalesce(price, 0)) filter (where is_valid) as decimal(38, 2)

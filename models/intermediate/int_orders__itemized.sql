@@ -89,14 +89,7 @@ order_items as (
 
     select
         order_id,
-        {{ nudge_agg_records({
-            'product_id': 'product_id',
-            'name': 'coalesce(name, ' ~ nudge_truncate('product_id', 'max_product_name_chars') ~ ')',
-            'quantity': 'quantity',
-            'price': 'price',
-            'url': 'url',
-            'image_url': 'image_url',
-        }, order_by='product_index') }} filter (where is_valid) as items,
+        {{ nudge_item_records('quantity', 'product_index', where='is_valid') }} as items,
         sum(quantity) filter (where is_valid) as item_count,
         count(*) filter (where not is_valid) as invalid_item_count
     from typed_products
