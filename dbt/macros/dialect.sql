@@ -25,7 +25,7 @@
 
 {#- The types the models try_cast to, and the PostgreSQL function for each. -#}
 {% macro nudge_try_cast_types() -%}
-    {{ return(['decimal(18, 2)', 'integer', 'jsonb', 'jsonb[]']) }}
+    {{ return(['decimal(18, 2)', 'integer', 'jsonb']) }}
 {%- endmacro %}
 
 {% macro nudge_try_cast_function(type) -%}
@@ -33,7 +33,7 @@
         {{ exceptions.raise_compiler_error(
             "nudge_try_cast: add " ~ type ~ " to nudge_try_cast_types (dbt/macros/dialect.sql)") }}
     {%- endif -%}
-    nudge_try_cast_{{ type | replace(', ', '_') | replace('(', '_') | replace(')', '') | replace('[]', '_array') }}
+    nudge_try_cast_{{ type | replace(', ', '_') | replace('(', '_') | replace(')', '') }}
 {%- endmacro %}
 
 {% macro nudge_function_schema() -%}
