@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from . import failpoints
@@ -26,7 +25,7 @@ from .config import SQL_DIR
 from .handover import SCHEMA as JOURNAL_SCHEMA
 from .policy import FrequencyCaps, RetryPolicy
 from .providers import SendResult
-from .warehouse import one, quote_relation, sql
+from .warehouse import Connection, one, quote_relation, sql_for
 
 MIGRATIONS_DIR = SQL_DIR / "ledger" / "migrations"
 
@@ -48,7 +47,7 @@ def batch_key(send_ids: Sequence[str]) -> str:
 # -- schema -----------------------------------------------------------------------------------
 
 
-def ensure_ledger(con: duckdb.DuckDBPyConnection) -> list[str]:
+def ensure_ledger(con: Connection) -> list[str]:
     """Create or upgrade the ``nudge`` schema: apply the migrations this warehouse lacks.
 
     ``sql/ledger/migrations/NNN_*.sql`` run in order, each once, recorded in
@@ -56,15 +55,15 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> list[str]:
     idempotent, so a warehouse from before the table existed upgrades in place. Returns the
     versions applied now. The caller holds the warehouse lock.
     """
-    con.execute(sql("ledger/migrations_table"))
-    applied = {row[0] for row in con.execute(sql("ledger/migrations_applied")).fetchall()}
+    con.execute(sql_for(con, "ledger/migrations_table"))
+    applied = {row[0] for row in con.execute(sql_for(con, "ledger/migrations_applied")).fetchall()}
     done = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         if path.stem in applied:
             continue
         with _transaction(con):
             con.execute(path.read_text())
-            con.execute(sql("ledger/migration_applied"), {"version": path.stem})
+            con.execute(sql_for(con, "ledger/migration_applied"), {"version": path.stem})
         done.append(path.stem)
     return done
 
@@ -73,7 +72,7 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 @contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def _transaction(con: Connection) -> Iterator[None]:
     con.begin()
     try:
         yield
@@ -84,7 +83,7 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _record_events(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     rows: Sequence[tuple[Any, ...]],
     *,
     run_id: str,
@@ -108,13 +107,13 @@ def _record_events(
     )
     con.register("changed_rows", frame.to_arrow())
     try:
-        con.execute(sql("ledger/record_events"), {"run_id": run_id, "as_of": as_of})
+        con.execute(sql_for(con, "ledger/record_events"), {"run_id": run_id, "as_of": as_of})
     finally:
         con.unregister("changed_rows")
 
 
 def _change(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     statements: Sequence[str],
     params: dict[str, Any],
     *,
@@ -136,8 +135,16 @@ def _change(
     return rows
 
 
-def _returning(name: str) -> str:
-    return f"{sql(name)}\nreturning {_EVENT_COLUMNS}"
+def _drop_temp(con: Connection, table: str) -> None:
+    con.execute(sql_for(con, "ledger/drop_temp").format(table=table))
+
+
+def _returning(con: Connection, name: str, *, alias: str | None = "ledger") -> str:
+    """The statement with the event columns of the rows it changed. ``alias``: the ledger's
+    alias in an update, which PostgreSQL needs to tell them from a joined relation's."""
+    prefix = f"{alias}." if alias else ""
+    columns = ", ".join(prefix + c for c in _EVENT_COLUMNS.split(", "))
+    return f"{sql_for(con, name)}\nreturning {columns}"
 
 
 def _counts(rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
@@ -148,7 +155,7 @@ def _counts(rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
 
 
 def resume(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     trigger: str,
     eligibility: str,
@@ -179,7 +186,7 @@ def resume(
         )
         rows = _change(
             con,
-            [_returning("ledger/resume").format(eligibility=quote_relation(eligibility))],
+            [_returning(con, "ledger/resume").format(eligibility=quote_relation(eligibility))],
             {
                 "trigger": trigger,
                 "run_id": run_id,
@@ -199,7 +206,7 @@ def resume(
 
 
 def _recover_answers(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     trigger: str,
     run_id: str,
@@ -207,14 +214,15 @@ def _recover_answers(
     retry: RetryPolicy,
 ) -> list[tuple[Any, ...]]:
     """Settle the sends of dead runs whose provider answer reached the journal."""
-    con.execute(sql("ledger/recovered_answers"), {"trigger": trigger})
+    _drop_temp(con, "results")
+    con.execute(sql_for(con, "ledger/recovered_answers"), {"trigger": trigger})
     try:
-        found = one(con, sql("ledger/results_count"))
+        found = one(con, sql_for(con, "ledger/results_count"))
         if not found or not found[0]:
             return []
         return _settle_results(con, run_id=run_id, as_of=as_of, retry=retry)
     finally:
-        con.execute(sql("ledger/results_drop"))
+        con.execute(sql_for(con, "ledger/results_drop"))
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ class PlanDecision:
 
 @contextmanager
 def planning(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     eligibility: str,
     run_id: str,
@@ -260,14 +268,16 @@ def planning(
     decision = PlanDecision()
     con.begin()
     try:
-        con.execute(sql("ledger/competing_sends_create"))
+        _drop_temp(con, "competing_sends")
+        con.execute(sql_for(con, "ledger/competing_sends_create"))
         for relation in competitors:
             con.execute(
-                sql("ledger/competing_sends").format(eligibility=quote_relation(relation)),
+                sql_for(con, "ledger/competing_sends").format(eligibility=quote_relation(relation)),
                 {"as_of": as_of},
             )
+        _drop_temp(con, "plan_decisions")
         con.execute(
-            sql("ledger/plan_decide").format(eligibility=quote_relation(eligibility)),
+            sql_for(con, "ledger/plan_decide").format(eligibility=quote_relation(eligibility)),
             {
                 "as_of": as_of,
                 "cap_day": caps.day,
@@ -275,11 +285,11 @@ def planning(
                 "cap_policy": cap_policy,
             },
         )
-        rows = con.execute(_returning("ledger/plan_deferred"), params).fetchall()
-        rows += con.execute(_returning("ledger/plan"), params).fetchall()
+        rows = con.execute(_returning(con, "ledger/plan_deferred"), params).fetchall()
+        rows += con.execute(_returning(con, "ledger/plan", alias=None), params).fetchall()
         decision.by_status = _counts(rows)
         decision.planned = decision.by_status.get("planned", 0)
-        found = one(con, sql("ledger/plan_deferred_count"))
+        found = one(con, sql_for(con, "ledger/plan_deferred_count"))
         decision.deferred = int(found[0]) if found else 0
         yield decision
         if decision.held:
@@ -293,7 +303,7 @@ def planning(
 
 
 def planned_batches(
-    con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str, batch_size: int
+    con: Connection, *, trigger: str, run_id: str, batch_size: int
 ) -> list[list[PlannedRow]]:
     """This run's planned rows as batches of ``(send_id, customer_id, context json, batch_id)``.
 
@@ -301,7 +311,7 @@ def planned_batches(
     (same send_ids, same key); new rows follow in batches of ``batch_size``.
     """
     rows = con.execute(
-        sql("ledger/planned_batches"), {"trigger": trigger, "run_id": run_id}
+        sql_for(con, "ledger/planned_batches"), {"trigger": trigger, "run_id": run_id}
     ).fetchall()
     batches: list[list[PlannedRow]] = []
     fresh: list[PlannedRow] = []
@@ -320,7 +330,7 @@ def planned_batches(
 
 
 def settle(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     run_id: str,
     results: Sequence[SendResult],
@@ -369,12 +379,12 @@ def settle(
 
 
 def _settle_results(
-    con: duckdb.DuckDBPyConnection, *, run_id: str, as_of: datetime, retry: RetryPolicy
+    con: Connection, *, run_id: str, as_of: datetime, retry: RetryPolicy
 ) -> list[tuple[Any, ...]]:
     """Apply the relation ``results`` to the ledger, atomically."""
     return _change(
         con,
-        [sql("ledger/settle")],
+        [sql_for(con, "ledger/settle")],
         {
             "as_of": as_of,
             "retry_base_minutes": retry.base_minutes,
@@ -388,7 +398,7 @@ def _settle_results(
 
 
 def skip(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     run_id: str,
     send_ids: Sequence[str],
@@ -401,7 +411,7 @@ def skip(
 
 
 def mark_unknown(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     run_id: str,
     send_ids: Sequence[str],
@@ -415,7 +425,7 @@ def mark_unknown(
 
 
 def _settle_unsent(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     status: str,
     run_id: str,
     send_ids: Sequence[str],
@@ -427,7 +437,7 @@ def _settle_unsent(
         return 0
     rows = _change(
         con,
-        [_returning("ledger/settle_unsent")],
+        [_returning(con, "ledger/settle_unsent")],
         {
             "run_id": run_id,
             "send_ids": list(send_ids),
@@ -444,40 +454,35 @@ def _settle_unsent(
 # -- reading ----------------------------------------------------------------------------------
 
 
-def status_counts(con: duckdb.DuckDBPyConnection, *, trigger: str, run_id: str) -> dict[str, int]:
+def status_counts(con: Connection, *, trigger: str, run_id: str) -> dict[str, int]:
     """How this run's rows of one trigger ended, by status."""
     rows = con.execute(
-        sql("ledger/status_counts"), {"trigger": trigger, "run_id": run_id}
+        sql_for(con, "ledger/status_counts"), {"trigger": trigger, "run_id": run_id}
     ).fetchall()
     return {status: count for status, count in rows}
 
 
-def duplicate_deliveries(con: duckdb.DuckDBPyConnection, *, trigger: str) -> int:
+def duplicate_deliveries(con: Connection, *, trigger: str) -> int:
     """send_ids the history shows as settled ``sent`` more than once: must always be 0."""
-    row = one(con, sql("ledger/duplicate_deliveries"), {"trigger": trigger})
+    row = one(con, sql_for(con, "ledger/duplicate_deliveries"), {"trigger": trigger})
     return int(row[0]) if row else 0
 
 
-def recent_new_counts(
-    con: duckdb.DuckDBPyConnection, *, trigger: str, before: datetime, ticks: int
-) -> list[int]:
+def recent_new_counts(con: Connection, *, trigger: str, before: datetime, ticks: int) -> list[int]:
     """New sends planned by the trigger's last ``ticks`` completed ticks before ``before``."""
-    rows = con.execute(
-        sql("ledger/recent_new_counts"), {"trigger": trigger, "before": before, "ticks": ticks}
-    ).fetchall()
+    params = {"trigger": trigger, "before": before, "ticks": ticks}
+    rows = con.execute(sql_for(con, "ledger/recent_new_counts"), params).fetchall()
     return [int(r[0]) for r in rows]
 
 
-def unknown_sends(
-    con: duckdb.DuckDBPyConnection, *, trigger: str | None = None
-) -> list[tuple[Any, ...]]:
+def unknown_sends(con: Connection, *, trigger: str | None = None) -> list[tuple[Any, ...]]:
     """Every ``unknown`` send as (send_id, trigger, step, customer_id, provider, sending_at,
     error)."""
-    return con.execute(sql("ledger/unknown_sends"), {"trigger": trigger}).fetchall()
+    return con.execute(sql_for(con, "ledger/unknown_sends"), {"trigger": trigger}).fetchall()
 
 
 def resolve_unknown(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     action: str,
     run_id: str,
@@ -499,7 +504,7 @@ def resolve_unknown(
     )
     rows = _change(
         con,
-        [_returning("ledger/resolve_unknown")],
+        [_returning(con, "ledger/resolve_unknown")],
         {
             "status": status,
             "reason": reason,
@@ -517,7 +522,7 @@ def resolve_unknown(
 # -- the run log ------------------------------------------------------------------------------
 
 
-def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+def record_run(con: Connection, row: dict[str, Any]) -> None:
     """Write this run's row for one trigger into ``nudge.runs`` (replacing a retried step's).
 
     ``row`` holds the run's identity and every count of ``runs.RunCounts``; its keys are the
@@ -532,8 +537,14 @@ def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
             if c in frame.columns
         ]
     )
+    columns = ", ".join(quote_relation(name) for name in frame.columns)
     con.register("run_row", frame.to_arrow())
     try:
-        con.execute(sql("ledger/record_run"))
+        with _transaction(con):
+            con.execute(
+                sql_for(con, "ledger/record_run_delete"),
+                {"run_id": row["run_id"], "trigger": row["trigger"]},
+            )
+            con.execute(sql_for(con, "ledger/record_run").format(columns=columns))
     finally:
         con.unregister("run_row")

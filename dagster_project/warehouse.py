@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -85,14 +85,43 @@ def locked_connection(
         yield con
 
 
+class Connection(Protocol):
+    """What nudge calls on a warehouse connection: DuckDB's own, or ``postgres.py``'s."""
+
+    def execute(self, statement: str, params: Any = None, /) -> Any: ...
+    def begin(self) -> Any: ...
+    def commit(self) -> Any: ...
+    def rollback(self) -> Any: ...
+    def register(self, name: str, frame: Any, /) -> Any: ...
+    def unregister(self, name: str, /) -> Any: ...
+    def close(self) -> Any: ...
+
+
+def dialect(con: Connection) -> str:
+    """``duckdb``, or the ``dialect`` a connection of another engine names."""
+    return str(getattr(con, "dialect", "duckdb"))
+
+
 @cache
-def sql(name: str) -> str:
-    """The text of ``sql/<name>.sql``: SQL lives in files, not in Python strings."""
+def sql(name: str, dialect: str = "duckdb") -> str:
+    """The text of ``sql/<name>.sql``: SQL lives in files, not in Python strings.
+
+    Another engine's ``sql/<dialect>/<name>.sql`` replaces it where the dialects differ; most
+    statements are one file for both."""
+    if dialect != "duckdb":
+        own = SQL_DIR / dialect / f"{name}.sql"
+        if own.exists():
+            return own.read_text()
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
+def sql_for(con: Connection, name: str) -> str:
+    """``sql(name)`` in the dialect of ``con``'s engine."""
+    return sql(name, dialect(con))
+
+
 def one(
-    con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, Any] | None = None
+    con: Connection, statement: str, params: dict[str, Any] | None = None
 ) -> tuple[Any, ...] | None:
     """The first row of a query, reading the result to its end.
 
@@ -103,9 +132,15 @@ def one(
     return rows[0] if rows else None
 
 
-def journal_dir(con: duckdb.DuckDBPyConnection) -> Path:
+def journal_dir(con: Connection) -> Path:
     """Where pushes journal their requests (``handover.py``): ``<warehouse>.handovers/`` beside
-    the warehouse file, like its lock; a temporary folder for a database in memory."""
+    the warehouse file, like its lock; a temporary folder for a database in memory; for a
+    PostgreSQL warehouse, a folder per server and database in nudge's state folder."""
+    settings = getattr(con, "settings", None)
+    if dialect(con) == "postgres" and settings is not None:
+        return Path(settings.state_dir) / (
+            f"postgres-{settings.host}-{settings.port}-{settings.dbname}.handovers"
+        )
     row = one(con, sql("warehouse/database_path"))
     if row and row[0]:
         return Path(str(row[0]) + ".handovers")

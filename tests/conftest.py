@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from dagster_project import ledger
+from tests.support.postgres import PostgresServer, postgres_server
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +34,40 @@ def warehouse(tmp_path: Path) -> Path:
     return tmp_path / "warehouse.duckdb"
 
 
-@pytest.fixture
-def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(warehouse))
+def _duckdb_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(path))
     connection.execute("set TimeZone = 'UTC'")
     ledger.ensure_ledger(connection)
+    return connection
+
+
+@pytest.fixture
+def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = _duckdb_warehouse(warehouse)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for a test file (skips without the binaries, see
+    tests/support/postgres.py)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def engine_con(request: pytest.FixtureRequest, warehouse: Path, tmp_path: Path) -> Iterator[Any]:
+    """A warehouse connection with the ledger created, once per engine: a DuckDB file, then a
+    new database on the file's PostgreSQL server (nudge's ``PostgresConnection``)."""
+    connection: Any
+    if request.param == "duckdb":
+        connection = _duckdb_warehouse(warehouse)
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_cluster")
+        name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+        connection = server.new_database(name).warehouse(tmp_path / "state")
+        ledger.ensure_ledger(connection)
     yield connection
     connection.close()
 

@@ -17,6 +17,12 @@ from tests.support.ledger_steps import age_journal, hand_over, journal, plan, re
 from tests.support.mirrors import send_id
 
 
+@pytest.fixture
+def con(engine_con):  # type: ignore[no-untyped-def]
+    """Every ledger test runs on DuckDB and on PostgreSQL (the same statements)."""
+    return engine_con
+
+
 def test_the_ledger_is_created_once_and_upgrades_apply_once(tmp_path) -> None:
     con = duckdb.connect(str(tmp_path / "fresh.duckdb"))
     try:
@@ -405,7 +411,7 @@ def test_the_key_window_counts_from_the_first_hand_over_not_the_latest_resend(co
     assert _resume(con, AS_OF, provider="resend", idempotent=True) == {"planned": 2}
     hand_over(con, run_id="next", trigger="abandoned_cart", send_ids=ids, key="key-1")
     # Two hours later (by the first use's clock):
-    con.execute("update nudge.send_ledger set sending_at = sending_at - interval 2 hours")
+    con.execute("update nudge.send_ledger set sending_at = sending_at - interval '2 hours'")
     assert _resume(con, AS_OF, provider="resend", idempotent=True, run_id="third") == {"unknown": 2}
 
 

@@ -1,11 +1,11 @@
 """A simulated week, hour by hour, through the real dbt models and the real send step.
 
-Every hourly tick of five and a half days over a small hand-planted warehouse run the whole catalogue (the same
-``dispatch_trigger`` the Dagster send assets call, through ``lookahead.replay``) and deliver to
-the outbox. Each planted customer has one story whose outcome is known in advance; the tests
-check the stories and the invariants that must hold for everyone: every step at most once, in
-order, inside the recipient's allowed local hours, within the frequency caps, exits and
-holdouts respected.
+Every hourly tick of five and a half days over a small hand-planted warehouse runs the whole
+catalogue (the same ``dispatch_trigger`` the Dagster send assets call, through
+``lookahead.replay``) and delivers to the outbox. Each planted customer has one story whose
+outcome is known in advance; the tests check the stories and the invariants that must hold for
+everyone: every step at most once, in order, inside the recipient's allowed local hours, within
+the frequency caps, exits and holdouts respected.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@
 -- Parameters: $as_of, $cap_day, $cap_week, $cap_policy.
 -- {eligibility}: this trigger's eligibility relation. The temp table competing_sends holds one
 -- customer_id row per due send of a higher-priority marketing trigger (competing_sends.sql).
-create or replace temp table plan_decisions as
+create temp table plan_decisions as
 
 with
 
@@ -131,11 +131,13 @@ recent as (
         customer_id,
         count(*) filter (
             where
-            counted_at > $as_of - interval 24 hours
-            and counted_at < $as_of + interval 24 hours
+            counted_at > $as_of - interval '24 hours'
+            and counted_at < $as_of + interval '24 hours'
         ) as sent_day,
         count(*) filter (
-            where counted_at > $as_of - interval 7 days and counted_at < $as_of + interval 7 days
+            where
+            counted_at > $as_of - interval '7 days'
+            and counted_at < $as_of + interval '7 days'
         ) as sent_week
     from counted
     group by customer_id

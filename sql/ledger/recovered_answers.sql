@@ -4,7 +4,7 @@
 -- them as the dead push would have (nothing is in doubt about a send whose answer was read).
 -- `handovers` is the journal's rows (dagster_project/handover.py::read); events are ordered by
 -- recorded_at, then seq. Parameters: $trigger.
-create or replace temp table results as
+create temp table results as
 
 with
 
@@ -36,15 +36,24 @@ journal as (
 
 ),
 
+-- Each send's events of one kind, latest first.
+ranked as (
+
+    select
+        *,
+        row_number() over (partition by send_id, event order by position desc) as recency
+    from journal
+
+),
+
 last_handover as (
 
     select
         send_id,
         position,
         request_key
-    from journal
-    where event = 'handed_over'
-    qualify row_number() over (partition by send_id order by position desc) = 1
+    from ranked
+    where event = 'handed_over' and recency = 1
 
 ),
 
@@ -62,9 +71,8 @@ first_handover as (
 last_answer as (
 
     select *
-    from journal
-    where event = 'answered'
-    qualify row_number() over (partition by send_id order by position desc) = 1
+    from ranked
+    where event = 'answered' and recency = 1
 
 ),
 

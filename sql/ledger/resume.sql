@@ -97,7 +97,7 @@ from (
             handed.handed_over_at,
             $as_of > pending.expires_at or fresh.rule_exclusion_reason = 'expired' as is_expired,
             pending.status = 'failed_retryable'
-            and $as_of > pending.as_of + to_hours(cast($retry_max_age_hours as bigint))
+            and $as_of > pending.as_of + interval '1 hour' * cast($retry_max_age_hours as bigint)
                 as is_too_old,
             case
                 when fresh.send_id is null then 'not_a_candidate'
@@ -112,7 +112,7 @@ from (
             and coalesce(handed.request_key, pending.batch_id) is not null
             -- From the key's first use (an earlier resend does not renew the provider's memory).
             and coalesce(
-                least(handed.handed_over_at, pending.sending_at) > now() - interval 23 hours,
+                least(handed.handed_over_at, pending.sending_at) > now() - interval '23 hours',
                 true
             )
             -- Night or a moved schedule does not stop a resend: the request went out already,
@@ -135,8 +135,8 @@ from (
             select
                 journal.run_id,
                 journal.send_id,
-                arg_max(journal.request_key, journal.position) filter (
-                    where journal.event = 'handed_over'
+                max(journal.request_key) filter (
+                    where journal.event = 'handed_over' and journal.recency = 1
                 ) as request_key,
                 min(journal.recorded_at) filter (
                     where journal.event = 'handed_over'
@@ -147,7 +147,12 @@ from (
                     row_number() over (
                         partition by events.run_id, events.send_id
                         order by events.recorded_at, events.seq
-                    ) as position
+                    ) as position,
+                    -- 1 for the latest event of its kind (the last hand-over's key).
+                    row_number() over (
+                        partition by events.run_id, events.send_id, events.event
+                        order by events.recorded_at desc, events.seq desc
+                    ) as recency
                 from handovers as events
                 where events.trigger = $trigger
             ) as journal

@@ -32,7 +32,7 @@ set
     sent_as_of = coalesce(settled.sent_as_of, ledger.sent_as_of, $as_of),
     next_attempt_at = case
         when settled.status = 'failed' and settled.retryable
-            then $as_of + to_minutes(
+            then $as_of + interval '1 minute' * (
                     cast(
                         least(
                             $retry_max_backoff_minutes,

@@ -13,6 +13,7 @@ import polars as pl
 from dagster_project.providers import Message
 from dagster_project.sequences import parse_sequence
 from dagster_project.triggers import TriggerSpec
+from dagster_project.warehouse import Connection
 from tests.support.mirrors import send_id
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -78,7 +79,7 @@ def cart_row(key: str, *, as_of: datetime = AS_OF, **overrides: Any) -> dict[str
 
 
 def write_eligibility(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     rows: list[dict[str, Any]],
     relation: str = CART_SPEC.relation,
 ) -> None:
@@ -101,11 +102,12 @@ def write_eligibility(
     con.execute(f"create schema if not exists {schema}")
     ensure_staging(con)
     con.register("rows_frame", frame.to_arrow())
-    con.execute(f"create or replace table {relation} as select * from rows_frame")
+    con.execute(f"drop table if exists {relation}")
+    con.execute(f"create table {relation} as select * from rows_frame")
     con.unregister("rows_frame")
 
 
-def ledger_rows(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | None, int]]:
+def ledger_rows(con: Connection) -> dict[str, tuple[str, str | None, int]]:
     """send_id -> (status, error, attempts)."""
     return {
         r[0]: (r[1], r[2], r[3])
@@ -115,7 +117,7 @@ def ledger_rows(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | No
     }
 
 
-def ensure_staging(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_staging(con: Connection) -> None:
     """Empty stand-ins for the views the send step reads (consent changes, events)."""
     con.execute("create schema if not exists staging")
     con.execute("create schema if not exists intermediate")

@@ -30,6 +30,7 @@ import duckdb
 import pytest
 
 from dagster_project.config import SQL_DIR
+from dagster_project.postgres import PostgresConnection, PostgresSettings
 from tests.support.processes import free_port
 
 REQUIRE_ENV = "NUDGE_REQUIRE_POSTGRES"
@@ -93,6 +94,30 @@ class PostgresServer:
             "NUDGE_PG_DBNAME": self.dbname,
             "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": self.password,
         }
+
+    def new_database(self, name: str) -> PostgresServer:
+        """A new, empty database on this server (one per test keeps tests apart)."""
+        admin = self.connect()
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'create database "{name}"')
+        finally:
+            admin.close()
+        return PostgresServer(self.host, self.port, self.user, name, self.password)
+
+    def warehouse(self, state_dir: Path) -> PostgresConnection:
+        """nudge's own connection to this database (``dagster_project/postgres.py``)."""
+        return PostgresConnection(
+            PostgresSettings(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                dbname=self.dbname,
+                password=self.password,
+                state_dir=state_dir,
+            )
+        )
 
     def connect(self):  # type: ignore[no-untyped-def]
         import psycopg2  # dbt-postgres brings it

@@ -1,0 +1,246 @@
+"""PostgreSQL as nudge's warehouse: a connection that takes nudge's statements as DuckDB does.
+
+The send path is written against DuckDB's Python API: ``$name`` parameters (``?`` in a few
+places), frames registered as relations for one statement, explicit ``begin``/``commit`` with
+autocommit otherwise, ``fetchall``. :class:`PostgresConnection` offers the same calls over
+psycopg2, so ``ledger.py`` and its callers run unchanged on both engines; the statements are the
+same files in ``sql/`` where the dialects agree, and ``sql/postgres/<name>.sql`` where they do
+not (``warehouse.sql``).
+
+- Parameters: ``$name`` becomes ``%(name)s`` and ``?`` becomes ``%s`` outside quoted text and
+  comments; psycopg2 quotes every value on the client, so a parameter never becomes SQL.
+- A registered frame (``register(name, arrow_table)``) is a temporary table of that name,
+  filled in one round trip and dropped by ``unregister``. Nested values (lists, structs) are
+  stored as ``jsonb``, which is what the dbt models build on PostgreSQL (``nudge_agg_records``).
+- The cross-process lock is a session-level advisory lock (``advisory_lock``), the file lock's
+  counterpart: released by PostgreSQL itself if the process dies, like ``flock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+DIALECT = "postgres"
+
+# Quoted text, quoted identifiers and comments are copied as they are; only the rest is
+# scanned for parameters (and for % signs, which psycopg2 would read as placeholders).
+_TOKENS = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)"""
+    r"""|(?P<named>\$[A-Za-z_][A-Za-z0-9_]*)"""
+    r"""|(?P<positional>\?)"""
+    r"""|(?P<percent>%)""",
+    re.DOTALL,
+)
+
+
+def to_pyformat(statement: str, params: Mapping[str, Any] | Sequence[Any] | None) -> str:
+    """``statement`` with DuckDB's placeholders in psycopg2's: ``$name`` -> ``%(name)s``,
+    ``?`` -> ``%s``, and a literal ``%`` doubled when there are parameters."""
+    if not params:
+        return statement
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("skip"):
+            return match.group("skip")
+        if match.group("named"):
+            return f"%({match.group('named')[1:]})s"
+        if match.group("positional"):
+            return "%s"
+        return "%%"
+
+    return _TOKENS.sub(replace, statement)
+
+
+def _column_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "text"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_integer(arrow_type):
+        return "bigint"
+    if pa.types.is_floating(arrow_type):
+        return "double precision"
+    if pa.types.is_decimal(arrow_type):
+        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamptz" if arrow_type.tz else "timestamp"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    if pa.types.is_null(arrow_type):
+        return "text"
+    if pa.types.is_nested(arrow_type):
+        return "jsonb"
+    raise TypeError(f"no PostgreSQL column type for a frame column of type {arrow_type}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class PostgresSettings:
+    """Where the warehouse is. The password comes from the environment only (config.py)."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str = field(default="", repr=False)
+    # The folder for what nudge keeps beside a DuckDB file (the hand-over journal).
+    state_dir: Path = Path(".nudge")
+
+
+class PostgresConnection:
+    """A psycopg2 connection with the calls nudge makes on a DuckDB connection."""
+
+    dialect = DIALECT
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        import psycopg2
+        from psycopg2.extras import register_default_json, register_default_jsonb
+
+        self.settings = settings
+        self._con = psycopg2.connect(
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            dbname=settings.dbname,
+            password=settings.password,
+            # Days, hours and "a day later" follow the session's zone, as the dbt models'
+            # on-run-start requires of them.
+            options="-c timezone=UTC",
+        )
+        # DuckDB's default: every statement commits unless begin() opened a transaction.
+        self._con.autocommit = True
+        # JSON as text, as DuckDB returns it: the ledger's context is parsed where it is used.
+        register_default_json(self._con, loads=str)
+        register_default_jsonb(self._con, loads=str)
+        self._cursor = self._con.cursor()
+        self._registered: set[str] = set()
+
+    # -- DuckDB's calls -------------------------------------------------------------------------
+
+    def execute(
+        self, statement: str, params: Mapping[str, Any] | Sequence[Any] | None = None
+    ) -> PostgresConnection:
+        self._cursor.execute(to_pyformat(statement, params), params or None)
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        if self._cursor.description is None:
+            return []
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._cursor.description is None:
+            return None
+        row = self._cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    def begin(self) -> None:
+        self._cursor.execute("begin")
+
+    def commit(self) -> None:
+        self._cursor.execute("commit")
+
+    def rollback(self) -> None:
+        self._cursor.execute("rollback")
+
+    def register(self, name: str, frame: pa.Table) -> None:
+        """``frame`` as a temporary table ``name`` (replacing one registered before)."""
+        from psycopg2.extras import execute_values
+
+        table = quote_identifier(name)
+        columns = ", ".join(
+            f"{quote_identifier(f.name)} {_column_type(f.type)}" for f in frame.schema
+        )
+        self._cursor.execute(f"drop table if exists pg_temp.{table}")
+        self._cursor.execute(f"create temp table {table} ({columns})")
+        self._registered.add(name)
+        if not frame.num_rows:
+            return
+        nested = [pa.types.is_nested(f.type) for f in frame.schema]
+        rows = [
+            tuple(
+                json.dumps(value, default=_json_default)
+                if is_nested and value is not None
+                else value
+                for value, is_nested in zip(row.values(), nested, strict=True)
+            )
+            for row in frame.to_pylist()
+        ]
+        execute_values(self._cursor, f"insert into {table} values %s", rows, page_size=1000)
+
+    def unregister(self, name: str) -> None:
+        self._cursor.execute(f"drop table if exists pg_temp.{quote_identifier(name)}")
+        self._registered.discard(name)
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- PostgreSQL's own ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._con.closed)
+
+    def try_advisory_lock(self, key: int) -> bool:
+        self._cursor.execute("select pg_try_advisory_lock(%s)", (key,))
+        row = self._cursor.fetchone()
+        return bool(row and row[0])
+
+    def advisory_unlock(self, key: int) -> None:
+        self._cursor.execute("select pg_advisory_unlock(%s)", (key,))
+        self._cursor.fetchall()
+
+
+# The advisory lock's key: one per warehouse database, the same in every nudge process. Any
+# fixed 64-bit number works; this one is "nudge" in ASCII.
+LOCK_KEY = int.from_bytes(b"nudge", "big")
+
+
+class AdvisoryLockTimeout(TimeoutError):
+    """Another nudge process held the warehouse's advisory lock longer than the wait allowed."""
+
+
+@contextlib.contextmanager
+def advisory_lock(
+    con: PostgresConnection, *, timeout: float = 1800.0, poll: float = 0.2
+) -> Iterator[None]:
+    """Hold the warehouse's lock on ``con``'s session; wait up to ``timeout`` seconds.
+
+    A session lock, not a transaction lock: the ledger's own transactions begin and commit
+    inside it. If the process dies, PostgreSQL ends the session and the lock with it.
+    """
+    deadline = time.monotonic() + timeout
+    while not con.try_advisory_lock(LOCK_KEY):
+        if time.monotonic() >= deadline:
+            raise AdvisoryLockTimeout(
+                f"database {con.settings.dbname} on {con.settings.host} is locked by another "
+                f"nudge run; waited {timeout:.0f}s"
+            )
+        time.sleep(poll)
+    try:
+        yield
+    finally:
+        if not con.closed:
+            con.advisory_unlock(LOCK_KEY)
