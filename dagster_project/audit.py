@@ -15,10 +15,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import polars as pl
 
-from .warehouse import sql
+from .warehouse import Connection, sql_for
 
 
 def cli_actor() -> str:
@@ -30,7 +29,7 @@ def cli_actor() -> str:
 
 
 def record(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     action: str,
     *,
     actor: str,
@@ -51,7 +50,7 @@ def record(
 AuditRow = tuple[str, datetime, str, str, str | None, Mapping[str, Any] | None]
 
 
-def record_many(con: duckdb.DuckDBPyConnection, rows: Sequence[AuditRow]) -> None:
+def record_many(con: Connection, rows: Sequence[AuditRow]) -> None:
     """Append rows ``(audit_id, occurred_at, action, actor, subject, detail)``; an id already
     there is not added again (a drain repeated after a crash)."""
     if not rows:
@@ -75,6 +74,6 @@ def record_many(con: duckdb.DuckDBPyConnection, rows: Sequence[AuditRow]) -> Non
     )
     con.register("audit_rows", frame)
     try:
-        con.execute(sql("audit/append").format(rows="audit_rows")).fetchall()
+        con.execute(sql_for(con, "audit/append").format(rows="audit_rows")).fetchall()
     finally:
         con.unregister("audit_rows")

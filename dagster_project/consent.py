@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import duckdb
 import polars as pl
 
 from . import audit
 from .landing import ConsentChange, LandingStore
 from .privacy.people import pseudonym
-from .warehouse import sql
+from .warehouse import Connection, sql_for
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,7 @@ class Drained:
     already_there: int  # drained before (a repeat after a crash)
 
 
-def drain(
-    con: duckdb.DuckDBPyConnection, store: LandingStore, *, now: datetime | None = None
-) -> Drained:
+def drain(con: Connection, store: LandingStore, *, now: datetime | None = None) -> Drained:
     """Copy the store's undrained changes into ``nudge.consent_changes`` and the audit log."""
     now = now or datetime.now(UTC)
     total_new = total_seen = 0
@@ -58,17 +55,19 @@ def drain(
     return Drained(total_new, total_seen)
 
 
-def _erased(con: duckdb.DuckDBPyConnection, customer_ids: set[str]) -> dict[str, str]:
+def _erased(con: Connection, customer_ids: set[str]) -> dict[str, str]:
     """Which of these customers were erased (``nudge erase``), with their pseudonyms."""
-    rows = con.execute(sql("consent/erasure_salt")).fetchall()
+    rows = con.execute(sql_for(con, "consent/erasure_salt")).fetchall()
     if not rows:
         return {}
     names = {pseudonym(str(rows[0][0]), customer_id): customer_id for customer_id in customer_ids}
-    erased = con.execute(sql("consent/erased_subjects"), {"subjects": list(names)}).fetchall()
+    erased = con.execute(
+        sql_for(con, "consent/erased_subjects"), {"subjects": list(names)}
+    ).fetchall()
     return {names[subject]: subject for (subject,) in erased}
 
 
-def _insert(con: duckdb.DuckDBPyConnection, changes: list[ConsentChange], now: datetime) -> int:
+def _insert(con: Connection, changes: list[ConsentChange], now: datetime) -> int:
     frame = pl.DataFrame(
         {
             "change_id": [c.change_id for c in changes],
@@ -86,7 +85,7 @@ def _insert(con: duckdb.DuckDBPyConnection, changes: list[ConsentChange], now: d
         con.register("landed_changes", frame)
         new = len(
             con.execute(
-                sql("consent/drain").format(landed="landed_changes"), {"drained_at": now}
+                sql_for(con, "consent/drain").format(landed="landed_changes"), {"drained_at": now}
             ).fetchall()
         )
         # The audit row of a change shares its id, so a repeated drain adds none twice.

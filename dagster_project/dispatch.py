@@ -29,8 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-
 from . import audit, failpoints, guards, handover, ledger
 from .compose import render_batch
 from .handover import HandoverJournal
@@ -42,7 +40,7 @@ from .providers import Message, Provider, SendResult
 from .rendering import Renderer
 from .runs import TriggerSummary, record_run
 from .triggers import ProjectRelations, TriggerSpec
-from .warehouse import journal_dir, one, quote_relation, sql
+from .warehouse import Connection, journal_dir, one, quote_relation, sql_for
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +52,18 @@ Answered = tuple[list[SendResult], str, datetime]
 
 
 def eligibility_counts(
-    con: duckdb.DuckDBPyConnection, relation: str
+    con: Connection, relation: str
 ) -> tuple[datetime | None, int, int, dict[str, int]]:
     """The as_of the table was built for, its candidates, eligible rows and exclusions by reason."""
     table = quote_relation(relation)
-    totals = one(con, sql("reports/eligibility_counts").format(eligibility=table))
+    totals = one(con, sql_for(con, "reports/eligibility_counts").format(eligibility=table))
     assert totals is not None
-    reasons = con.execute(sql("reports/exclusions").format(eligibility=table)).fetchall()
+    reasons = con.execute(sql_for(con, "reports/exclusions").format(eligibility=table)).fetchall()
     return totals[0], totals[1], totals[2], dict(reasons)
 
 
 def dispatch_trigger(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     spec: TriggerSpec,
     *,
     provider: Provider,
@@ -143,7 +141,7 @@ class _Push:
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        con: Connection,
         spec: TriggerSpec,
         summary: TriggerSummary,
         *,

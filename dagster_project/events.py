@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import duckdb
 import polars as pl
 
 from .landing import LandedEvent, LandingStore
 from .privacy.people import erasure_hash
-from .warehouse import one, sql
+from .warehouse import Connection, one, sql_for
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,7 @@ class DrainedEvents:
     by_type: dict[str, int]
 
 
-def drain(
-    con: duckdb.DuckDBPyConnection, store: LandingStore, *, now: datetime | None = None
-) -> DrainedEvents:
+def drain(con: Connection, store: LandingStore, *, now: datetime | None = None) -> DrainedEvents:
     """Copy the store's undrained events into ``nudge.email_events``."""
     now = now or datetime.now(UTC)
     total_new = total_seen = unmatched = 0
@@ -64,12 +61,14 @@ def drain(
     return DrainedEvents(total_new, total_seen, unmatched, by_type)
 
 
-def _erased_emails(con: duckdb.DuckDBPyConnection, emails: set[str]) -> set[str]:
-    rows = con.execute(sql("consent/erasure_salt")).fetchall()
+def _erased_emails(con: Connection, emails: set[str]) -> set[str]:
+    rows = con.execute(sql_for(con, "consent/erasure_salt")).fetchall()
     if not rows or not emails:
         return set()
     hashes = {erasure_hash(str(rows[0][0]), email): email for email in emails}
-    found = con.execute(sql("events/erased_emails"), {"email_hashes": list(hashes)}).fetchall()
+    found = con.execute(
+        sql_for(con, "events/erased_emails"), {"email_hashes": list(hashes)}
+    ).fetchall()
     return {hashes[h] for (h,) in found}
 
 
@@ -77,9 +76,7 @@ def _scrubbed(landed: LandedEvent) -> LandedEvent:
     return replace(landed, event=replace(landed.event, email=None, payload=None, url=None))
 
 
-def _insert(
-    con: duckdb.DuckDBPyConnection, landed: list[LandedEvent], now: datetime
-) -> tuple[int, int]:
+def _insert(con: Connection, landed: list[LandedEvent], now: datetime) -> tuple[int, int]:
     events = [e.event for e in landed]
     frame = pl.DataFrame(
         {
@@ -112,10 +109,10 @@ def _insert(
         con.register("landed_events", frame)
         new = len(
             con.execute(
-                sql("events/drain").format(landed="landed_events"), {"drained_at": now}
+                sql_for(con, "events/drain").format(landed="landed_events"), {"drained_at": now}
             ).fetchall()
         )
-        row = one(con, sql("events/unmatched").format(landed="landed_events"))
+        row = one(con, sql_for(con, "events/unmatched").format(landed="landed_events"))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

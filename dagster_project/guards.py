@@ -35,12 +35,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import duckdb
-
 from .landing import ConsentChange
 from .policy import GuardPolicy
 from .providers import Message
-from .warehouse import one, quote_relation, sql
+from .warehouse import Connection, one, quote_relation, sql_for
 from .webhooks import EmailEvent
 
 MIN_BASELINE_TICKS = 3
@@ -72,9 +70,9 @@ def check_not_late(
         )
 
 
-def newest_event(con: duckdb.DuckDBPyConnection, events: str) -> datetime | None:
+def newest_event(con: Connection, events: str) -> datetime | None:
     """The newest event the tick's models see (the freshness guard's input)."""
-    row = one(con, sql("guards/newest_event").format(events=quote_relation(events)))
+    row = one(con, sql_for(con, "guards/newest_event").format(events=quote_relation(events)))
     return row[0] if row else None
 
 
@@ -149,13 +147,11 @@ class Deliverability:
 DELIVERABILITY_WINDOW = timedelta(hours=24)
 
 
-def deliverability(
-    con: duckdb.DuckDBPyConnection, provider: str, until: datetime
-) -> Deliverability:
+def deliverability(con: Connection, provider: str, until: datetime) -> Deliverability:
     """The provider's sends, hard bounces and complaints over the 24 h before ``until``."""
     row = one(
         con,
-        sql("guards/deliverability"),
+        sql_for(con, "guards/deliverability"),
         {"provider": provider, "since": until - DELIVERABILITY_WINDOW, "until": until},
     )
     sends, hard_bounces, complaints = row if row else (0, 0, 0)
@@ -249,7 +245,7 @@ def _event_change(event: EmailEvent, consent_list: str, lists: ConsentLists) -> 
 
 
 def recheck_consent(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     messages: Sequence[Message],
     lists: ConsentLists,
     *,
@@ -297,7 +293,7 @@ LatestChange = tuple[str, datetime, str]
 
 
 def latest_consent(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     subscriptions: str,
     customer_ids: Sequence[str],
     *,
@@ -309,7 +305,7 @@ def latest_consent(
     and the landing store, ordered as int_subscriptions__latest orders them."""
     ids = list(set(customer_ids))
     rows = con.execute(
-        sql("guards/latest_consent").format(subscriptions=quote_relation(subscriptions)),
+        sql_for(con, "guards/latest_consent").format(subscriptions=quote_relation(subscriptions)),
         {"customer_ids": ids, "list": consent_list, "cutoff": cutoff},
     ).fetchall()
     latest: dict[str, LatestChange] = {r[0]: (r[1], r[2], r[3]) for r in rows}
@@ -331,7 +327,7 @@ def latest_consent(
 
 
 def _merge_events(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     latest: dict[str, LatestChange],
     pending: PendingChanges,
     messages: Sequence[Message],
@@ -356,7 +352,7 @@ def _merge_events(
     send_ids = sorted({e.send_id for e in events if e.send_id})
     sends: dict[str, tuple[str, str | None]] = {}
     if send_ids:
-        rows = con.execute(sql("guards/sends_of"), {"send_ids": send_ids}).fetchall()
+        rows = con.execute(sql_for(con, "guards/sends_of"), {"send_ids": send_ids}).fetchall()
         sends = {r[0]: (str(r[1]), r[2]) for r in rows}
     for event in events:
         candidate = _event_change(event, consent_list, lists)

@@ -528,8 +528,9 @@ def record_run(con: Connection, row: dict[str, Any]) -> None:
     ``row`` holds the run's identity and every count of ``runs.RunCounts``; its keys are the
     table's column names, so the counts are listed in one place only.
     """
-    values = {**row, "errors": json.dumps(row.get("errors") or [])}
-    frame = pl.DataFrame([values], infer_schema_length=None)
+    frame = pl.DataFrame(
+        [{**row, "errors": json.dumps(row.get("errors") or [])}], infer_schema_length=None
+    )
     frame = frame.with_columns(
         [
             pl.col(c).cast(pl.Datetime("us", "UTC"))
@@ -538,6 +539,11 @@ def record_run(con: Connection, row: dict[str, Any]) -> None:
         ]
     )
     columns = ", ".join(quote_relation(name) for name in frame.columns)
+    # The errors are JSON text in the frame; PostgreSQL casts text to json only when asked.
+    read = ", ".join(
+        f"cast({quote_relation(name)} as json)" if name == "errors" else quote_relation(name)
+        for name in frame.columns
+    )
     con.register("run_row", frame.to_arrow())
     try:
         with _transaction(con):
@@ -545,6 +551,6 @@ def record_run(con: Connection, row: dict[str, Any]) -> None:
                 sql_for(con, "ledger/record_run_delete"),
                 {"run_id": row["run_id"], "trigger": row["trigger"]},
             )
-            con.execute(sql_for(con, "ledger/record_run").format(columns=columns))
+            con.execute(sql_for(con, "ledger/record_run").format(columns=columns, values=read))
     finally:
         con.unregister("run_row")

@@ -165,9 +165,13 @@ class PostgresConnection:
     def rollback(self) -> None:
         self._cursor.execute("rollback")
 
-    def register(self, name: str, frame: pa.Table) -> None:
-        """``frame`` as a temporary table ``name`` (replacing one registered before)."""
+    def register(self, name: str, frame: Any) -> None:
+        """``frame`` (Arrow, or a frame with ``to_arrow``: polars) as a temporary table
+        ``name``, replacing one registered before."""
         from psycopg2.extras import execute_values
+
+        if not isinstance(frame, pa.Table):
+            frame = frame.to_arrow()
 
         table = quote_identifier(name)
         columns = ", ".join(
@@ -193,6 +197,10 @@ class PostgresConnection:
     def unregister(self, name: str) -> None:
         self._cursor.execute(f"drop table if exists pg_temp.{quote_identifier(name)}")
         self._registered.discard(name)
+
+    def cursor(self) -> PostgresConnection:
+        """Another connection to the same database (DuckDB's ``cursor()`` is one)."""
+        return PostgresConnection(self.settings)
 
     def close(self) -> None:
         self._con.close()

@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-
 from . import ledger
 from .masking import mask_emails_in_text
+from .warehouse import DATABASE_ERRORS, Connection
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class TriggerSummary(RunCounts):
 
 
 def record_run(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     summary: TriggerSummary,
     *,
     run_id: str,
@@ -108,6 +107,6 @@ def record_run(
                 "errors": summary.errors,
             },
         )
-    except duckdb.Error:
+    except DATABASE_ERRORS:
         # The run log must never turn a finished push into a failed step (and a retry).
         log.exception("could not record the run of trigger %s in nudge.runs", summary.trigger)

@@ -97,6 +97,18 @@ class Connection(Protocol):
     def close(self) -> Any: ...
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg2
+    except ImportError:  # installed with the postgres extra only
+        return (duckdb.Error,)
+    return (duckdb.Error, psycopg2.Error)
+
+
+# What a failed statement raises on either engine.
+DATABASE_ERRORS = _database_errors()
+
+
 def dialect(con: Connection) -> str:
     """``duckdb``, or the ``dialect`` a connection of another engine names."""
     return str(getattr(con, "dialect", "duckdb"))

@@ -31,6 +31,12 @@ from tests.support.mirrors import send_id
 from tests.support.providers import RecordingProvider
 
 
+@pytest.fixture
+def con(engine_con):  # type: ignore[no-untyped-def]
+    """Every push test with a ``con`` runs on DuckDB and on PostgreSQL."""
+    return engine_con
+
+
 def _dispatch(con, provider, *, as_of=AS_OF, run_id="run-1", batch_size=500, **policy):
     return dispatch(
         con,

@@ -25,6 +25,13 @@ from tests.support.factories import (
 from tests.support.ledger_steps import journal
 from tests.support.providers import RecordingProvider
 
+
+@pytest.fixture
+def con(engine_con):  # type: ignore[no-untyped-def]
+    """These tests run on DuckDB and on PostgreSQL (the same statements)."""
+    return engine_con
+
+
 POLICY = GuardPolicy(mass_send_max=1000, mass_send_multiple=10, mass_send_min=20)
 
 

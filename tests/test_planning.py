@@ -25,6 +25,13 @@ from tests.support.ledger_steps import age_journal, hand_over, resume
 from tests.support.mirrors import send_id as make_send_id
 from tests.support.providers import RecordingProvider
 
+
+@pytest.fixture
+def con(engine_con):  # type: ignore[no-untyped-def]
+    """These tests run on DuckDB and on PostgreSQL (the same statements)."""
+    return engine_con
+
+
 CART = CART_SPEC.relation
 BIRTHDAY = "audience.birthday_eligibility"  # a higher-priority competitor
 RECEIPT = "audience.receipt_eligibility"  # a transactional trigger

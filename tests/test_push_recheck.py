@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from dagster_project import ledger
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy
@@ -21,6 +23,12 @@ from tests.support.factories import (
     dispatch,
     write_eligibility,
 )
+
+
+@pytest.fixture
+def con(engine_con):  # type: ignore[no-untyped-def]
+    """These tests run on DuckDB and on PostgreSQL (the same statements)."""
+    return engine_con
 
 
 def _suppress(con, customer_id: str, status: str, minutes_after: int) -> None:

@@ -4,4 +4,4 @@ select distinct subject
 from nudge.audit_log
 where
     action = 'erasure'
-    and subject in (select unnest($subjects))
+    and subject in (select unnest(cast($subjects as varchar[])))

@@ -30,7 +30,25 @@ changes as (
                 and source not in ('import', 'sunset')
             )
         )
-        and customer_id in (select unnest($customer_ids))
+        and customer_id in (select unnest(cast($customer_ids as varchar[])))
+
+),
+
+ranked as (
+
+    select
+        customer_id,
+        status,
+        changed_at,
+        source,
+        row_number() over (
+            partition by customer_id
+            order by
+                (source = 'erasure') desc,
+                changed_at desc,
+                (status = 'unsubscribed') desc
+        ) as recency
+    from changes
 
 ),
 
@@ -41,15 +59,8 @@ final as (
         status,
         changed_at,
         source
-    from changes
-    qualify
-        row_number() over (
-            partition by customer_id
-            order by
-                (source = 'erasure') desc,
-                changed_at desc,
-                (status = 'unsubscribed') desc
-        ) = 1
+    from ranked
+    where recency = 1
 
 )
 

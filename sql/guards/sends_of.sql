@@ -6,4 +6,4 @@ select
     customer_id,
     lower(trim(email)) as email
 from nudge.send_ledger
-where send_id in (select unnest($send_ids))
+where send_id in (select unnest(cast($send_ids as varchar[])))

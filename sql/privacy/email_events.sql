@@ -14,5 +14,5 @@ left join nudge.send_ledger as ledger
     on events.send_id = ledger.send_id
 where
     ledger.customer_id = $customer_id
-    or events.email in (select unnest($emails))
+    or events.email in (select unnest(cast($emails as varchar[])))
 order by events.occurred_at, events.event_id

@@ -11,7 +11,7 @@ set
 where
     (email is not null or url is not null or payload is not null)
     and (
-        email in (select unnest($emails))
-        or send_id in (select unnest($send_ids))
+        email in (select unnest(cast($emails as varchar[])))
+        or send_id in (select unnest(cast($send_ids as varchar[])))
         or regexp_matches(coalesce(payload, ''), $address_pattern, 'i')
     )
