@@ -110,10 +110,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
     from . import audit, ledger
-    from .warehouse import locked_connection
+    from .warehouse import locked_warehouse
 
     settings = Settings.from_env()
-    with locked_connection(settings.warehouse) as con:
+    with locked_warehouse(settings) as con:
         ledger.ensure_ledger(con)
         rows = ledger.unknown_sends(con, trigger=args.trigger)
         if args.send_id:
@@ -340,13 +340,13 @@ def _cmd_why(args: argparse.Namespace) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from . import ledger
-    from .warehouse import locked_connection
+    from .warehouse import locked_warehouse
 
     settings = Settings.from_env()
-    with locked_connection(settings.warehouse) as con:
+    with locked_warehouse(settings) as con:
         applied = ledger.ensure_ledger(con)
     print(
-        f"ledger ready in {settings.warehouse}"
+        f"ledger ready in {settings.postgres.url if settings.postgres else settings.warehouse}"
         + (f" (applied {', '.join(applied)})" if applied else " (up to date)")
     )
     return 0
@@ -475,7 +475,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "NUDGE_WAREHOUSE": str(settings.warehouse),
+        "NUDGE_WAREHOUSE": settings.warehouse_setting,
         # dbt and dg from this virtualenv even when it is not activated (make runs
         # .venv/bin/nudge directly): on PATH, and named as the active one for dg.
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
@@ -663,9 +663,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that read, copy or compact the warehouse as a DuckDB file. On PostgreSQL they are
+# refused before anything is opened or created, until they run there too.
+DUCKDB_ONLY = frozenset(
+    {"demo", "preview", "render", "backtest", "report", "erase", "export", "why"}
+)
+
+
+def _require_duckdb(command: str) -> None:
+    if command in DUCKDB_ONLY and Settings.from_env().postgres is not None:
+        raise ConfigError(
+            f"`nudge {command}` runs on a DuckDB warehouse so far; NUDGE_WAREHOUSE is a "
+            "PostgreSQL database (README, 'Warehouses: what runs where')"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _require_duckdb(args.command)
         return int(args.func(args))
     except (ConfigError, ValueError) as exc:
         print(f"nudge: {exc}", file=sys.stderr)

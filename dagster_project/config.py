@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from .postgres import PostgresSettings
 from .providers import ProviderSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,11 +71,19 @@ class Settings:
     # nudge serve's landing store of consent changes (NUDGE_LANDING), beside the warehouse.
     landing: Path | None = None
     confirm_link_days: int = 7
+    # Set when NUDGE_WAREHOUSE is a postgresql:// URL; ``warehouse`` is then only the name
+    # beside which nudge keeps its local files for that database.
+    postgres: PostgresSettings | None = None
 
     @property
     def landing_path(self) -> Path:
         """The landing store: NUDGE_LANDING, else ``<warehouse>.landing.sqlite``."""
         return self.landing or self.warehouse.with_name(self.warehouse.name + ".landing.sqlite")
+
+    @property
+    def warehouse_setting(self) -> str:
+        """NUDGE_WAREHOUSE as dbt and child processes must see it: the file, or the URL."""
+        return self.postgres.url if self.postgres is not None else str(self.warehouse)
 
     @property
     def esp(self) -> str:
@@ -88,9 +98,16 @@ class Settings:
         from .policy import values_from_env  # policy reads ConfigError from here
 
         env = os.environ if environ is None else environ
-        _refuse_a_url(env.get("NUDGE_WAREHOUSE") or "")
-        warehouse = Path(env.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
-        if warehouse.stem.lower() in RESERVED_WAREHOUSE_STEMS:
+        postgres = postgres_from_url(
+            env.get("NUDGE_WAREHOUSE") or "", env.get(POSTGRES_PASSWORD_VAR, "")
+        )
+        if postgres is not None:
+            # What nudge keeps on this machine for the database (landing store, hand-over
+            # journal) goes beside this name in the state folder, as beside a DuckDB file.
+            warehouse = postgres.local_name.resolve()
+        else:
+            warehouse = Path(env.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
+        if postgres is None and warehouse.stem.lower() in RESERVED_WAREHOUSE_STEMS:
             raise ConfigError(
                 f"NUDGE_WAREHOUSE={warehouse}: DuckDB would name the catalog {warehouse.stem!r}, "
                 f"which clashes with nudge's schema of that name; rename the file "
@@ -98,6 +115,7 @@ class Settings:
             )
         return cls(
             warehouse=warehouse,
+            postgres=postgres,
             provider=ProviderSettings(
                 esp=env.get("NUDGE_ESP", DEFAULT_ESP).strip().lower(),
                 base_url=env.get("NUDGE_ESP_BASE_URL") or None,
@@ -117,22 +135,54 @@ class Settings:
         )
 
 
-def _refuse_a_url(value: str) -> None:
-    """NUDGE_WAREHOUSE is a DuckDB file. A URL would otherwise become a folder named after it
-    (``postgresql:/user@host/db``) holding a new, empty DuckDB file. The message names the
-    scheme only: a URL may carry a password."""
+# The PostgreSQL password: only from this variable, whose value dbt scrubs from its logs.
+POSTGRES_PASSWORD_VAR = "DBT_ENV_SECRET_NUDGE_PG_PASSWORD"
+
+
+def postgres_from_url(value: str, password: str = "") -> PostgresSettings | None:
+    """``postgresql://user@host:port/dbname`` as a PostgreSQL warehouse; None for a DuckDB file.
+
+    Any other URL is refused, as is a password in the URL (it would travel wherever the
+    variable is shown). A URL would otherwise become a folder named after it
+    (``postgresql:/user@host/db``) holding a new, empty DuckDB file. Messages name the scheme
+    and the part that is wrong, never the URL: it may carry a password."""
     scheme, separator, _ = value.partition("://")
     if not separator or not scheme.replace("+", "").isalpha():
-        return
-    if scheme.lower().startswith("postgres"):
+        return None
+    if scheme.lower() not in ("postgresql", "postgres"):
         raise ConfigError(
-            f"NUDGE_WAREHOUSE is a {scheme}:// URL: nudge's tick (ledger, sends) runs on a DuckDB "
-            "file so far. On PostgreSQL, build the dbt models with dbt's postgres target "
-            "(README, 'Warehouses: what runs where')."
+            f"NUDGE_WAREHOUSE is a {scheme}:// URL; nudge runs on a DuckDB file (its path) or "
+            "on PostgreSQL (postgresql://user@host:port/dbname); see the README, 'Warehouses: "
+            "what runs where'."
         )
-    raise ConfigError(
-        f"NUDGE_WAREHOUSE is a {scheme}:// URL; it must be the path of a DuckDB file "
-        "(README, 'Warehouses: what runs where')."
+    try:
+        url = urlsplit(value)
+        port = url.port or 5432
+    except ValueError:
+        raise ConfigError(f"NUDGE_WAREHOUSE is not a valid {scheme}:// URL") from None
+    if url.password is not None:
+        raise ConfigError(
+            f"NUDGE_WAREHOUSE has a password in its {scheme}:// URL: leave it out and set "
+            f"{POSTGRES_PASSWORD_VAR} instead (dbt scrubs that variable from its logs)."
+        )
+    dbname = url.path.lstrip("/")
+    if not url.hostname or not url.username or not dbname or "/" in dbname:
+        raise ConfigError(
+            f"NUDGE_WAREHOUSE must read {scheme}://user@host:port/dbname (user, host and "
+            "database are required)"
+        )
+    if url.query or url.fragment:
+        raise ConfigError(
+            f"NUDGE_WAREHOUSE: options after '?' in a {scheme}:// URL are not read; set "
+            "libpq's PG* variables (PGSSLMODE, ...) instead"
+        )
+    return PostgresSettings(
+        host=url.hostname,
+        port=port,
+        user=unquote(url.username),
+        dbname=unquote(dbname),
+        password=password,
+        state_dir=STATE_DIR,
     )
 
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +102,22 @@ def build_args(*, full_refresh: bool = False) -> list[str]:
 
 
 @contextlib.contextmanager
-def as_of_environment(as_of: str) -> Iterator[None]:
-    """``NUDGE_AS_OF`` set to ``as_of`` while a dbt subprocess is started (dagster-dbt copies
-    this process's environment into it), then restored."""
+def as_of_environment(as_of: str, extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """``NUDGE_AS_OF`` set to ``as_of`` (and ``extra``: the PostgreSQL target's variables)
+    while a dbt subprocess is started (dagster-dbt copies this process's environment into it),
+    then restored."""
+    values = {AS_OF_ENV: as_of, **(extra or {})}
     with _ENV_LOCK:
-        saved = os.environ.get(AS_OF_ENV)
-        os.environ[AS_OF_ENV] = as_of
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
         try:
             yield
         finally:
-            if saved is None:
-                os.environ.pop(AS_OF_ENV, None)
-            else:
-                os.environ[AS_OF_ENV] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def run_dbt(

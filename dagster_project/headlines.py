@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import duckdb
 from dagster import MetadataValue
 
-from .warehouse import sql
+from .warehouse import MISSING_RELATION_ERRORS, Connection, sql_for
 
 Format = Callable[[Any], str]
 
@@ -44,14 +43,14 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def _rows(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[Any, ...]] | None:
+def _rows(con: Connection, name: str) -> list[tuple[Any, ...]] | None:
     try:
-        return con.execute(sql(f"reports/{name}")).fetchall()
-    except duckdb.CatalogException:
+        return con.execute(sql_for(con, f"reports/{name}")).fetchall()
+    except MISSING_RELATION_ERRORS:
         return None  # not built yet
 
 
-def headline_metadata(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+def headline_metadata(con: Connection) -> dict[str, dict[str, Any]]:
     """Per reporting model, the metadata entries to attach to its materialization."""
     found: dict[str, dict[str, Any]] = {}
     triggers = _rows(con, "headline_triggers")

@@ -18,10 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from .config import DBT_PROJECT_DIR
-from .warehouse import one, quote_relation, sql
+from .warehouse import Connection, one, quote_relation, sql_for
 
 
 def fingerprints(manifest: Mapping[str, Any], schema_prefix: str = "") -> dict[str, str]:
@@ -58,21 +56,23 @@ def fingerprints(manifest: Mapping[str, Any], schema_prefix: str = "") -> dict[s
 
 
 def rebuild_changed(
-    con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any] | Path, schema_prefix: str = ""
+    con: Connection, manifest: Mapping[str, Any] | Path, schema_prefix: str = ""
 ) -> list[str]:
     """Drop the incremental models whose code changed since they were built in full (so the
     next dbt build builds them in full) and record their new fingerprints. Returns the dropped
     relations. The caller holds the warehouse lock; the ledger exists."""
     loaded = json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
-    recorded = dict(con.execute(sql("incremental/recorded")).fetchall())
+    recorded = dict(con.execute(sql_for(con, "incremental/recorded")).fetchall())
     dropped = []
     for relation, fingerprint in sorted(fingerprints(loaded, schema_prefix).items()):
         if recorded.get(relation) == fingerprint:
             continue
         schema, name = relation.split(".")
-        row = one(con, sql("incremental/exists"), {"schema": schema, "name": name})
+        row = one(con, sql_for(con, "incremental/exists"), {"schema": schema, "name": name})
         if row and row[0]:
-            con.execute(sql("incremental/drop").format(relation=quote_relation(relation)))
+            con.execute(sql_for(con, "incremental/drop").format(relation=quote_relation(relation)))
             dropped.append(relation)
-        con.execute(sql("incremental/record"), {"relation": relation, "fingerprint": fingerprint})
+        con.execute(
+            sql_for(con, "incremental/record"), {"relation": relation, "fingerprint": fingerprint}
+        )
     return dropped

@@ -28,6 +28,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -107,6 +108,39 @@ class PostgresSettings:
     password: str = field(default="", repr=False)
     # The folder for what nudge keeps beside a DuckDB file (the hand-over journal).
     state_dir: Path = Path(".nudge")
+
+    @property
+    def local_name(self) -> Path:
+        """The name nudge's local files for this database go beside (``<name>.handovers``,
+        ``<name>.landing.sqlite``), as they go beside a DuckDB file."""
+        return self.state_dir / f"postgres-{self.host}-{self.port}-{self.dbname}"
+
+    @property
+    def url(self) -> str:
+        """``postgresql://user@host:port/dbname``: NUDGE_WAREHOUSE's value (no password)."""
+        return (
+            f"postgresql://{quote(self.user, safe='')}@{self.host}:{self.port}/"
+            f"{quote(self.dbname, safe='')}"
+        )
+
+    def same_database(self, other: PostgresSettings) -> bool:
+        return (self.host, self.port, self.user, self.dbname) == (
+            other.host,
+            other.port,
+            other.user,
+            other.dbname,
+        )
+
+    def dbt_env(self) -> dict[str, str]:
+        """What points dbt's ``postgres`` target (dbt/profiles.yml) at this database. The
+        password is not here: dbt reads it from DBT_ENV_SECRET_NUDGE_PG_PASSWORD itself."""
+        return {
+            "NUDGE_DBT_TARGET": "postgres",
+            "NUDGE_PG_HOST": self.host,
+            "NUDGE_PG_PORT": str(self.port),
+            "NUDGE_PG_USER": self.user,
+            "NUDGE_PG_DBNAME": self.dbname,
+        }
 
 
 class PostgresConnection:

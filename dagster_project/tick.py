@@ -86,7 +86,7 @@ def _environment(settings: Settings) -> Iterator[None]:
     """dbt (a subprocess of the job) reads the warehouse from ``NUDGE_WAREHOUSE``, Dagster its
     home from ``DAGSTER_HOME``: pin both to ``settings`` for this tick, then restore them."""
     pinned = {
-        "NUDGE_WAREHOUSE": str(settings.warehouse),
+        "NUDGE_WAREHOUSE": settings.warehouse_setting,
         "DAGSTER_HOME": str(settings.dagster_home),
     }
     saved = {name: os.environ.get(name) for name in pinned}

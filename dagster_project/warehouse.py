@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 import duckdb
 
-from .config import SQL_DIR
+from .config import SQL_DIR, Settings
+from .postgres import PostgresConnection, advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,44 @@ class Connection(Protocol):
     def close(self) -> Any: ...
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
+def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
     try:
         import psycopg2
+        from psycopg2 import errors
     except ImportError:  # installed with the postgres extra only
-        return (duckdb.Error,)
-    return (duckdb.Error, psycopg2.Error)
+        return (duckdb.Error,), (duckdb.CatalogException,)
+    return (duckdb.Error, psycopg2.Error), (duckdb.CatalogException, errors.UndefinedTable)
 
 
-# What a failed statement raises on either engine.
-DATABASE_ERRORS = _database_errors()
+# What a failed statement raises on either engine, and what a statement reading a relation
+# that does not exist (yet) raises.
+DATABASE_ERRORS, MISSING_RELATION_ERRORS = _database_errors()
 
 
 def dialect(con: Connection) -> str:
     """``duckdb``, or the ``dialect`` a connection of another engine names."""
     return str(getattr(con, "dialect", "duckdb"))
+
+
+@contextlib.contextmanager
+def locked_warehouse(settings: Settings, *, timeout: float = 1800.0) -> Iterator[Connection]:
+    """The warehouse of ``settings``, locked against every other nudge process, and open: a
+    DuckDB file behind its lock file, or a PostgreSQL database behind its advisory lock (held by
+    a session of its own, which PostgreSQL ends with the process)."""
+    if settings.postgres is None:
+        with locked_connection(settings.warehouse, timeout=timeout) as duck:
+            yield duck
+        return
+    holder = PostgresConnection(settings.postgres)
+    try:
+        with advisory_lock(holder, timeout=timeout):
+            con = PostgresConnection(settings.postgres)
+            try:
+                yield con
+            finally:
+                con.close()
+    finally:
+        holder.close()
 
 
 @cache
@@ -150,9 +174,7 @@ def journal_dir(con: Connection) -> Path:
     PostgreSQL warehouse, a folder per server and database in nudge's state folder."""
     settings = getattr(con, "settings", None)
     if dialect(con) == "postgres" and settings is not None:
-        return Path(settings.state_dir) / (
-            f"postgres-{settings.host}-{settings.port}-{settings.dbname}.handovers"
-        )
+        return settings.local_name.with_name(settings.local_name.name + ".handovers")
     row = one(con, sql("warehouse/database_path"))
     if row and row[0]:
         return Path(str(row[0]) + ".handovers")
@@ -172,9 +194,10 @@ class MissingInputError(RuntimeError):
     """The warehouse lacks the raw tables of the input contract."""
 
 
-def check_input_contract(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
-    """Fail with a clear message, before dbt, when the raw tables are not there."""
-    present = {row[0] for row in con.execute(sql("warehouse/raw_relations")).fetchall()}
+def check_input_contract(con: Connection, warehouse: Path | str) -> None:
+    """Fail with a clear message, before dbt, when the raw tables are not there. ``warehouse``
+    names it in the message (the file, or the database)."""
+    present = {row[0] for row in con.execute(sql_for(con, "warehouse/raw_relations")).fetchall()}
     missing = [f"raw.{t}" for t in RAW_TABLES if t not in present]
     if missing:
         raise MissingInputError(

@@ -84,6 +84,7 @@ SLOW_FILES_FIRST = (
     "tests/test_incremental_models.py",
     "tests/defs/test_feedback_end_to_end.py",
     "tests/defs/test_consent_end_to_end.py",
+    "tests/defs/test_postgres_tick.py",
     "tests/test_preview_and_backtest.py",
     "tests/defs/test_transactional_end_to_end.py",
     "tests/test_privacy.py",

@@ -111,3 +111,57 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     }
     for command in commands:
         assert f"\n  {command} " in text, command
+
+
+@pytest.mark.parametrize("command", ["why --customer c1", "export --customer c1", "report"])
+def test_a_duckdb_only_command_on_postgresql_is_refused_before_touching_anything(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NUDGE_WAREHOUSE", "postgresql://shop@127.0.0.1:9/shop")
+    assert main(command.split()) == 2
+    assert "runs on a DuckDB warehouse so far" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_and_resolve_unknown_on_postgresql(
+    postgres_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    database = postgres_cluster.new_database("cli")
+    monkeypatch.setenv(
+        "NUDGE_WAREHOUSE",
+        f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}",
+    )
+    monkeypatch.setenv("DBT_ENV_SECRET_NUDGE_PG_PASSWORD", database.password)
+    assert main(["init"]) == 0
+    assert "(applied 001_ledger_events_runs" in capsys.readouterr().out
+    assert main(["init"]) == 0
+    assert "(up to date)" in capsys.readouterr().out
+    # A run died with two sends in flight through a provider without idempotency keys.
+    con = database.warehouse(tmp_path / "state")
+    try:
+        write_eligibility(con, [cart_row(k) for k in ("a", "b")])
+        plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
+        ids = [cart_row(k)["send_id"] for k in ("a", "b")]
+        hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="k1")
+        resume(
+            con,
+            trigger="abandoned_cart",
+            eligibility=CART_SPEC.relation,
+            run_id="next",
+            as_of=AS_OF,
+            provider="sg",
+            idempotent=False,
+        )
+        assert {s for s, _, _ in ledger_rows(con).values()} == {"unknown"}
+    finally:
+        con.close()
+    assert main(["resolve-unknown", "--drop", "--send-id", ids[0]]) == 0
+    con = database.warehouse(tmp_path / "state")
+    try:
+        assert {k: v[0] for k, v in ledger_rows(con).items()} == {
+            ids[0]: "skipped",
+            ids[1]: "unknown",
+        }
+    finally:
+        con.close()

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from dagster_project.clock import parse_as_of
-from dagster_project.config import DEFAULT_DAGSTER_HOME, DEFAULT_WAREHOUSE, ConfigError, Settings
+from dagster_project.config import (
+    DEFAULT_DAGSTER_HOME,
+    DEFAULT_WAREHOUSE,
+    STATE_DIR,
+    ConfigError,
+    Settings,
+)
 from dagster_project.defs.resources import TickResource
 from dagster_project.guards import LateTickError
 
@@ -40,9 +46,11 @@ def test_environment_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("postgresql://nudge:s3cret-pw@db.internal:5432/shop", "dbt's postgres target"),
-        ("postgres://nudge:s3cret-pw@db.internal/shop", "dbt's postgres target"),
-        ("snowflake://nudge:s3cret-pw@account/db", "must be the path of a DuckDB file"),
+        ("postgresql://nudge:s3cret-pw@db.internal:5432/shop", "DBT_ENV_SECRET_NUDGE_PG_PASSWORD"),
+        ("postgres://nudge:s3cret-pw@db.internal/shop", "leave it out"),
+        ("postgresql://db.internal/shop?password=s3cret-pw", "user, host and database"),
+        ("postgresql://nudge@db.internal/shop?sslmode=require&pw=s3cret-pw", "PGSSLMODE"),
+        ("snowflake://nudge:s3cret-pw@account/db", "a DuckDB file (its path) or"),
     ],
 )
 def test_a_warehouse_url_is_refused_without_echoing_it(
@@ -58,6 +66,29 @@ def test_a_warehouse_url_is_refused_without_echoing_it(
     assert says in str(refused.value)
     assert "s3cret-pw" not in str(refused.value) and "db.internal" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_postgresql_url_without_password_is_the_warehouse_and_local_files_stay_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env(
+        {
+            "NUDGE_WAREHOUSE": "postgresql://shop_user@db.internal/shop",
+            "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": "s3cret-pw",
+        }
+    )
+    assert settings.postgres is not None
+    assert (settings.postgres.host, settings.postgres.port) == ("db.internal", 5432)
+    assert (settings.postgres.user, settings.postgres.dbname) == ("shop_user", "shop")
+    assert settings.postgres.password == "s3cret-pw"
+    assert settings.warehouse_setting == "postgresql://shop_user@db.internal:5432/shop"
+    # The landing store and the hand-over journal go to nudge's state folder, named after the
+    # database; nothing is created by reading the settings.
+    assert settings.landing_path.parent == STATE_DIR
+    assert settings.landing_path.name == "postgres-db.internal-5432-shop.landing.sqlite"
+    assert list(tmp_path.iterdir()) == []
+    assert "s3cret-pw" not in repr(settings)
 
 
 def test_a_warehouse_named_like_a_nudge_schema_is_refused(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from dagster_dbt import (
 )
 
 from .. import ledger
-from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE
+from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE, postgres_from_url
 from ..dbt_runner import REPORTING_TAG, as_of_environment, build_args, dbt_executable
 from ..headlines import headline_metadata
 from ..incremental import rebuild_changed
@@ -133,14 +133,14 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
         _check_same_warehouse(warehouse)
         with warehouse.locked():
             with warehouse.connection() as con:
-                check_input_contract(con, warehouse.file)
+                check_input_contract(con, warehouse.label)
                 # The eligibility models read the ledger as a source, so it must exist first.
                 ledger.ensure_ledger(con)
                 for relation in rebuild_changed(con, manifest):
                     context.log.info(f"{relation}: its code changed, dbt builds it in full")
             if tick.full_refresh:
                 context.log.info("full refresh: the incremental models are rebuilt in full")
-            with as_of_environment(as_of.isoformat()):
+            with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
                 invocation = dbt.cli(build_args(full_refresh=tick.full_refresh), context=context)
             yield from invocation.stream()
         _discard_target(invocation)
@@ -178,7 +178,7 @@ def build_reporting_assets(
             # Held back until the build is over: the headline tables read every model's result.
             # A failing model or test must not cost the others their materializations, so the
             # error is raised after they are reported.
-            with as_of_environment(as_of.isoformat()):
+            with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
                 invocation = dbt.cli(build_args(), context=context, raise_on_error=False)
             events = list(invocation.stream())
             with warehouse.connection() as con:
@@ -211,6 +211,15 @@ def _check_same_warehouse(warehouse: WarehouseResource) -> None:
     # dbt reads the warehouse from NUDGE_WAREHOUSE (profiles.yml), which the resources were
     # built from; run config pointing the warehouse resource elsewhere would make dbt and
     # the send steps look at two different files.
+    postgres = warehouse.postgres
+    if postgres is not None:
+        built = postgres_from_url(os.environ.get("NUDGE_WAREHOUSE") or "")
+        if built is None or not built.same_database(postgres):
+            raise WarehouseMismatchError(
+                f"the warehouse resource is {warehouse.label} but NUDGE_WAREHOUSE says "
+                "otherwise; set NUDGE_WAREHOUSE instead of the resource's run config"
+            )
+        return
     built_by_dbt = Path(os.environ.get("NUDGE_WAREHOUSE") or DEFAULT_WAREHOUSE).resolve()
     if built_by_dbt != warehouse.file:
         raise WarehouseMismatchError(

@@ -9,31 +9,45 @@ Secrets only ever arrive through ``EnvVar`` (``NUDGE_ESP_API_KEY``, ``NUDGE_SMTP
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pydantic
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
 from ..clock import parse_as_of
-from ..config import Settings
+from ..config import POSTGRES_PASSWORD_VAR, Settings
 from ..guards import check_not_late
 from ..landing import LandingStore
 from ..links import LinkSettings
 from ..policy import DispatchPolicy, knobs
+from ..postgres import PostgresConnection, PostgresSettings, advisory_lock
 from ..providers import Provider, ProviderSettings, build_provider
-from ..warehouse import connection, warehouse_lock
+from ..warehouse import Connection, connection, warehouse_lock
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB file nudge reads and writes, behind the cross-process warehouse lock."""
+    """The warehouse nudge reads and writes, behind the cross-process warehouse lock: a DuckDB
+    file (a file lock beside it), or a PostgreSQL database (an advisory lock in it)."""
 
-    path: str = Field(description="DuckDB file (NUDGE_WAREHOUSE).")
+    path: str = Field(
+        description="DuckDB file (NUDGE_WAREHOUSE); for PostgreSQL, the name nudge's local "
+        "files for the database go beside (landing store, hand-over journal)."
+    )
+    postgres_url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/dbname (NUDGE_WAREHOUSE), without password.",
+    )
+    postgres_password: str | None = Field(
+        default=None,
+        description="From EnvVar DBT_ENV_SECRET_NUDGE_PG_PASSWORD only.",
+        repr=False,
+    )
     lock_timeout_seconds: float = Field(
         default=1800.0, description="How long a step waits for another run to release the file."
     )
@@ -42,16 +56,61 @@ class WarehouseResource(ConfigurableResource):
     def file(self) -> Path:
         return Path(self.path).resolve()
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        with warehouse_lock(self.file, timeout=self.lock_timeout_seconds):
-            yield
+    @property
+    def postgres(self) -> PostgresSettings | None:
+        if not self.postgres_url:
+            return None
+        settings = Settings.from_env(
+            {
+                "NUDGE_WAREHOUSE": self.postgres_url,
+                POSTGRES_PASSWORD_VAR: self.postgres_password or "",
+            }
+        ).postgres
+        assert settings is not None
+        return dataclasses.replace(settings, state_dir=self.file.parent)
+
+    @property
+    def label(self) -> str:
+        """The warehouse as messages name it: the file, or the database and its server."""
+        postgres = self.postgres
+        if postgres is None:
+            return str(self.file)
+        return f"PostgreSQL database {postgres.dbname} on {postgres.host}:{postgres.port}"
+
+    def dbt_env(self) -> dict[str, str]:
+        """What dbt's profile needs besides NUDGE_WAREHOUSE: the postgres target's variables."""
+        postgres = self.postgres
+        return postgres.dbt_env() if postgres is not None else {}
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def locked(self) -> Iterator[None]:
+        postgres = self.postgres
+        if postgres is None:
+            with warehouse_lock(self.file, timeout=self.lock_timeout_seconds):
+                yield
+            return
+        # A session of its own holds the lock: PostgreSQL ends it, and the lock, with the
+        # process.
+        holder = PostgresConnection(postgres)
+        try:
+            with advisory_lock(holder, timeout=self.lock_timeout_seconds):
+                yield
+        finally:
+            holder.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
         """An open connection; call inside ``locked()``."""
-        with connection(self.file) as con:
+        postgres = self.postgres
+        if postgres is None:
+            with connection(self.file) as duck:
+                yield duck
+            return
+        con = PostgresConnection(postgres)
+        try:
             yield con
+        finally:
+            con.close()
 
 
 class EspResource(ConfigurableResource):
@@ -226,7 +285,11 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
 
     provider = settings.provider
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse),
+            postgres_url=settings.postgres.url if settings.postgres else None,
+            postgres_password=secret(POSTGRES_PASSWORD_VAR) if settings.postgres else None,
+        ),
         "esp": EspResource(
             provider=provider.esp,
             base_url=provider.base_url,

@@ -4,5 +4,5 @@ select
     currency,
     sum(revenue) as revenue
 from reporting.rpt_trigger_revenue_daily
-group by all
+group by trigger, currency
 order by trigger, currency

@@ -1,0 +1,211 @@
+"""The whole tick on PostgreSQL: ``NUDGE_WAREHOUSE=postgresql://...`` and ``nudge run``.
+
+A demo shop's raw tables are loaded into a real PostgreSQL server and into a DuckDB file. The
+same ticks run on both, through SendGrid's API on loopback: dbt builds the models with its
+postgres target, the ledger, claims, the consent re-check, settles and the run log live in
+PostgreSQL, and the advisory lock makes two runs started together take turns. Both engines must
+send exactly the same emails, each delivered once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dagster_project.config import POSTGRES_PASSWORD_VAR
+from dagster_project.demo_data import generate_to_file
+from tests.support.esp_server import EspServer
+from tests.support.postgres import PostgresServer, copy_schemas, postgres_server
+from tests.support.processes import nudge
+
+pytestmark = pytest.mark.dbt
+
+AS_OF = datetime(2026, 6, 1, 12, tzinfo=UTC)
+NEXT_HOUR = AS_OF + timedelta(hours=1)
+API_KEY = "SG.postgres-tick-key"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Engines:
+    folder: Path
+    duckdb_file: Path
+    database: PostgresServer
+    # Per tick: the runs on each engine, and what each engine's ESP received.
+    duckdb_runs: dict[datetime, list[Run]]
+    postgres_runs: dict[datetime, list[Run]]
+    duckdb_received: list[str]
+    postgres_received: list[str]
+
+
+def _env(folder: Path, warehouse: str, esp_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUDGE_", "DAGSTER_"))}
+    env.update(
+        NUDGE_WAREHOUSE=warehouse,
+        NUDGE_ESP="sendgrid",
+        NUDGE_ESP_BASE_URL=esp_url,
+        NUDGE_ESP_API_KEY=API_KEY,
+        NUDGE_LINK_SECRET="pg-tick-link-secret-" + "k" * 32,
+        NUDGE_PUBLIC_URL="https://nudge.shop.example",
+        NUDGE_OUTBOX_DIR=str(folder / "outbox"),
+        DAGSTER_HOME=str(folder / "dagster_home"),
+        **extra,
+    )
+    return env
+
+
+def _finish(processes: list[subprocess.Popen[str]]) -> list[Run]:
+    runs = []
+    for process in processes:
+        out, err = process.communicate(timeout=900)
+        runs.append(Run(process.returncode, out, err))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
+    folder = tmp_path_factory.mktemp("pg_tick")
+    demo = folder / "demo.duckdb"
+    generate_to_file(demo, customers=300, end=AS_OF)
+    duckdb_file = folder / "duck" / "warehouse.duckdb"
+    duckdb_file.parent.mkdir()
+    duckdb_file.write_bytes(demo.read_bytes())
+    with postgres_server() as server, EspServer(api_key=API_KEY) as duck_esp:
+        database = server.new_database("shop")
+        source = duckdb.connect(str(demo), read_only=True)
+        try:
+            copy_schemas(source, database, ("raw",))
+        finally:
+            source.close()
+        url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
+        with EspServer(api_key=API_KEY) as pg_esp:
+            duck_env = _env(duckdb_file.parent, str(duckdb_file), duck_esp.url)
+            pg_env = _env(
+                folder / "pg", url, pg_esp.url, **{POSTGRES_PASSWORD_VAR: database.password}
+            )
+            tick = ["run", "--allow-late", "--json", "--as-of"]
+            # The first tick on each engine, side by side (different warehouses).
+            first = _finish(
+                [
+                    nudge(*tick, AS_OF.isoformat(), env=duck_env),
+                    nudge(*tick, AS_OF.isoformat(), env=pg_env),
+                ]
+            )
+            # An hour later: on PostgreSQL, a schedule tick and a manual run at once.
+            second = _finish(
+                [
+                    nudge(*tick, NEXT_HOUR.isoformat(), env=duck_env),
+                    nudge(*tick, NEXT_HOUR.isoformat(), env=pg_env),
+                    nudge(*tick, NEXT_HOUR.isoformat(), env=pg_env),
+                ]
+            )
+            yield Engines(
+                folder=folder,
+                duckdb_file=duckdb_file,
+                database=database,
+                duckdb_runs={AS_OF: first[:1], NEXT_HOUR: second[:1]},
+                postgres_runs={AS_OF: first[1:], NEXT_HOUR: second[1:]},
+                duckdb_received=duck_esp.received_send_ids(),
+                postgres_received=pg_esp.received_send_ids(),
+            )
+
+
+def _postgres_rows(database: PostgresServer, query: str) -> list[tuple]:
+    con = database.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute(query)
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def _duckdb_rows(path: Path, query: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+SENT_BY_TICK = (
+    "select send_id, sent_as_of from nudge.send_ledger where status = 'sent' order by send_id"
+)
+
+
+def test_every_run_on_either_engine_exits_0(engines: Engines) -> None:
+    for runs in (*engines.duckdb_runs.values(), *engines.postgres_runs.values()):
+        for run in runs:
+            assert run.code == 0, run.out[-2000:] + run.err[-4000:]
+
+
+def test_postgresql_sends_exactly_what_duckdb_sends_tick_by_tick(engines: Engines) -> None:
+    on_duckdb = _duckdb_rows(engines.duckdb_file, SENT_BY_TICK)
+    on_postgres = _postgres_rows(engines.database, SENT_BY_TICK)
+    assert len({at for _, at in on_duckdb}) == 2, "both ticks must send for this to prove much"
+    assert on_postgres == on_duckdb
+
+
+def test_each_email_reached_the_provider_once_though_two_runs_overlapped(
+    engines: Engines,
+) -> None:
+    received = engines.postgres_received
+    assert received and len(received) == len(set(received)), "an email was delivered twice"
+    sent = {r[0] for r in _postgres_rows(engines.database, SENT_BY_TICK)}
+    assert set(received) == sent
+    assert sorted(received) == sorted(engines.duckdb_received)
+    # The two runs of the second tick took turns: one sent the hour's emails, the other found
+    # them in the ledger; each recorded its run.
+    runs = _postgres_rows(
+        engines.database,
+        "select count(distinct run_id) from nudge.runs where as_of = '"
+        + NEXT_HOUR.isoformat()
+        + "'",
+    )
+    assert runs == [(2,)]
+
+
+def test_the_ledgers_history_and_states_agree_on_postgresql(engines: Engines) -> None:
+    # Every state change is in send_events, in the same transaction: the history of each
+    # send ends in the ledger's status.
+    mismatched = _postgres_rows(
+        engines.database,
+        """
+        select count(*) from nudge.send_ledger as ledger
+        where ledger.status != (
+            select events.status from nudge.send_events as events
+            where events.send_id = ledger.send_id
+            order by events.recorded_at desc, events.status = ledger.status desc
+            limit 1
+        )
+        """,
+    )
+    assert mismatched == [(0,)]
+    twice = _postgres_rows(
+        engines.database,
+        "select count(*) from (select send_id from nudge.send_events where status = 'sent'"
+        " group by send_id having count(*) > 1) as twice",
+    )
+    assert twice == [(0,)]
+
+
+def test_the_password_is_in_no_output_and_the_state_stays_local(engines: Engines) -> None:
+    for runs in engines.postgres_runs.values():
+        for run in runs:
+            assert engines.database.password not in run.out + run.err
+    # Nothing of the database's was written as a DuckDB file or a folder named after the URL.
+    assert not list((engines.folder / "pg").rglob("*.duckdb"))
+    assert not (Path.cwd() / "postgresql:").exists()
