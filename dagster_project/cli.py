@@ -665,9 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that read, copy or compact the warehouse as a DuckDB file. On PostgreSQL they are
 # refused before anything is opened or created, until they run there too.
-DUCKDB_ONLY = frozenset(
-    {"demo", "preview", "render", "backtest", "report", "erase", "export", "why"}
-)
+DUCKDB_ONLY = frozenset({"demo", "preview", "render", "backtest", "report"})
 
 
 def _require_duckdb(command: str) -> None:

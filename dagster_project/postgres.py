@@ -190,6 +190,11 @@ class PostgresConnection:
         row = self._cursor.fetchone()
         return tuple(row) if row is not None else None
 
+    @property
+    def description(self) -> Any:
+        """The last result's columns (``d[0]`` is a name), as DuckDB's ``description``."""
+        return self._cursor.description
+
     def begin(self) -> None:
         self._cursor.execute("begin")
 

@@ -113,7 +113,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"\n  {command} " in text, command
 
 
-@pytest.mark.parametrize("command", ["why --customer c1", "export --customer c1", "report"])
+@pytest.mark.parametrize("command", ["demo", "preview --trigger welcome", "report"])
 def test_a_duckdb_only_command_on_postgresql_is_refused_before_touching_anything(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

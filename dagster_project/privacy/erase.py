@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from .. import audit, ledger
 from ..config import ConfigError, Settings
 from ..landing import LandingStore
@@ -40,10 +38,14 @@ from ..warehouse import (
     RAW_TABLES,
     Compaction,
     CompactionError,
+    Connection,
     compact,
     connection,
+    dialect,
+    locked_warehouse,
     one,
-    sql,
+    quote_relation,
+    sql_for,
     sql_literal,
     warehouse_lock,
 )
@@ -81,6 +83,8 @@ class Erasure:
     # What of the person the warehouse files' bytes still show after everything
     # ("address", "first name", "customer id"); empty is the goal.
     traces: list[str] = field(default_factory=list)
+    # PostgreSQL: the tables vacuumed after the erasure (None on DuckDB, which compacts).
+    vacuumed: list[str] | None = None
 
 
 def erase(
@@ -96,58 +100,96 @@ def erase(
     given is still suppressed from then on: the person asked not to be mailed)."""
     if not customer_ids and not emails:
         raise ConfigError("erase needs --customer ID and/or --email ADDRESS")
-    if not settings.warehouse.exists():
-        raise ConfigError(f"no warehouse at {settings.warehouse} (NUDGE_WAREHOUSE)")
     now = now or datetime.now(UTC)
     audit_id = uuid.uuid4().hex
+    if settings.postgres is not None:
+        with locked_warehouse(settings) as con:
+            result, _, _, in_warehouse = _erase_committed(
+                con, settings, customer_ids, emails, render_dirs, now=now, audit_id=audit_id
+            )
+            result.vacuumed = _vacuum(con, in_warehouse)
+        return result
+    if not settings.warehouse.exists():
+        raise ConfigError(f"no warehouse at {settings.warehouse} (NUDGE_WAREHOUSE)")
     with warehouse_lock(settings.warehouse):
         with connection(settings.warehouse) as con:
-            ledger.ensure_ledger(con)
-            # Every change the service acknowledged goes into the warehouse first: erasing the
-            # landing store can then lose nothing, whatever happens after.
-            _drain_landing(con, settings.landing_path)
-            salt = _salt(con)
-            person = _resolve(con, salt, customer_ids, emails)
-            raw_before = _raw_rows_at_last_erasure(con, person, salt)
-            con.begin()
-            try:
-                changes = _erase_in_warehouse(con, person)
-                in_warehouse = sum(c.count for c in changes)
-                suppressed = _suppress(con, person, salt, audit_id=audit_id, now=now)
-                changes += _erase_files(settings, person, render_dirs)
-                raw_rows = _raw_rows(con, person)
-                audit.record(
-                    con,
-                    "erasure",
-                    actor=audit.cli_actor(),
-                    subject=person.subject,
-                    detail={
-                        "customers": len(person.customer_ids),
-                        "pseudonyms": sorted(person.pseudonyms.values()),
-                        "addresses": len(person.addresses),
-                        "changes": {f"{c.place}: {c.action}": c.count for c in changes},
-                        "suppressed": suppressed,
-                        "raw_rows_left": sum(raw_rows.values()),
-                    },
-                    occurred_at=now,
-                    audit_id=audit_id,
-                )
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-            con.execute(sql("privacy/checkpoint"))
-        result = Erasure(
-            pseudonyms=person.pseudonyms,
-            addresses=len(person.addresses),
-            changes=[c for c in changes if c.count],
-            audit_id=audit_id,
-            suppressed=suppressed,
-            raw_rows=raw_rows,
-            sharing_address=person.sharing_address,
-        )
-        _wipe(settings.warehouse, person, result, rows_changed=in_warehouse, raw_before=raw_before)
+            result, person, raw_before, in_warehouse = _erase_committed(
+                con, settings, customer_ids, emails, render_dirs, now=now, audit_id=audit_id
+            )
+            con.execute(sql_for(con, "privacy/checkpoint"))
+        rows_changed = sum(c.count for c in in_warehouse)
+        _wipe(settings.warehouse, person, result, rows_changed=rows_changed, raw_before=raw_before)
     return result
+
+
+def _erase_committed(
+    con: Connection,
+    settings: Settings,
+    customer_ids: Sequence[str],
+    emails: Sequence[str],
+    render_dirs: Sequence[Path],
+    *,
+    now: datetime,
+    audit_id: str,
+) -> tuple[Erasure, Person, int, list[Change]]:
+    """Everything but the wipe, in one transaction (the caller holds the warehouse lock).
+    Returns the result, the person, the raw rows the person had when last erased, and the
+    changes made in the warehouse's tables."""
+    ledger.ensure_ledger(con)
+    # Every change the service acknowledged goes into the warehouse first: erasing the
+    # landing store can then lose nothing, whatever happens after.
+    _drain_landing(con, settings.landing_path)
+    salt = _salt(con)
+    person = _resolve(con, salt, customer_ids, emails)
+    raw_before = _raw_rows_at_last_erasure(con, person, salt)
+    con.begin()
+    try:
+        changes = _erase_in_warehouse(con, person)
+        in_warehouse = list(changes)
+        suppressed = _suppress(con, person, salt, audit_id=audit_id, now=now)
+        changes += _erase_files(settings, person, render_dirs)
+        raw_rows = _raw_rows(con, person)
+        audit.record(
+            con,
+            "erasure",
+            actor=audit.cli_actor(),
+            subject=person.subject,
+            detail={
+                "customers": len(person.customer_ids),
+                "pseudonyms": sorted(person.pseudonyms.values()),
+                "addresses": len(person.addresses),
+                "changes": {f"{c.place}: {c.action}": c.count for c in changes},
+                "suppressed": suppressed,
+                "raw_rows_left": sum(raw_rows.values()),
+            },
+            occurred_at=now,
+            audit_id=audit_id,
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    result = Erasure(
+        pseudonyms=person.pseudonyms,
+        addresses=len(person.addresses),
+        changes=[c for c in changes if c.count],
+        audit_id=audit_id,
+        suppressed=suppressed,
+        raw_rows=raw_rows,
+        sharing_address=person.sharing_address,
+    )
+    return result, person, raw_before, in_warehouse
+
+
+def _vacuum(con: Connection, changes: Sequence[Change]) -> list[str]:
+    """PostgreSQL keeps an updated or deleted row's old version until VACUUM marks it free:
+    vacuum every table the erasure changed, so the old versions leave what queries, dumps and
+    replicas of the live rows can reach. (Their bytes stay in free space until reused, and in
+    the WAL and backups: the database's own retention governs those.)"""
+    tables = sorted({c.place for c in changes if c.count})
+    for table in tables:
+        con.execute(sql_for(con, "privacy/vacuum").format(relation=quote_relation(table)))
+    return tables
 
 
 def _wipe(
@@ -176,14 +218,14 @@ def _wipe(
     result.traces = traces
 
 
-def _salt(con: duckdb.DuckDBPyConnection) -> str:
-    row = one(con, sql("privacy/salt"))
+def _salt(con: Connection) -> str:
+    row = one(con, sql_for(con, "privacy/salt"))
     if row is None:
         raise ConfigError("nudge.erasure_salt is empty; run `nudge init`")
     return str(row[0])
 
 
-def _erase_in_warehouse(con: duckdb.DuckDBPyConnection, person: Person) -> list[Change]:
+def _erase_in_warehouse(con: Connection, person: Person) -> list[Change]:
     """Every deletion and pseudonymisation in the warehouse, in the caller's transaction."""
     everything = _pattern([*person.addresses, *person.names])
     addresses = _pattern(person.addresses)
@@ -196,23 +238,30 @@ def _erase_in_warehouse(con: duckdb.DuckDBPyConnection, person: Person) -> list[
     # are scrubbed.
     for customer_id, pseudo in person.pseudonyms.items() or [(_NOBODY, _NOBODY)]:
         con.execute(
-            sql("privacy/cancel_open_sends_events"), {"customer_id": customer_id, "run_id": run_id}
+            sql_for(con, "privacy/cancel_open_sends_events"),
+            {"customer_id": customer_id, "run_id": run_id},
         )
         totals["cancelled"] += _changed(
-            con, sql("privacy/cancel_open_sends"), {"customer_id": customer_id}
+            con, sql_for(con, "privacy/cancel_open_sends"), {"customer_id": customer_id}
         )
         one_person = {"customer_id": customer_id, "pseudonym": pseudo}
         totals["ledger"] += _changed(
-            con, sql("privacy/pseudonymise_ledger"), {**one_person, "pattern": everything}
+            con, sql_for(con, "privacy/pseudonymise_ledger"), {**one_person, "pattern": everything}
         )
         scrub = {**one_person, "pattern": everything, "address_pattern": addresses}
-        totals["events"] += _changed(con, sql("privacy/scrub_send_events"), scrub)
-        totals["runs"] += _changed(con, sql("privacy/scrub_runs"), scrub)
-        totals["consent"] += _changed(con, sql("privacy/pseudonymise_consent_changes"), one_person)
-        totals["audit"] += _changed(con, sql("privacy/pseudonymise_audit_log"), scrub)
+        # The history has no key: each engine's own row identity finds the rows to update.
+        row_id = "ctid" if dialect(con) == "postgres" else "rowid"
+        totals["events"] += _changed(
+            con, sql_for(con, "privacy/scrub_send_events").format(row_id=row_id), scrub
+        )
+        totals["runs"] += _changed(con, sql_for(con, "privacy/scrub_runs"), scrub)
+        totals["consent"] += _changed(
+            con, sql_for(con, "privacy/pseudonymise_consent_changes"), one_person
+        )
+        totals["audit"] += _changed(con, sql_for(con, "privacy/pseudonymise_audit_log"), scrub)
     email_events = _changed(
         con,
-        sql("privacy/scrub_email_events"),
+        sql_for(con, "privacy/scrub_email_events"),
         {
             "emails": person.addresses,
             "send_ids": list(person.sends),
@@ -233,45 +282,43 @@ def _erase_in_warehouse(con: duckdb.DuckDBPyConnection, person: Person) -> list[
             if not (relation.is_table and relation.has_customer_id):
                 continue
             if relation.has_email:
-                statement = sql("privacy/delete_customer_and_email_rows")
+                statement = sql_for(con, "privacy/delete_customer_and_email_rows")
                 params: dict[str, Any] = {
                     "customer_ids": person.customer_ids,
                     "emails": person.addresses,
                 }
             else:
-                statement = sql("privacy/delete_customer_rows")
+                statement = sql_for(con, "privacy/delete_customer_rows")
                 params = {"customer_ids": person.customer_ids}
             deleted = _changed(con, statement.format(relation=relation.quoted), params)
             changes.append(Change(relation.label, "rows deleted", deleted))
     return changes
 
 
-def _suppress(
-    con: duckdb.DuckDBPyConnection, person: Person, salt: str, *, audit_id: str, now: datetime
-) -> int:
+def _suppress(con: Connection, person: Person, salt: str, *, audit_id: str, now: datetime) -> int:
     """Keep the addresses as salted hashes (nudge.erasures); return how many are new."""
     hashes = sorted({erasure_hash(salt, address) for address in person.addresses})
     return _changed(
         con,
-        sql("privacy/insert_erasures"),
+        sql_for(con, "privacy/insert_erasures"),
         {"email_hashes": hashes, "erased_at": now, "audit_id": audit_id},
     )
 
 
-def _raw_rows(con: duckdb.DuckDBPyConnection, person: Person) -> dict[str, int]:
+def _raw_rows(con: Connection, person: Person) -> dict[str, int]:
     """The rows the shop's raw tables still hold of the person."""
     counts: dict[str, int] = {}
     for relation in _relations(con, ["raw"]).values():
         if not relation.has_customer_id:
             continue
         if relation.has_email:
-            statement = sql("privacy/count_customer_and_email_rows")
+            statement = sql_for(con, "privacy/count_customer_and_email_rows")
             params: dict[str, Any] = {
                 "customer_ids": person.customer_ids,
                 "emails": person.addresses,
             }
         else:
-            statement = sql("privacy/count_customer_rows")
+            statement = sql_for(con, "privacy/count_customer_rows")
             params = {"customer_ids": person.customer_ids}
         row = one(con, statement.format(relation=relation.quoted), params)
         if row and row[0]:
@@ -279,11 +326,11 @@ def _raw_rows(con: duckdb.DuckDBPyConnection, person: Person) -> dict[str, int]:
     return counts
 
 
-def _raw_rows_at_last_erasure(con: duckdb.DuckDBPyConnection, person: Person, salt: str) -> int:
+def _raw_rows_at_last_erasure(con: Connection, person: Person, salt: str) -> int:
     """How many raw rows the person still had when last erased (0: never erased), found by
     their pseudonyms or by the hash of an address given."""
     rows = con.execute(
-        sql("privacy/erasure_audit"),
+        sql_for(con, "privacy/erasure_audit"),
         {
             "subjects": list(person.pseudonyms.values()),
             "email_hashes": [erasure_hash(salt, a) for a in person.addresses],
@@ -312,7 +359,7 @@ def _erase_files(settings: Settings, person: Person, render_dirs: Sequence[Path]
     ]
 
 
-def _drain_landing(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _drain_landing(con: Connection, path: Path) -> None:
     # consent and events import privacy.people: import here, not above.
     from ..consent import drain
     from ..events import drain as drain_events
@@ -472,7 +519,13 @@ def format_erasure(result: Erasure) -> str:
             f"  COMPACTION FAILED ({result.compaction_error}): the erasure is committed, but "
             "freed blocks may still hold the old bytes; run this command again"
         )
-    if result.traces:
+    if result.vacuumed is not None:
+        lines.append(
+            f"  PostgreSQL: {len(result.vacuumed)} changed tables vacuumed; the old row "
+            "versions' bytes stay in free space until reused, and in the WAL and backups "
+            "(your database's retention)"
+        )
+    elif result.traces:
         lines.append(
             f"  the warehouse file still holds the person's {', '.join(result.traces)}: "
             + (

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..config import Settings
-from ..warehouse import one, sql
+from ..warehouse import one, sql_for
 from .people import _records, dbt_schemas
 from .reading import _decoded, _Reader, _reading
 
@@ -27,7 +27,7 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
         events: dict[str, list[dict[str, Any]]] = {}
         if reader.has("nudge.send_events"):
             for event in _records(
-                con.execute(sql("privacy/send_events"), {"customer_id": customer_id})
+                con.execute(sql_for(con, "privacy/send_events"), {"customer_id": customer_id})
             ):
                 events.setdefault(event.pop("send_id"), []).append(event)
         provider_events: list[dict[str, Any]] = []
@@ -36,7 +36,8 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
             emails = [email] if email else []
             provider_events = _records(
                 con.execute(
-                    sql("privacy/email_events"), {"customer_id": customer_id, "emails": emails}
+                    sql_for(con, "privacy/email_events"),
+                    {"customer_id": customer_id, "emails": emails},
                 )
             )
         audit_rows = []
@@ -44,7 +45,7 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
             audit_rows = [
                 _decoded(r)
                 for r in _records(
-                    con.execute(sql("privacy/audit_rows"), {"customer_id": customer_id})
+                    con.execute(sql_for(con, "privacy/audit_rows"), {"customer_id": customer_id})
                 )
             ]
         derived = {}  # the rows the models derived from the shop's data, per dbt table
@@ -52,7 +53,7 @@ def export(settings: Settings, customer_id: str) -> dict[str, Any]:
             if relation.is_table and relation.has_customer_id and relation.schema in dbt_schemas():
                 row = one(
                     con,
-                    sql("privacy/count_customer_rows").format(relation=relation.quoted),
+                    sql_for(con, "privacy/count_customer_rows").format(relation=relation.quoted),
                     {"customer_ids": [customer_id]},
                 )
                 if row and row[0]:

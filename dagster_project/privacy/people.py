@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from ..config import STATE_DIR
 from ..preview import PREVIEW_PREFIX
-from ..warehouse import one, quote_relation, sql
+from ..warehouse import Connection, one, quote_relation, sql_for
 
 PSEUDONYM_PREFIX = "erased:"
 # The schemas dbt builds (and their preview_ twins): nudge's to delete rows from.
@@ -80,19 +78,20 @@ class _Relation:
         return quote_relation(self.label)
 
 
-def _relations(con: duckdb.DuckDBPyConnection, schemas: Sequence[str]) -> dict[str, _Relation]:
-    rows = con.execute(sql("privacy/relations"), {"schemas": list(schemas)}).fetchall()
+def _relations(con: Connection, schemas: Sequence[str]) -> dict[str, _Relation]:
+    rows = con.execute(sql_for(con, "privacy/relations"), {"schemas": list(schemas)}).fetchall()
     found = [_Relation(*row) for row in rows]
     return {r.label: r for r in found}
 
 
-def _changed(con: duckdb.DuckDBPyConnection, statement: str, params: Mapping[str, Any]) -> int:
+def _changed(con: Connection, statement: str, params: Mapping[str, Any]) -> int:
     """Run an insert, update or delete; return how many rows it changed."""
     row = one(con, statement, dict(params))
     return int(row[0]) if row else 0
 
 
-def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+def _records(cursor: Any) -> list[dict[str, Any]]:
+    """The rows of the last statement on ``cursor`` (``con.execute(...)``'s result) as dicts."""
     names = [d[0] for d in cursor.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -128,16 +127,16 @@ class _Seen:
     trigger: str | None = None
 
 
-def _normalised(con: duckdb.DuckDBPyConnection, emails: Iterable[str | None]) -> list[str]:
+def _normalised(con: Connection, emails: Iterable[str | None]) -> list[str]:
     values = [e for e in emails if e]
     if not values:
         return []
-    rows = con.execute(sql("privacy/normalise_emails"), {"emails": values}).fetchall()
+    rows = con.execute(sql_for(con, "privacy/normalise_emails"), {"emails": values}).fetchall()
     return [row[0] for row in rows]
 
 
 def _seen(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     sources: Sequence[_Relation],
     customer_ids: Sequence[str],
     emails: Sequence[str],
@@ -148,21 +147,33 @@ def _seen(
     params = {"customer_ids": list(customer_ids), "emails": list(emails)}
     seen: list[_Seen] = []
     for relation in sources:
-        cursor = con.execute(sql("privacy/person_rows").format(relation=relation.quoted), params)
+        columns = ", ".join(
+            name
+            for name, present in (
+                ("customer_id", True),
+                ("email", relation.has_email),
+                ("first_name", relation.has_first_name),
+            )
+            if present
+        )
+        cursor = con.execute(
+            sql_for(con, "privacy/person_rows").format(relation=relation.quoted, columns=columns),
+            params,
+        )
         seen += [
             _Seen(str(r["customer_id"]), r.get("email"), r.get("first_name"))
             for r in _records(cursor)
             if r["customer_id"] is not None  # raw's bad rows: no customer to erase
         ]
     for customer_id, email, first_name, send_id, trigger in con.execute(
-        sql("privacy/ledger_people"), params
+        sql_for(con, "privacy/ledger_people"), params
     ).fetchall():
         seen.append(_Seen(customer_id, email, first_name, send_id, trigger))
     return seen
 
 
 def _resolve(
-    con: duckdb.DuckDBPyConnection, salt: str, customer_ids: Sequence[str], emails: Sequence[str]
+    con: Connection, salt: str, customer_ids: Sequence[str], emails: Sequence[str]
 ) -> Person:
     """The ids given plus those with a given address; the addresses given plus those of the ids.
 

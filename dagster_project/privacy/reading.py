@@ -18,13 +18,19 @@ import duckdb
 
 from ..config import ConfigError, Settings
 from ..landing import ConsentChange, LandingStore
-from ..warehouse import one, quote_relation, sql, warehouse_lock
+from ..warehouse import Connection, locked_warehouse, one, quote_relation, sql_for, warehouse_lock
 from .people import _records, _Relation, _relations, dbt_schemas, erasure_hash, pseudonym
 
 
 @contextlib.contextmanager
-def _reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+def _reading(settings: Settings) -> Iterator[Connection]:
     """The warehouse, read-only, while no nudge process writes it."""
+    if settings.postgres is not None:
+        # PostgreSQL reads what is committed; the lock keeps a tick's half-done push out of
+        # the answer, as on DuckDB.
+        with locked_warehouse(settings) as con:
+            yield con
+        return
     if not settings.warehouse.exists():
         raise ConfigError(f"no warehouse at {settings.warehouse} (NUDGE_WAREHOUSE)")
     with warehouse_lock(settings.warehouse):
@@ -63,7 +69,7 @@ class _Reader:
     erasure: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, con: duckdb.DuckDBPyConnection, customer_id: str) -> _Reader:
+    def read(cls, con: Connection, customer_id: str) -> _Reader:
         reader = cls(customer_id, _relations(con, ["raw", "nudge", *dbt_schemas()]))
         reader._read(con)
         return reader
@@ -71,12 +77,12 @@ class _Reader:
     def has(self, relation: str) -> bool:
         return relation in self.relations
 
-    def _read(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _read(self, con: Connection) -> None:
         params = {"customer_id": self.customer_id}
         if self.has("staging.stg_raw__customers"):
             found = _records(
                 con.execute(
-                    sql("privacy/customer").format(
+                    sql_for(con, "privacy/customer").format(
                         relation=quote_relation("staging.stg_raw__customers")
                     ),
                     params,
@@ -86,7 +92,7 @@ class _Reader:
         if self.has("intermediate.int_consent__changes"):
             self.consent = _records(
                 con.execute(
-                    sql("privacy/consent_history").format(
+                    sql_for(con, "privacy/consent_history").format(
                         relation=quote_relation("intermediate.int_consent__changes")
                     ),
                     params,
@@ -94,37 +100,45 @@ class _Reader:
             )
         else:  # the models were never built: the shop's history and nudge's own
             if self.has("raw.subscriptions"):
-                self.consent += _records(con.execute(sql("privacy/consent_imported"), params))
+                self.consent += _records(
+                    con.execute(sql_for(con, "privacy/consent_imported"), params)
+                )
             if self.has("nudge.consent_changes"):
                 self.consent += [
                     {k: v for k, v in r.items() if k not in ("change_id", "drained_at")}
-                    for r in _records(con.execute(sql("privacy/consent_recorded"), params))
+                    for r in _records(con.execute(sql_for(con, "privacy/consent_recorded"), params))
                 ]
             self.consent.sort(key=lambda c: _instant(c["changed_at"]), reverse=True)
         if self.has("nudge.consent_changes"):
-            recorded = _records(con.execute(sql("privacy/consent_recorded"), params))
+            recorded = _records(con.execute(sql_for(con, "privacy/consent_recorded"), params))
             self.recorded_change_ids = {r["change_id"] for r in recorded}
-            self.lists |= {r[0] for r in con.execute(sql("privacy/consent_lists")).fetchall()}
+            self.lists |= {
+                r[0] for r in con.execute(sql_for(con, "privacy/consent_lists")).fetchall()
+            }
         self.lists |= {c["list"] for c in self.consent} | {"marketing", "suppression"}
         if self.has("nudge.send_ledger"):
-            self.sends = [_decoded(r) for r in _records(con.execute(sql("privacy/sends"), params))]
+            self.sends = [
+                _decoded(r) for r in _records(con.execute(sql_for(con, "privacy/sends"), params))
+            ]
         self.erasure = self._erasure_state(con)
 
-    def _erasure_state(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    def _erasure_state(self, con: Connection) -> dict[str, Any]:
         state: dict[str, Any] = {"erased": False, "erased_at": None, "address_erased_at": None}
         if not (self.has("nudge.erasure_salt") and self.has("nudge.audit_log")):
             return state
-        row = one(con, sql("privacy/salt"))
+        row = one(con, sql_for(con, "privacy/salt"))
         if row is None:
             return state
         salt = str(row[0])
         pseudo = pseudonym(salt, self.customer_id)
         kept = {
             r[0]: int(r[1])
-            for r in con.execute(sql("privacy/pseudonym_rows"), {"pseudonym": pseudo}).fetchall()
+            for r in con.execute(
+                sql_for(con, "privacy/pseudonym_rows"), {"pseudonym": pseudo}
+            ).fetchall()
         }
         erasures = con.execute(
-            sql("privacy/erasure_audit"), {"subjects": [pseudo], "email_hashes": []}
+            sql_for(con, "privacy/erasure_audit"), {"subjects": [pseudo], "email_hashes": []}
         ).fetchall()
         if erasures or any(kept.values()):
             state.update(
@@ -136,7 +150,9 @@ class _Reader:
         emails = {s.get("email") for s in self.sends} | {(self.customer or {}).get("email")}
         hashes = [erasure_hash(salt, e) for e in emails if e]
         if hashes:
-            found = con.execute(sql("privacy/erasures_of"), {"email_hashes": hashes}).fetchall()
+            found = con.execute(
+                sql_for(con, "privacy/erasures_of"), {"email_hashes": hashes}
+            ).fetchall()
             if found:
                 state["address_erased_at"] = found[0][1]
         return state

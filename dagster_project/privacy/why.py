@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import ConfigError, Settings
 from ..masking import mask_email
-from ..warehouse import quote_relation, sql
+from ..warehouse import quote_relation, sql_for
 from .people import _records
 from .reading import _instant, _Reader, _reading
 
@@ -108,7 +108,9 @@ def why(settings: Settings, customer_id: str, *, trigger: str | None = None) -> 
                 continue
             for row in _records(
                 con.execute(
-                    sql("privacy/eligibility_rows").format(relation=quote_relation(spec.relation)),
+                    sql_for(con, "privacy/eligibility_rows").format(
+                        relation=quote_relation(spec.relation)
+                    ),
                     {"customer_id": customer_id},
                 )
             ):

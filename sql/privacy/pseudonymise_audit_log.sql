@@ -16,8 +16,8 @@ scrubbed as (
                 '[erased]',
                 'gi'
             ),
-            cast(to_json($customer_id) as varchar),
-            cast(to_json($pseudonym) as varchar)
+            cast(to_json(cast($customer_id as varchar)) as varchar),
+            cast(to_json(cast($pseudonym as varchar)) as varchar)
         ) as detail
     from nudge.audit_log
 

@@ -13,5 +13,5 @@ where
     and (
         email in (select unnest(cast($emails as varchar[])))
         or send_id in (select unnest(cast($send_ids as varchar[])))
-        or regexp_matches(coalesce(payload, ''), $address_pattern, 'i')
+        or coalesce(payload, '') ~* $address_pattern
     )

@@ -27,7 +27,7 @@ quoting as (
         logged_runs.*,
         logged_runs.run_id in (
             select logged_runs.run_id from theirs
-            where contains(logged_runs.errors, theirs.send_id)
+            where strpos(logged_runs.errors, theirs.send_id) > 0
         ) as quotes_theirs
     from logged_runs
 
@@ -52,8 +52,8 @@ scrubbed as (
     from quoting
     where
         quotes_theirs
-        or regexp_matches(errors, $address_pattern, 'i')
-        or regexp_matches(hold_reason, $address_pattern, 'i')
+        or errors ~* $address_pattern
+        or hold_reason ~* $address_pattern
 
 )
 

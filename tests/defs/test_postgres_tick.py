@@ -49,6 +49,7 @@ class Engines:
     postgres_runs: dict[datetime, list[Run]]
     duckdb_received: list[str]
     postgres_received: list[str]
+    postgres_env: dict[str, str]
 
 
 def _env(folder: Path, warehouse: str, esp_url: str, **extra: str) -> dict[str, str]:
@@ -120,6 +121,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
                 postgres_runs={AS_OF: first[1:], NEXT_HOUR: second[1:]},
                 duckdb_received=duck_esp.received_send_ids(),
                 postgres_received=pg_esp.received_send_ids(),
+                postgres_env=pg_env,
             )
 
 
@@ -209,3 +211,50 @@ def test_the_password_is_in_no_output_and_the_state_stays_local(engines: Engines
     # Nothing of the database's was written as a DuckDB file or a folder named after the URL.
     assert not list((engines.folder / "pg").rglob("*.duckdb"))
     assert not (Path.cwd() / "postgresql:").exists()
+
+
+def _nudge(engines: Engines, *args: str) -> Run:
+    (run,) = _finish([nudge(*args, env=engines.postgres_env)])
+    return run
+
+
+def test_why_export_and_erase_on_postgresql(engines: Engines) -> None:
+    """Last in this file: it erases a customer the ticks mailed."""
+    ((customer, email),) = _postgres_rows(
+        engines.database,
+        "select customer_id, email from nudge.send_ledger"
+        " where status = 'sent' and trigger = 'abandoned_cart' order by send_id limit 1",
+    )
+    why = _nudge(engines, "why", "--customer", customer, "--json")
+    assert why.code == 0, why.err
+    assert customer in why.out and '"sent"' in why.out
+    export = _nudge(engines, "export", "--customer", customer)
+    assert export.code == 0, export.err
+    assert email in export.out
+
+    erase = _nudge(engines, "erase", "--customer", customer)
+    assert erase.code == 0, erase.out + erase.err
+    assert "changed tables vacuumed" in erase.out
+    # What nudge keeps is pseudonymised, the models' rows of the person are gone, and the
+    # address is suppressed from now on.
+    assert _postgres_rows(
+        engines.database,
+        f"select count(*) from nudge.send_ledger where customer_id = '{customer}'"
+        f" or email = '{email}' or cast(context as text) like '%{email}%'",
+    ) == [(0,)]
+    (kept,) = _postgres_rows(
+        engines.database,
+        "select count(*), count(email), count(context) from nudge.send_ledger"
+        " where customer_id like 'erased:%'",
+    )
+    assert kept[0] > 0 and kept[1:] == (0, 0)
+    carts = "audience.abandoned_cart_eligibility"
+    assert _postgres_rows(
+        engines.database, f"select count(*) from {carts} where customer_id = '{customer}'"
+    ) == [(0,)]
+    assert _postgres_rows(engines.database, "select count(*) from nudge.erasures") == [(1,)]
+    assert ("erasure",) in _postgres_rows(engines.database, "select action from nudge.audit_log")
+    # The shop's raw rows are the shop's: nudge prints the delete, it does not run it.
+    assert f"delete from raw.customers where customer_id in ('{customer}');" in erase.out
+    again = _nudge(engines, "erase", "--customer", customer)
+    assert again.code == 0 and "already" in again.out, again.out + again.err
