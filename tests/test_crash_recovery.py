@@ -23,17 +23,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dagster_project import ledger
+from dagster_project.config import POSTGRES_PASSWORD_VAR
 from dagster_project.runs import TriggerSummary
 from dagster_project.warehouse import connect
 from tests.support import crash_worker
 from tests.support.esp_server import EspServer, Reply
 from tests.support.factories import AS_OF, cart_row, write_eligibility
 from tests.support.ledger_steps import journal
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLED = {"sent", "unknown", "failed_permanent", "failed_retryable", "skipped", "expired"}
@@ -46,27 +52,71 @@ API_KEYS = {
 SEED = int(os.environ.get("NUDGE_KILL_SEED", "20261130"))
 
 
-def _prepare(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
-    warehouse = tmp_path / "warehouse.duckdb"
-    con = connect(warehouse)
-    ledger.ensure_ledger(con)
+@dataclass
+class Warehouse:
+    """Where a crash test's ledger lives: a DuckDB file, or a database on a PostgreSQL server
+    (its hand-over journal then in ``state``)."""
+
+    value: str  # the file's path, or the postgresql:// URL
+    state: Path
+    server: PostgresServer | None = None
+
+    @property
+    def password(self) -> str:
+        return self.server.password if self.server else ""
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        con: Any = self.server.warehouse(self.state) if self.server else connect(Path(self.value))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """A crash test run on each engine."""
+    if request.param == "duckdb":
+        return Warehouse(str(tmp_path / "warehouse.duckdb"), tmp_path / "state")
+    server: PostgresServer = request.getfixturevalue("postgres_cluster")
+    database = server.new_database("crash_" + os.urandom(6).hex())
+    url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
+    return Warehouse(url, tmp_path / "state", database)
+
+
+def _prepare(
+    tmp_path: Path, count: int, warehouse: Warehouse | None = None
+) -> tuple[Warehouse, list[str]]:
+    warehouse = warehouse or Warehouse(str(tmp_path / "warehouse.duckdb"), tmp_path / "state")
     rows = [cart_row(f"k{i:04d}") for i in range(count)]
-    write_eligibility(con, rows)
-    con.close()
+    with warehouse.connect() as con:
+        ledger.ensure_ledger(con)
+        write_eligibility(con, rows)
     return warehouse, [r["send_id"] for r in rows]
 
 
 def _start(
-    warehouse: Path, provider: str, url: str, tmp_path: Path, *, batch: int, failpoints: str = ""
+    warehouse: Warehouse,
+    provider: str,
+    url: str,
+    tmp_path: Path,
+    *,
+    batch: int,
+    failpoints: str = "",
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "NUDGE_FAILPOINTS": failpoints} if failpoints else dict(os.environ)
+    env = {**os.environ, POSTGRES_PASSWORD_VAR: warehouse.password}
+    if failpoints:
+        env["NUDGE_FAILPOINTS"] = failpoints
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.support.crash_worker",
             "--warehouse",
-            str(warehouse),
+            warehouse.value,
+            "--state-dir",
+            str(warehouse.state),
             "--provider",
             provider,
             "--url",
@@ -88,9 +138,11 @@ def _start(
     )
 
 
-def _rerun(warehouse: Path, provider: str, url: str, tmp_path: Path, batch: int) -> TriggerSummary:
+def _rerun(
+    warehouse: Warehouse, provider: str, url: str, tmp_path: Path, batch: int
+) -> TriggerSummary:
     return crash_worker.push(
-        warehouse,
+        crash_worker.settings_for(warehouse.value, warehouse.state, warehouse.password),
         crash_worker.build(provider, url, tmp_path / "outbox"),
         as_of=AS_OF.isoformat(),
         run_id="rerun",
@@ -98,15 +150,12 @@ def _rerun(warehouse: Path, provider: str, url: str, tmp_path: Path, batch: int)
     )
 
 
-def _ledger(warehouse: Path) -> dict[str, str]:
-    con = connect(warehouse)
-    try:
+def _ledger(warehouse: Warehouse) -> dict[str, str]:
+    with warehouse.connect() as con:
         return dict(con.execute("select send_id, status from nudge.send_ledger").fetchall())
-    finally:
-        con.close()
 
 
-def _assert_invariants(warehouse: Path, due: list[str], received: list[str]) -> dict[str, str]:
+def _assert_invariants(warehouse: Warehouse, due: list[str], received: list[str]) -> dict[str, str]:
     statuses = _ledger(warehouse)
     assert set(statuses) == set(due), "a planned send was lost"
     assert set(statuses.values()) <= SETTLED, statuses
@@ -115,14 +164,11 @@ def _assert_invariants(warehouse: Path, due: list[str], received: list[str]) -> 
     unknown = {s for s, status in statuses.items() if status == "unknown"}
     assert sent <= set(received), "marked sent but never sent"
     assert set(received) <= sent | unknown, "delivered but the ledger says it was not"
-    con = connect(warehouse)
-    try:
+    with warehouse.connect() as con:
         assert ledger.duplicate_deliveries(con, trigger="abandoned_cart") == 0
         # Everything the journal held was settled or taken over by the rerun.
         assert journal(con).is_empty()
         listed = sorted(r[0] for r in ledger.unknown_sends(con))
-    finally:
-        con.close()
     assert listed == sorted(unknown), "the operator's list is not the unknown set"
     return statuses
 
@@ -156,9 +202,9 @@ def _kill_after(worker: subprocess.Popen[str], server: EspServer, requests: int)
     ],
 )
 def test_a_killed_sendgrid_push_leaves_in_doubt_only_what_was_on_the_wire(
-    tmp_path: Path, failpoint: str, in_doubt_at_most: int
+    tmp_path: Path, engine: Warehouse, failpoint: str, in_doubt_at_most: int
 ) -> None:
-    warehouse, due = _prepare(tmp_path, 300)
+    warehouse, due = _prepare(tmp_path, 300, engine)
     with EspServer(api_key=crash_worker.API_KEY, default=Reply(delay=0.005)) as server:
         worker = _start(
             warehouse, "sendgrid", server.url, tmp_path, batch=100, failpoints=failpoint
@@ -247,9 +293,9 @@ def test_a_resend_push_killed_at_a_random_moment_is_finished_with_nothing_unknow
 
 @pytest.mark.parametrize("failpoint", ["after_send:1", "mid_settle:1"])
 def test_a_killed_resend_request_is_resent_under_its_key_and_delivered_once(
-    tmp_path: Path, failpoint: str
+    tmp_path: Path, engine: Warehouse, failpoint: str
 ) -> None:
-    warehouse, due = _prepare(tmp_path, 30)
+    warehouse, due = _prepare(tmp_path, 30, engine)
     with EspServer(api_key=crash_worker.RESEND_KEY) as server:
         worker = _start(warehouse, "resend", server.url, tmp_path, batch=10, failpoints=failpoint)
         _, err = worker.communicate(timeout=120)

@@ -9,15 +9,18 @@ inside at a named failpoint (``NUDGE_FAILPOINTS``), then reruns and checks the l
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 
 from dagster_project.clock import parse_as_of
+from dagster_project.config import POSTGRES_PASSWORD_VAR, Settings, postgres_from_url
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy
 from dagster_project.providers import OutboxProvider, Provider
 from dagster_project.rendering import Renderer
 from dagster_project.runs import TriggerSummary
-from dagster_project.warehouse import locked_connection
+from dagster_project.warehouse import locked_warehouse
 from tests.support.factories import CART_SPEC
 
 API_KEY = "SG.crash-test-key"
@@ -46,11 +49,20 @@ def build(name: str, url: str, outbox: Path, *, concurrency: int = CONCURRENCY) 
     raise ValueError(name)
 
 
+def settings_for(warehouse: str, state_dir: Path, password: str = "") -> Settings:
+    """A DuckDB file's path, or a postgresql:// URL whose local files go to ``state_dir``."""
+    postgres = postgres_from_url(warehouse, password)
+    if postgres is None:
+        return Settings(warehouse=Path(warehouse))
+    postgres = dataclasses.replace(postgres, state_dir=state_dir)
+    return Settings(warehouse=postgres.local_name, postgres=postgres)
+
+
 def push(
-    warehouse: Path, provider: Provider, *, as_of: str, run_id: str, batch_size: int
+    settings: Settings, provider: Provider, *, as_of: str, run_id: str, batch_size: int
 ) -> TriggerSummary:
     try:
-        with locked_connection(warehouse) as con:
+        with locked_warehouse(settings) as con:
             return dispatch_trigger(
                 con,
                 CART_SPEC,
@@ -67,7 +79,8 @@ def push(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--warehouse", type=Path, required=True)
+    parser.add_argument("--warehouse", required=True, help="a DuckDB file or postgresql:// URL")
+    parser.add_argument("--state-dir", type=Path, default=Path("state"))
     parser.add_argument("--provider", required=True)
     parser.add_argument("--url", default="")
     parser.add_argument("--outbox", type=Path, default=Path("outbox"))
@@ -77,8 +90,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args()
     provider = build(args.provider, args.url, args.outbox, concurrency=args.concurrency)
+    settings = settings_for(
+        args.warehouse, args.state_dir, os.environ.get(POSTGRES_PASSWORD_VAR, "")
+    )
     summary = push(
-        args.warehouse, provider, as_of=args.as_of, run_id=args.run_id, batch_size=args.batch_size
+        settings, provider, as_of=args.as_of, run_id=args.run_id, batch_size=args.batch_size
     )
     print(f"sent {summary.sent}")
 
