@@ -9,6 +9,7 @@ send exactly the same emails, each delivered once.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -50,6 +51,9 @@ class Engines:
     duckdb_received: list[str]
     postgres_received: list[str]
     postgres_env: dict[str, str]
+    # send_id -> the subject and content the provider received, per engine.
+    duckdb_emails: dict[str, str]
+    postgres_emails: dict[str, str]
 
 
 def _env(folder: Path, warehouse: str, esp_url: str, **extra: str) -> dict[str, str]:
@@ -122,7 +126,20 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
                 duckdb_received=duck_esp.received_send_ids(),
                 postgres_received=pg_esp.received_send_ids(),
                 postgres_env=pg_env,
+                duckdb_emails=_emails(duck_esp),
+                postgres_emails=_emails(pg_esp),
             )
+
+
+def _emails(server: EspServer) -> dict[str, str]:
+    """What each delivered email said: its subject and its HTML and text parts."""
+    found = {}
+    for request in server.send_requests():
+        if request.accepted and isinstance(request.body, dict):
+            content = [request.body.get("subject"), request.body.get("content")]
+            for send_id in request.accepted:
+                found[send_id] = json.dumps(content, sort_keys=True)
+    return found
 
 
 def _postgres_rows(database: PostgresServer, query: str) -> list[tuple]:
@@ -169,6 +186,22 @@ def test_each_email_reached_the_provider_once_though_two_runs_overlapped(
     sent = {r[0] for r in _postgres_rows(engines.database, SENT_BY_TICK)}
     assert set(received) == sent
     assert sorted(received) == sorted(engines.duckdb_received)
+
+
+def test_each_email_reads_the_same_from_either_engine(engines: Engines) -> None:
+    # Rendered from the ledger's context, which each engine writes as JSON its own way
+    # (to_json of a row on PostgreSQL, of a struct on DuckDB): names, items, prices, dates
+    # and links must come out the same.
+    assert engines.postgres_emails and set(engines.postgres_emails) == set(engines.duckdb_emails)
+    differ = [
+        send_id
+        for send_id, email in engines.postgres_emails.items()
+        if email != engines.duckdb_emails[send_id]
+    ]
+    assert not differ, (
+        engines.postgres_emails[differ[0]][:3000],
+        engines.duckdb_emails[differ[0]][:3000],
+    )
     # The two runs of the second tick took turns: one sent the hour's emails, the other found
     # them in the ledger; each recorded its run.
     runs = _postgres_rows(
