@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,20 +35,22 @@ import pyarrow as pa
 
 DIALECT = "postgres"
 
+log = logging.getLogger(__name__)
+
 # Quoted text, quoted identifiers and comments are copied as they are; only the rest is
-# scanned for parameters (and for % signs, which psycopg2 would read as placeholders).
+# scanned for parameters. (nudge's statements use neither E'' strings nor dollar quoting.)
 _TOKENS = re.compile(
     r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)"""
     r"""|(?P<named>\$[A-Za-z_][A-Za-z0-9_]*)"""
-    r"""|(?P<positional>\?)"""
-    r"""|(?P<percent>%)""",
+    r"""|(?P<positional>\?)""",
     re.DOTALL,
 )
 
 
 def to_pyformat(statement: str, params: Mapping[str, Any] | Sequence[Any] | None) -> str:
     """``statement`` with DuckDB's placeholders in psycopg2's: ``$name`` -> ``%(name)s``,
-    ``?`` -> ``%s``, and a literal ``%`` doubled when there are parameters."""
+    ``?`` -> ``%s``. With parameters, psycopg2 reads every ``%`` as a placeholder, in strings
+    and comments too, so each literal one is doubled first."""
     if not params:
         return statement
 
@@ -56,11 +59,9 @@ def to_pyformat(statement: str, params: Mapping[str, Any] | Sequence[Any] | None
             return match.group("skip")
         if match.group("named"):
             return f"%({match.group('named')[1:]})s"
-        if match.group("positional"):
-            return "%s"
-        return "%%"
+        return "%s"
 
-    return _TOKENS.sub(replace, statement)
+    return _TOKENS.sub(replace, statement.replace("%", "%%"))
 
 
 def _column_type(arrow_type: pa.DataType) -> str:
@@ -118,8 +119,9 @@ class PostgresSettings:
     @property
     def url(self) -> str:
         """``postgresql://user@host:port/dbname``: NUDGE_WAREHOUSE's value (no password)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         return (
-            f"postgresql://{quote(self.user, safe='')}@{self.host}:{self.port}/"
+            f"postgresql://{quote(self.user, safe='')}@{host}:{self.port}/"
             f"{quote(self.dbname, safe='')}"
         )
 
@@ -162,6 +164,12 @@ class PostgresConnection:
             # Days, hours and "a day later" follow the session's zone, as the dbt models'
             # on-run-start requires of them.
             options="-c timezone=UTC",
+            # A dead peer is noticed within about a minute instead of the kernel's two hours:
+            # the advisory lock lives as long as this session.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
         )
         # DuckDB's default: every statement commits unless begin() opened a transaction.
         self._con.autocommit = True
@@ -181,14 +189,23 @@ class PostgresConnection:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         if self._cursor.description is None:
-            return []
+            return self._changed_rows()
         return [tuple(row) for row in self._cursor.fetchall()]
 
     def fetchone(self) -> tuple[Any, ...] | None:
         if self._cursor.description is None:
-            return None
+            changed = self._changed_rows()
+            return changed[0] if changed else None
         row = self._cursor.fetchone()
         return tuple(row) if row is not None else None
+
+    def _changed_rows(self) -> list[tuple[Any, ...]]:
+        """An insert, update or delete without ``returning`` answers, on DuckDB, one row: how
+        many rows it changed. psycopg2 answers nothing; callers count on DuckDB's answer."""
+        status = (self._cursor.statusmessage or "").split(" ", 1)[0].upper()
+        if status in ("INSERT", "UPDATE", "DELETE", "MERGE") and self._cursor.rowcount >= 0:
+            return [(self._cursor.rowcount,)]
+        return []
 
     @property
     def description(self) -> Any:
@@ -234,8 +251,17 @@ class PostgresConnection:
         execute_values(self._cursor, f"insert into {table} values %s", rows, page_size=1000)
 
     def unregister(self, name: str) -> None:
-        self._cursor.execute(f"drop table if exists pg_temp.{quote_identifier(name)}")
         self._registered.discard(name)
+        if self._in_failed_transaction():
+            # Any statement would fail and hide the error that got here; the rollback that
+            # follows drops a table created in the transaction, and register() replaces one.
+            return
+        self._cursor.execute(f"drop table if exists pg_temp.{quote_identifier(name)}")
+
+    def _in_failed_transaction(self) -> bool:
+        from psycopg2.extensions import TRANSACTION_STATUS_INERROR
+
+        return bool(self._con.get_transaction_status() == TRANSACTION_STATUS_INERROR)
 
     def cursor(self) -> PostgresConnection:
         """Another connection to the same database (DuckDB's ``cursor()`` is one)."""
@@ -276,7 +302,10 @@ def advisory_lock(
     """Hold the warehouse's lock on ``con``'s session; wait up to ``timeout`` seconds.
 
     A session lock, not a transaction lock: the ledger's own transactions begin and commit
-    inside it. If the process dies, PostgreSQL ends the session and the lock with it.
+    inside it. If the process dies, PostgreSQL ends the session and the lock with it. Take it
+    on the connection that does the work: a lock held by another, idle session could be lost
+    (a server timeout, a terminated backend) while the work went on unprotected; on the
+    working session, losing the lock also stops the work.
     """
     deadline = time.monotonic() + timeout
     while not con.try_advisory_lock(LOCK_KEY):
@@ -289,5 +318,17 @@ def advisory_lock(
     try:
         yield
     finally:
-        if not con.closed:
-            con.advisory_unlock(LOCK_KEY)
+        _unlock(con)
+
+
+def _unlock(con: PostgresConnection) -> None:
+    """Release the lock; a session that is gone (or a transaction left failed) has released
+    it or will with the session, which the caller closes. Never hides the error in flight."""
+    import psycopg2
+
+    if con.closed:
+        return
+    try:
+        con.advisory_unlock(LOCK_KEY)
+    except psycopg2.Error:
+        log.warning("could not release the warehouse's advisory lock; closing the session does")

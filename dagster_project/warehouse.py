@@ -120,22 +120,18 @@ def dialect(con: Connection) -> str:
 @contextlib.contextmanager
 def locked_warehouse(settings: Settings, *, timeout: float = 1800.0) -> Iterator[Connection]:
     """The warehouse of ``settings``, locked against every other nudge process, and open: a
-    DuckDB file behind its lock file, or a PostgreSQL database behind its advisory lock (held by
-    a session of its own, which PostgreSQL ends with the process)."""
+    DuckDB file behind its lock file, or a PostgreSQL database behind its advisory lock, held
+    by the very session that does the work (``postgres.advisory_lock``)."""
     if settings.postgres is None:
         with locked_connection(settings.warehouse, timeout=timeout) as duck:
             yield duck
         return
-    holder = PostgresConnection(settings.postgres)
+    con = PostgresConnection(settings.postgres)
     try:
-        with advisory_lock(holder, timeout=timeout):
-            con = PostgresConnection(settings.postgres)
-            try:
-                yield con
-            finally:
-                con.close()
+        with advisory_lock(con, timeout=timeout):
+            yield con
     finally:
-        holder.close()
+        con.close()
 
 
 @cache

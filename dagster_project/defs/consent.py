@@ -36,7 +36,7 @@ def consent_changes(
     consent.links().require_for(esp.provider)
     store = consent.store()
     try:
-        with warehouse.locked(), warehouse.connection() as con:
+        with warehouse.locked_connection() as con:
             ledger.ensure_ledger(con)
             drained = drain(con, store)
     finally:
@@ -70,7 +70,7 @@ def email_events(
 ) -> MaterializeResult:
     store = consent.store()
     try:
-        with warehouse.locked(), warehouse.connection() as con:
+        with warehouse.locked_connection() as con:
             ledger.ensure_ledger(con)
             drained = drain_events(con, store)
     finally:

@@ -89,14 +89,31 @@ class WarehouseResource(ConfigurableResource):
             with warehouse_lock(self.file, timeout=self.lock_timeout_seconds):
                 yield
             return
-        # A session of its own holds the lock: PostgreSQL ends it, and the lock, with the
-        # process.
+        # A session of its own holds the lock while dbt, a subprocess, builds the models
+        # (PostgreSQL ends it, and the lock, with the process); the sends take it on their
+        # working session instead (locked_connection).
         holder = PostgresConnection(postgres)
         try:
             with advisory_lock(holder, timeout=self.lock_timeout_seconds):
                 yield
         finally:
             holder.close()
+
+    @contextlib.contextmanager
+    def locked_connection(self) -> Iterator[Connection]:
+        """An open connection, locked against every other nudge process. On PostgreSQL the
+        session that works holds the lock itself, so the lock cannot be lost while it works."""
+        postgres = self.postgres
+        if postgres is None:
+            with self.locked(), self.connection() as con:
+                yield con
+            return
+        con = PostgresConnection(postgres)
+        try:
+            with advisory_lock(con, timeout=self.lock_timeout_seconds):
+                yield con
+        finally:
+            con.close()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:

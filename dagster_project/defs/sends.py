@@ -88,7 +88,7 @@ def build_send_asset(
             # Between this run's dbt build and its push, the lock is free: the tests stop a
             # real run here while another one runs (the 5-minute job beside the hourly tick).
             failpoints.pause(f"before_send_step:{spec.name}")
-            with warehouse.locked(), warehouse.connection() as con:
+            with warehouse.locked_connection() as con:
                 # One query when the schema is current (the dbt asset applied any migration
                 # first); a send asset materialized on its own after an upgrade needs it.
                 ledger.ensure_ledger(con)

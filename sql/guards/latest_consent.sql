@@ -44,9 +44,9 @@ ranked as (
         row_number() over (
             partition by customer_id
             order by
-                (source = 'erasure') desc,
-                changed_at desc,
-                (status = 'unsubscribed') desc
+                (source = 'erasure') desc nulls last,
+                changed_at desc nulls last,
+                (status = 'unsubscribed') desc nulls last
         ) as recency
     from changes
 

@@ -2,4 +2,4 @@
 -- version of the models has. Parameters: $customer_id.
 select * from {relation}  -- noqa: AM04
 where customer_id = $customer_id
-order by due_at desc, step_index desc
+order by due_at desc nulls last, step_index desc nulls last

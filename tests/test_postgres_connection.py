@@ -1,0 +1,107 @@
+"""nudge's PostgreSQL connection speaks DuckDB's calls (dagster_project/postgres.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from dagster_project.config import Settings, postgres_from_url
+from dagster_project.postgres import AdvisoryLockTimeout, to_pyformat
+from dagster_project.warehouse import locked_warehouse
+
+
+def test_placeholders_become_psycopg2s_outside_quotes_and_every_percent_is_doubled() -> None:
+    statement = (
+        "select $a, ?, '$b ? 50%' as text, \"col$x\" -- 80 % of $c\n"
+        "from t where x like '%' || $a /* $d ? */"
+    )
+    assert to_pyformat(statement, {"a": 1}) == (
+        "select %(a)s, %s, '$b ? 50%%' as text, \"col$x\" -- 80 %% of $c\n"
+        "from t where x like '%%' || %(a)s /* $d ? */"
+    )
+    # Without parameters psycopg2 reads nothing: the statement goes as it is.
+    assert to_pyformat("select '50%'", None) == "select '50%'"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "select 1 -- 80 % of the rows\n, $a",
+        "select '%' || $a",
+        'select $a as "50%"',
+    ],
+)
+def test_a_percent_anywhere_runs_with_parameters_on_both_engines(
+    engine_con: Any, statement: str
+) -> None:
+    assert engine_con.execute(statement, {"a": "x"}).fetchall()[0][-1] in ("x", "%x")
+
+
+def test_inserts_updates_and_deletes_answer_how_many_rows_they_changed(engine_con: Any) -> None:
+    con = engine_con
+    con.execute("create table nudge.scratch (k varchar, v integer)")
+    assert con.execute("insert into nudge.scratch values ('a', 1), ('b', 2)").fetchall() == [(2,)]
+    assert con.execute("update nudge.scratch set v = v + 1 where v > $n", {"n": 0}).fetchone() == (
+        2,
+    )
+    assert con.execute("delete from nudge.scratch where k = ?", ["a"]).fetchall() == [(1,)]
+    assert con.execute("update nudge.scratch set v = 0 where k = 'z'").fetchall() == [(0,)]
+
+
+def test_a_registered_frame_is_a_relation_and_nested_values_stay_json(engine_con: Any) -> None:
+    frame = pa.table(
+        {
+            "k": ["a", "b"],
+            "n": [1, None],
+            "items": [[{"name": "Mug", "price": 12.5}], []],
+        }
+    )
+    engine_con.register("frame", frame)
+    try:
+        rows = engine_con.execute("select k, n from frame order by k").fetchall()
+        assert rows == [("a", 1), ("b", None)]
+        # Each engine reads the JSON its own way; the value is the same.
+        (name,) = engine_con.execute(
+            "select json_extract_string(to_json(items), '$[0].name') from frame where k = 'a'"
+            if not hasattr(engine_con, "settings")
+            else "select items -> 0 ->> 'name' from frame where k = 'a'"
+        ).fetchall()[0]
+        assert name == "Mug"
+    finally:
+        engine_con.unregister("frame")
+
+
+def test_an_ipv6_host_survives_the_round_trip_through_its_url() -> None:
+    settings = postgres_from_url("postgresql://nudge@[::1]:5433/shop")
+    assert settings is not None and settings.host == "::1"
+    again = postgres_from_url(settings.url)
+    assert again is not None and again.same_database(settings)
+
+
+def test_the_lock_is_held_by_the_working_session_and_keeps_others_out(
+    postgres_cluster: Any, tmp_path: Path
+) -> None:
+    database = postgres_cluster.new_database("locks")
+    url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
+    settings = Settings.from_env(
+        {"NUDGE_WAREHOUSE": url, "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": database.password}
+    )
+    with locked_warehouse(settings) as con:
+        # The session that works holds the lock: if it goes, the work stops with it.
+        (holders,) = con.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and granted"
+            " and pid = pg_backend_pid()"
+        ).fetchone()
+        assert holders == 1
+        with (
+            pytest.raises(AdvisoryLockTimeout, match="locked by another nudge run"),
+            locked_warehouse(settings, timeout=0.3),
+        ):
+            pass
+        assert database.password not in repr(settings)
+    # Released on the way out: the next one gets it at once.
+    with locked_warehouse(settings, timeout=0.3) as con:
+        assert con.execute("select 1").fetchall() == [(1,)]
