@@ -239,11 +239,17 @@ def _random_kill_points(count: int, upper: int) -> list[int]:
 
 
 def _kill_at_random_and_rerun(
-    tmp_path: Path, provider: str, kill_after: int, *, batch: int, delay: float
+    tmp_path: Path,
+    provider: str,
+    kill_after: int,
+    *,
+    batch: int,
+    delay: float,
+    engine: Warehouse | None = None,
 ) -> tuple[dict[str, str], TriggerSummary]:
     """Push 300 sends through ``provider``, SIGKILL the push once the server has received
     ``kill_after`` requests, rerun it; check the invariants and return the ledger."""
-    warehouse, due = _prepare(tmp_path, 300)
+    warehouse, due = _prepare(tmp_path, 300, engine)
     with EspServer(api_key=API_KEYS[provider], default=Reply(delay=delay)) as server:
         worker = _start(warehouse, provider, server.url, tmp_path, batch=batch)
         _kill_after(worker, server, kill_after)
@@ -256,10 +262,10 @@ def _kill_at_random_and_rerun(
 
 @pytest.mark.parametrize("kill_after", _random_kill_points(4, 290))
 def test_a_sendgrid_push_killed_at_a_random_moment_leaves_at_most_max_concurrency_unknown(
-    tmp_path: Path, kill_after: int
+    tmp_path: Path, engine: Warehouse, kill_after: int
 ) -> None:
     statuses, summary = _kill_at_random_and_rerun(
-        tmp_path, "sendgrid", kill_after, batch=100, delay=0.01
+        tmp_path, "sendgrid", kill_after, batch=100, delay=0.01, engine=engine
     )
     # SendGrid carries one message per request, and no key: at most one per worker in doubt.
     assert len(_unknown(statuses)) <= crash_worker.CONCURRENCY, kill_after
