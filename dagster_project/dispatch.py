@@ -40,7 +40,7 @@ from .providers import Message, Provider, SendResult
 from .rendering import Renderer
 from .runs import TriggerSummary, record_run
 from .triggers import ProjectRelations, TriggerSpec
-from .warehouse import Connection, journal_dir, one, quote_relation, sql_for
+from .warehouse import Connection, dialect, journal_dir, one, quote_relation, sql_for
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ class _Push:
             return
         if self._held_for_deliverability():
             return
+        if dialect(self.con) == "postgres":
+            guards.check_journal_owner(self.con, self.journal)
         # What pushes of this trigger that died left in the journal: settled or taken over by
         # resume, then the files go.
         left, files = handover.read(self.journal, self.spec.name)

@@ -28,10 +28,12 @@ and acts on the answers (the ledger records every skip with its reason).
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -416,3 +418,35 @@ def in_quiet_hours(instant: datetime, timezone: str | None, window: tuple[int, i
         zone = ZoneInfo("UTC")
     hour = instant.astimezone(zone).hour
     return hour >= start or hour < end if start > end else start <= hour < end
+
+
+class JournalElsewhereError(RuntimeError):
+    """Unfinished sends of a push whose hand-over journal is on another machine or folder."""
+
+
+def journal_identity(journal: Path) -> str:
+    """The machine and folder of a hand-over journal, as ``nudge.journal_owner`` keeps it."""
+    return f"{socket.gethostname()}:{journal.resolve()}"
+
+
+def check_journal_owner(con: Connection, journal: Path) -> None:
+    """Refuse to push when the last push kept its journal elsewhere and left sends unfinished.
+
+    On PostgreSQL the ledger is shared and the journal is a local folder. A push that died
+    left ``planned`` rows that only its journal tells apart: handed over (maybe delivered) or
+    not. A run on another machine, or one naming the database differently, would read an empty
+    journal and send them again. So it stops, says where the journal is, and sends nothing;
+    with nothing unfinished, the push moves the journal here. (On DuckDB the journal lives
+    beside the file, wherever it goes.) The caller holds the warehouse lock.
+    """
+    mine = journal_identity(journal)
+    row = one(con, sql_for(con, "guards/journal_owner"))
+    owner, unfinished = (row[0], int(row[1])) if row else (None, 0)
+    if owner is not None and owner != mine and unfinished:
+        raise JournalElsewhereError(
+            f"{unfinished} sends are unfinished and the push that left them kept its hand-over "
+            f"journal at {owner}; this run's is {mine}. Run nudge there (or mount that folder "
+            "here) so they are settled from it; sending them from here could send twice."
+        )
+    if owner != mine:
+        con.execute(sql_for(con, "guards/journal_owner_record"), {"journal": mine})

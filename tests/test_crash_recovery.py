@@ -33,6 +33,7 @@ import pytest
 
 from dagster_project import ledger
 from dagster_project.config import POSTGRES_PASSWORD_VAR
+from dagster_project.guards import JournalElsewhereError
 from dagster_project.runs import TriggerSummary
 from dagster_project.warehouse import connect
 from tests.support import crash_worker
@@ -334,3 +335,44 @@ def test_a_killed_outbox_push_is_finished_by_the_rerun(tmp_path: Path, failpoint
     assert summary.unknown == 0
     # Rewriting a message is harmless: one file per send.
     assert {p.stem for p in (tmp_path / "outbox").glob("*/*.eml")} == set(due)
+
+
+def test_on_postgresql_a_run_elsewhere_refuses_what_a_dead_push_left_in_its_journal(
+    tmp_path: Path, postgres_cluster: PostgresServer
+) -> None:
+    """The journal is a local folder, the PostgreSQL ledger is shared: a run on another machine
+    (here: another state folder) cannot tell a dead push's handed-over sends from unsent ones,
+    so it stops and names the journal instead of sending them again."""
+    database = postgres_cluster.new_database("journal_" + os.urandom(6).hex())
+    url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
+    here = Warehouse(url, tmp_path / "here", database)
+    elsewhere = Warehouse(url, tmp_path / "elsewhere", database)
+    warehouse, due = _prepare(tmp_path, 60, here)
+    with EspServer(api_key=crash_worker.API_KEY) as server:
+        worker = _start(
+            warehouse, "sendgrid", server.url, tmp_path, batch=20, failpoints="after_send:5"
+        )
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == -signal.SIGKILL, err
+        received_before = server.received_send_ids()
+        left = _ledger(here)
+        with pytest.raises(JournalElsewhereError, match=r"hand-over journal at .*here"):
+            _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20)
+        # Nothing went out and nothing changed.
+        assert server.received_send_ids() == received_before
+        assert _ledger(here) == left
+        # Where the journal is, the rerun finishes the push as after any crash.
+        _rerun(here, "sendgrid", server.url, tmp_path, 20)
+        received = server.received_send_ids()
+        _assert_invariants(here, due, received)
+        # With nothing unfinished, a run elsewhere goes on, and keeps its journal there.
+        assert _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20).outcome != "failed"
+    with here.connect() as con:
+        (owner,) = con.execute("select journal from nudge.journal_owner").fetchall()[0]
+    assert owner.endswith(
+        str(
+            tmp_path
+            / "elsewhere"
+            / f"postgres-{database.host}-{database.port}-{database.dbname}.handovers"
+        )
+    )
