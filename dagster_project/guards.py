@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import socket
 import statistics
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -425,8 +426,23 @@ class JournalElsewhereError(RuntimeError):
 
 
 def journal_identity(journal: Path) -> str:
-    """The machine and folder of a hand-over journal, as ``nudge.journal_owner`` keeps it."""
-    return f"{socket.gethostname()}:{journal.resolve()}"
+    """``<id> <machine>:<folder>`` of a hand-over journal, as ``nudge.journal_owner`` keeps it.
+
+    The id is made once per journal folder and kept in it (``.owner``), so the same folder is
+    the same journal wherever it is mounted (a new container has a new host name); two folders
+    are two journals even at the same path on two machines."""
+    journal.mkdir(parents=True, exist_ok=True)
+    marker = journal / ".owner"
+    try:
+        with open(marker, "x") as handle:
+            handle.write(uuid.uuid4().hex)
+    except FileExistsError:
+        pass
+    return f"{marker.read_text().strip()} {socket.gethostname()}:{journal.resolve()}"
+
+
+def _same_journal(recorded: str, mine: str) -> bool:
+    return recorded.split(" ", 1)[0] == mine.split(" ", 1)[0]
 
 
 def check_journal_owner(con: Connection, journal: Path) -> None:
@@ -442,11 +458,12 @@ def check_journal_owner(con: Connection, journal: Path) -> None:
     mine = journal_identity(journal)
     row = one(con, sql_for(con, "guards/journal_owner"))
     owner, unfinished = (row[0], int(row[1])) if row else (None, 0)
-    if owner is not None and owner != mine and unfinished:
+    if owner is not None and not _same_journal(owner, mine) and unfinished:
         raise JournalElsewhereError(
             f"{unfinished} sends are unfinished and the push that left them kept its hand-over "
-            f"journal at {owner}; this run's is {mine}. Run nudge there (or mount that folder "
-            "here) so they are settled from it; sending them from here could send twice."
+            f"journal at {owner.split(' ', 1)[-1]}; this run's is {mine.split(' ', 1)[-1]}. "
+            "Run nudge there (or mount that folder here) so they are settled from it; sending "
+            "them from here could send twice."
         )
     if owner != mine:
         con.execute(sql_for(con, "guards/journal_owner_record"), {"journal": mine})

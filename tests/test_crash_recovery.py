@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from dagster_project import ledger
+from dagster_project import guards, ledger
 from dagster_project.config import POSTGRES_PASSWORD_VAR
 from dagster_project.guards import JournalElsewhereError
 from dagster_project.runs import TriggerSummary
@@ -367,12 +367,20 @@ def test_on_postgresql_a_run_elsewhere_refuses_what_a_dead_push_left_in_its_jour
         _assert_invariants(here, due, received)
         # With nothing unfinished, a run elsewhere goes on, and keeps its journal there.
         assert _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20).outcome != "failed"
+    journal = (
+        tmp_path
+        / "elsewhere"
+        / f"postgres-{database.host}-{database.port}-{database.dbname}.handovers"
+    )
     with here.connect() as con:
         (owner,) = con.execute("select journal from nudge.journal_owner").fetchall()[0]
-    assert owner.endswith(
-        str(
-            tmp_path
-            / "elsewhere"
-            / f"postgres-{database.host}-{database.port}-{database.dbname}.handovers"
-        )
-    )
+        assert owner.endswith(str(journal))
+        # The journal is its folder, not the machine's name: mounted in a new container (another
+        # host name), the same folder is the same journal, and the push goes on.
+        con.execute("update nudge.journal_owner set journal = replace(journal, ' ', ' old-pod:')")
+        con.execute("update nudge.send_ledger set status = 'planned', run_id = 'dead'")
+        guards.check_journal_owner(con, journal)
+        # Another folder with the same unfinished sends is another journal (the record now
+        # names this host: the journal moved with the push).
+        with pytest.raises(JournalElsewhereError, match=r"journal at [^:]+:\S+/elsewhere/"):
+            guards.check_journal_owner(con, tmp_path / "third" / journal.name)
