@@ -275,18 +275,20 @@ def test_a_sendgrid_push_killed_at_a_random_moment_leaves_at_most_max_concurrenc
 
 @pytest.mark.parametrize("kill_after", _random_kill_points(2, 5))
 def test_a_postmark_push_killed_at_a_random_moment_leaves_at_most_one_request_unknown(
-    tmp_path: Path, kill_after: int
+    tmp_path: Path, engine: Warehouse, kill_after: int
 ) -> None:
-    statuses, _ = _kill_at_random_and_rerun(tmp_path, "postmark", kill_after, batch=50, delay=0.05)
+    statuses, _ = _kill_at_random_and_rerun(
+        tmp_path, "postmark", kill_after, batch=50, delay=0.05, engine=engine
+    )
     # A batch request without a key: at most the messages of the one request on the wire.
     assert len(_unknown(statuses)) <= 50
 
 
 @pytest.mark.parametrize("kill_after", _random_kill_points(2, 3))
 def test_a_resend_push_killed_at_a_random_moment_is_finished_with_nothing_unknown(
-    tmp_path: Path, kill_after: int
+    tmp_path: Path, engine: Warehouse, kill_after: int
 ) -> None:
-    warehouse, due = _prepare(tmp_path, 300)
+    warehouse, due = _prepare(tmp_path, 300, engine)
     with EspServer(api_key=crash_worker.RESEND_KEY, default=Reply(delay=0.05)) as server:
         worker = _start(warehouse, "resend", server.url, tmp_path, batch=100)
         _kill_after(worker, server, kill_after)
