@@ -115,6 +115,25 @@ def _cmd_resolve_unknown(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with locked_warehouse(settings) as con:
         ledger.ensure_ledger(con)
+        if args.journal_lost:
+            lost = ledger.journal_lost(
+                con,
+                trigger=args.journal_lost,
+                run_id=f"journal-lost-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+            )
+            audit.record(
+                con,
+                "journal_lost",
+                actor=audit.cli_actor(),
+                subject=args.journal_lost,
+                detail={"unknown": lost},
+            )
+            print(
+                f"{lost} unfinished sends of {args.journal_lost} are unknown now (the journal "
+                "that knew whether they went out is lost): check the provider, then --resend "
+                "or --drop them"
+            )
+            return 0
         rows = ledger.unknown_sends(con, trigger=args.trigger)
         if args.send_id:
             wanted = set(args.send_id)
@@ -621,6 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     action.add_argument(
         "--drop", action="store_true", help="do not send them (delivered, or not wanted)"
+    )
+    action.add_argument(
+        "--journal-lost",
+        metavar="TRIGGER",
+        help="PostgreSQL: the hand-over journal of a dead push of TRIGGER is lost for good; "
+        "mark its unfinished sends unknown",
     )
     resolve.set_defaults(func=_cmd_resolve_unknown)
 

@@ -192,8 +192,11 @@ class _Push:
             return
         if self._held_for_deliverability():
             return
-        if dialect(self.con) == "postgres":
-            guards.check_journal_owner(self.con, self.journal)
+        # On PostgreSQL the journal is local and the ledger shared: a dead push's journal
+        # elsewhere stops this one (guards.check_journal).
+        tracked = dialect(self.con) == "postgres"
+        if tracked:
+            guards.check_journal(self.con, self.spec.name, self.journal)
         # What pushes of this trigger that died left in the journal: settled or taken over by
         # resume, then the files go.
         left, files = handover.read(self.journal, self.spec.name)
@@ -209,6 +212,8 @@ class _Push:
             journal=left,
         )
         handover.discard(files)
+        if tracked:
+            guards.journal_settled(self.con, self.spec.name)
         # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
         # expired, failed or unknown.
         summary.resumed = sum(resumed.values())
@@ -220,10 +225,15 @@ class _Push:
         batches = ledger.planned_batches(
             self.con, trigger=self.spec.name, run_id=self.run_id, batch_size=batch_size
         )
+        if tracked and batches:
+            guards.journal_opened(self.con, self.spec.name, self.journal)
         with HandoverJournal(
             self.journal, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
         ) as journal:
             self._push_batches(batches, journal)
+        if tracked and batches:
+            # Closed with every batch settled and its file deleted: nothing on the wire.
+            guards.journal_settled(self.con, self.spec.name)
         self._count()
 
     def _table_is_for_this_tick(self) -> bool:

@@ -28,6 +28,7 @@ and acts on the answers (the ledger records every skip with its reason).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 import uuid
@@ -422,48 +423,86 @@ def in_quiet_hours(instant: datetime, timezone: str | None, window: tuple[int, i
 
 
 class JournalElsewhereError(RuntimeError):
-    """Unfinished sends of a push whose hand-over journal is on another machine or folder."""
+    """A trigger's sends may be on the wire, recorded in a hand-over journal kept elsewhere."""
 
 
 def journal_identity(journal: Path) -> str:
-    """``<id> <machine>:<folder>`` of a hand-over journal, as ``nudge.journal_owner`` keeps it.
+    """``<id> <machine>:<folder>`` of a hand-over journal, as ``nudge.open_journals`` keeps it.
 
     The id is made once per journal folder and kept in it (``.owner``), so the same folder is
     the same journal wherever it is mounted (a new container has a new host name); two folders
-    are two journals even at the same path on two machines."""
-    journal.mkdir(parents=True, exist_ok=True)
+    are two journals even at the same path on two machines. Written whole and synced before it
+    is linked into place, so a crash never leaves an empty id behind."""
     marker = journal / ".owner"
     try:
-        with open(marker, "x") as handle:
-            handle.write(uuid.uuid4().hex)
-    except FileExistsError:
-        pass
-    return f"{marker.read_text().strip()} {socket.gethostname()}:{journal.resolve()}"
+        journal.mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            draft = journal / f".owner.{uuid.uuid4().hex}"
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(descriptor, uuid.uuid4().hex.encode())
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            try:
+                os.link(draft, marker)  # fails if another process linked its own first
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+            folder = os.open(journal, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        owner_id = marker.read_text().strip()
+    except OSError as exc:
+        raise JournalElsewhereError(
+            f"cannot keep the hand-over journal in {journal}: {exc.strerror or exc}"
+        ) from None
+    if not owner_id:
+        raise JournalElsewhereError(f"{marker} is empty: remove it only if the folder is new")
+    return f"{owner_id} {socket.gethostname()}:{journal.resolve()}"
 
 
 def _same_journal(recorded: str, mine: str) -> bool:
     return recorded.split(" ", 1)[0] == mine.split(" ", 1)[0]
 
 
-def check_journal_owner(con: Connection, journal: Path) -> None:
-    """Refuse to push when the last push kept its journal elsewhere and left sends unfinished.
+def check_journal(con: Connection, trigger: str, journal: Path) -> None:
+    """Refuse to push a trigger whose sends may be on the wire, recorded in another journal.
 
     On PostgreSQL the ledger is shared and the journal is a local folder. A push that died
-    left ``planned`` rows that only its journal tells apart: handed over (maybe delivered) or
-    not. A run on another machine, or one naming the database differently, would read an empty
-    journal and send them again. So it stops, says where the journal is, and sends nothing;
-    with nothing unfinished, the push moves the journal here. (On DuckDB the journal lives
-    beside the file, wherever it goes.) The caller holds the warehouse lock.
+    mid-request left sends ``planned`` in the ledger that only its journal tells apart:
+    handed over (maybe delivered) or not. A run on another machine, or one whose journal
+    folder is another, would read an empty journal and send them again. So it stops and says
+    where the journal is. Only a push that may have had requests on the wire leaves its
+    journal recorded (``nudge.open_journals``); quiet-hours and paused sends do not block.
+    The caller holds the warehouse lock.
     """
-    mine = journal_identity(journal)
-    row = one(con, sql_for(con, "guards/journal_owner"))
-    owner, unfinished = (row[0], int(row[1])) if row else (None, 0)
-    if owner is not None and not _same_journal(owner, mine) and unfinished:
+    row = one(con, sql_for(con, "guards/open_journal"), {"trigger": trigger})
+    if row is None:
+        return
+    recorded, mine = str(row[0]), journal_identity(journal)
+    if not _same_journal(recorded, mine):
         raise JournalElsewhereError(
-            f"{unfinished} sends are unfinished and the push that left them kept its hand-over "
-            f"journal at {owner.split(' ', 1)[-1]}; this run's is {mine.split(' ', 1)[-1]}. "
-            "Run nudge there (or mount that folder here) so they are settled from it; sending "
-            "them from here could send twice."
+            f"{trigger}: a push that died may have sends on the wire, recorded in its hand-over "
+            f"journal at {recorded.split(' ', 1)[-1]}; this run's journal is "
+            f"{mine.split(' ', 1)[-1]}. Run nudge there, or mount that folder here, so they "
+            "are settled from it. If it is lost for good: `nudge resolve-unknown "
+            f"--journal-lost {trigger}` marks the trigger's unfinished sends unknown, for you "
+            "to resend or drop."
         )
-    if owner != mine:
-        con.execute(sql_for(con, "guards/journal_owner_record"), {"journal": mine})
+
+
+def journal_opened(con: Connection, trigger: str, journal: Path) -> None:
+    """This push's journal is about to hold the trigger's requests on the wire."""
+    con.execute(
+        sql_for(con, "guards/open_journal_record"),
+        {"trigger": trigger, "journal": journal_identity(journal)},
+    )
+
+
+def journal_settled(con: Connection, trigger: str) -> None:
+    """Nothing of the trigger is on the wire any more (see ``open_journal_forget.sql``)."""
+    con.execute(sql_for(con, "guards/open_journal_forget"), {"trigger": trigger})

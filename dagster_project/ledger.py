@@ -519,6 +519,19 @@ def resolve_unknown(
     return len(rows)
 
 
+def journal_lost(con: Connection, *, trigger: str, run_id: str) -> int:
+    """The hand-over journal of a dead push of ``trigger`` is lost for good (an operator says
+    so): its unfinished sends become ``unknown`` (reason ``journal_lost``), since they may
+    have been delivered, and the trigger's journal is no longer awaited. Returns how many."""
+    with _transaction(con):
+        rows: list[tuple[Any, ...]] = con.execute(
+            _returning(con, "ledger/journal_lost"), {"trigger": trigger}
+        ).fetchall()
+        _record_events(con, rows, run_id=run_id, as_of=None)
+        con.execute(sql_for(con, "guards/open_journal_forget"), {"trigger": trigger})
+    return len(rows)
+
+
 # -- the run log ------------------------------------------------------------------------------
 
 

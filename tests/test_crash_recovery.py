@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 
 from dagster_project import guards, ledger
+from dagster_project.cli import main
 from dagster_project.config import POSTGRES_PASSWORD_VAR
 from dagster_project.guards import JournalElsewhereError
 from dagster_project.runs import TriggerSummary
@@ -339,16 +341,39 @@ def test_a_killed_outbox_push_is_finished_by_the_rerun(tmp_path: Path, failpoint
     assert {p.stem for p in (tmp_path / "outbox").glob("*/*.eml")} == set(due)
 
 
+def _received_once_quiet(server: EspServer) -> list[str]:
+    """What the server received, once requests a killed worker left on the wire have landed."""
+    seen = -1
+    while len(server.requests) != seen:
+        seen = len(server.requests)
+        time.sleep(0.3)
+    return server.received_send_ids()
+
+
+def _pg_pair(tmp_path: Path, server: PostgresServer) -> tuple[Warehouse, Warehouse]:
+    """One PostgreSQL database seen from two journal folders (two machines, say)."""
+    database = server.new_database("journal_" + os.urandom(6).hex())
+    url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
+    return (
+        Warehouse(url, tmp_path / "here", database),
+        Warehouse(url, tmp_path / "elsewhere", database),
+    )
+
+
+def _journal_folder(warehouse: Warehouse) -> Path:
+    database = warehouse.server
+    assert database is not None
+    name = f"postgres-{database.host}-{database.port}-{database.dbname}.handovers"
+    return warehouse.state / name
+
+
 def test_on_postgresql_a_run_elsewhere_refuses_what_a_dead_push_left_in_its_journal(
     tmp_path: Path, postgres_cluster: PostgresServer
 ) -> None:
     """The journal is a local folder, the PostgreSQL ledger is shared: a run on another machine
     (here: another state folder) cannot tell a dead push's handed-over sends from unsent ones,
     so it stops and names the journal instead of sending them again."""
-    database = postgres_cluster.new_database("journal_" + os.urandom(6).hex())
-    url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
-    here = Warehouse(url, tmp_path / "here", database)
-    elsewhere = Warehouse(url, tmp_path / "elsewhere", database)
+    here, elsewhere = _pg_pair(tmp_path, postgres_cluster)
     warehouse, due = _prepare(tmp_path, 60, here)
     with EspServer(api_key=crash_worker.API_KEY) as server:
         worker = _start(
@@ -356,33 +381,58 @@ def test_on_postgresql_a_run_elsewhere_refuses_what_a_dead_push_left_in_its_jour
         )
         _, err = worker.communicate(timeout=120)
         assert worker.returncode == -signal.SIGKILL, err
-        received_before = server.received_send_ids()
+        received_before = _received_once_quiet(server)
         left = _ledger(here)
-        with pytest.raises(JournalElsewhereError, match=r"hand-over journal at .*here"):
+        with pytest.raises(JournalElsewhereError, match=r"journal at \S+:\S+/here/"):
             _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20)
         # Nothing went out and nothing changed.
         assert server.received_send_ids() == received_before
         assert _ledger(here) == left
         # Where the journal is, the rerun finishes the push as after any crash.
         _rerun(here, "sendgrid", server.url, tmp_path, 20)
-        received = server.received_send_ids()
-        _assert_invariants(here, due, received)
-        # With nothing unfinished, a run elsewhere goes on, and keeps its journal there.
+        _assert_invariants(here, due, server.received_send_ids())
+        # Nothing of the trigger is on the wire now: a run elsewhere goes on.
         assert _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20).outcome != "failed"
-    journal = (
-        tmp_path
-        / "elsewhere"
-        / f"postgres-{database.host}-{database.port}-{database.dbname}.handovers"
-    )
     with here.connect() as con:
-        (owner,) = con.execute("select journal from nudge.journal_owner").fetchall()[0]
-        assert owner.endswith(str(journal))
-        # The journal is its folder, not the machine's name: mounted in a new container (another
-        # host name), the same folder is the same journal, and the push goes on.
-        con.execute("update nudge.journal_owner set journal = replace(journal, ' ', ' old-pod:')")
-        con.execute("update nudge.send_ledger set status = 'planned', run_id = 'dead'")
-        guards.check_journal_owner(con, journal)
-        # Another folder with the same unfinished sends is another journal (the record now
-        # names this host: the journal moved with the push).
-        with pytest.raises(JournalElsewhereError, match=r"journal at [^:]+:\S+/elsewhere/"):
-            guards.check_journal_owner(con, tmp_path / "third" / journal.name)
+        assert con.execute("select count(*) from nudge.open_journals").fetchall() == [(0,)]
+        # The journal is its folder, not the machine's name: mounted in a new container
+        # (another host name), the same folder is the same journal.
+        identity = guards.journal_identity(_journal_folder(here))
+        con.execute(
+            "insert into nudge.open_journals values ('abandoned_cart', ?, now())",
+            [identity.replace(" ", " old-pod:", 1)],
+        )
+        guards.check_journal(con, "abandoned_cart", _journal_folder(here))
+        with pytest.raises(JournalElsewhereError, match="old-pod"):
+            guards.check_journal(con, "abandoned_cart", _journal_folder(elsewhere))
+        # Another trigger's sends are not held up by it.
+        guards.check_journal(con, "welcome", _journal_folder(elsewhere))
+
+
+def test_on_postgresql_a_lost_journal_makes_its_unfinished_sends_unknown_not_resent(
+    tmp_path: Path, postgres_cluster: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, elsewhere = _pg_pair(tmp_path, postgres_cluster)
+    warehouse, due = _prepare(tmp_path, 60, here)
+    with EspServer(api_key=crash_worker.API_KEY) as server:
+        worker = _start(
+            warehouse, "sendgrid", server.url, tmp_path, batch=20, failpoints="after_send:5"
+        )
+        worker.communicate(timeout=120)
+        assert worker.returncode == -signal.SIGKILL
+        received_before = _received_once_quiet(server)
+        unfinished = {s for s, status in _ledger(here).items() if status == "planned"}
+        assert unfinished, "the kill left nothing unfinished: the test proves nothing"
+        shutil.rmtree(here.state)  # the machine is gone, and its disk with it
+        monkeypatch.setenv("NUDGE_WAREHOUSE", here.value)
+        monkeypatch.setenv(POSTGRES_PASSWORD_VAR, here.password)
+        assert main(["resolve-unknown", "--journal-lost", "abandoned_cart"]) == 0
+        statuses = _ledger(here)
+        assert {s for s, status in statuses.items() if status == "unknown"} == unfinished
+        # The run elsewhere goes on: it resends none of them (they may have been delivered)
+        # and leaves them for the operator.
+        summary = _rerun(elsewhere, "sendgrid", server.url, tmp_path, 20)
+        assert summary.outcome != "failed"
+        assert server.received_send_ids() == received_before
+        assert _ledger(here) == statuses
+    assert set(received_before) <= set(statuses) == set(due)

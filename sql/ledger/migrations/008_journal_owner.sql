@@ -1,9 +1,10 @@
--- Where the pushes on this warehouse keep their hand-over journal (dagster_project/handover.py):
--- the machine and folder of the last push. On PostgreSQL the journal is a local folder while
--- the ledger is shared, so a push from elsewhere must not take over sends a dead push may have
--- handed over (guards.check_journal_owner). One row.
-create table if not exists nudge.journal_owner (
-    owner_id integer primary key,
+-- The hand-over journals that may hold requests on the wire (dagster_project/handover.py), one
+-- row per trigger: written by a push just before its journal opens, deleted once its journal
+-- closed with every batch settled, or once a later push settled a dead one's from it. On
+-- PostgreSQL the ledger is shared and the journal is a local folder: a push keeping another
+-- journal must not take over that trigger's sends (guards.check_journal).
+create table if not exists nudge.open_journals (
+    trigger varchar primary key,
     journal varchar not null,
-    recorded_at timestamptz not null
+    opened_at timestamptz not null
 );
