@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,17 @@ def with_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
     monkeypatch.setenv("NUDGE_WAREHOUSE", str(warehouse))
     assert main(["init"]) == 0
     con = connect(warehouse)
-    write_eligibility(con, [cart_row(k) for k in ("a", "b", "c", "d")])
+    ids = _died_with_sends_in_flight(con, ("a", "b", "c", "d"), in_flight=3)
+    con.close()
+    return warehouse, ids
+
+
+def _died_with_sends_in_flight(con: Any, keys: tuple[str, ...], *, in_flight: int) -> list[str]:
+    """Plan a cart per key; a run hands the first ``in_flight`` to SendGrid (no idempotency
+    keys) and dies; the next run resumes them as unknown. Returns their send_ids."""
+    write_eligibility(con, [cart_row(k) for k in keys])
     plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
-    ids = [cart_row(k)["send_id"] for k in ("a", "b", "c")]
+    ids = [cart_row(k)["send_id"] for k in keys[:in_flight]]
     hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="k1")
     resume(
         con,
@@ -32,8 +41,7 @@ def with_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
         provider="sg",
         idempotent=False,
     )
-    con.close()
-    return warehouse, ids
+    return ids
 
 
 def _statuses(warehouse: Path) -> dict[str, str]:
@@ -140,19 +148,7 @@ def test_init_and_resolve_unknown_on_postgresql(
     # A run died with two sends in flight through a provider without idempotency keys.
     con = database.warehouse(tmp_path / "state")
     try:
-        write_eligibility(con, [cart_row(k) for k in ("a", "b")])
-        plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="sg")
-        ids = [cart_row(k)["send_id"] for k in ("a", "b")]
-        hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="k1")
-        resume(
-            con,
-            trigger="abandoned_cart",
-            eligibility=CART_SPEC.relation,
-            run_id="next",
-            as_of=AS_OF,
-            provider="sg",
-            idempotent=False,
-        )
+        ids = _died_with_sends_in_flight(con, ("a", "b"), in_flight=2)
         assert {s for s, _, _ in ledger_rows(con).values()} == {"unknown"}
     finally:
         con.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.config import SQL_DIR
+from dagster_project.config import POSTGRES_PASSWORD_VAR, SQL_DIR
 from dagster_project.postgres import PostgresConnection, PostgresSettings
 from tests.support.processes import free_port
 
@@ -84,16 +84,20 @@ class PostgresServer:
     dbname: str
     password: str = field(repr=False)
 
+    def settings(self, state_dir: Path = Path(".nudge")) -> PostgresSettings:
+        """nudge's settings for this database, its local files in ``state_dir``."""
+        return PostgresSettings(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.dbname,
+            password=self.password,
+            state_dir=state_dir,
+        )
+
     def dbt_env(self) -> dict[str, str]:
         """The environment that points dbt's ``postgres`` target at this server."""
-        return {
-            "NUDGE_DBT_TARGET": "postgres",
-            "NUDGE_PG_HOST": self.host,
-            "NUDGE_PG_PORT": str(self.port),
-            "NUDGE_PG_USER": self.user,
-            "NUDGE_PG_DBNAME": self.dbname,
-            "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": self.password,
-        }
+        return {**self.settings().dbt_env(), POSTGRES_PASSWORD_VAR: self.password}
 
     def new_database(self, name: str) -> PostgresServer:
         """A new, empty database on this server (one per test keeps tests apart)."""
@@ -108,16 +112,7 @@ class PostgresServer:
 
     def warehouse(self, state_dir: Path) -> PostgresConnection:
         """nudge's own connection to this database (``dagster_project/postgres.py``)."""
-        return PostgresConnection(
-            PostgresSettings(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                dbname=self.dbname,
-                password=self.password,
-                state_dir=state_dir,
-            )
-        )
+        return PostgresConnection(self.settings(state_dir))
 
     def connect(self):  # type: ignore[no-untyped-def]
         import psycopg2  # dbt-postgres brings it
