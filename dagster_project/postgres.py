@@ -177,7 +177,6 @@ class PostgresConnection:
         register_default_json(self._con, loads=str)
         register_default_jsonb(self._con, loads=str)
         self._cursor = self._con.cursor()
-        self._registered: set[str] = set()
 
     # -- DuckDB's calls -------------------------------------------------------------------------
 
@@ -235,7 +234,6 @@ class PostgresConnection:
         )
         self._cursor.execute(f"drop table if exists pg_temp.{table}")
         self._cursor.execute(f"create temp table {table} ({columns})")
-        self._registered.add(name)
         if not frame.num_rows:
             return
         nested = [pa.types.is_nested(f.type) for f in frame.schema]
@@ -251,7 +249,6 @@ class PostgresConnection:
         execute_values(self._cursor, f"insert into {table} values %s", rows, page_size=1000)
 
     def unregister(self, name: str) -> None:
-        self._registered.discard(name)
         if self._in_failed_transaction():
             # Any statement would fail and hide the error that got here; the rollback that
             # follows drops a table created in the transaction, and register() replaces one.
@@ -319,6 +316,19 @@ def advisory_lock(
         yield
     finally:
         _unlock(con)
+
+
+@contextlib.contextmanager
+def locked_session(
+    settings: PostgresSettings, *, timeout: float = 1800.0
+) -> Iterator[PostgresConnection]:
+    """A new session holding the warehouse's lock (``advisory_lock``); closed on exit."""
+    con = PostgresConnection(settings)
+    try:
+        with advisory_lock(con, timeout=timeout):
+            yield con
+    finally:
+        con.close()
 
 
 def _unlock(con: PostgresConnection) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import duckdb
 
 from .config import SQL_DIR, Settings
-from .postgres import PostgresConnection, advisory_lock
+from .postgres import locked_session
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,8 @@ def locked_warehouse(settings: Settings, *, timeout: float = 1800.0) -> Iterator
         with locked_connection(settings.warehouse, timeout=timeout) as duck:
             yield duck
         return
-    con = PostgresConnection(settings.postgres)
-    try:
-        with advisory_lock(con, timeout=timeout):
-            yield con
-    finally:
-        con.close()
+    with locked_session(settings.postgres, timeout=timeout) as con:
+        yield con
 
 
 @cache

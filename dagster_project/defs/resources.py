@@ -26,7 +26,7 @@ from ..guards import check_not_late
 from ..landing import LandingStore
 from ..links import LinkSettings
 from ..policy import DispatchPolicy, knobs
-from ..postgres import PostgresConnection, PostgresSettings, advisory_lock
+from ..postgres import PostgresConnection, PostgresSettings, locked_session
 from ..providers import Provider, ProviderSettings, build_provider
 from ..warehouse import Connection, connection, warehouse_lock
 
@@ -92,12 +92,8 @@ class WarehouseResource(ConfigurableResource):
         # A session of its own holds the lock while dbt, a subprocess, builds the models
         # (PostgreSQL ends it, and the lock, with the process); the sends take it on their
         # working session instead (locked_connection).
-        holder = PostgresConnection(postgres)
-        try:
-            with advisory_lock(holder, timeout=self.lock_timeout_seconds):
-                yield
-        finally:
-            holder.close()
+        with locked_session(postgres, timeout=self.lock_timeout_seconds):
+            yield
 
     @contextlib.contextmanager
     def locked_connection(self) -> Iterator[Connection]:
@@ -108,12 +104,8 @@ class WarehouseResource(ConfigurableResource):
             with self.locked(), self.connection() as con:
                 yield con
             return
-        con = PostgresConnection(postgres)
-        try:
-            with advisory_lock(con, timeout=self.lock_timeout_seconds):
-                yield con
-        finally:
-            con.close()
+        with locked_session(postgres, timeout=self.lock_timeout_seconds) as con:
+            yield con
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
