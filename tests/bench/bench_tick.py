@@ -11,9 +11,13 @@ Stages, in the order a tick runs them:
    push to a local :class:`~tests.support.esp_server.EspServer` through SendGrid, journal,
    settle), timed per trigger; then **render** alone: the same sends rendered again from their
    ledger context, what rendering costs inside the tick. On a fresh ledger this tick sends the
-   whole backlog still inside its grace windows (thousands at 100k customers);
-   ``--warm-up-hours 1`` first runs an untimed tick an hour earlier, so the timed one is a
-   steady-state tick that sends only what became due in that hour;
+   whole backlog still inside its grace windows (thousands at 100k customers).
+   ``--warm-up-hours N`` first runs a tick every hour from N hours before ``as_of`` (the first
+   on the empty ledger, reported as "first tick"), so the timed one is a steady-state tick
+   that sends only what became due in its hour. N = 2 is the least for a steady dbt build: the
+   first incremental build after a full one recomputes every key once.
+   ``--tick-memory-limit 2GB`` caps DuckDB's memory in the timed tick (dbt's build and the
+   push's connection), to measure the tick under the memory target;
 4. **push (synthetic)**: ``--push-messages`` copies of a real rendered message through the same
    provider, because a steady-state tick has only a few hundred due sends even at 100k
    customers;
@@ -161,10 +165,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="SendGrid max_concurrency")
     parser.add_argument(
         "--warm-up-hours",
-        type=float,
+        type=int,
         default=0,
-        help="first run an untimed tick this many hours before as_of, so the measured tick "
-        "sends only what became due since (steady state) instead of a fresh ledger's backlog",
+        help="first run a tick every hour from this many hours before as_of, so the measured "
+        "tick is a steady-state one instead of a fresh ledger's backlog (2 or more for a steady "
+        "dbt build)",
+    )
+    parser.add_argument(
+        "--tick-memory-limit",
+        help="DuckDB memory_limit for the timed tick only (dbt's build and the push), e.g. 2GB",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary warehouse and print its path"
@@ -232,8 +241,24 @@ class DbtRun:
     peak_rss_mib: float | None
 
 
+def _reset_own_peak_rss() -> bool:
+    """Start this process's ``VmHWM`` over (Linux: ``clear_refs`` 5), so a later reading is the
+    peak of what ran since; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def _dbt_build(
-    warehouse: Path, as_of: datetime, stage: Stage, *, full_refresh: bool = False
+    warehouse: Path,
+    as_of: datetime,
+    stage: Stage,
+    *,
+    full_refresh: bool = False,
+    memory_limit: str | None = None,
 ) -> DbtRun:
     """Run the tick's ``dbt build`` exactly as a tick does, polling dbt's peak RSS meanwhile."""
     env = {
@@ -242,6 +267,8 @@ def _dbt_build(
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         AS_OF_ENV: as_of.isoformat(),
     }
+    if memory_limit:
+        env["NUDGE_DUCKDB_MEMORY_LIMIT"] = memory_limit  # dbt/profiles.yml reads it
     command = [dbt_executable(), *build_args(full_refresh=full_refresh)]
     peak: float | None = None
     with stage.timed():
@@ -447,47 +474,74 @@ def _arrive(warehouse: Path, hour_end: datetime) -> int:
     return int(row[0]) if row else 0
 
 
+@dataclass
+class WarmUp:
+    """The untimed ticks before the timed one; the first is a first tick on an empty ledger."""
+
+    ticks: int = 0
+    sent: int = 0
+    first_seconds: float = 0.0
+    first_sent: int = 0
+    first_dbt_peak_mib: float | None = None
+
+    @property
+    def note(self) -> str:
+        return (
+            f"{self.ticks} warm-up tick(s), an hour apart, {self.sent:,} emails sent; the first, "
+            f"on the empty ledger, took {self.first_seconds:.1f} s (dbt build + push) and sent "
+            f"{self.first_sent:,}"
+        )
+
+
 def _warm_up(
     warehouse: Path, specs: list[TriggerSpec], as_of: datetime, args: argparse.Namespace
-) -> str:
-    """An untimed full tick ``--warm-up-hours`` before ``as_of``, so the timed tick is a
-    steady-state one (only what became due since) instead of a first tick's backlog."""
-    warm_as_of = as_of - timedelta(hours=args.warm_up_hours)
-    stage = Stage("warm-up", "")
-    _dbt_build(warehouse, warm_as_of, stage)
-    con = connect(warehouse)
-    sent = 0
-    try:
-        with (
-            EspServer(api_key=API_KEY) as server,
-            SendGridProvider(
-                API_KEY, server.url, timeout=30.0, max_concurrency=args.concurrency, max_attempts=3
-            ) as provider,
-        ):
-            start = time.perf_counter()
-            for spec in specs:
-                summary = dispatch_trigger(
-                    con,
-                    spec,
-                    provider=provider,
-                    renderer=Renderer(),
-                    as_of=warm_as_of,
-                    run_id=RUN_WARM_UP,
-                    from_email=FROM_EMAIL,
-                    policy=bench_policy(args.batch_size),
-                    competitors=_competitors(spec, specs),
-                )
-                assert summary.skipped_reason is None, summary.skipped_reason
-                sent += summary.sent
-            stage.seconds += time.perf_counter() - start
-    finally:
-        con.close()
-    note = (
-        f"warm-up tick at {warm_as_of.isoformat()} (untimed above): {sent:,} emails sent, "
-        f"{stage.seconds:.1f} s"
-    )
-    print(f"  {note}", file=sys.stderr)
-    return note
+) -> WarmUp:
+    """A tick every hour from ``--warm-up-hours`` before ``as_of``, so the timed tick is a
+    steady-state one (only what became due in its hour) instead of a first tick's backlog.
+    The generator's events already reach ``as_of``: each tick takes in its hour of them."""
+    warm = WarmUp()
+    with (
+        EspServer(api_key=API_KEY) as server,
+        SendGridProvider(
+            API_KEY, server.url, timeout=30.0, max_concurrency=args.concurrency, max_attempts=3
+        ) as provider,
+    ):
+        for hours_before in range(args.warm_up_hours, 0, -1):
+            warm_as_of = as_of - timedelta(hours=hours_before)
+            stage = Stage("warm-up", "")
+            dbt = _dbt_build(warehouse, warm_as_of, stage)
+            sent = 0
+            con = connect(warehouse)  # closed before the next dbt build, which writes the file
+            try:
+                with stage.timed():
+                    for spec in specs:
+                        summary = dispatch_trigger(
+                            con,
+                            spec,
+                            provider=provider,
+                            renderer=Renderer(),
+                            as_of=warm_as_of,
+                            run_id=f"{RUN_WARM_UP}-{hours_before}",
+                            from_email=FROM_EMAIL,
+                            policy=bench_policy(args.batch_size),
+                            competitors=_competitors(spec, specs),
+                        )
+                        assert summary.skipped_reason is None, summary.skipped_reason
+                        sent += summary.sent
+            finally:
+                con.close()
+            if not warm.ticks:
+                warm.first_seconds, warm.first_sent = stage.seconds, sent
+                warm.first_dbt_peak_mib = dbt.peak_rss_mib
+            warm.ticks += 1
+            warm.sent += sent
+            server.reset()  # forget the requests' bodies
+            print(
+                f"  warm-up tick at {warm_as_of.isoformat()}: {sent:,} emails, "
+                f"{stage.seconds:.1f} s",
+                file=sys.stderr,
+            )
+    return warm
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,11 +603,15 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     print(f"  generate done in {stages['generate'].seconds:.1f}s", file=sys.stderr)
     bare_scan = _bare_scan_seconds(warehouse)
     warm_up = _warm_up(warehouse, specs, as_of, args) if args.warm_up_hours else None
-    dbt = _dbt_build(warehouse, as_of, stages["dbt"])
+    dbt = _dbt_build(warehouse, as_of, stages["dbt"], memory_limit=args.tick_memory_limit)
     stages["dbt"].rows = sum(raw.values())
     print(f"  dbt build done in {stages['dbt'].seconds:.1f}s", file=sys.stderr)
 
+    # The push's own peak: this process's high-water mark started over (the generator ran here).
+    push_peak_measured = _reset_own_peak_rss()
     con = connect(warehouse)
+    if args.tick_memory_limit:
+        con.execute(f"set memory_limit = '{args.tick_memory_limit}'")
     renderer = Renderer()
     runs: list[TriggerRun] = []
     second: list[SecondTick] = []
@@ -583,6 +641,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
                         competitors=_competitors(spec, specs),
                     )
                 )
+            push_peak_mib = _peak_rss_mib() if push_peak_measured else None
             handed_over = sum(r.sent for r in runs)
             received = server.received_send_ids()
             assert len(received) == handed_over, (len(received), handed_over)
@@ -637,11 +696,15 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     # as changed), so the steady state is the build after it.
     # Each hour brings an hour of events, as a shop's would: without them a steady hour only
     # shows the clock-skewed events coming due, and the data tests have no load to check.
-    _arrive(warehouse, as_of + timedelta(hours=1))
-    _dbt_build(warehouse, as_of + timedelta(hours=1), Stage("settle", ""))
-    new_events = _arrive(warehouse, as_of + timedelta(hours=2))
-    _dbt_build(warehouse, as_of + timedelta(hours=2), stages["next"])
-    _dbt_build(warehouse, as_of + timedelta(hours=2), stages["full"], full_refresh=True)
+    # After two or more warm-up ticks the timed tick's build was a steady one already.
+    settled = args.warm_up_hours >= 2
+    if not settled:
+        _arrive(warehouse, as_of + timedelta(hours=1))
+        _dbt_build(warehouse, as_of + timedelta(hours=1), Stage("settle", ""))
+    next_hour = as_of + timedelta(hours=1 if settled else 2)
+    new_events = _arrive(warehouse, next_hour)
+    _dbt_build(warehouse, next_hour, stages["next"])
+    _dbt_build(warehouse, next_hour, stages["full"], full_refresh=True)
     stages["next"].rows = stages["full"].rows = sum(raw.values())
     print("  incremental and full-refresh builds done", file=sys.stderr)
     db_mib = warehouse.stat().st_size / 2**20
@@ -670,17 +733,21 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         )
     )
     kind = (
-        f"steady state ({args.warm_up_hours:g} h after a warm-up tick)"
+        f"steady state (after {warm_up.ticks} hourly warm-up ticks)"
         if warm_up
         else "a first tick on an empty ledger (it sends the whole backlog still within grace)"
     )
+    if args.tick_memory_limit:
+        kind += f", DuckDB memory_limit {args.tick_memory_limit}"
     print(
         f"\nTick 1 (dbt build + every trigger's dispatch) = "
         f"{stages['dbt'].seconds + stages['tick'].seconds:,.1f} s, {kind}; the repeated tick's "
         f"sends cost {stages['second'].seconds:,.2f} s on top of its dbt build."
     )
+    push_peak = "n/a" if push_peak_mib is None else f"{push_peak_mib:,.0f}"
     print(
-        f"Peak RSS: this process {_peak_rss_mib():,.0f} MiB, dbt subprocess {dbt_peak} MiB. "
+        f"Peak RSS: this process {_peak_rss_mib():,.0f} MiB over the whole bench, "
+        f"{push_peak} MiB during the tick's push; dbt subprocess {dbt_peak} MiB. "
         f"Synthetic push: {args.concurrency} workers over {connections} keep-alive connections, "
         f"~{payload_kib:,.1f} KiB of body per message.\n"
     )
@@ -689,6 +756,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     size = f"{args.customers:,} customers, {events:,} events"
     tick_seconds = stages["dbt"].seconds + stages["tick"].seconds
     ledger_state = "steady state" if warm_up else "empty ledger"
+    if args.tick_memory_limit:
+        ledger_state += f", memory_limit {args.tick_memory_limit}"
     second_seconds = stages["second"].seconds
     for figure in (
         Figure(
@@ -708,7 +777,29 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
             "the same build with --full-refresh",
             stages["full"].seconds,
         ),
-        Figure("tick", f"dbt build peak RSS, {size}", dbt.peak_rss_mib or 0.0, "MiB"),
+        Figure("tick", f"tick's dbt build peak RSS, {size}", dbt.peak_rss_mib or 0.0, "MiB"),
+        Figure("tick", f"tick's push peak RSS (this process), {size}", push_peak_mib or 0.0, "MiB"),
+        *(
+            [
+                Figure(
+                    "tick",
+                    f"first tick (dbt build + push), {size}, empty ledger "
+                    f"({warm_up.first_sent:,} sent)",
+                    warm_up.first_seconds,
+                    "s",
+                    "bare DuckDB scan of raw.events (customer_id, max(occurred_at))",
+                    bare_scan,
+                ),
+                Figure(
+                    "tick",
+                    f"first tick's dbt build peak RSS, {size}",
+                    warm_up.first_dbt_peak_mib or 0.0,
+                    "MiB",
+                ),
+            ]
+            if warm_up
+            else []
+        ),
     ):
         record(args.summary, figure)
 
@@ -759,7 +850,7 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
         for line in problems[:5]:
             print(f"- {line}")
     if warm_up:
-        print(f"\nBefore tick 1: {warm_up}.")
+        print(f"\nBefore tick 1: {warm_up.note}.")
     print(f"\nLedger rows at the end: {ledger_rows[0] if ledger_rows else 0:,}.")
     return 0
 

@@ -744,28 +744,29 @@ class EspServer:
             extra.append(("Retry-After", reply.retry_after))
         if reply.body is not None or reply.json_body is not None:
             # A hand-written answer: the test decides what it means; count it all accepted.
-            payload, content_type = _raw_payload(reply)
+            raw, content_type = _raw_payload(reply)
             headers = [("Content-Type", content_type), *extra]
-            return _Answer(status, headers, payload, accepted=send_ids)
+            return _Answer(status, headers, raw, accepted=send_ids)
 
         failing = self._failing(send_ids)
         if failing and dialect in ("sendgrid", "resend"):
             # All-or-nothing batches: one bad row rejects the request.
             bad_index = next(i for i, s in enumerate(send_ids) if s in failing)
-            failure = failing[send_ids[bad_index]]
+            rejected = failing[send_ids[bad_index]]
             status = 400 if dialect == "sendgrid" else 422
             rejection = Reply(
                 status=status,
                 errors=[
                     {
-                        "message": failure.error,
+                        "message": rejected.error,
                         "field": f"personalizations.{bad_index}.to.0.email",
                     }
                 ],
-                code=failure.code,
+                code=rejected.code,
             )
             return self._error_answer(dialect, rejection)[1]
 
+        payload: Any
         accepted = tuple(s for s in send_ids if s not in failing)
         headers = [("Content-Type", "application/json"), *extra]
         if dialect == "sendgrid":
@@ -790,7 +791,7 @@ class EspServer:
                 else:
                     code = failure.code if failure.code is not None else 406
                     rows.append({"ErrorCode": code, "Message": failure.error})
-            payload: Any = rows
+            payload = rows
         elif dialect == "resend":
             payload = {"data": [{"id": str(uuid.uuid4())} for _ in send_ids]}
         else:
