@@ -272,14 +272,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not args.no_refresh:
         # The daily reporting job may be a day old: rebuild the reporting models first, as of
         # the latest tick (what has happened), under the warehouse lock like any tick.
-        as_of = parse_as_of(args.as_of) if args.as_of else last_tick(settings.warehouse)
+        as_of = parse_as_of(args.as_of) if args.as_of else last_tick(settings)
         outcome = run_reporting(as_of.isoformat(), settings=settings, verbose=args.verbose)
         if not outcome.success:
             print(f"the reporting models failed to build: {outcome.error}", file=sys.stderr)
             return 1
         print(f"reporting models built as of {as_of.isoformat()}")
     out = Path(args.out).resolve() if args.out else settings.warehouse.parent / "reports"
-    path = write_report(settings.warehouse, out, date_from=args.date_from, date_to=args.date_to)
+    path = write_report(settings, out, date_from=args.date_from, date_to=args.date_to)
     print(f"report: {path.resolve().as_uri()}")
     return 0
 
@@ -690,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that read, copy or compact the warehouse as a DuckDB file. On PostgreSQL they are
 # refused before anything is opened or created, until they run there too.
-DUCKDB_ONLY = frozenset({"demo", "preview", "render", "backtest", "report"})
+DUCKDB_ONLY = frozenset({"demo", "backtest"})
 
 
 def _require_duckdb(command: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import DBT_PROJECT_DIR, MODELS_DIR
+from .config import DBT_PROJECT_DIR, MODELS_DIR, Settings
 
 TARGET_DIR = DBT_PROJECT_DIR / "target"
 # The dbt tag of the reporting models (dbt_project.yml): built after the sends by the daily
@@ -38,10 +38,15 @@ def dbt_executable() -> str:
     return str(candidate) if candidate.exists() else "dbt"
 
 
-def dbt_env(warehouse: Path | None = None) -> dict[str, str]:
-    """The environment of a dbt subprocess: no usage stats; the warehouse pinned if given."""
+def dbt_env(warehouse: Path | Settings | None = None) -> dict[str, str]:
+    """The environment of a dbt subprocess: no usage stats; the warehouse pinned if given (a
+    DuckDB file, or the settings of either engine: PostgreSQL's target and URL from them)."""
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    if warehouse is not None:
+    if isinstance(warehouse, Settings):
+        env["NUDGE_WAREHOUSE"] = warehouse.warehouse_setting
+        if warehouse.postgres is not None:
+            env.update(warehouse.postgres.dbt_env())
+    elif warehouse is not None:
         env["NUDGE_WAREHOUSE"] = str(warehouse)
     return env
 
@@ -121,7 +126,7 @@ def as_of_environment(as_of: str, extra: Mapping[str, str] | None = None) -> Ite
 
 
 def run_dbt(
-    warehouse: Path,
+    warehouse: Path | Settings,
     args: list[str],
     as_of: str,
     *,

@@ -16,8 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from . import ledger
 from .compose import add_links
 from .config import ConfigError, Settings
@@ -26,9 +24,10 @@ from .incremental import rebuild_changed
 from .links import LinkSettings
 from .masking import mask_email
 from .policy import DispatchPolicy
+from .postgres import locked_session
 from .rendering import Renderer, RenderError
 from .triggers import find_trigger, higher_priority, project_triggers
-from .warehouse import connection, one, quote_relation, sql, warehouse_lock
+from .warehouse import Connection, connection, one, quote_relation, sql_for, warehouse_lock
 
 PREVIEW_PREFIX = "preview_"
 
@@ -48,17 +47,29 @@ class Preview:
 
 
 @contextmanager
-def _preview_tables(settings: Settings, as_of: datetime) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Build every model for ``as_of`` into the preview schemas; yield a connection."""
-    with warehouse_lock(settings.warehouse):
-        with connection(settings.warehouse) as con:
-            ledger.ensure_ledger(con)
-            rebuild_changed(con, ensure_manifest(), PREVIEW_PREFIX)
-        run_dbt(
-            settings.warehouse, ["run", "--quiet"], as_of.isoformat(), schema_prefix=PREVIEW_PREFIX
-        )
-        with connection(settings.warehouse) as con:
+def _preview_tables(settings: Settings, as_of: datetime) -> Iterator[Connection]:
+    """Build every model for ``as_of`` into the preview schemas; yield a connection. The
+    warehouse stays locked throughout, as for a tick."""
+
+    def prepare(con: Connection) -> None:
+        ledger.ensure_ledger(con)
+        rebuild_changed(con, ensure_manifest(), PREVIEW_PREFIX)
+
+    run = ["run", "--quiet"]
+    if settings.postgres is not None:
+        # The session that holds the advisory lock waits while dbt, a subprocess, builds.
+        with locked_session(settings.postgres) as con:
+            prepare(con)
+            run_dbt(settings, run, as_of.isoformat(), schema_prefix=PREVIEW_PREFIX)
             yield con
+        return
+    with warehouse_lock(settings.warehouse):
+        # dbt opens the file itself: no connection of ours may be open meanwhile.
+        with connection(settings.warehouse) as duck:
+            prepare(duck)
+        run_dbt(settings, run, as_of.isoformat(), schema_prefix=PREVIEW_PREFIX)
+        with connection(settings.warehouse) as duck:
+            yield duck
 
 
 def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int = 3) -> Preview:
@@ -73,7 +84,7 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
     with _preview_tables(settings, as_of) as con:
         table = quote_relation(relation)
         for step, reason, count in con.execute(
-            sql("reports/preview_exclusions").format(eligibility=table)
+            sql_for(con, "reports/preview_exclusions").format(eligibility=table)
         ).fetchall():
             result.excluded.setdefault(step, {})[reason] = count
         # The real planning step, in a transaction that is always rolled back.
@@ -88,13 +99,13 @@ def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int =
             competitors=higher,
         ) as decision:
             for step, variant, status, reason, count in con.execute(
-                sql("reports/preview_decisions")
+                sql_for(con, "reports/preview_decisions")
             ).fetchall():
                 key = "/".join(p for p in (step, variant) if p) + f": {status}"
                 if reason:
                     key += f" ({reason})"
                 result.decisions[key] = count
-            rows = con.execute(sql("reports/preview_samples"), {"n": samples}).fetchall()
+            rows = con.execute(sql_for(con, "reports/preview_samples"), {"n": samples}).fetchall()
             decision.hold()
     links = LinkSettings.from_env()
     for send_id, context_json in rows:
@@ -146,7 +157,7 @@ def render_for_customer(
     with _preview_tables(settings, as_of) as con:
         found = one(
             con,
-            sql("reports/render_row").format(eligibility=relation),
+            sql_for(con, "reports/render_row").format(eligibility=relation),
             {"customer": customer_id, "step": step},
         )
     if found is None:

@@ -30,19 +30,25 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from .config import ConfigError
-from .warehouse import connection, sql, warehouse_lock
+from .config import ConfigError, Settings
+from .warehouse import (
+    MISSING_ERRORS,
+    MISSING_RELATION_ERRORS,
+    Connection,
+    locked_warehouse,
+    sql_for,
+)
 
 Row = dict[str, Any]
 
@@ -111,7 +117,7 @@ td.winner { color: #9a7d0a; font-weight: 600; }
 
 
 def write_report(
-    warehouse: Path,
+    warehouse: Path | Settings,
     out: Path,
     *,
     date_from: date | None = None,
@@ -120,14 +126,17 @@ def write_report(
 ) -> Path:
     """Write ``<out>/nudge-report-<from>-<to>.html`` from the warehouse's reporting schema.
 
+    ``warehouse`` is a DuckDB file, or the settings of any warehouse (a PostgreSQL database).
+
     The range (UTC days the emails were sent) defaults to the days with sends. Lift and A/B
     results have no days: they cover every send up to the last tick whatever the range. A
     missing or empty reporting table leaves its section saying so; a warehouse without the
     reporting schema is a :class:`ConfigError` (run ``nudge run``, then ``nudge report``).
     """
     now = now or datetime.now(UTC)
-    data = _load(warehouse, date_from, date_to, today=now.date())
-    page = _page(data, warehouse, now)
+    settings = _settings(warehouse)
+    data = _load(settings, date_from, date_to, today=now.date())
+    page = _page(data, settings.warehouse_setting, now)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"nudge-report-{data.date_from.isoformat()}-{data.date_to.isoformat()}.html"
     path.write_text(page, encoding="utf-8")
@@ -148,18 +157,33 @@ class _Data:
     problems: dict[str, str]
 
 
-def _load(warehouse: Path, date_from: date | None, date_to: date | None, *, today: date) -> _Data:
+def _settings(warehouse: Path | Settings) -> Settings:
+    return warehouse if isinstance(warehouse, Settings) else Settings(warehouse=warehouse)
+
+
+def _open(settings: Settings) -> AbstractContextManager[Connection]:
+    """The warehouse, locked: a tick holds it while dbt builds the reporting models, and the
+    report waits for it rather than read half-built tables."""
+    if settings.postgres is None and not settings.warehouse.exists():
+        # Opening would create an empty file: say what to do instead.
+        raise ConfigError(
+            f"no warehouse at {settings.warehouse}: run `nudge run` (or `nudge demo`) first"
+        )
+    return locked_warehouse(settings, timeout=LOCK_TIMEOUT_S)
+
+
+def _load(
+    settings: Settings, date_from: date | None, date_to: date | None, *, today: date
+) -> _Data:
     if date_from and date_to and date_from > date_to:
         raise ConfigError(f"the report's range starts ({date_from}) after it ends ({date_to})")
-    if not warehouse.exists():
-        # connection() would create an empty file: say what to do instead.
-        raise ConfigError(f"no warehouse at {warehouse}: run `nudge run` (or `nudge demo`) first")
-    with warehouse_lock(warehouse, timeout=LOCK_TIMEOUT_S), connection(warehouse) as con:
-        found = con.execute(sql("reports/report_relations")).fetchall()
+    with _open(settings) as con:
+        found = con.execute(sql_for(con, "reports/report_relations")).fetchall()
         if not found:
             raise ConfigError(
-                f"{warehouse} has no reporting schema: run `nudge run` first, then "
-                "`nudge report` without --no-refresh (it builds the reporting models it reads)"
+                f"{settings.warehouse_setting} has no reporting schema: run `nudge run` first, "
+                "then `nudge report` without --no-refresh (it builds the reporting models it "
+                "reads)"
             )
         relations = frozenset(str(name) for _, name in found if name)
         first = last = None
@@ -176,7 +200,7 @@ def _load(warehouse: Path, date_from: date | None, date_to: date | None, *, toda
             params = {"date_from": start, "date_to": end} if dated else None
             try:
                 rows[name] = _rows(con, name, params)
-            except (duckdb.BinderException, duckdb.CatalogException) as error:
+            except MISSING_ERRORS as error:
                 reason = str(error).splitlines()[0]
                 problems[name] = (
                     f"reporting.{relation} lacks what this report reads ({reason}); it predates "
@@ -185,8 +209,8 @@ def _load(warehouse: Path, date_from: date | None, date_to: date | None, *, toda
     return _Data(start, end, last, relations, rows, problems)
 
 
-def _rows(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None) -> list[Row]:
-    cursor = con.execute(sql(f"reports/report_{name}"), params or {})
+def _rows(con: Connection, name: str, params: dict[str, Any] | None) -> list[Row]:
+    cursor = con.execute(sql_for(con, f"reports/report_{name}"), params or {})
     names = [column[0] for column in cursor.description or []]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -895,7 +919,7 @@ _SECTIONS: tuple[tuple[str, str, str, Callable[[_Data], str]], ...] = (
 )
 
 
-def _page(data: _Data, warehouse: Path, now: datetime) -> str:
+def _page(data: _Data, warehouse: str, now: datetime) -> str:
     span = f"{data.date_from} to {data.date_to}"
     last = f"{data.last_day} (the newest day with sends)" if data.last_day else "unknown (no sends)"
     written = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -919,22 +943,23 @@ def _page(data: _Data, warehouse: Path, now: datetime) -> str:
         "<header><h1>nudge report</h1>"
         f'<p class="meta">Sends of <strong>{html.escape(span)}</strong> (UTC days) · '
         f"last tick: {html.escape(last)} · written {html.escape(written)} · "
-        f"warehouse <code>{html.escape(str(warehouse))}</code></p>"
+        f"warehouse <code>{html.escape(warehouse)}</code></p>"
         f"<nav>{nav}</nav></header>"
         f"{sections}</body></html>\n"
     )
 
 
-def last_tick(warehouse: Path) -> datetime:
+def last_tick(warehouse: Path | Settings) -> datetime:
     """The instant of the latest tick recorded in ``warehouse`` (nudge.runs)."""
-    if not warehouse.exists():
-        raise ConfigError(f"no warehouse at {warehouse}: run `nudge run` (or `make demo`) first")
-    with warehouse_lock(warehouse, timeout=600), connection(warehouse) as con:
+    settings = _settings(warehouse)
+    with _open(settings) as con:
         try:
-            found = con.execute(sql("reports/last_tick")).fetchone()
-        except duckdb.CatalogException:
+            found = con.execute(sql_for(con, "reports/last_tick")).fetchone()
+        except MISSING_RELATION_ERRORS:
             found = None
     if not found or found[0] is None:
-        raise ConfigError(f"no tick has run on {warehouse} yet: run `nudge run` first")
+        raise ConfigError(
+            f"no tick has run on {settings.warehouse_setting} yet: run `nudge run` first"
+        )
     as_of: datetime = found[0]
     return as_of.astimezone(UTC)

@@ -98,18 +98,28 @@ class Connection(Protocol):
     def close(self) -> Any: ...
 
 
-def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+Errors = tuple[type[Exception], ...]
+
+
+def _database_errors() -> tuple[Errors, Errors, Errors]:
+    missing: Errors = (duckdb.CatalogException,)
+    missing_column: Errors = (duckdb.BinderException,)
     try:
         import psycopg2
         from psycopg2 import errors
     except ImportError:  # installed with the postgres extra only
-        return (duckdb.Error,), (duckdb.CatalogException,)
-    return (duckdb.Error, psycopg2.Error), (duckdb.CatalogException, errors.UndefinedTable)
+        return (duckdb.Error,), missing, missing + missing_column
+    return (
+        (duckdb.Error, psycopg2.Error),
+        (*missing, errors.UndefinedTable),
+        (*missing, *missing_column, errors.UndefinedTable, errors.UndefinedColumn),
+    )
 
 
-# What a failed statement raises on either engine, and what a statement reading a relation
-# that does not exist (yet) raises.
-DATABASE_ERRORS, MISSING_RELATION_ERRORS = _database_errors()
+# What a failed statement raises on either engine; what a statement reading a relation that
+# does not exist (yet) raises; and that, or a column missing from a relation (one an older
+# release built).
+DATABASE_ERRORS, MISSING_RELATION_ERRORS, MISSING_ERRORS = _database_errors()
 
 
 def dialect(con: Connection) -> str:

@@ -3,12 +3,14 @@
 -- as reported by as_of, and the rates against the limits the deliverability guard holds
 -- marketing at (NUDGE_COMPLAINT_RATE_MAX, NUDGE_HARD_BOUNCE_RATE_MAX). The guard itself reads
 -- a trailing 24 h window at push time (sql/guards/deliverability.sql); this is the history.
+-- It reads fct_sends, as the other reports do, not int_email_events__by_send: the hourly tick
+-- builds that before its push, so the last tick's sends would be missing here alone.
 with
 
 sends as (
 
-    select * from {{ ref('int_email_events__by_send') }}
-    where sent_at <= {{ as_of() }}
+    select * from {{ ref('fct_sends') }}
+    where status = 'sent' and touched_at <= {{ as_of() }}
 
 ),
 
@@ -16,7 +18,7 @@ daily as (
 
     select
         provider,
-        cast(sent_at as date) as sent_on,
+        cast(touched_at as date) as sent_on,
         count(*) as sent,
         count(first_delivered_at) as delivered,
         count(*) filter (where bounce_type = 'hard') as hard_bounced,
@@ -26,7 +28,7 @@ daily as (
         count(first_opened_at) as opened,
         count(first_clicked_at) as clicked
     from sends
-    group by provider, cast(sent_at as date)
+    group by provider, cast(touched_at as date)
 
 ),
 

@@ -1,6 +1,7 @@
 -- The funnel per trigger and step over the sends of [$date_from, $date_to], summed over the
 -- days and variants: sent, delivered, opened by a person (machine opens are not in opened),
--- clicked, converted.
+-- clicked, converted. Sums cast to bigint: a sum is a hugeint on DuckDB, a numeric on
+-- PostgreSQL.
 with
 
 steps as (
@@ -9,11 +10,11 @@ steps as (
         trigger,
         step,
         min(step_index) as step_index,
-        sum(sent) as sent,
-        sum(delivered) as delivered,
-        sum(opened) as opened,
-        sum(clicked) as clicked,
-        sum(conversions) as conversions
+        cast(sum(sent) as bigint) as sent,
+        cast(sum(delivered) as bigint) as delivered,
+        cast(sum(opened) as bigint) as opened,
+        cast(sum(clicked) as bigint) as clicked,
+        cast(sum(conversions) as bigint) as conversions
     from reporting.rpt_trigger_daily
     where sent_on between $date_from and $date_to
     group by trigger, step
@@ -31,7 +32,7 @@ final as (
         opened,
         clicked,
         conversions,
-        conversions / nullif(sent, 0) as conversion_rate
+        cast(conversions as double precision) / nullif(sent, 0) as conversion_rate
     from steps
 
 )

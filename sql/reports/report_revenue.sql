@@ -3,7 +3,7 @@
 select
     trigger,
     currency,
-    sum(conversions) as conversions,
+    cast(sum(conversions) as bigint) as conversions,
     sum(revenue) as revenue
 from reporting.rpt_trigger_revenue_daily
 where sent_on between $date_from and $date_to

@@ -3,11 +3,11 @@
 select
     sent_on,
     trigger,
-    sum(sent) as sent,
-    sum(delivered) as delivered,
-    sum(bounced) as bounced,
-    sum(unsubscribed) as unsubscribed,
-    sum(complained) as complained
+    cast(sum(sent) as bigint) as sent,
+    cast(sum(delivered) as bigint) as delivered,
+    cast(sum(bounced) as bigint) as bounced,
+    cast(sum(unsubscribed) as bigint) as unsubscribed,
+    cast(sum(complained) as bigint) as complained
 from reporting.rpt_trigger_daily
 where sent_on between $date_from and $date_to
 group by sent_on, trigger

@@ -10,6 +10,7 @@ send exactly the same emails, each delivered once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -51,6 +52,7 @@ class Engines:
     postgres_runs: dict[datetime, list[Run]]
     duckdb_received: list[str]
     postgres_received: list[str]
+    duckdb_env: dict[str, str]
     postgres_env: dict[str, str]
     # send_id -> the subject and content the provider received, per engine.
     duckdb_emails: dict[str, str]
@@ -126,6 +128,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
                 postgres_runs={AS_OF: first[1:], NEXT_HOUR: second[1:]},
                 duckdb_received=duck_esp.received_send_ids(),
                 postgres_received=pg_esp.received_send_ids(),
+                duckdb_env=duck_env,
                 postgres_env=pg_env,
                 duckdb_emails=_emails(duck_esp),
                 postgres_emails=_emails(pg_esp),
@@ -250,6 +253,102 @@ def test_the_password_is_in_no_output_and_the_state_stays_local(engines: Engines
 def _nudge(engines: Engines, *args: str) -> Run:
     (run,) = _finish([nudge(*args, env=engines.postgres_env)])
     return run
+
+
+def _same_figure(left: str | None, right: str | None) -> bool:
+    """Two cells' data-values: equal, or the same float but for the last bits (the engines
+    may add a column's doubles in another order)."""
+    if left == right:
+        return True
+    try:
+        return math.isclose(float(left or "nan"), float(right or "nan"), rel_tol=1e-9)
+    except ValueError:
+        return False
+
+
+def test_nudge_report_on_postgresql_shows_every_figure_duckdb_shows(
+    engines: Engines, tmp_path: Path
+) -> None:
+    """`nudge report` rebuilds the reporting models as of the last tick and writes the page,
+    on either engine: after the same ticks, the same rows and figures in every table."""
+    from tests.support.browser import load
+    from tests.test_report import CHARTS, tables
+
+    (duck,) = _finish([nudge("report", "--out", str(tmp_path / "duck"), env=engines.duckdb_env)])
+    pg = _nudge(engines, "report", "--out", str(tmp_path / "pg"))
+    assert duck.code == 0 and pg.code == 0, duck.err + pg.err
+    assert f"reporting models built as of {NEXT_HOUR.isoformat()}" in pg.out, pg.out
+    (pg_path,) = (tmp_path / "pg").glob("nudge-report-*.html")
+    (duck_path,) = (tmp_path / "duck").glob("nudge-report-*.html")
+    assert pg_path.name == duck_path.name  # the same range: the days with sends
+    assert engines.database.password not in pg_path.read_text(encoding="utf-8")
+
+    page = load(pg_path.as_uri(), budget_ms=8000)
+    assert page.errors == [], page.console
+    for chart in CHARTS:
+        section = re.search(rf'id="{chart}".*?</section>', page.dom, re.S)
+        assert section and 'class="main-svg"' in section.group(0), chart
+    shown = tables(page.dom)
+    expected = tables(duck_path.read_text(encoding="utf-8"))
+    assert set(shown) == set(expected)
+    sends = shown["table-sends"]
+    assert sum(int(row["sent"]["value"] or 0) for row in sends) == len(engines.postgres_received), (
+        "the daily sends are not what the provider accepted"
+    )
+    for table_id, rows in expected.items():
+        assert len(shown[table_id]) == len(rows), table_id
+        for want, got in zip(rows, shown[table_id], strict=True):
+            assert set(got) == set(want), table_id
+            for field, cell in want.items():
+                assert _same_figure(got[field]["value"], cell["value"]), (
+                    table_id,
+                    field,
+                    got[field],
+                    cell,
+                )
+                # As people read it, too (rounded: the same on both engines).
+                assert got[field]["text"] == cell["text"], (table_id, field, got[field], cell)
+
+
+def test_preview_and_render_on_postgresql_show_what_duckdb_shows(
+    engines: Engines, tmp_path: Path
+) -> None:
+    """`nudge preview` (the real planning step, rolled back) and `nudge render` (one customer's
+    email as files) build the models into the preview schemas of either engine: the same
+    decisions, reasons and samples, and the same email byte for byte."""
+    ((customer, step),) = _postgres_rows(
+        engines.database,
+        "select customer_id, step from nudge.send_ledger"
+        " where status = 'sent' and trigger = 'abandoned_cart' order by send_id limit 1",
+    )
+    later = (NEXT_HOUR + timedelta(hours=3)).isoformat()
+    preview = ["preview", "--trigger", "abandoned_cart", "--as-of", later, "--json"]
+    render = ["render", "--trigger", "abandoned_cart", "--step", step, "--customer", customer]
+    render += ["--as-of", NEXT_HOUR.isoformat()]
+    ledger = "select status, count(*) from nudge.send_ledger group by status order by status"
+    before = _postgres_rows(engines.database, ledger)
+    results = {}
+    for engine, env in (("duckdb", engines.duckdb_env), ("postgres", engines.postgres_env)):
+        previewed, rendered = _finish(
+            [
+                nudge(*preview, env=env),
+                nudge(*render, "--out", str(tmp_path / engine), env=env),
+            ]
+        )
+        assert previewed.code == 0 and rendered.code == 0, previewed.err + rendered.err
+        results[engine] = (json.loads(previewed.out), rendered.out)
+    duck, pg = results["duckdb"], results["postgres"]
+    assert pg[0] == duck[0]
+    assert pg[0]["decisions"] or pg[0]["excluded"], pg[0]
+    assert pg[1].replace(str(tmp_path / "postgres"), "") == duck[1].replace(
+        str(tmp_path / "duckdb"), ""
+    )
+    for name in ("email.html", "email.txt", "headers.txt"):
+        email = (tmp_path / "postgres" / name).read_bytes()
+        assert email and email == (tmp_path / "duckdb" / name).read_bytes(), name
+    # Neither sent nor wrote the ledger; the live tables were not touched.
+    assert _postgres_rows(engines.database, ledger) == before
+    assert engines.database.password not in pg[1] + json.dumps(pg[0])
 
 
 def test_why_export_and_erase_on_postgresql(engines: Engines) -> None:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.dbt
 TICK = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 AS_OF = TICK + timedelta(days=7)
 N = 1000
+LATE_SENDS = 3
 Z95 = 1.959964
 
 
@@ -167,6 +168,27 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
             settings, "select table_name from duckdb_tables() where schema_name = 'reporting'"
         )
     }
+    # What the tick's push sends comes after its dbt build: three order confirmations at its
+    # instant, in the ledger but in no model the tick built.
+    con = duckdb.connect(str(warehouse))
+    try:
+        for i in range(LATE_SENDS):
+            _ledger_row(
+                con,
+                f"late{i}",
+                trigger="order_confirmation",
+                step="confirmation",
+                step_index=0,
+                category="transactional",
+                customer_id=f"late{i}",
+                status="sent",
+                provider="sendgrid",
+                as_of=AS_OF,
+                sent_as_of=AS_OF,
+                settled_at=AS_OF,
+            )
+    finally:
+        con.close()
     # Then what a marketer runs: the reporting job as of that tick, and the report.
     mp = pytest.MonkeyPatch()
     mp.setenv("NUDGE_WAREHOUSE", str(warehouse))
@@ -284,6 +306,7 @@ def test_trigger_daily_counts_sends_and_attributed_conversions(built: Built) -> 
     assert rows == [
         ("abandoned_cart", "discount", "free_shipping", 500, 50, 0, 0.0),
         ("abandoned_cart", "discount", "ten_percent", 500, 100, 0, 0.0),
+        ("order_confirmation", "confirmation", None, LATE_SENDS, 0, 0, 0.0),
         ("win_back", "we_miss_you", None, 1000, 0, 100, 0.1),
     ]
     revenue = _query(
@@ -292,6 +315,27 @@ def test_trigger_daily_counts_sends_and_attributed_conversions(built: Built) -> 
         " order by currency",
     )
     assert revenue == [("EUR", 10, 400), ("USD", 90, 4500)]
+
+
+def test_deliverability_counts_the_sends_of_the_last_tick_as_the_other_reports_do(
+    built: Built,
+) -> None:
+    """Regression: rpt_deliverability read int_email_events__by_send, which the hourly tick
+    builds before its push and the reporting job does not rebuild, so the last tick's sends
+    were missing from it alone (found comparing the report on PostgreSQL and DuckDB)."""
+    deliverability = _query(
+        built.settings,
+        "select provider, sent_on, sent from reporting.rpt_deliverability order by 1, 2",
+    )
+    assert deliverability == [
+        ("outbox", TICK.date(), 2 * N),
+        ("sendgrid", AS_OF.date(), LATE_SENDS),
+    ]
+    daily = _query(
+        built.settings,
+        "select sent_on, sum(sent) from reporting.rpt_trigger_daily group by 1 order by 1",
+    )
+    assert daily == [(TICK.date(), 2 * N), (AS_OF.date(), LATE_SENDS)]
 
 
 def test_reporting_models_and_columns_are_documented_in_the_warehouse(built: Built) -> None:
