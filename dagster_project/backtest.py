@@ -27,6 +27,7 @@ from .runs import TriggerSummary
 from .triggers import find_trigger, project_triggers
 from .warehouse import (
     RAW_TABLES,
+    Connection,
     connection,
     quote_relation,
     sql,
@@ -72,9 +73,7 @@ def backtest(
     scratch = folder / "backtest.duckdb"
     excluded: dict[tuple[str, str, str, str], int] = {}
 
-    def count_exclusions(
-        i: int, tick: datetime, con: duckdb.DuckDBPyConnection, _: list[TriggerSummary]
-    ) -> None:
+    def count_exclusions(i: int, tick: datetime, con: Connection, _: list[TriggerSummary]) -> None:
         for spec in specs:
             for step, reason, count in con.execute(
                 sql("reports/backtest_exclusions").format(

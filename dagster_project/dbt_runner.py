@@ -131,7 +131,7 @@ def run_dbt(
     as_of: str,
     *,
     schema_prefix: str = "",
-    select: str = "+tag:nudge_audience",
+    select: str | None = "+tag:nudge_audience",
 ) -> None:
     """One dbt command for the models up to the eligibility tables, at ``as_of``.
 
@@ -149,8 +149,7 @@ def run_dbt(
             dbt_executable(),
             *args,
             *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
-            "--select",
-            select,
+            *(["--select", select] if select else []),
             "--target-path",
             str(target),
         ],

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
-
+from .config import Settings
 from .dbt_runner import REPORTING_TAG, DbtBuildError, run_dbt, target_path
 from .dispatch import dispatch_trigger
 from .policy import DispatchPolicy
@@ -22,20 +21,33 @@ from .providers import Provider
 from .rendering import Renderer
 from .runs import TriggerSummary
 from .triggers import ProjectRelations, TriggerSpec, higher_priority
-from .warehouse import connect, quote_relation, sql
+from .warehouse import Connection, connect, quote_relation, sql_for
+
+
+def open_warehouse(warehouse: Path | Settings) -> Connection:
+    """A connection to a replay's warehouse: a DuckDB file, or the database of ``Settings``.
+    Unlocked: a replay works on a copy or a database of its own."""
+    if isinstance(warehouse, Settings):
+        if warehouse.postgres is not None:
+            from .postgres import PostgresConnection
+
+            return PostgresConnection(warehouse.postgres)
+        warehouse = warehouse.warehouse
+    return connect(warehouse)
 
 
 class CompiledModels:
-    """The models for replays: compiled by dbt once, then executed per tick in DuckDB.
+    """The models for replays: compiled by dbt once, then executed per tick in the warehouse.
 
     Every model reads time only through the ``as_of()`` macro, which renders the instant as a
     literal; the project is compiled once with a sentinel instant and each tick substitutes its
     own. That is the SQL ``dbt run`` would execute, without dbt's parse and start-up per tick.
+    dbt compiles for the warehouse's engine (its target), so the SQL is that engine's.
     """
 
     SENTINEL = "1970-01-01T00:00:00.424242+00:00"
 
-    def __init__(self, warehouse: Path) -> None:
+    def __init__(self, warehouse: Path | Settings) -> None:
         target = target_path()
         target.mkdir(parents=True, exist_ok=True)
         # One compile at a time into the shared replay target (two backtests at once would
@@ -44,6 +56,12 @@ class CompiledModels:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             # --full-refresh: the incremental models' full-build SQL, so each replayed hour
             # rebuilds them from the whole history at its own instant.
+            if isinstance(warehouse, Settings) and warehouse.postgres is not None:
+                # On PostgreSQL the eligibility models' SQL depends on the columns of the built
+                # trigger models (macros/sequence.sql), and the models call helper functions
+                # the project's on-run-start hook creates; `dbt compile` builds nothing and
+                # runs no hooks. So one real run first (at the sentinel instant: cheap).
+                run_dbt(warehouse, ["run", "--quiet", "--full-refresh"], self.SENTINEL)
             run_dbt(warehouse, ["compile", "--quiet", "--full-refresh"], self.SENTINEL)
             manifest = json.loads((target / "manifest.json").read_text())
         # What a tick builds: the reporting models are the daily job's (defs/dbt.py), and
@@ -74,13 +92,15 @@ class CompiledModels:
         if not any(self.SENTINEL in code for _, _, code in self.models):
             raise DbtBuildError("the compiled models do not read as_of(); cannot replay them")
 
-    def build(self, con: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
+    def build(self, con: Connection, as_of: datetime) -> None:
         instant = as_of.isoformat()
+        create_schema = sql_for(con, "warehouse/create_schema")
+        create_model = sql_for(con, "warehouse/create_model")
         for kind, relation, code in self.models:
             schema = relation.split(".")[0]
-            con.execute(sql("warehouse/create_schema").format(schema=schema))
+            con.execute(create_schema.format(schema=schema))
             con.execute(
-                sql("warehouse/create_model").format(
+                create_model.format(
                     kind=kind, relation=relation, code=code.replace(self.SENTINEL, instant)
                 )
             )
@@ -99,11 +119,11 @@ def hourly(start: datetime, end: datetime) -> list[datetime]:
     return ticks
 
 
-OnTick = Callable[[int, datetime, duckdb.DuckDBPyConnection, list[TriggerSummary]], None]
+OnTick = Callable[[int, datetime, Connection, list[TriggerSummary]], None]
 
 
 def replay(
-    warehouse: Path,
+    warehouse: Path | Settings,
     ticks: Sequence[datetime],
     *,
     provider: Provider,
@@ -123,7 +143,7 @@ def replay(
     renderer = Renderer()
     ordered = sorted(specs, key=lambda s: (s.priority, s.name), reverse=True)
     for i, tick in enumerate(ticks, start=1):
-        con = connect(warehouse)
+        con = open_warehouse(warehouse)
         try:
             models.build(con, tick)
             summaries = [

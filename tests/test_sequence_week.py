@@ -6,10 +6,15 @@ catalogue (the same ``dispatch_trigger`` the Dagster send assets call, through
 outcome is known in advance; the tests check the stories and the invariants that must hold for
 everyone: every step at most once, in order, inside the recipient's allowed local hours, within
 the frequency caps, exits and holdouts respected.
+
+The week runs twice: on a DuckDB file, and on a real PostgreSQL server loaded with the same raw
+tables, where dbt compiles the models for its postgres target and the ledger lives in the
+database. Every test below holds on both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -22,11 +27,13 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
+from dagster_project.config import POSTGRES_PASSWORD_VAR, Settings
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import OutboxProvider
-from dagster_project.replay import hourly, replay
+from dagster_project.replay import hourly, open_warehouse, replay
 from dagster_project.triggers import project_triggers
 from tests.support.mirrors import holdout_bucket
+from tests.support.postgres import copy_schemas, postgres_server
 
 pytestmark = pytest.mark.dbt
 
@@ -158,47 +165,66 @@ class Week:
     relations: set[str]  # schema.table of every relation the replay built
 
 
-@pytest.fixture(scope="module")
-def week(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Week]:
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def week(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Week]:
+    """The week replayed on a DuckDB file, then on a PostgreSQL database loaded with the same
+    raw tables (dbt compiles the models for its postgres target)."""
     assert holdout_bucket("win_back", HELD_OUT) < 1000 <= holdout_bucket("win_back", NOT_HELD_OUT)
-    folder = tmp_path_factory.mktemp("week")
-    warehouse = folder / "week.duckdb"
-    _build_warehouse(warehouse)
-    specs, relations = project_triggers()
-    outbox = folder / "outbox"
-    replay(
-        warehouse,
-        hourly(START, END),
-        provider=OutboxProvider(outbox),
-        specs=specs,
-        relations=relations,
-        policy=DispatchPolicy(guards=GuardPolicy()),
-        from_email="shop@example.com",
-    )
-    con = duckdb.connect(str(warehouse))
-    try:
-        rows = {
-            r[0]: r[1:]
-            for r in con.execute(
-                "select send_id, trigger, trigger_key, step, customer_id, status, reason,"
-                " sent_as_of from nudge.send_ledger"
+    engine = request.param
+    folder = tmp_path_factory.mktemp(f"week_{engine}")
+    duckdb_file = folder / "week.duckdb"
+    _build_warehouse(duckdb_file)
+    warehouse: Path | Settings = duckdb_file
+    with contextlib.ExitStack() as stack:
+        if engine == "postgres":
+            server = stack.enter_context(postgres_server())
+            database = server.new_database("week")
+            source = duckdb.connect(str(duckdb_file), read_only=True)
+            try:
+                copy_schemas(source, database, ("raw",))
+            finally:
+                source.close()
+            state = folder / "state"
+            warehouse = Settings(warehouse=state / "week", postgres=database.settings(state))
+            with contextlib.closing(open_warehouse(warehouse)) as con:
+                ledger.ensure_ledger(con)
+            # dbt reads the password from the environment only, as in production.
+            patch = stack.enter_context(pytest.MonkeyPatch.context())
+            patch.setenv(POSTGRES_PASSWORD_VAR, database.password)
+        specs, relations = project_triggers()
+        outbox = folder / "outbox"
+        replay(
+            warehouse,
+            hourly(START, END),
+            provider=OutboxProvider(outbox),
+            specs=specs,
+            relations=relations,
+            policy=DispatchPolicy(guards=GuardPolicy()),
+            from_email="shop@example.com",
+        )
+        with contextlib.closing(open_warehouse(warehouse)) as con:
+            rows = {
+                r[0]: r[1:]
+                for r in con.execute(
+                    "select send_id, trigger, trigger_key, step, customer_id, status, reason,"
+                    " sent_as_of from nudge.send_ledger"
+                ).fetchall()
+            }
+            events = con.execute("select send_id, status from nudge.send_events").fetchall()
+            history = con.execute(
+                "select send_id, status, reason, as_of from nudge.send_events"
+                " order by recorded_at, as_of"
             ).fetchall()
-        }
-        events = con.execute("select send_id, status from nudge.send_events").fetchall()
-        history = con.execute(
-            "select send_id, status, reason, as_of from nudge.send_events"
-            " order by recorded_at, as_of"
-        ).fetchall()
-        relations = {
-            f"{schema}.{name}"
-            for schema, name in con.execute(
-                "select schema_name, table_name from duckdb_tables()"
-                " union all select schema_name, view_name from duckdb_views()"
-            ).fetchall()
-        }
-    finally:
-        con.close()
-    yield Week(warehouse, outbox, rows, events, history, relations)
+            built = {
+                f"{schema}.{name}"
+                for schema, name in con.execute(
+                    "select table_schema, table_name from information_schema.tables"
+                    " where table_catalog = current_database()"
+                ).fetchall()
+            }
+        yield Week(duckdb_file, outbox, rows, events, history, built)
 
 
 def _sends(week: Week, customer: str) -> list[tuple[str, str, datetime]]:
