@@ -176,6 +176,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="DuckDB memory_limit for the timed tick only (dbt's build and the push), e.g. 2GB",
     )
     parser.add_argument(
+        "--skip-full-refresh",
+        action="store_true",
+        help="skip the last stage, the same build with --full-refresh (the incremental models' "
+        "baseline): at 50M events it is a quarter of an hour",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary warehouse and print its path"
     )
     parser.add_argument(
@@ -367,8 +373,17 @@ def _tick_one_trigger(
         seconds=time.perf_counter() - start,
         errors=list(summary.errors),
     )
-    # Honesty: every planned row ended sent or failed, none left planned.
-    assert run.sent + run.failed == run.planned, (spec.name, summary.to_dict())
+    # Honesty: every planned row ended (sent, failed, unknown; or, taken over from an earlier
+    # tick, expired or skipped at send time) or waits for the recipient's morning.
+    ended = (
+        summary.sent
+        + summary.failed
+        + summary.unknown
+        + summary.expired
+        + (summary.skipped - summary.skipped_at_plan)
+        + summary.waiting_quiet_hours
+    )
+    assert ended == run.planned, (spec.name, summary.to_dict())
     stage.rows += run.sent
     return run
 
@@ -704,7 +719,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     next_hour = as_of + timedelta(hours=1 if settled else 2)
     new_events = _arrive(warehouse, next_hour)
     _dbt_build(warehouse, next_hour, stages["next"])
-    _dbt_build(warehouse, next_hour, stages["full"], full_refresh=True)
+    if not args.skip_full_refresh:
+        _dbt_build(warehouse, next_hour, stages["full"], full_refresh=True)
     stages["next"].rows = stages["full"].rows = sum(raw.values())
     print("  incremental and full-refresh builds done", file=sys.stderr)
     db_mib = warehouse.stat().st_size / 2**20
@@ -774,8 +790,11 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
             f"dbt build, steady hour ({new_events:,} new events), incremental models, {size}",
             stages["next"].seconds,
             "s",
-            "the same build with --full-refresh",
-            stages["full"].seconds,
+            *(
+                ("the same build with --full-refresh", stages["full"].seconds)
+                if not args.skip_full_refresh
+                else (None, None)
+            ),
         ),
         Figure("tick", f"tick's dbt build peak RSS, {size}", dbt.peak_rss_mib or 0.0, "MiB"),
         Figure("tick", f"tick's push peak RSS (this process), {size}", push_peak_mib or 0.0, "MiB"),
