@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import DBT_PROJECT_DIR, MODELS_DIR, Settings
+from .config import DBT_PROJECT_DIR, MODELS_DIR, POSTGRES_PASSWORD_VAR, Settings
 
 TARGET_DIR = DBT_PROJECT_DIR / "target"
 # The dbt tag of the reporting models (dbt_project.yml): built after the sends by the daily
@@ -42,12 +42,18 @@ def dbt_env(warehouse: Path | Settings | None = None) -> dict[str, str]:
     """The environment of a dbt subprocess: no usage stats; the warehouse pinned if given (a
     DuckDB file, or the settings of either engine: PostgreSQL's target and URL from them)."""
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    if isinstance(warehouse, Settings):
-        env["NUDGE_WAREHOUSE"] = warehouse.warehouse_setting
-        if warehouse.postgres is not None:
-            env.update(warehouse.postgres.dbt_env())
-    elif warehouse is not None:
-        env["NUDGE_WAREHOUSE"] = str(warehouse)
+    if warehouse is None:
+        return env
+    postgres = warehouse.postgres if isinstance(warehouse, Settings) else None
+    if postgres is None:
+        file = warehouse.warehouse if isinstance(warehouse, Settings) else warehouse
+        # The target too: an in-process PostgreSQL tick may have left NUDGE_DBT_TARGET set.
+        env.update(NUDGE_WAREHOUSE=str(file), NUDGE_DBT_TARGET="duckdb")
+        return env
+    env.update(postgres.dbt_env(), NUDGE_WAREHOUSE=postgres.url)
+    if postgres.password:
+        # dbt reads the password from this variable only, and scrubs it from its logs.
+        env[POSTGRES_PASSWORD_VAR] = postgres.password
     return env
 
 

@@ -7,13 +7,14 @@ The live job always runs real ``dbt build`` (with its data tests) through Dagste
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .dbt_runner import REPORTING_TAG, DbtBuildError, run_dbt, target_path
 from .dispatch import dispatch_trigger
 from .policy import DispatchPolicy
@@ -21,7 +22,7 @@ from .providers import Provider
 from .rendering import Renderer
 from .runs import TriggerSummary
 from .triggers import ProjectRelations, TriggerSpec, higher_priority
-from .warehouse import Connection, connect, quote_relation, sql_for
+from .warehouse import MISSING_RELATION_ERRORS, Connection, connect, one, quote_relation, sql_for
 
 
 def open_warehouse(warehouse: Path | Settings) -> Connection:
@@ -106,6 +107,20 @@ class CompiledModels:
             )
 
 
+def _refuse_a_live_warehouse(con: Connection) -> None:
+    """A replay drops and rebuilds every model, without the warehouse's lock: only on a copy (a
+    backtest's scratch file) or a database of its own, never on one a tick has run on."""
+    try:
+        found = one(con, sql_for(con, "reports/last_tick"))
+    except MISSING_RELATION_ERRORS:
+        return
+    if found and found[0] is not None:
+        raise ConfigError(
+            f"a tick ran on this warehouse (last at {found[0]}): replays rebuild every model, "
+            "so they run on a copy (as nudge backtest does) or a database of their own"
+        )
+
+
 def hourly(start: datetime, end: datetime) -> list[datetime]:
     """Every whole hour from ``start`` (rounded up) to ``end``."""
     first = start.replace(minute=0, second=0, microsecond=0)
@@ -139,6 +154,8 @@ def replay(
     hourly job, without Dagster's and dbt's per-run overhead; triggers go highest priority
     first, as their cap slots do live. The ledger must exist.
     """
+    with contextlib.closing(open_warehouse(warehouse)) as con:
+        _refuse_a_live_warehouse(con)
     models = CompiledModels(warehouse)
     renderer = Renderer()
     ordered = sorted(specs, key=lambda s: (s.priority, s.name), reverse=True)

@@ -125,3 +125,40 @@ def test_render_writes_the_email_one_customer_would_get(
     assert main([*args[:-1], "nobody", "--as-of", END.isoformat()]) == 2
     assert "has no welcome/day_0 step" in capsys.readouterr().err
     assert _ledger_is_empty(warehouse)
+
+
+def test_a_replay_refuses_a_warehouse_a_tick_has_run_on(tmp_path: Path) -> None:
+    """Replays drop and rebuild every model without the warehouse's lock: on a live warehouse
+    they would rebuild the tables a tick sends from, so they stop before touching anything."""
+    from dagster_project import ledger
+    from dagster_project.config import ConfigError
+    from dagster_project.policy import DispatchPolicy
+    from dagster_project.providers.dryrun import DryRunProvider
+    from dagster_project.replay import replay
+    from dagster_project.triggers import project_triggers
+
+    live = tmp_path / "live.duckdb"
+    con = duckdb.connect(str(live))
+    ledger.ensure_ledger(con)
+    con.execute(
+        "insert into nudge.runs (run_id, trigger, as_of, started_at, outcome)"
+        " values ('r1', 'welcome', ?, ?, 'ok')",
+        [datetime(2026, 6, 1, 12, tzinfo=UTC)] * 2,
+    )
+    con.close()
+    specs, relations = project_triggers()
+    with pytest.raises(ConfigError, match="a tick ran on this warehouse"):
+        replay(
+            live,
+            [datetime(2026, 6, 1, 13, tzinfo=UTC)],
+            provider=DryRunProvider(),
+            specs=specs,
+            relations=relations,
+            policy=DispatchPolicy(),
+            from_email="shop@example.com",
+        )
+    con = duckdb.connect(str(live), read_only=True)
+    assert con.execute(
+        "select count(*) from information_schema.schemata where schema_name = 'audience'"
+    ).fetchall() == [(0,)]
+    con.close()

@@ -9,5 +9,5 @@ select
 -- to_json reads the whole row by its alias.
 from {eligibility} as eligibility  -- noqa: AL05
 where customer_id = $customer and step = $step
-order by is_eligible desc, due_at desc
+order by is_eligible desc, due_at desc nulls last
 limit 1

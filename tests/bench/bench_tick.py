@@ -656,7 +656,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
                         competitors=_competitors(spec, specs),
                     )
                 )
-            push_peak_mib = _peak_rss_mib() if push_peak_measured else None
+            # VmHWM, not getrusage: ru_maxrss keeps the peak of threads that already exited.
+            push_peak_mib = _vm_hwm_mib(os.getpid()) if push_peak_measured else None
             handed_over = sum(r.sent for r in runs)
             received = server.received_send_ids()
             assert len(received) == handed_over, (len(received), handed_over)
