@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 TEST_TMP ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm || echo $${TMPDIR:-/tmp})
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo run test lint bench bench-push bench-serve bench-webhooks dev validate clean
+.PHONY: setup demo run test test-week-postgres lint bench bench-push bench-serve bench-webhooks dev validate clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ test: setup  ## the whole test suite (dbt unit tests, provider emulators include
 	@# waiting for the disk to sync each commit cost about a fifth of a tick. Removed after.
 	@tmp=$$(mktemp -d "$(TEST_TMP)/nudge-tests.XXXXXX") && trap 'rm -rf "$$tmp"' EXIT && \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--basetemp "$$tmp/pytest" $(PYTEST_ARGS)
+
+test-week-postgres: setup  ## the simulated week on PostgreSQL (kept out of `make test` for time; CI runs it)
+	@tmp=$$(mktemp -d "$(TEST_TMP)/nudge-tests.XXXXXX") && trap 'rm -rf "$$tmp"' EXIT && \
+	NUDGE_TEST_POSTGRES_WEEK=1 $(BIN)/python -m pytest tests/test_sequence_week.py -k postgres \
 		--basetemp "$$tmp/pytest" $(PYTEST_ARGS)
 
 lint: setup

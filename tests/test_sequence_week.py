@@ -7,9 +7,9 @@ outcome is known in advance; the tests check the stories and the invariants that
 everyone: every step at most once, in order, inside the recipient's allowed local hours, within
 the frequency caps, exits and holdouts respected.
 
-The week runs twice: on a DuckDB file, and on a real PostgreSQL server loaded with the same raw
-tables, where dbt compiles the models for its postgres target and the ledger lives in the
-database. Every test below holds on both.
+The week runs on a DuckDB file, and (``make test-week-postgres``, which CI runs) on a real
+PostgreSQL server loaded with the same raw tables, where dbt compiles the models for its
+postgres target and the ledger lives in the database. Every test below holds on both.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,9 @@ START = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)  # a Monday
 # A full week replayed two more days of heartbeats in which nothing was due: 38 ticks, a
 # minute or more of the suite, that checked nothing the earlier ticks do not.
 END = START + timedelta(days=5, hours=9)
+# The week on PostgreSQL adds a minute and a half to the suite: `make test-week-postgres` sets
+# this, and .ci/run runs that after `make test`.
+POSTGRES_WEEK = "NUDGE_TEST_POSTGRES_WEEK"
 # win_back holds out 10 %: buckets below 1000 of 10000 (tests assert the planted ids fit).
 HELD_OUT, NOT_HELD_OUT = "lapsed_23", "lapsed_1"
 
@@ -173,6 +177,9 @@ def week(
     raw tables (dbt compiles the models for its postgres target)."""
     assert holdout_bucket("win_back", HELD_OUT) < 1000 <= holdout_bucket("win_back", NOT_HELD_OUT)
     engine = request.param
+    if engine == "postgres" and not os.environ.get(POSTGRES_WEEK):
+        # The suite stays under its time budget; CI runs it (`make test-week-postgres`).
+        pytest.skip(f"the week on PostgreSQL runs with {POSTGRES_WEEK}=1 (make test-week-postgres)")
     folder = tmp_path_factory.mktemp(f"week_{engine}")
     duckdb_file = folder / "week.duckdb"
     _build_warehouse(duckdb_file)

@@ -277,6 +277,7 @@ def _dbt_build(
         env["NUDGE_DUCKDB_MEMORY_LIMIT"] = memory_limit  # dbt/profiles.yml reads it
     command = [dbt_executable(), *build_args(full_refresh=full_refresh)]
     peak: float | None = None
+    started = datetime.now(UTC)
     with stage.timed():
         proc = subprocess.Popen(
             command,
@@ -302,8 +303,10 @@ def _dbt_build(
         results: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         results = {}
-    # Another process may have run dbt in the same project since; only trust our own results.
-    if (results.get("args") or {}).get("vars", {}).get("as_of") != as_of.isoformat():
+    # Another process may have run dbt in the same project since; only trust our own results
+    # (the instant reaches dbt as an environment variable, so the results cannot name it).
+    generated = str((results.get("metadata") or {}).get("generated_at") or "")
+    if not generated or datetime.fromisoformat(generated.replace("Z", "+00:00")) < started:
         results = {}
     return DbtRun(results, partial_parse, peak)
 

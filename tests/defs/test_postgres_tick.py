@@ -274,8 +274,12 @@ def test_nudge_report_on_postgresql_shows_every_figure_duckdb_shows(
     from tests.support.browser import load
     from tests.test_report import CHARTS, tables
 
-    (duck,) = _finish([nudge("report", "--out", str(tmp_path / "duck"), env=engines.duckdb_env)])
-    pg = _nudge(engines, "report", "--out", str(tmp_path / "pg"))
+    duck, pg = _finish(
+        [
+            nudge("report", "--out", str(tmp_path / "duck"), env=engines.duckdb_env),
+            nudge("report", "--out", str(tmp_path / "pg"), env=engines.postgres_env),
+        ]
+    )
     assert duck.code == 0 and pg.code == 0, duck.err + pg.err
     assert f"reporting models built as of {NEXT_HOUR.isoformat()}" in pg.out, pg.out
     (pg_path,) = (tmp_path / "pg").glob("nudge-report-*.html")
@@ -328,6 +332,7 @@ def test_preview_and_render_on_postgresql_show_what_duckdb_shows(
     ledger = "select status, count(*) from nudge.send_ledger group by status order by status"
     before = _postgres_rows(engines.database, ledger)
     results = {}
+    # One engine after the other: both would build into dbt/target/preview at once.
     for engine, env in (("duckdb", engines.duckdb_env), ("postgres", engines.postgres_env)):
         previewed, rendered = _finish(
             [
