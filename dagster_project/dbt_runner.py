@@ -137,7 +137,7 @@ def run_dbt(
     as_of: str,
     *,
     schema_prefix: str = "",
-    select: str | None = "+tag:nudge_audience",
+    select: str = "+tag:nudge_audience",
 ) -> None:
     """One dbt command for the models up to the eligibility tables, at ``as_of``.
 
@@ -155,7 +155,8 @@ def run_dbt(
             dbt_executable(),
             *args,
             *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
-            *(["--select", select] if select else []),
+            "--select",
+            select,
             "--target-path",
             str(target),
         ],
