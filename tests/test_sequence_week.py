@@ -34,7 +34,7 @@ from dagster_project.providers import OutboxProvider
 from dagster_project.replay import hourly, open_warehouse, replay
 from dagster_project.triggers import project_triggers
 from tests.support.mirrors import holdout_bucket
-from tests.support.postgres import copy_schemas, postgres_server
+from tests.support.postgres import load_raw, postgres_server
 
 pytestmark = pytest.mark.dbt
 
@@ -188,11 +188,7 @@ def week(
         if engine == "postgres":
             server = stack.enter_context(postgres_server())
             database = server.new_database("week")
-            source = duckdb.connect(str(duckdb_file), read_only=True)
-            try:
-                copy_schemas(source, database, ("raw",))
-            finally:
-                source.close()
+            load_raw(duckdb_file, database)
             state = folder / "state"
             warehouse = Settings(warehouse=state / "week", postgres=database.settings(state))
             with contextlib.closing(open_warehouse(warehouse)) as con:

@@ -25,7 +25,7 @@ import pytest
 from dagster_project.config import POSTGRES_PASSWORD_VAR
 from dagster_project.demo_data import generate_to_file
 from tests.support.esp_server import EspServer
-from tests.support.postgres import PostgresServer, copy_schemas, postgres_server
+from tests.support.postgres import PostgresServer, load_raw, postgres_server
 from tests.support.processes import nudge
 
 pytestmark = pytest.mark.dbt
@@ -93,11 +93,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     duckdb_file.write_bytes(demo.read_bytes())
     with postgres_server() as server, EspServer(api_key=API_KEY) as duck_esp:
         database = server.new_database("shop")
-        source = duckdb.connect(str(demo), read_only=True)
-        try:
-            copy_schemas(source, database, ("raw",))
-        finally:
-            source.close()
+        load_raw(demo, database)
         url = f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}"
         with EspServer(api_key=API_KEY) as pg_esp:
             duck_env = _env(duckdb_file.parent, str(duckdb_file), duck_esp.url)

@@ -196,6 +196,15 @@ def apply_migrations(server: PostgresServer) -> list[str]:
     return applied
 
 
+def load_raw(warehouse: Path, server: PostgresServer) -> dict[str, int]:
+    """The raw tables of a DuckDB warehouse file, loaded into the server (``copy_schemas``)."""
+    source = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return copy_schemas(source, server, ("raw",))
+    finally:
+        source.close()
+
+
 def copy_schemas(
     source: duckdb.DuckDBPyConnection, server: PostgresServer, schemas: tuple[str, ...]
 ) -> dict[str, int]:
