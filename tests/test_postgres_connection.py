@@ -10,7 +10,7 @@ import pytest
 
 from dagster_project.config import Settings, postgres_from_url
 from dagster_project.postgres import AdvisoryLockTimeout, to_pyformat
-from dagster_project.warehouse import locked_warehouse
+from dagster_project.warehouse import MissingInputError, check_input_contract, locked_warehouse
 
 
 def test_placeholders_become_psycopg2s_outside_quotes_and_every_percent_is_doubled() -> None:
@@ -105,3 +105,22 @@ def test_the_lock_is_held_by_the_working_session_and_keeps_others_out(
     # Released on the way out: the next one gets it at once.
     with locked_warehouse(settings, timeout=0.3) as con:
         assert con.execute("select 1").fetchall() == [(1,)]
+
+
+def test_the_input_contract_accepts_raw_tables_views_and_materialized_views(
+    engine_con: Any,
+) -> None:
+    """A shop's raw schema is often views over what its loader writes, and on PostgreSQL often
+    materialized views: dbt reads all of them as sources, so the contract check must too."""
+    con = engine_con
+    postgres = hasattr(con, "settings")
+    con.execute("create schema if not exists raw")
+    con.execute("create table raw.loaded_events (event_id varchar, customer_id varchar)")
+    con.execute("create table raw.customers (customer_id varchar, email varchar)")
+    con.execute("create view raw.subscriptions as select 'c1' as customer_id")
+    with pytest.raises(MissingInputError, match=r"has no raw\.events\."):
+        check_input_contract(con, "the shop")
+    # DuckDB has no materialized views: a view stands in for one there.
+    kind = "materialized view" if postgres else "view"
+    con.execute(f"create {kind} raw.events as select * from raw.loaded_events")
+    check_input_contract(con, "the shop")

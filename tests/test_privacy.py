@@ -32,6 +32,7 @@ from dagster_project.providers import ProviderSettings
 from dagster_project.tick import run_tick
 from dagster_project.warehouse import compact
 from dagster_project.webhooks import EmailEvent
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.dbt
 
@@ -632,3 +633,37 @@ def test_erase_covers_every_schema_whose_models_name_a_customer() -> None:
     }
     assert "reporting" in holding
     assert holding <= set(DBT_SCHEMAS)
+
+
+def test_erase_on_postgresql_counts_the_persons_rows_in_a_raw_materialized_view(
+    postgres_cluster: PostgresServer, tmp_path: Path
+) -> None:
+    """nudge never deletes from the shop's raw schema; it tells the operator which raw
+    relations still hold the person. On PostgreSQL those are often materialized views over what
+    a loader writes, which information_schema does not list: they must be named all the same."""
+    server = postgres_cluster.new_database("erase_raw_matview")
+    con = server.warehouse(tmp_path / "state")
+    try:
+        ledger.ensure_ledger(con)
+        con.execute("create schema raw")
+        con.execute(
+            "create table raw.loaded_customers (customer_id varchar, email varchar,"
+            " first_name varchar)"
+        )
+        con.execute(
+            "insert into raw.loaded_customers values"
+            " ('c1', 'ann@example.com', 'Ann'), ('c2', 'bob@example.com', 'Bob')"
+        )
+        con.execute("create materialized view raw.customers as select * from raw.loaded_customers")
+    finally:
+        con.close()
+    settings = Settings(
+        warehouse=tmp_path / "state" / "shop",
+        postgres=server.settings(tmp_path / "state"),
+        provider=ProviderSettings(esp="outbox", outbox_dir=tmp_path / "outbox"),
+        dagster_home=tmp_path / "dagster_home",
+    )
+
+    result = erase(settings, emails=["ann@example.com"])
+
+    assert result.raw_rows == {"raw.customers": 1, "raw.loaded_customers": 1}
