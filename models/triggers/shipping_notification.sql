@@ -1,7 +1,8 @@
 -- One email per shipment, within minutes of the shop's order_shipped event: the carrier, the
 -- tracking number and a link to follow the parcel, with the order's products. A shipment is an
--- order and a tracking number, so a split order gets one email per parcel and a pipeline that
--- delivers the same event twice still gets one.
+-- order and a tracking number, so a split order gets one email per parcel, a pipeline that
+-- delivers the same event twice still gets one, and so does a parcel shipped first without its
+-- number and then with it.
 with
 
 events as (
@@ -41,36 +42,62 @@ first_events as (
 
 ),
 
+-- Shops often send order_shipped before the carrier has numbered the parcel, then again with
+-- the number: that is one parcel, announced once, with its number. So a shipment without a
+-- number is left out when its order has one with a number (an email already sent for it
+-- stays sent; the ledger keeps it). An order shipped without any number still gets its email.
+numbered_orders as (
+
+    select distinct order_id
+    from first_events
+    where
+        order_id is not null
+        and coalesce(tracking_number, '') != ''
+
+),
+
+announced as (
+
+    select first_events.*
+    from first_events
+    left join numbered_orders
+        on first_events.order_id = numbered_orders.order_id
+    where
+        coalesce(first_events.tracking_number, '') != ''
+        or numbered_orders.order_id is null
+
+),
+
 final as (
 
     select
-        coalesce(first_events.order_id, first_events.event_id)
-        || ':' || coalesce(first_events.tracking_number, '') as trigger_key,
-        first_events.customer_id,
-        first_events.occurred_at as entered_at,
-        first_events.order_id,
-        first_events.occurred_at as shipped_at,
-        nullif(first_events.carrier, '') as carrier,
-        nullif(first_events.tracking_number, '') as tracking_number,
+        coalesce(announced.order_id, announced.event_id)
+        || ':' || coalesce(announced.tracking_number, '') as trigger_key,
+        announced.customer_id,
+        announced.occurred_at as entered_at,
+        announced.order_id,
+        announced.occurred_at as shipped_at,
+        nullif(announced.carrier, '') as carrier,
+        nullif(announced.tracking_number, '') as tracking_number,
         -- The shop's own link first; else the carrier's tracking page (var carrier_tracking_urls).
         coalesce(
-            first_events.tracking_url,
-            {{ nudge_carrier_tracking_url('first_events.carrier', 'first_events.tracking_number') }}
+            announced.tracking_url,
+            {{ nudge_carrier_tracking_url('announced.carrier', 'announced.tracking_number') }}
         ) as tracking_url,
         orders.items,
         coalesce(orders.item_count, 0) as item_count,
         '{{ var("shop_url") }}/orders/'
-        || {{ nudge_url_segment('first_events.order_id') }} as order_url,
+        || {{ nudge_url_segment('announced.order_id') }} as order_url,
         '{{ var("shop_url") }}' as shop_url,
         -- Without an order id the email cannot say what shipped: excluded with this reason.
-        case when first_events.order_id is null then 'invalid_shipment' end
+        case when announced.order_id is null then 'invalid_shipment' end
             as entry_exclusion_reason
-    from first_events
+    from announced
     left join orders
-        on first_events.order_id = orders.order_id
+        on announced.order_id = orders.order_id
     -- Only the shipments whose email can touch this tick (nudge_entry_window, in
     -- macros/sequence.sql), after the first event of each is known.
-    where {{ nudge_entry_window('shipping_notification', 'first_events.occurred_at') }}
+    where {{ nudge_entry_window('shipping_notification', 'announced.occurred_at') }}
 
 )
 
