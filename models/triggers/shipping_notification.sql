@@ -44,15 +44,19 @@ first_events as (
 
 -- Shops often send order_shipped before the carrier has numbered the parcel, then again with
 -- the number: that is one parcel, announced once, with its number. So a shipment without a
--- number is left out when its order has one with a number (an email already sent for it
--- stays sent; the ledger keeps it). An order shipped without any number still gets its email.
+-- number is left out when its order has a numbered one at or after it (an email already sent
+-- for it stays sent). One without a number after the order's last numbered one is another
+-- parcel (a local courier), and an order shipped without any number gets its email too.
 numbered_orders as (
 
-    select distinct order_id
+    select
+        order_id,
+        max(occurred_at) as last_numbered_at
     from first_events
     where
         order_id is not null
         and coalesce(tracking_number, '') != ''
+    group by order_id
 
 ),
 
@@ -61,7 +65,9 @@ announced as (
     select first_events.*
     from first_events
     left join numbered_orders
-        on first_events.order_id = numbered_orders.order_id
+        on
+            first_events.order_id = numbered_orders.order_id
+            and first_events.occurred_at <= numbered_orders.last_numbered_at
     where
         coalesce(first_events.tracking_number, '') != ''
         or numbered_orders.order_id is null

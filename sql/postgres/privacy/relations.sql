@@ -10,7 +10,7 @@ relations as (
         classes.oid,
         namespaces.nspname as table_schema,
         classes.relname as table_name,
-        -- Only tables take deletes; views and materialized views follow their tables.
+        -- Only tables take deletes (a materialized view keeps its rows until it is refreshed).
         classes.relkind in ('r', 'p') as is_table
     from pg_catalog.pg_class as classes
     inner join pg_catalog.pg_namespace as namespaces
@@ -19,8 +19,12 @@ relations as (
         namespaces.nspname in (select unnest(cast($schemas as varchar[])))
         -- Tables, partitioned tables, views, materialized views and foreign tables.
         and classes.relkind in ('r', 'p', 'v', 'm', 'f')
+        -- A partition's rows are its parent's: counted once, there.
+        and not classes.relispartition
+        -- Reading a materialized view never refreshed is an error.
+        and (classes.relkind != 'm' or classes.relispopulated)
         -- As information_schema does: only what nudge's user may read.
-        and has_table_privilege(classes.oid, 'select')
+        and has_any_column_privilege(classes.oid, 'select')
 
 ),
 

@@ -10,4 +10,4 @@ where
     -- Tables, partitioned tables, views, materialized views and foreign tables.
     and relations.relkind in ('r', 'p', 'v', 'm', 'f')
     -- As information_schema does: only what nudge's user may read.
-    and has_table_privilege(relations.oid, 'select')
+    and has_any_column_privilege(relations.oid, 'select')
