@@ -1,9 +1,10 @@
 """``nudge backtest``: what the triggers would have sent over a past span, sending nothing.
 
-The raw tables are copied into a scratch DuckDB file with an empty ledger, and hourly ticks are
-replayed there (``replay.py``) with the real models and the real send step, through a provider
-that accepts every message and delivers none. The report counts, per day, trigger and step,
-what was sent, held out, deferred, skipped, and which due steps the rules kept out and why.
+The raw tables are copied into a scratch DuckDB file with an empty ledger (from a DuckDB file
+or, in one snapshot, from a PostgreSQL database), and hourly ticks are replayed there
+(``replay.py``) with the real models and the real send step, through a provider that accepts
+every message and delivers none. The report counts, per day, trigger and step, what was sent,
+held out, deferred, skipped, and which due steps the rules kept out and why.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import duckdb
 from . import ledger
 from .config import ConfigError, Settings
 from .policy import DispatchPolicy, GuardPolicy
+from .postgres import DIALECT, PostgresConnection, PostgresSettings, duckdb_type, quote_identifier
 from .providers.dryrun import DryRunProvider
 from .replay import hourly, replay
 from .runs import TriggerSummary
@@ -28,6 +30,7 @@ from .triggers import find_trigger, project_triggers
 from .warehouse import (
     RAW_TABLES,
     Connection,
+    check_input_contract,
     connection,
     quote_relation,
     sql,
@@ -87,7 +90,7 @@ def backtest(
             progress(i, len(ticks), tick)
 
     try:
-        _copy_raw(settings.warehouse, scratch)
+        _copy_raw(settings, scratch)
         replay(
             scratch,
             ticks,
@@ -123,12 +126,21 @@ def backtest(
     return report
 
 
-def _copy_raw(warehouse: Path, scratch: Path) -> None:
+def _copy_raw(settings: Settings, scratch: Path) -> None:
     """The raw tables of the input contract, copied into a fresh file with an empty ledger."""
-    if not warehouse.exists():
-        raise ConfigError(f"{warehouse} does not exist; point NUDGE_WAREHOUSE at your warehouse")
     scratch.parent.mkdir(parents=True, exist_ok=True)
     scratch.unlink(missing_ok=True)
+    if settings.postgres is not None:
+        _copy_raw_from_postgres(settings.postgres, scratch)
+    else:
+        _copy_raw_from_duckdb(settings.warehouse, scratch)
+    with connection(scratch) as con:
+        ledger.ensure_ledger(con)
+
+
+def _copy_raw_from_duckdb(warehouse: Path, scratch: Path) -> None:
+    if not warehouse.exists():
+        raise ConfigError(f"{warehouse} does not exist; point NUDGE_WAREHOUSE at your warehouse")
     with warehouse_lock(warehouse), connection(scratch) as con:
         try:
             con.execute(sql("warehouse/attach_source").format(path=sql_literal(str(warehouse))))
@@ -136,9 +148,66 @@ def _copy_raw(warehouse: Path, scratch: Path) -> None:
             for table in RAW_TABLES:
                 con.execute(sql("warehouse/copy_raw").format(table=table))
             con.execute(sql("warehouse/detach_source"))
-            ledger.ensure_ledger(con)
         except duckdb.CatalogException as exc:
             raise ConfigError(f"{warehouse} lacks the raw input tables: {exc}") from exc
+
+
+def _copy_raw_from_postgres(postgres: PostgresSettings, scratch: Path) -> None:
+    """The raw tables of a PostgreSQL database, streamed through CSV files beside ``scratch``.
+
+    One read-only snapshot for the three: a loader writing meanwhile cannot leave an event in
+    the copy whose customer is not. Nothing is written to the database, and no lock is taken
+    (a tick may run meanwhile). PostgreSQL's column types become DuckDB's
+    (``postgres.duckdb_type``), so the models read the copy as they read the database.
+    """
+    import psycopg2
+
+    try:
+        source = PostgresConnection(postgres)
+    except psycopg2.Error as exc:
+        raise ConfigError(f"cannot connect to {postgres.url}: {str(exc).strip()}") from exc
+    try:
+        check_input_contract(source, postgres.url)
+        source.begin_snapshot()
+        with connection(scratch) as con:
+            con.execute(sql("warehouse/create_raw_schema"))
+            for table in RAW_TABLES:
+                columns = source.execute(
+                    sql("warehouse/raw_columns", DIALECT), {"table_name": table}
+                ).fetchall()
+                con.execute(
+                    sql("warehouse/create_raw_table").format(
+                        table=table,
+                        column_definitions=", ".join(
+                            f"{quote_identifier(name)} {duckdb_type(kind)}"
+                            for name, kind in columns
+                        ),
+                    )
+                )
+                rows = scratch.with_name(f"{scratch.stem}.raw.{table}.csv")
+                try:
+                    with open(rows, "wb") as handle:
+                        source.copy_out(
+                            sql("warehouse/copy_raw_out", DIALECT).format(
+                                table=table,
+                                column_list=", ".join(quote_identifier(n) for n, _ in columns),
+                            ),
+                            handle,
+                        )
+                    con.execute(
+                        sql("warehouse/load_raw_csv").format(
+                            table=table, path=sql_literal(str(rows))
+                        )
+                    )
+                finally:
+                    rows.unlink(missing_ok=True)
+        source.rollback()
+    except psycopg2.Error as exc:
+        raise ConfigError(
+            f"could not copy the raw tables from {postgres.url}: {str(exc).strip()}"
+        ) from exc
+    finally:
+        source.close()
 
 
 def format_backtest(report: Backtest) -> str:

@@ -688,9 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that read, copy or compact the warehouse as a DuckDB file. On PostgreSQL they are
-# refused before anything is opened or created, until they run there too.
-DUCKDB_ONLY = frozenset({"demo", "backtest"})
+# Commands that write the warehouse as a DuckDB file. On PostgreSQL they are refused before
+# anything is opened or created, until they run there too.
+DUCKDB_ONLY = frozenset({"demo"})
 
 
 def _require_duckdb(command: str) -> None:

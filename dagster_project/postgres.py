@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -98,6 +98,46 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# PostgreSQL's column types (as ``format_type`` spells them, without a length or precision) in
+# DuckDB's, for a copy of PostgreSQL's rows into a DuckDB file (``nudge backtest``). Anything
+# else (arrays, intervals, a shop's own types) is copied as its text, which is what it reads
+# as in PostgreSQL's CSV; the models read only the input contract's columns.
+_DUCKDB_TYPES = {
+    "text": "varchar",
+    "character varying": "varchar",
+    "character": "varchar",
+    "name": "varchar",
+    "citext": "varchar",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "date": "date",
+    "smallint": "smallint",
+    "integer": "integer",
+    "bigint": "bigint",
+    "boolean": "boolean",
+    "real": "float",
+    "double precision": "double",
+    "json": "json",
+    "jsonb": "json",
+    "uuid": "uuid",
+}
+# DuckDB's decimals hold up to 38 digits; PostgreSQL's numeric has no limit.
+_NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
+
+
+def duckdb_type(postgres_type: str) -> str:
+    """The DuckDB type that holds a PostgreSQL column's values as they are."""
+    spelled = postgres_type.strip().lower()
+    numeric = _NUMERIC.fullmatch(spelled.replace(" ", ""))
+    if numeric:
+        precision, scale = int(numeric.group(1)), int(numeric.group(2))
+        return f"decimal({precision}, {scale})" if precision <= 38 else "double"
+    if spelled == "numeric":
+        return "double"
+    # timestamp(3) with time zone, character varying(64), ...: the length changes nothing.
+    return _DUCKDB_TYPES.get(re.sub(r"\(\d+\)", "", spelled), "varchar")
+
+
 @dataclass
 class PostgresSettings:
     """Where the warehouse is. The password comes from the environment only (config.py)."""
@@ -164,6 +204,8 @@ class PostgresConnection:
             # Days, hours and "a day later" follow the session's zone, as the dbt models'
             # on-run-start requires of them.
             options="-c timezone=UTC",
+            # Text in and out as UTF-8, whatever the database's encoding (COPY's files too).
+            client_encoding="utf8",
             # A dead peer is noticed within about a minute instead of the kernel's two hours:
             # the advisory lock lives as long as this session.
             keepalives=1,
@@ -268,6 +310,16 @@ class PostgresConnection:
         self._con.close()
 
     # -- PostgreSQL's own ------------------------------------------------------------------------
+
+    def begin_snapshot(self) -> None:
+        """A read-only transaction that sees one instant of the database in every statement
+        (committed or rolled back by the caller): tables read one after another agree."""
+        self._cursor.execute("begin transaction isolation level repeatable read, read only")
+
+    def copy_out(self, statement: str, handle: BinaryIO) -> None:
+        """Run ``COPY ... TO STDOUT`` and write what it streams into ``handle`` (bytes, in
+        the client's encoding: UTF-8)."""
+        self._cursor.copy_expert(statement, handle)
 
     @property
     def closed(self) -> bool:

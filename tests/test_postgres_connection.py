@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from dagster_project.config import Settings, postgres_from_url
-from dagster_project.postgres import AdvisoryLockTimeout, to_pyformat
+from dagster_project.postgres import AdvisoryLockTimeout, duckdb_type, to_pyformat
 from dagster_project.warehouse import MissingInputError, check_input_contract, locked_warehouse
 
 
@@ -124,3 +124,51 @@ def test_the_input_contract_accepts_raw_tables_views_and_materialized_views(
     kind = "materialized view" if postgres else "view"
     con.execute(f"create {kind} raw.events as select * from raw.loaded_events")
     check_input_contract(con, "the shop")
+
+
+@pytest.mark.parametrize(
+    ("postgres_type", "duckdb"),
+    [
+        ("text", "varchar"),
+        ("character varying(64)", "varchar"),
+        ("timestamp(3) with time zone", "timestamptz"),
+        ("timestamp without time zone", "timestamp"),
+        ("jsonb", "json"),
+        ("numeric(12,2)", "decimal(12, 2)"),
+        # Beyond DuckDB's 38 digits, and PostgreSQL's unbounded numeric: a double holds them.
+        ("numeric(50,2)", "double"),
+        ("numeric", "double"),
+        ("double precision", "double"),
+        # A type DuckDB does not share is copied as the text PostgreSQL writes for it.
+        ("text[]", "varchar"),
+        ("interval", "varchar"),
+    ],
+)
+def test_a_postgresql_column_type_becomes_the_duckdb_type_that_holds_its_values(
+    postgres_type: str, duckdb: str
+) -> None:
+    assert duckdb_type(postgres_type) == duckdb
+
+
+def test_a_snapshot_sees_one_instant_of_the_database_and_writes_nothing(
+    postgres_cluster: Any, tmp_path: Path
+) -> None:
+    """What a backtest's copy relies on: the three raw tables, read one after another in a
+    snapshot, agree even while a loader commits between the reads."""
+    database = postgres_cluster.new_database("snapshot")
+    reader = database.warehouse(tmp_path / "state")
+    loader = database.warehouse(tmp_path / "state")
+    try:
+        loader.execute("create table public.events (n integer)")
+        loader.execute("insert into public.events values (1)")
+        reader.begin_snapshot()
+        assert reader.execute("select count(*) from public.events").fetchall() == [(1,)]
+        loader.execute("insert into public.events values (2)")
+        assert reader.execute("select count(*) from public.events").fetchall() == [(1,)]
+        with pytest.raises(Exception, match="read-only transaction"):
+            reader.execute("insert into public.events values (3)")
+        reader.rollback()
+        assert reader.execute("select count(*) from public.events").fetchall() == [(2,)]
+    finally:
+        reader.close()
+        loader.close()

@@ -11,8 +11,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dagster_project.backtest import _copy_raw
 from dagster_project.cli import main
+from dagster_project.config import ConfigError, Settings
 from dagster_project.demo_data import generate_to_file
+from tests.support.postgres import PostgresServer, load_raw
 
 pytestmark = pytest.mark.dbt
 
@@ -162,3 +165,150 @@ def test_a_replay_refuses_a_warehouse_a_tick_has_run_on(tmp_path: Path) -> None:
         "select count(*) from information_schema.schemata where schema_name = 'audience'"
     ).fetchall() == [(0,)]
     con.close()
+
+
+def _point_at(database: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NUDGE_WAREHOUSE at ``database``, its password in the environment, as a user sets them."""
+    monkeypatch.setenv(
+        "NUDGE_WAREHOUSE",
+        f"postgresql://{database.user}@{database.host}:{database.port}/{database.dbname}",
+    )
+    monkeypatch.setenv("DBT_ENV_SECRET_NUDGE_PG_PASSWORD", database.password)
+
+
+def test_a_backtest_on_postgresql_reports_what_the_same_data_in_a_duckdb_file_reports(
+    warehouse: Path,
+    postgres_cluster: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    start = END - timedelta(hours=5)
+    args = ["backtest", "--from", start.isoformat(), "--to", END.isoformat(), "--json"]
+    assert main(args) == 0
+    on_duckdb = json.loads(capsys.readouterr().out)
+    database = postgres_cluster.new_database("backtest")
+    load_raw(warehouse, database)
+    _point_at(database, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0
+    on_postgres = json.loads(capsys.readouterr().out)
+    assert any(r["outcome"] == "sent" and r["count"] > 0 for r in on_postgres["rows"])
+    assert on_postgres == on_duckdb
+    # It read the database and wrote nothing there: no ledger, no models, only raw.
+    con = database.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute(
+                "select nspname from pg_namespace"
+                " where nspname not like 'pg\\_%' and nspname != 'information_schema'"
+            )
+            assert {row[0] for row in cur.fetchall()} == {"public", "raw"}
+    finally:
+        con.close()
+
+
+def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
+    postgres_cluster: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shop's raw tables as its loader typed them (lengths, precisions, arrays, a
+    materialized view), with the values a CSV hand-over gets wrong first: empty text against
+    null, quotes, commas and newlines inside values, sub-second instants in another zone."""
+    database = postgres_cluster.new_database("backtest_values")
+    con = database.connect()
+    with con.cursor() as cur:
+        cur.execute("create schema raw")
+        cur.execute(
+            "create table raw.customers (customer_id varchar(64), email text, first_name text,"
+            " timezone text, birthday date, created_at timestamptz,"
+            " lifetime_value numeric(12, 2), tags text[])"
+        )
+        cur.execute(
+            "insert into raw.customers values"
+            " ('c1', 'a@example.com', '', 'Europe/Berlin', '1990-02-28',"
+            "  '2026-05-01 10:00:00.123456+02', 12.50, '{vip,\"x,y\"}'),"
+            " ('c2', 'b@example.com', null, null, null, '2026-05-02 00:00:00+00', null, null),"
+            " ('c,3\"', 'zoë@example.com', E'Zoë \"Z\" O''Neil,\nline two', 'UTC',"
+            "  '2000-01-01', '2026-05-03 23:59:59.5-07', 0.10, '{}')"
+        )
+        cur.execute(
+            "create table raw.loaded_events (event_id text, customer_id text, event_name text,"
+            " occurred_at timestamp(3) with time zone, properties jsonb)"
+        )
+        cur.execute(
+            "insert into raw.loaded_events values"
+            " ('e1', 'c1', 'product_added', '2026-05-04 08:00:00.250+00',"
+            """  '{"cart_id": "k1", "items": [{"name": "Mug, \\"big\\"", "price": 12.5}],"""
+            """   "note": "line one\\nline two", "empty": ""}'),"""
+            " ('e2', 'c,3\"', 'order_completed', '2026-05-04 09:00:00+00', null),"
+            " ('', 'c2', '', '2026-05-04 10:00:00+00', '{}')"
+        )
+        cur.execute("create materialized view raw.events as select * from raw.loaded_events")
+        cur.execute(
+            "create table raw.subscriptions (customer_id text, list text, status text,"
+            " changed_at timestamptz)"
+        )
+        cur.execute(
+            "insert into raw.subscriptions values"
+            " ('c1', 'marketing', 'subscribed', '2026-05-01 10:00:00+00'),"
+            " ('c2', 'marketing', '', null)"
+        )
+        con.commit()
+        expected = {}
+        for table, columns in [
+            (
+                "customers",
+                "customer_id, email, first_name, timezone, birthday, created_at,"
+                " lifetime_value, tags::text",
+            ),
+            ("events", "event_id, customer_id, event_name, occurred_at, properties::text"),
+            ("subscriptions", "*"),
+        ]:
+            cur.execute(f"select {columns} from raw.{table}")
+            expected[table] = sorted(cur.fetchall(), key=repr)
+    con.close()
+    _point_at(database, monkeypatch)
+    scratch = tmp_path / "copy" / "backtest.duckdb"
+    _copy_raw(Settings.from_env(), scratch)
+
+    copy = duckdb.connect(str(scratch), read_only=True)
+    try:
+        copy.execute("set TimeZone = 'UTC'")
+        for table, rows in expected.items():
+            copied = sorted(copy.execute(f"select * from raw.{table}").fetchall(), key=repr)
+            if table == "events":
+                # jsonb's text and DuckDB's JSON may space a document differently.
+                rows = [(*r[:4], r[4] and json.loads(r[4])) for r in rows]
+                copied = [(*r[:4], r[4] and json.loads(r[4])) for r in copied]
+            assert copied == rows, table
+        types = dict(
+            copy.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = 'raw' and table_name in ('customers', 'events')"
+            ).fetchall()
+        )
+        assert types["occurred_at"] == "TIMESTAMP WITH TIME ZONE"
+        assert types["properties"] == "JSON"
+        assert types["lifetime_value"] == "DECIMAL(12,2)"
+        assert types["birthday"] == "DATE"
+        assert copy.execute("select count(*) from nudge.send_ledger").fetchall() == [(0,)]
+    finally:
+        copy.close()
+    # The CSV files it streamed through are gone.
+    assert sorted(p.name for p in scratch.parent.iterdir()) == ["backtest.duckdb"]
+
+    # A materialized view never refreshed cannot be read: a clear error, not a traceback.
+    con = database.connect()
+    with con.cursor() as cur:
+        cur.execute("drop materialized view raw.events")
+        cur.execute(
+            "create materialized view raw.events as select * from raw.loaded_events with no data"
+        )
+    con.commit()
+    con.close()
+    with pytest.raises(
+        ConfigError,
+        match=r"could not copy the raw tables from postgresql://.*has not been populated",
+    ):
+        _copy_raw(Settings.from_env(), scratch)
+    assert not list(scratch.parent.glob("*.csv"))
