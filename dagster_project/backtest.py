@@ -190,7 +190,9 @@ def _copy_raw_from_postgres(postgres: PostgresSettings, scratch: Path) -> None:
                         source.copy_out(
                             sql("warehouse/copy_raw_out", DIALECT).format(
                                 table=table,
-                                column_list=", ".join(quote_identifier(n) for n, _ in columns),
+                                column_list=", ".join(
+                                    _copied_column(name, kind) for name, kind in columns
+                                ),
                             ),
                             handle,
                         )
@@ -199,6 +201,13 @@ def _copy_raw_from_postgres(postgres: PostgresSettings, scratch: Path) -> None:
                             table=table, path=sql_literal(str(rows))
                         )
                     )
+                except duckdb.Error as exc:
+                    # The first line only: DuckDB's next ones quote the row, a person's data.
+                    first = str(exc).strip().splitlines()[0]
+                    raise ConfigError(
+                        f"could not load raw.{table} of {postgres.url} into the backtest's "
+                        f"copy: {first}"
+                    ) from None
                 finally:
                     rows.unlink(missing_ok=True)
         source.rollback()
@@ -208,6 +217,23 @@ def _copy_raw_from_postgres(postgres: PostgresSettings, scratch: Path) -> None:
         ) from exc
     finally:
         source.close()
+
+
+# PostgreSQL writes an instant before year 1 as "0044-03-15 10:00:00 BC", which DuckDB's CSV
+# reader takes for 44 AD without a word; DuckDB spells it "0044-03-15 (BC) 10:00:00". Only
+# such values are rewritten (the comparison is cheap; -infinity matches and is left as it is).
+_INSTANT_TEXT = (
+    "case when {column} < '0001-01-01' then regexp_replace(cast({column} as text),"
+    " '^(\\S+)(.*) BC$', '\\1 (BC)\\2') else cast({column} as text) end"
+)
+
+
+def _copied_column(name: str, postgres_type: str) -> str:
+    """The expression that writes one column into the CSV file DuckDB reads."""
+    column = quote_identifier(name)
+    if duckdb_type(postgres_type) in ("date", "timestamp", "timestamptz"):
+        return _INSTANT_TEXT.format(column=column)
+    return column
 
 
 def format_backtest(report: Backtest) -> str:

@@ -121,7 +121,8 @@ _DUCKDB_TYPES = {
     "jsonb": "json",
     "uuid": "uuid",
 }
-# DuckDB's decimals hold up to 38 digits; PostgreSQL's numeric has no limit.
+# DuckDB's decimals hold up to 38 digits; PostgreSQL's numeric has no limit (a double keeps the
+# magnitude of a wider or unconstrained one, with about 16 significant digits).
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
 
 
@@ -131,7 +132,8 @@ def duckdb_type(postgres_type: str) -> str:
     numeric = _NUMERIC.fullmatch(spelled.replace(" ", ""))
     if numeric:
         precision, scale = int(numeric.group(1)), int(numeric.group(2))
-        return f"decimal({precision}, {scale})" if precision <= 38 else "double"
+        # (PostgreSQL 15 allows a scale above the precision, DuckDB does not.)
+        return f"decimal({precision}, {scale})" if scale <= precision <= 38 else "double"
     if spelled == "numeric":
         return "double"
     # timestamp(3) with time zone, character varying(64), ...: the length changes nothing.

@@ -211,9 +211,10 @@ def test_a_backtest_on_postgresql_reports_what_the_same_data_in_a_duckdb_file_re
 def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
     postgres_cluster: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shop's raw tables as its loader typed them (lengths, precisions, arrays, a
+    """A shop's raw tables as its loader typed them (lengths, precisions, arrays, a domain, a
     materialized view), with the values a CSV hand-over gets wrong first: empty text against
-    null, quotes, commas and newlines inside values, sub-second instants in another zone."""
+    null, quotes, commas, newlines and carriage returns inside values, sub-second instants in
+    another zone, dates before year 1."""
     database = postgres_cluster.new_database("backtest_values")
     con = database.connect()
     with con.cursor() as cur:
@@ -225,11 +226,18 @@ def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
         )
         cur.execute(
             "insert into raw.customers values"
+            # A web form's line ends, and a value that ends in one; first, where DuckDB's
+            # reader would guess the file's line ending from them.
+            " ('c4', 'c@example.com', E'Ann\\r\\nMarie', E'UTC\\r', null, '2026-05-04 00:00:00+00',"
+            "  null, null),"
             " ('c1', 'a@example.com', '', 'Europe/Berlin', '1990-02-28',"
             "  '2026-05-01 10:00:00.123456+02', 12.50, '{vip,\"x,y\"}'),"
             " ('c2', 'b@example.com', null, null, null, '2026-05-02 00:00:00+00', null, null),"
             " ('c,3\"', 'zoë@example.com', E'Zoë \"Z\" O''Neil,\nline two', 'UTC',"
-            "  '2000-01-01', '2026-05-03 23:59:59.5-07', 0.10, '{}')"
+            "  '2000-01-01', '2026-05-03 23:59:59.5-07', 0.10, '{}'),"
+            # Before year 1: DuckDB's CSV reader would read "0044-03-15 BC" as 44 AD.
+            " ('c_bc', 'd@example.com', null, null, '0044-03-15 BC',"
+            "  '0044-03-15 10:00:00+00 BC', null, null)"
         )
         cur.execute(
             "create table raw.loaded_events (event_id text, customer_id text, event_name text,"
@@ -244,9 +252,10 @@ def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
             " ('', 'c2', '', '2026-05-04 10:00:00+00', '{}')"
         )
         cur.execute("create materialized view raw.events as select * from raw.loaded_events")
+        cur.execute("create domain raw.instant as timestamptz")
         cur.execute(
             "create table raw.subscriptions (customer_id text, list text, status text,"
-            " changed_at timestamptz)"
+            " changed_at raw.instant)"
         )
         cur.execute(
             "insert into raw.subscriptions values"
@@ -262,9 +271,9 @@ def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
                 " lifetime_value, tags::text",
             ),
             ("events", "event_id, customer_id, event_name, occurred_at, properties::text"),
-            ("subscriptions", "*"),
+            ("subscriptions", "customer_id, list, status, cast(changed_at as timestamptz)"),
         ]:
-            cur.execute(f"select {columns} from raw.{table}")
+            cur.execute(f"select {columns} from raw.{table} where customer_id != 'c_bc'")
             expected[table] = sorted(cur.fetchall(), key=repr)
     con.close()
     _point_at(database, monkeypatch)
@@ -275,7 +284,10 @@ def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
     try:
         copy.execute("set TimeZone = 'UTC'")
         for table, rows in expected.items():
-            copied = sorted(copy.execute(f"select * from raw.{table}").fetchall(), key=repr)
+            copied = sorted(
+                copy.execute(f"select * from raw.{table} where customer_id != 'c_bc'").fetchall(),
+                key=repr,
+            )
             if table == "events":
                 # jsonb's text and DuckDB's JSON may space a document differently.
                 rows = [(*r[:4], r[4] and json.loads(r[4])) for r in rows]
@@ -291,11 +303,40 @@ def test_the_copy_from_postgresql_keeps_every_value_as_the_database_has_it(
         assert types["properties"] == "JSON"
         assert types["lifetime_value"] == "DECIMAL(12,2)"
         assert types["birthday"] == "DATE"
+        # Python has no year 0 or before: compared as DuckDB writes them.
+        assert copy.execute(
+            "select cast(birthday as varchar), cast(created_at as varchar) from raw.customers"
+            " where customer_id = 'c_bc'"
+        ).fetchall() == [("0044-03-15 (BC)", "0044-03-15 (BC) 10:00:00+00")]
+        # The domain's base type.
+        assert copy.execute(
+            "select data_type from information_schema.columns"
+            " where table_schema = 'raw' and column_name = 'changed_at'"
+        ).fetchall() == [("TIMESTAMP WITH TIME ZONE",)]
         assert copy.execute("select count(*) from nudge.send_ledger").fetchall() == [(0,)]
     finally:
         copy.close()
     # The CSV files it streamed through are gone.
     assert sorted(p.name for p in scratch.parent.iterdir()) == ["backtest.duckdb"]
+
+    # A value DuckDB's column cannot hold (numeric's NaN in a decimal): a clear error that
+    # names the table and quotes none of the person's data.
+    con = database.connect()
+    with con.cursor() as cur:
+        cur.execute(
+            "insert into raw.customers (customer_id, email, lifetime_value)"
+            " values ('c_nan', 'nan@example.com', 'NaN')"
+        )
+    con.commit()
+    with pytest.raises(
+        ConfigError, match=r"could not load raw\.customers of postgresql://"
+    ) as error:
+        _copy_raw(Settings.from_env(), scratch)
+    assert "nan@example.com" not in str(error.value) and "c_nan" not in str(error.value)
+    with con.cursor() as cur:
+        cur.execute("delete from raw.customers where customer_id = 'c_nan'")
+    con.commit()
+    con.close()
 
     # A materialized view never refreshed cannot be read: a clear error, not a traceback.
     con = database.connect()
