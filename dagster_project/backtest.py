@@ -156,8 +156,9 @@ def _copy_raw_from_postgres(postgres: PostgresSettings, scratch: Path) -> None:
     """The raw tables of a PostgreSQL database, streamed through CSV files beside ``scratch``.
 
     One read-only snapshot for the three: a loader writing meanwhile cannot leave an event in
-    the copy whose customer is not. Nothing is written to the database, and no lock is taken
-    (a tick may run meanwhile). PostgreSQL's column types become DuckDB's
+    the copy whose customer is not. Nothing is written to the database and nudge's lock is not
+    taken (a tick may run meanwhile; PostgreSQL's share locks on the raw tables last until the
+    copy ends). PostgreSQL's column types become DuckDB's
     (``postgres.duckdb_type``), so the models read the copy as they read the database.
     """
     import psycopg2
