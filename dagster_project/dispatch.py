@@ -200,24 +200,31 @@ class _Push:
         # What pushes of this trigger that died left in the journal: settled or taken over by
         # resume, then the files go.
         left, files = handover.read(self.journal, self.spec.name)
-        resumed = ledger.resume(
-            self.con,
-            trigger=self.spec.name,
-            eligibility=self.spec.relation,
-            run_id=self.run_id,
-            as_of=self.as_of,
-            provider=self.provider.name,
-            idempotent=self.provider.limits.idempotent,
-            retry=self.policy.retry,
-            journal=left,
+        # Nothing unfinished and nothing due (most steps of most ticks): resume and planning
+        # would change no row, so their transactions are skipped.
+        idle = not files and ledger.is_idle(
+            self.con, trigger=self.spec.name, eligibility=self.spec.relation, as_of=self.as_of
         )
-        handover.discard(files)
+        if not idle:
+            resumed = ledger.resume(
+                self.con,
+                trigger=self.spec.name,
+                eligibility=self.spec.relation,
+                run_id=self.run_id,
+                as_of=self.as_of,
+                provider=self.provider.name,
+                idempotent=self.provider.limits.idempotent,
+                retry=self.policy.retry,
+                journal=left,
+            )
+            handover.discard(files)
+            # Every unfinished send of an earlier run taken over: sent now, or settled as
+            # skipped, expired, failed or unknown.
+            summary.resumed = sum(resumed.values())
         if tracked:
             guards.journal_settled(self.con, self.spec.name)
-        # Every unfinished send of an earlier run taken over: sent now, or settled as skipped,
-        # expired, failed or unknown.
-        summary.resumed = sum(resumed.values())
-        self._plan(competitors)
+        if not idle:
+            self._plan(competitors)
         failpoints.hit("after_plan")
         failpoints.pause(f"before_push:{self.spec.name}")
         limits = self.provider.limits

@@ -225,6 +225,20 @@ def _recover_answers(
         con.execute(sql_for(con, "ledger/results_drop"))
 
 
+def is_idle(con: Connection, *, trigger: str, eligibility: str, as_of: datetime) -> bool:
+    """True when neither :func:`resume` nor :func:`planning` could change a row of ``trigger``
+    at ``as_of`` (``idle.sql``): no unfinished send in the ledger and no candidate in the
+    eligibility relation. Most send steps of most hourly ticks are idle; skipping their
+    transactions is most of what an idle step costs. A journal left by a dead push is the
+    caller's to check (``handover.read``)."""
+    found = one(
+        con,
+        sql_for(con, "ledger/idle").format(eligibility=quote_relation(eligibility)),
+        {"trigger": trigger, "as_of": as_of},
+    )
+    return bool(found and found[0])
+
+
 # -- planning ---------------------------------------------------------------------------------
 
 

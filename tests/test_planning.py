@@ -732,6 +732,112 @@ def test_resume_never_plans_a_deferred_send(con, rule_reason) -> None:
     assert len(events(con, send_id)) == 1
 
 
+# --- idle steps ------------------------------------------------------------------------------
+
+
+def _sent_earlier(con) -> None:
+    write_eligibility(con, [cart("k", "c1")])
+    decide(con)
+    send_id = make_send_id("abandoned_cart", "k", "reminder")
+    ledger.settle(
+        con,
+        run_id="r1",
+        results=[SendResult(send_id, "sent", provider_message_id="m")],
+        as_of=AS_OF,
+    )
+    again = cart("k", "c1", is_eligible=False, exclusion_reason="already_sent")
+    write_eligibility(con, [{**again, "ledger_status": "sent"}])
+
+
+def _other_trigger_unfinished(con) -> None:
+    write_eligibility(con, [row("history", "k", "c9")], HISTORY)
+    decide(con, relation=HISTORY)  # planned, never pushed: unfinished, but not this trigger's
+    write_eligibility(con, [cart("k", "c1", due_at=AS_OF + timedelta(hours=2))])
+
+
+def _superseded_not_due(con) -> None:
+    later = _step("k", "c1", "second_reminder", 2, is_eligible=False)
+    later.update(
+        due_at=AS_OF + timedelta(hours=20),
+        exclusion_reason="superseded",
+        rule_exclusion_reason="superseded",
+    )
+    write_eligibility(con, [later])
+
+
+def _waiting_retry(con) -> None:
+    _failed_retryable(con)
+    write_eligibility(
+        con,
+        [cart("blip", "c_blip", is_eligible=False, exclusion_reason="retrying")],
+    )
+
+
+IDLE_STATES = {
+    # name: (set-up, idle?)
+    "a due eligible step": (lambda con: write_eligibility(con, [cart("k", "c1")]), False),
+    "a step not due yet": (
+        lambda con: write_eligibility(con, [cart("k", "c1", due_at=AS_OF + timedelta(hours=1))]),
+        True,
+    ),
+    "a step past its grace": (
+        lambda con: write_eligibility(
+            con,
+            [
+                cart(
+                    "k",
+                    "c1",
+                    due_at=AS_OF - timedelta(days=2),
+                    expires_at=AS_OF - timedelta(hours=1),
+                )
+            ],
+        ),
+        True,
+    ),
+    "a due step excluded by a rule": (
+        lambda con: write_eligibility(con, [_not_sent("k", "c1", "unsubscribed")]),
+        True,
+    ),
+    "a due step already sent": (_sent_earlier, True),
+    "a due holdout not recorded yet": (
+        lambda con: write_eligibility(con, [_not_sent("k", "c1", "holdout")]),
+        False,
+    ),
+    "a due unmet condition not recorded yet": (
+        lambda con: write_eligibility(con, [_not_sent("k", "c1", "condition_not_met")]),
+        False,
+    ),
+    "a superseded step not due yet": (_superseded_not_due, False),
+    "a send another trigger left unfinished": (_other_trigger_unfinished, True),
+    "a claimed send of a run that died": (
+        lambda con: (write_eligibility(con, [cart("k", "c1")]), decide(con, run_id="dead")),
+        False,
+    ),
+    "a deferred send": (lambda con: _deferred(con, expires_at=AS_OF + timedelta(days=2)), False),
+    "a retry not due yet": (_waiting_retry, False),
+}
+
+
+@pytest.mark.parametrize(("setup", "idle"), IDLE_STATES.values(), ids=IDLE_STATES.keys())
+def test_a_step_said_to_be_idle_would_have_changed_nothing(con, setup, idle) -> None:
+    """The send step skips resume and planning when ``ledger.is_idle`` says neither could
+    change a row: a check that said so wrongly would lose a send. So in each state, the check
+    is compared with what resume and planning then do at the same tick."""
+    setup(con)
+    assert ledger.is_idle(con, trigger="abandoned_cart", eligibility=CART, as_of=AS_OF) is idle
+    before = (
+        con.execute("select * from nudge.send_ledger order by send_id").fetchall(),
+        count(con, "nudge.send_events"),
+    )
+    changed = sum(_resume(con, AS_OF).values()) + sum(decide(con, run_id="next").by_status.values())
+    after = (
+        con.execute("select * from nudge.send_ledger order by send_id").fetchall(),
+        count(con, "nudge.send_events"),
+    )
+    if idle:
+        assert (changed, after) == (0, before)
+
+
 # --- dispatch: paused triggers, summary counts -----------------------------------------------
 
 

@@ -17,6 +17,7 @@ create temp table plan_decisions as
 
 with
 
+-- idle.sql loosens this filter to tell a step with nothing to do: change them together.
 candidates as (
 
     select eligibility.*
