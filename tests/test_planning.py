@@ -8,6 +8,8 @@ Earlier sends are made the way a tick makes them (plan, settle through
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import duckdb
 import pytest
 
 from dagster_project import ledger
+from dagster_project.config import SQL_DIR
 from dagster_project.ledger import PlanDecision
 from dagster_project.policy import DispatchPolicy, FrequencyCaps
 from dagster_project.providers import SendResult
@@ -773,69 +776,142 @@ def _waiting_retry(con) -> None:
     )
 
 
-IDLE_STATES = {
-    # name: (set-up, idle?)
-    "a due eligible step": (lambda con: write_eligibility(con, [cart("k", "c1")]), False),
-    "a step not due yet": (
-        lambda con: write_eligibility(con, [cart("k", "c1", due_at=AS_OF + timedelta(hours=1))]),
+def _unknown(con) -> None:
+    write_eligibility(con, [cart("k", "c1")])
+    decide(con, run_id="dead")
+    send_id = make_send_id("abandoned_cart", "k", "reminder")
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[send_id])
+    assert _resume(con, AS_OF) == {"unknown": 1}  # in doubt: never resent by itself
+    again = cart("k", "c1", is_eligible=False, exclusion_reason="delivery_unknown")
+    write_eligibility(con, [{**again, "ledger_status": "unknown"}])
+
+
+def _holdout_recorded(con) -> None:
+    held = _not_sent("k", "c1", "holdout")
+    write_eligibility(con, [held])
+    decide(con)
+    write_eligibility(con, [{**held, "ledger_status": "holdout"}])
+
+
+def _retry_due(con) -> datetime:
+    _failed_retryable(con)
+    later = AS_OF + timedelta(hours=1)
+    retrying = cart("blip", "c_blip", as_of=later, is_eligible=False, exclusion_reason="retrying")
+    write_eligibility(con, [{**retrying, "ledger_status": "failed_retryable"}])
+    return later
+
+
+def _deferred_entry_gone(con) -> datetime:
+    _deferred(con, expires_at=AS_OF + timedelta(days=2))
+    later = AS_OF + timedelta(hours=2)
+    write_eligibility(con, [cart("other", "c2", as_of=later, due_at=later + timedelta(hours=1))])
+    return later
+
+
+def _claimed_by_a_dead_run(con) -> None:
+    write_eligibility(con, [cart("k", "c1")])
+    decide(con, run_id="dead")
+
+
+def _deferred_still_capped(con) -> None:
+    _deferred(con, expires_at=AS_OF + timedelta(days=2))
+
+
+def _claimed_by_a_later_run(con) -> datetime:
+    write_eligibility(con, [cart("k", "c1")])
+    decide(con, run_id="dead")
+    earlier = AS_OF - timedelta(minutes=5)
+    write_eligibility(con, [cart("other", "c2", as_of=earlier, due_at=AS_OF)])
+    return earlier
+
+
+def _table(*rows: dict) -> Callable[[Any], None]:
+    return lambda con: write_eligibility(con, list(rows))
+
+
+IDLE_STATES: dict[str, tuple[Callable[[Any], datetime | None], bool, bool]] = {
+    # name: (set-up returning the tick if not AS_OF, idle?, do resume and planning change rows?)
+    "a due eligible step": (_table(cart("k", "c1")), False, True),
+    "a step due at the tick itself": (_table(cart("k", "c1", due_at=AS_OF)), False, True),
+    "a step whose grace ends at the tick": (
+        _table(cart("k", "c1", due_at=AS_OF - timedelta(days=1), expires_at=AS_OF)),
+        False,
         True,
     ),
+    "a step not due yet": (_table(cart("k", "c1", due_at=AS_OF + timedelta(hours=1))), True, False),
     "a step past its grace": (
-        lambda con: write_eligibility(
-            con,
-            [
-                cart(
-                    "k",
-                    "c1",
-                    due_at=AS_OF - timedelta(days=2),
-                    expires_at=AS_OF - timedelta(hours=1),
-                )
-            ],
+        _table(
+            cart("k", "c1", due_at=AS_OF - timedelta(days=2), expires_at=AS_OF - timedelta(hours=1))
         ),
         True,
+        False,
     ),
-    "a due step excluded by a rule": (
-        lambda con: write_eligibility(con, [_not_sent("k", "c1", "unsubscribed")]),
+    "a due step excluded by a rule": (_table(_not_sent("k", "c1", "unsubscribed")), True, False),
+    "a due step already sent": (_sent_earlier, True, False),
+    "a due holdout not recorded yet": (_table(_not_sent("k", "c1", "holdout")), False, True),
+    "a holdout already recorded": (_holdout_recorded, True, False),
+    "a due unmet condition not recorded yet": (
+        _table(_not_sent("k", "c1", "condition_not_met")),
+        False,
         True,
     ),
-    "a due step already sent": (_sent_earlier, True),
-    "a due holdout not recorded yet": (
-        lambda con: write_eligibility(con, [_not_sent("k", "c1", "holdout")]),
-        False,
-    ),
-    "a due unmet condition not recorded yet": (
-        lambda con: write_eligibility(con, [_not_sent("k", "c1", "condition_not_met")]),
-        False,
-    ),
-    "a superseded step not due yet": (_superseded_not_due, False),
-    "a send another trigger left unfinished": (_other_trigger_unfinished, True),
-    "a claimed send of a run that died": (
-        lambda con: (write_eligibility(con, [cart("k", "c1")]), decide(con, run_id="dead")),
-        False,
-    ),
-    "a deferred send": (lambda con: _deferred(con, expires_at=AS_OF + timedelta(days=2)), False),
-    "a retry not due yet": (_waiting_retry, False),
+    "a superseded step not due yet": (_superseded_not_due, False, True),
+    "a send another trigger left unfinished": (_other_trigger_unfinished, True, False),
+    "a claimed send of a run that died": (_claimed_by_a_dead_run, False, True),
+    # Left to a run at least as late as the one that claimed it: not idle, but untouched.
+    "a send claimed by a later run": (_claimed_by_a_later_run, False, False),
+    # Still capped: it waits, and records no event.
+    "a deferred send": (_deferred_still_capped, False, False),
+    "a deferred send whose entry is gone": (_deferred_entry_gone, False, True),
+    "a retry not due yet": (_waiting_retry, False, False),
+    "a retry due": (_retry_due, False, True),
+    "an unknown send": (_unknown, True, False),
 }
 
 
-@pytest.mark.parametrize(("setup", "idle"), IDLE_STATES.values(), ids=IDLE_STATES.keys())
-def test_a_step_said_to_be_idle_would_have_changed_nothing(con, setup, idle) -> None:
+@pytest.mark.parametrize(("setup", "idle", "changes"), IDLE_STATES.values(), ids=IDLE_STATES.keys())
+def test_a_step_said_to_be_idle_would_have_changed_nothing(con, setup, idle, changes) -> None:
     """The send step skips resume and planning when ``ledger.is_idle`` says neither could
     change a row: a check that said so wrongly would lose a send. So in each state, the check
     is compared with what resume and planning then do at the same tick."""
-    setup(con)
-    assert ledger.is_idle(con, trigger="abandoned_cart", eligibility=CART, as_of=AS_OF) is idle
-    before = (
-        con.execute("select * from nudge.send_ledger order by send_id").fetchall(),
-        count(con, "nudge.send_events"),
+    tick = setup(con) or AS_OF
+    assert ledger.is_idle(con, trigger="abandoned_cart", eligibility=CART, as_of=tick) is idle
+
+    def state() -> tuple[Any, ...]:
+        rows = con.execute("select * from nudge.send_ledger order by send_id").fetchall()
+        return (rows, count(con, "nudge.send_events"))
+
+    before = state()
+    resume(
+        con,
+        trigger="abandoned_cart",
+        eligibility=CART,
+        run_id="next",
+        as_of=tick,
+        provider="outbox",
+        idempotent=False,
     )
-    changed = sum(_resume(con, AS_OF).values()) + sum(decide(con, run_id="next").by_status.values())
-    after = (
-        con.execute("select * from nudge.send_ledger order by send_id").fetchall(),
-        count(con, "nudge.send_events"),
-    )
-    if idle:
-        assert (changed, after) == (0, before)
+    decide(con, run_id="next", as_of=tick)
+    assert (state() != before) is changes
+    assert not (idle and changes)
+
+
+def test_the_idle_check_keeps_plannings_candidate_filter() -> None:
+    """idle.sql copies plan_decide.sql's candidate filter (less the ledger anti-join): a
+    change to one without the other would make the idle check skip steps planning would
+    take, so the two texts must stay the same."""
+
+    def flat(name: str) -> str:
+        text = (SQL_DIR / "ledger" / f"{name}.sql").read_text()
+        return " ".join(re.sub(r"--[^\n]*", "", text).split())
+
+    start = "$as_of <= eligibility.expires_at"
+    planning = flat("plan_decide")
+    planning = planning[planning.index(start) : planning.index(" ), step_positions as")]
+    idle = flat("idle")
+    idle = idle[idle.index(start) : idle.index(" ) as idle")]
+    assert planning == idle
+    assert "'superseded'" in idle
 
 
 # --- dispatch: paused triggers, summary counts -----------------------------------------------
