@@ -882,15 +882,7 @@ def test_a_step_said_to_be_idle_would_have_changed_nothing(con, setup, idle, cha
         return (rows, count(con, "nudge.send_events"))
 
     before = state()
-    resume(
-        con,
-        trigger="abandoned_cart",
-        eligibility=CART,
-        run_id="next",
-        as_of=tick,
-        provider="outbox",
-        idempotent=False,
-    )
+    _resume(con, tick)
     decide(con, run_id="next", as_of=tick)
     assert (state() != before) is changes
     assert not (idle and changes)
