@@ -12,6 +12,7 @@ parts are autoescaped, so ``<script>`` in a first name arrives as text.
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,12 +54,25 @@ def _date(value: Any, fmt: str = "%d %B %Y") -> str:
     return value.strftime(fmt)
 
 
+class _Environment(SandboxedEnvironment):
+    """The sandbox, with each template's globals in a plain dict rather than a ``ChainMap``.
+
+    Jinja copies a template's globals into every context it makes (each part of an email, and
+    each ``include`` again), and iterating a ``ChainMap`` builds a dict of all its maps every
+    time: a fifth of rendering's time. nudge sets its globals before loading any template and
+    never changes them, so a flat copy loses nothing.
+    """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}
+
+
 class Renderer:
     """Renders one trigger step for one eligibility row."""
 
     def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
         self.templates_dir = templates_dir
-        self.env = SandboxedEnvironment(
+        self.env = _Environment(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
             undefined=StrictUndefined,
