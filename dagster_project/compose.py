@@ -19,6 +19,9 @@ from .providers.base import Message, SendResult
 from .rendering import Renderer, RenderError, context_from_json
 from .triggers import TriggerSpec
 
+# A batch rendered: the messages to send, and a failed result for each row that could not be.
+Rendered = tuple[list[Message], list[SendResult]]
+
 
 def render_batch(
     spec: TriggerSpec,
@@ -28,7 +31,7 @@ def render_batch(
     *,
     links: LinkSettings | None = None,
     max_message_bytes: int | None = None,
-) -> tuple[list[Message], list[SendResult]]:
+) -> Rendered:
     """Render a batch of ``(send_id, context json)``; a row that fails is a permanent failure.
 
     ``links`` makes the template variables ``unsubscribe_url`` (marketing, with the RFC 8058

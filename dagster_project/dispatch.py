@@ -22,6 +22,7 @@ unsubscribed a second ago? Each batch is re-checked against consent just before 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,14 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from . import audit, failpoints, guards, handover, ledger
-from .compose import render_batch
+from . import audit, failpoints, guards, handover, ledger, render_workers
+from .compose import Rendered, render_batch
 from .handover import HandoverJournal
 from .ledger import PlannedRow
 from .links import LinkSettings
 from .masking import mask_emails_in_text
 from .policy import DispatchPolicy
-from .providers import Message, Provider, SendResult
+from .providers import Provider, SendResult
 from .rendering import Renderer
 from .runs import TriggerSummary, record_run
 from .triggers import ProjectRelations, TriggerSpec
@@ -44,8 +45,6 @@ from .warehouse import Connection, dialect, journal_dir, one, quote_relation, sq
 
 log = logging.getLogger(__name__)
 
-# A batch rendered: the messages to send, and the rows that could not become one.
-Rendered = tuple[list[Message], list[SendResult]]
 # A batch's answers, durable in the journal, not settled yet: results, request key, when it
 # was handed over.
 Answered = tuple[list[SendResult], str, datetime]
@@ -172,6 +171,8 @@ class _Push:
         self.journal = journal_dir(con)
         # Batches answered (and journaled) but not settled yet: see _push_batches.
         self._answered: list[Answered] = []
+        # Rendering processes, during the push of a big enough tick (see render_workers.py).
+        self._workers: render_workers.RenderWorkers | None = None
         self.consent = guards.ConsentLists(
             subscriptions=relations.subscriptions,
             consent_list=spec.consent_list,
@@ -354,7 +355,13 @@ class _Push:
         """
         if not batches:
             return
-        with ThreadPoolExecutor(1, thread_name_prefix=f"nudge-send-{self.spec.name}") as wire:
+        with contextlib.ExitStack() as stack:
+            processes = self.policy.render_processes
+            if processes > 1 and sum(map(len, batches)) >= render_workers.MIN_SENDS:
+                self._workers = stack.enter_context(render_workers.RenderWorkers(processes))
+            wire = stack.enter_context(
+                ThreadPoolExecutor(1, thread_name_prefix=f"nudge-send-{self.spec.name}")
+            )
             rendered = self._render(batches[0])
             try:
                 for index, batch in enumerate(batches):
@@ -366,15 +373,32 @@ class _Push:
                 except Exception as exc:  # the journal keeps them for the next run
                     log.error("could not settle the answers in hand: %r", exc)
                 raise
+            finally:
+                self._workers = None
             self._settle_answered()
 
     def _render(self, batch: list[PlannedRow] | None) -> Rendered:
         if not batch:
             return [], []
+        rows = [(send_id, context) for send_id, _, context, _ in batch]
+        if self._workers is not None:
+            try:
+                return self._workers.render(
+                    self.spec,
+                    self.renderer,
+                    rows,
+                    self.from_email,
+                    links=self.links,
+                    max_message_bytes=self.policy.max_message_bytes,
+                )
+            except render_workers.WorkersBroken as exc:
+                # Rendering is pure: this process renders the batch again, and the rest.
+                log.warning("trigger %s: rendering in-process from now on: %s", self.spec.name, exc)
+                self._workers = None
         return render_batch(
             self.spec,
             self.renderer,
-            [(send_id, context) for send_id, _, context, _ in batch],
+            rows,
             self.from_email,
             links=self.links,
             max_message_bytes=self.policy.max_message_bytes,

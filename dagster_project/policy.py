@@ -160,6 +160,12 @@ class DispatchPolicy:
         "reason message_too_large.",
         "NUDGE_MAX_MESSAGE_BYTES",
     )
+    render_processes: int = _knob(
+        2,
+        "Worker processes that render a push of 1,000 emails or more, beside the send step "
+        "(0 or 1: render in the send step's own process).",
+        "NUDGE_RENDER_PROCESSES",
+    )
     # Sends rendered, handed to the provider and settled per batch; set by the esp resource.
     # None: the provider's default_batch (a full round of requests for a batch API).
     batch_size: int | None = None

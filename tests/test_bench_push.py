@@ -22,10 +22,11 @@ def test_the_push_bench_prints_every_lane_and_checks_exactly_once(
     for lane in bench_push.LANES[::2]:
         assert f"| nudge, {lane.label}, 40 carts, 5 ms round trip |" in table
     assert "| nudge rendering alone, one process |" in table
+    assert "| nudge rendering, 2 worker processes |" in table
     assert table.count("drt 1.2 SendGrid destination (baseline)") == 2
     # The headline figures went to the summary: every lane of both settings, and rendering.
     figures = summary.read(summary_file)
-    assert len(figures) == len(bench_push.LANES) + len(bench_push.LANES[::2]) + 1
+    assert len(figures) == len(bench_push.LANES) + len(bench_push.LANES[::2]) + 2
     assert {f.bench for f in figures} == {"push"}
     assert all(f.value > 0 for f in figures)
 

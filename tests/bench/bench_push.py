@@ -13,7 +13,8 @@ run, best of ``--repeat``:
   settles, through SendGrid (one message per request, 8 connections), SendGrid template mode
   (1,000 per request), Postmark (batches of 500) and Resend (batches of 100);
 * **rendering** alone (``compose.render_batch``: context, links, three templates), the part
-  of nudge's push that is pure CPU.
+  of nudge's push that is pure CPU: in one process, then split across the worker processes a
+  push of 1,000 emails or more uses (``render_workers.py``, ``--render-processes``).
 
 The sink counts the messages it accepted and how many were distinct: a run that lost or
 doubled one fails the bench rather than print a figure. drt is an optional dependency of the
@@ -32,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster_project import ledger
-from dagster_project.compose import render_batch
+from dagster_project.compose import Rendered, render_batch
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.links import LinkSettings
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Provider
+from dagster_project.render_workers import RenderWorkers
 from dagster_project.rendering import Renderer
 from dagster_project.warehouse import connect
 from tests.bench.summary import Figure, record
@@ -134,7 +136,13 @@ def drt_rate(sink: FastSink, sends: int) -> float | None:
 
 
 def nudge_rate(
-    sink: FastSink, folder: Path, lane: Lane, sends: int, concurrency: int, tag: str
+    sink: FastSink,
+    folder: Path,
+    lane: Lane,
+    sends: int,
+    concurrency: int,
+    tag: str,
+    render_processes: int = DispatchPolicy().render_processes,
 ) -> float:
     path = folder / f"{tag}.duckdb"
     con = connect(path)
@@ -157,7 +165,9 @@ def nudge_rate(
             run_id=tag,
             from_email=FROM,
             policy=DispatchPolicy(
-                batch_size=lane.batch_size, guards=GuardPolicy(mass_send_max=10**9)
+                batch_size=lane.batch_size,
+                guards=GuardPolicy(mass_send_max=10**9),
+                render_processes=render_processes,
             ),
         )
         took = time.perf_counter() - started
@@ -172,16 +182,29 @@ def nudge_rate(
     return sends / took
 
 
-def render_rate(sends: int) -> float:
+def render_rates(sends: int, repeat: int, processes: int) -> tuple[float, float | None]:
+    """Emails rendered per second, best of ``repeat``: in this process, then split across
+    ``processes`` worker processes (started beforehand, as a push starts them once; None for
+    fewer than two)."""
     rows = [cart_row(f"render-{i:06d}") for i in range(sends)]
     contexts = [(row["send_id"], json.dumps(row, default=str)) for row in rows]
     renderer, links = Renderer(), LinkSettings.from_env()
-    started = time.perf_counter()
-    messages, failures = render_batch(CART_SPEC, renderer, contexts, FROM, links=links)
-    took = time.perf_counter() - started
-    if failures or len(messages) != sends:
-        raise SystemExit(f"rendering failed: {failures[:1]}")
-    return sends / took
+
+    def rate(render: Callable[..., Rendered]) -> float:
+        started = time.perf_counter()
+        messages, failures = render(CART_SPEC, renderer, contexts, FROM, links=links)
+        took = time.perf_counter() - started
+        if failures or len(messages) != sends:
+            raise SystemExit(f"rendering failed: {failures[:1]}")
+        return sends / took
+
+    alone = max(rate(render_batch) for _ in range(repeat))
+    if processes < 2:
+        return alone, None
+    with RenderWorkers(processes) as workers:
+        rate(workers.render)  # the workers' imports and first templates, once
+        split = max(rate(workers.render) for _ in range(repeat))
+    return alone, split
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -197,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--latency-sends", type=int, default=1000)
     parser.add_argument(
+        "--render-processes",
+        type=int,
+        default=DispatchPolicy().render_processes,
+        help="rendering's worker processes (NUDGE_RENDER_PROCESSES) in the lanes and the "
+        "rendering rows; 0 or 1: the lanes render in-process",
+    )
+    parser.add_argument(
         "--summary", type=Path, help="append the headline figures here (tests/bench/summary.py)"
     )
     args = parser.parse_args(argv)
@@ -207,7 +237,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     with tempfile.TemporaryDirectory(prefix="nudge-bench-push-") as folder:
         with FastSink() as sink:
-            drt, best = _lanes(sink, Path(folder), args.sends, args.repeat, args.concurrency, LANES)
+            drt, best = _lanes(
+                sink,
+                Path(folder),
+                args.sends,
+                args.repeat,
+                args.concurrency,
+                LANES,
+                args.render_processes,
+            )
         setting = f"{args.sends:,} carts, best of {args.repeat}"
         lines += _rows(setting, drt, best)
         _record(args.summary, setting, drt, best)
@@ -216,15 +254,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             # and connections in parallel pay off. One repeat: latency is not noisy.
             with FastSink(delay=args.latency_ms / 1000) as sink:
                 drt, best = _lanes(
-                    sink, Path(folder), args.latency_sends, 1, args.concurrency, LANES[::2]
+                    sink,
+                    Path(folder),
+                    args.latency_sends,
+                    1,
+                    args.concurrency,
+                    LANES[::2],
+                    args.render_processes,
                 )
             setting = f"{args.latency_sends:,} carts, {args.latency_ms:g} ms round trip"
             lines += _rows(setting, drt, best)
             _record(args.summary, setting, drt, best)
-    rendered = max(render_rate(args.sends) for _ in range(args.repeat))
-    lines.append(f"| nudge rendering alone, one process | {rendered:,.0f} emails/s | |")
+    alone, split = render_rates(args.sends, args.repeat, args.render_processes)
+    workers = f"{args.render_processes} worker processes"
+    lines.append(f"| nudge rendering alone, one process | {alone:,.0f} emails/s | |")
+    record(args.summary, Figure("push", "rendering alone, one process", alone, "emails/s"))
+    if split is not None:
+        lines.append(f"| nudge rendering, {workers} | {split:,.0f} emails/s | |")
+        record(
+            args.summary,
+            Figure("push", f"rendering, {workers}", split, "emails/s", "one process", alone),
+        )
     print("\n".join(lines))
-    record(args.summary, Figure("push", "rendering alone, one process", rendered, "emails/s"))
 
 
 def _record(summary: Path | None, setting: str, drt: float | None, best: dict[str, float]) -> None:
@@ -240,6 +291,7 @@ def _lanes(
     repeat: int,
     concurrency: int,
     lanes: Sequence[Lane],
+    render_processes: int,
 ) -> tuple[float | None, dict[str, float]]:
     """drt's best rate (None without drt-core) and each lane's best, interleaved per repeat so
     a noisy minute hurts every lane alike."""
@@ -251,7 +303,7 @@ def _lanes(
             drt = max(drt or 0.0, rate)
         for lane in lanes:
             tag = f"run{time.monotonic_ns()}"
-            rate = nudge_rate(sink, folder, lane, sends, concurrency, tag)
+            rate = nudge_rate(sink, folder, lane, sends, concurrency, tag, render_processes)
             best[lane.label] = max(best.get(lane.label, 0.0), rate)
     return drt, best
 
