@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -64,7 +64,7 @@ def test_a_bug_in_a_worker_is_raised_in_the_send_step_as_it_would_be_there() -> 
 
 
 class _Spied(RenderWorkers):
-    started: list[_Spied] = []
+    started: ClassVar[list[_Spied]] = []
     kill_first = False
 
     def __init__(self, processes: int) -> None:
@@ -126,9 +126,7 @@ def test_a_big_push_renders_in_workers_and_sends_the_same_emails_once(
     assert not any(_alive(pid) for pid in workers.started_pids)
 
 
-def test_a_small_push_or_one_process_starts_no_worker(
-    engine_con: Any, spied: type[_Spied]
-) -> None:
+def test_a_small_push_or_one_process_starts_no_worker(engine_con: Any, spied: type[_Spied]) -> None:
     write_eligibility(engine_con, [cart_row(f"k{i:03d}") for i in range(25)])
     provider = _push(engine_con, processes=1)
     assert len(provider.sent) == 25 and spied.started == []
