@@ -392,7 +392,8 @@ class _Push:
                     max_message_bytes=self.policy.max_message_bytes,
                 )
             except render_workers.WorkersBroken as exc:
-                # Rendering is pure: this process renders the batch again, and the rest.
+                # Rendering is pure: this process renders the batch again, and the rest. (The
+                # workers are killed already; the push's exit closes them once more, harmlessly.)
                 log.warning("trigger %s: rendering in-process from now on: %s", self.spec.name, exc)
                 self._workers = None
         return render_batch(

@@ -59,8 +59,65 @@ def test_workers_render_exactly_what_one_process_renders_in_the_batchs_order() -
 
 
 def test_a_bug_in_a_worker_is_raised_in_the_send_step_as_it_would_be_there() -> None:
-    with RenderWorkers(1) as workers, pytest.raises(RuntimeError, match="a render worker failed"):
-        workers.render(None, Renderer(), _contexts(1), "shop@example.com")  # type: ignore[arg-type]
+    with RenderWorkers(1) as workers:
+        with pytest.raises(RuntimeError, match="a render worker failed"):
+            workers.render(None, Renderer(), _contexts(1), "shop@example.com")  # type: ignore[arg-type]
+        # And the workers are done: nothing of that call can be read as the next one's answer.
+        with pytest.raises(render_workers.WorkersBroken):
+            workers.render(CART_SPEC, Renderer(), _contexts(1), "shop@example.com", links=LINKS)
+
+
+def test_an_empty_batch_and_fewer_rows_than_workers_render_as_one_process_does() -> None:
+    renderer, batch = Renderer(), _contexts(2)
+    with RenderWorkers(3) as workers:
+        assert workers.render(CART_SPEC, renderer, [], "shop@example.com") == ([], [])
+        got = workers.render(CART_SPEC, renderer, batch, "shop@example.com", links=LINKS)
+    assert got == render_batch(CART_SPEC, renderer, batch, "shop@example.com", links=LINKS)
+
+
+def test_an_interrupted_render_leaves_no_answer_behind_for_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C (or Dagster's termination) while the first answer is being read: the second
+    # worker's answer, a few hundred KB, is still in its pipe. Reading it as the next batch's
+    # would put another batch's emails on the wire.
+    reads = []
+
+    def interrupted(stream: Any) -> Any:
+        reads.append(stream)
+        raise KeyboardInterrupt
+
+    workers = RenderWorkers(2)
+    pids = workers.pids
+    with monkeypatch.context() as patch:
+        patch.setattr(render_workers, "_read_frame", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            workers.render(CART_SPEC, Renderer(), _contexts(400), "shop@example.com", links=LINKS)
+    assert len(reads) == 1
+    with pytest.raises(render_workers.WorkersBroken, match="KeyboardInterrupt"):
+        workers.render(CART_SPEC, Renderer(), _contexts(4), "shop@example.com", links=LINKS)
+    workers.close()
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_the_workers_get_none_of_the_ticks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "NUDGE_LINK_SECRET": "link-secret-that-must-stay-home-0123456789",
+        "NUDGE_SENDGRID_API_KEY": "SG.must-stay-home",
+        "DBT_ENV_SECRET_NUDGE_PG_PASSWORD": "pg-must-stay-home",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    with RenderWorkers(1) as workers:
+        # Rendering works without them: the link secret comes with the job.
+        messages, _ = workers.render(
+            CART_SPEC, Renderer(), _contexts(1), "shop@example.com", links=LINKS
+        )
+        environ = Path(f"/proc/{workers.pids[0]}/environ").read_bytes()
+    assert len(messages) == 1 and LINKS.public_url in messages[0].html
+    assert b"PATH=" in environ  # the file is what the test thinks it is
+    for name, value in secrets.items():
+        assert name.encode() not in environ and value.encode() not in environ
 
 
 class _Spied(RenderWorkers):
