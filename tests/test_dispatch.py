@@ -12,10 +12,10 @@ import pytest
 from dagster_project import ledger
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy
-from dagster_project.providers import OutboxProvider
+from dagster_project.providers import OutboxProvider, SendResult
 from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.rendering import Renderer, RenderError
-from dagster_project.warehouse import connect, warehouse_lock
+from dagster_project.warehouse import connect, journal_dir, warehouse_lock
 from tests.support.esp_server import EspServer
 from tests.support.factories import (
     AS_OF,
@@ -470,3 +470,35 @@ def test_a_settle_that_fails_while_the_next_batch_is_out_stops_the_push_and_lose
     assert {status for status, _e, _a in ledger_rows(con).values()} == {"sent"}
     assert summary.duplicate_deliveries == 0
     assert journal(con).is_empty()
+
+
+def test_a_journal_file_left_after_its_batch_settled_is_cleared_by_a_step_with_nothing_due(
+    con,
+) -> None:
+    # A push died after its last settle committed and before it deleted its journal file. The
+    # next tick's step looks idle (no unfinished row, nothing due), but only resume clears
+    # that file: the idle fast path must not skip it, or the file outlives every tick.
+    rows = [cart_row(f"k{i}") for i in range(3)]
+    write_eligibility(con, rows)
+    provider = RecordingProvider()
+    assert _dispatch(con, provider).sent == 3
+    hand_over(
+        con,
+        run_id="run-1",
+        trigger="abandoned_cart",
+        send_ids=[row["send_id"] for row in rows],
+        answers=[SendResult(row["send_id"], "sent", provider_message_id="m") for row in rows],
+    )
+    assert len(journal(con)) > 0
+    # The next tick's table: all three already sent, nothing due.
+    write_eligibility(
+        con,
+        [cart_row(f"k{i}", is_eligible=False, exclusion_reason="already_sent") for i in range(3)],
+    )
+    assert ledger.is_idle(
+        con, trigger="abandoned_cart", eligibility=CART_SPEC.relation, as_of=AS_OF
+    )
+    again = _dispatch(con, provider, run_id="run-2")
+    assert (again.sent, again.resumed, len(provider.sent)) == (0, 0, 3)
+    assert len(journal(con)) == 0
+    assert not list(journal_dir(con).glob("*.jsonl"))
