@@ -358,7 +358,10 @@ class _Push:
         with contextlib.ExitStack() as stack:
             processes = self.policy.render_processes
             if processes > 1 and sum(map(len, batches)) >= render_workers.MIN_SENDS:
-                self._workers = stack.enter_context(render_workers.RenderWorkers(processes))
+                try:
+                    self._workers = stack.enter_context(render_workers.RenderWorkers(processes))
+                except OSError as exc:  # no process to spare: this one renders, as for a small push
+                    log.warning("trigger %s: rendering in-process: %s", self.spec.name, exc)
             wire = stack.enter_context(
                 ThreadPoolExecutor(1, thread_name_prefix=f"nudge-send-{self.spec.name}")
             )

@@ -239,3 +239,19 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_workers_that_cannot_start_leave_the_push_to_render_in_process(
+    engine_con: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_process(processes: int) -> RenderWorkers:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork: EAGAIN
+
+    monkeypatch.setattr(render_workers, "RenderWorkers", no_process)
+    monkeypatch.setattr(render_workers, "MIN_SENDS", 20)
+    write_eligibility(engine_con, [cart_row(f"k{i:03d}") for i in range(25)])
+    with caplog.at_level(logging.WARNING, logger="dagster_project.dispatch"):
+        provider = _push(engine_con, processes=2)
+    assert "rendering in-process: [Errno 11]" in caplog.text
+    assert len(provider.sent) == 25
+    assert {status for status, _, _ in ledger_rows(engine_con).values()} == {"sent"}
