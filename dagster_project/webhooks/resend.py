@@ -41,9 +41,7 @@ import base64
 import binascii
 import hmac
 from datetime import UTC, datetime
-from typing import Any
-
-from svix.webhooks import Webhook
+from typing import TYPE_CHECKING, Any
 
 from dagster_project.webhooks.base import Parsed, Rejected, WebhookSettings
 from dagster_project.webhooks.common import (
@@ -56,6 +54,9 @@ from dagster_project.webhooks.common import (
     not_configured,
     parse_iso,
 )
+
+if TYPE_CHECKING:
+    from svix.webhooks import Webhook
 
 PROVIDER = "resend"
 SECRET_VARIABLE = "NUDGE_RESEND_WEBHOOK_SECRET"
@@ -74,6 +75,11 @@ BOUNCE_TYPE_MAP = {"permanent": "hard", "transient": "soft"}
 
 
 def _webhook(secret: str) -> Webhook:
+    # Imported here, not at the top: the Svix SDK takes longer to import than the rest of the
+    # webhooks package, and every `nudge` command and tick imports this module (the landing
+    # drain parses Resend's events) while only `nudge serve` verifies a signature.
+    from svix.webhooks import Webhook
+
     try:
         return Webhook(secret)
     except Exception:  # svix raises ValueError, binascii.Error or its own empty-secret error

@@ -181,6 +181,19 @@ def test_importing_the_package_parses_nothing() -> None:
     assert result.returncode == 0, "importing nudge ran dbt"
 
 
+def test_a_tick_does_not_import_the_svix_sdk() -> None:
+    """Only `nudge serve` verifies Resend's signatures; importing Svix's SDK cost every command
+    and tick about a tenth of its imports (the landing drain imports the Resend parser)."""
+    code = (
+        "import sys\n"
+        "import dagster_project.definitions, dagster_project.cli, dagster_project.tick\n"
+        "import dagster_project.webhooks.resend\n"
+        "sys.exit('svix' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=False)
+    assert result.returncode == 0, "importing the tick's modules imported svix"
+
+
 def test_workspace_yaml_still_loads_the_code_location(tmp_path) -> None:
     dagster = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(tmp_path / "home"))}
