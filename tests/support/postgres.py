@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -114,7 +115,8 @@ class PostgresServer:
         """nudge's own connection to this database (``dagster_project/postgres.py``)."""
         return PostgresConnection(self.settings(state_dir))
 
-    def connect(self):  # type: ignore[no-untyped-def]
+    def connect(self) -> Any:
+        """A psycopg2 connection to this database (a test's own, outside nudge's)."""
         import psycopg2  # dbt-postgres brings it
 
         con = psycopg2.connect(
