@@ -31,7 +31,16 @@ from dagster_dbt import (
 
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE, postgres_from_url
-from ..dbt_runner import REPORTING_TAG, as_of_environment, build_args, dbt_executable
+from ..dbt_runner import (
+    REPORTING_TAG,
+    as_of_environment,
+    build_args,
+    build_target,
+    dbt_executable,
+    keep_parse,
+    parse_cache,
+    seed_parse,
+)
 from ..headlines import headline_metadata
 from ..incremental import rebuild_changed
 from ..warehouse import check_input_contract
@@ -140,9 +149,15 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
                     context.log.info(f"{relation}: its code changed, dbt builds it in full")
             if tick.full_refresh:
                 context.log.info("full refresh: the incremental models are rebuilt in full")
+            target = _seeded_target(context, warehouse)
             with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
-                invocation = dbt.cli(build_args(full_refresh=tick.full_refresh), context=context)
+                invocation = dbt.cli(
+                    build_args(full_refresh=tick.full_refresh),
+                    context=context,
+                    target_path=target,
+                )
             yield from invocation.stream()
+            keep_parse(target, parse_cache(warehouse.file))
         _discard_target(invocation)
 
     return nudge_dbt_models
@@ -178,9 +193,13 @@ def build_reporting_assets(
             # Held back until the build is over: the headline tables read every model's result.
             # A failing model or test must not cost the others their materializations, so the
             # error is raised after they are reported.
+            target = _seeded_target(context, warehouse)
             with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
-                invocation = dbt.cli(build_args(), context=context, raise_on_error=False)
+                invocation = dbt.cli(
+                    build_args(), context=context, raise_on_error=False, target_path=target
+                )
             events = list(invocation.stream())
+            keep_parse(target, parse_cache(warehouse.file))
             with warehouse.connection() as con:
                 headlines = headline_metadata(con)
         for event in events:
@@ -194,6 +213,16 @@ def build_reporting_assets(
         _discard_target(invocation)
 
     return nudge_dbt_reporting
+
+
+def _seeded_target(context: AssetExecutionContext, warehouse: WarehouseResource) -> Path:
+    """This build's own target folder (named as dagster-dbt names them), holding the
+    warehouse's saved parse, so dbt parses only what changed since its last build there
+    (``dbt_runner.parse_cache``); dagster-dbt copies the project's shared one only into a
+    folder that has none."""
+    target = build_target(f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}")
+    seed_parse(parse_cache(warehouse.file), target)
+    return target
 
 
 def _discard_target(invocation: DbtCliInvocation) -> None:
