@@ -138,9 +138,11 @@ def as_of_environment(as_of: str, extra: Mapping[str, str] | None = None) -> Ite
 
 
 def build_target(name: str) -> Path:
-    """A target folder of its own for one build of the tick (``dbt/target/<name>-<random>``):
-    compiled SQL, logs and artifacts, removed after a successful build."""
-    return TARGET_DIR / f"{name}-{uuid.uuid4().hex[:7]}"
+    """A target folder of its own for one build of the tick (``dbt/target/<name>-<random>``,
+    under ``DBT_TARGET_PATH`` when set, as dagster-dbt places them): compiled SQL, logs and
+    artifacts, removed after a successful build."""
+    root = Path(os.environ.get("DBT_TARGET_PATH") or "target")
+    return DBT_PROJECT_DIR / root / f"{name}-{uuid.uuid4().hex[:7]}"
 
 
 def parse_cache(warehouse: Path) -> Path:
@@ -153,7 +155,8 @@ def parse_cache(warehouse: Path) -> Path:
     The project's own ``dbt/target/partial_parse.msgpack`` is whatever was parsed last, by any
     warehouse or tool (``dbt parse``, sqlfluff, another warehouse's tick), and each build's
     fresher copy went away with its target folder: so every tick could parse in full. Kept
-    per warehouse, only the first build on a warehouse does.
+    per warehouse, only the first build on a warehouse does (and the first after a change to
+    the profile, ``dbt_project.yml`` or dbt's version, which dbt checks for itself).
     """
     return warehouse.with_name(warehouse.name + ".dbt-parse.msgpack")
 
@@ -172,8 +175,10 @@ def seed_parse(cache: Path, target: Path) -> None:
 
 
 def keep_parse(target: Path, cache: Path) -> None:
-    """Save the parse of the build in ``target`` for the warehouse's next build (replaced
-    whole, so a build starting meanwhile reads the old copy or the new one, never half)."""
+    """Save the parse of the build in ``target`` for the warehouse's next build, whether the
+    build passed or not: dbt writes its parse before it runs anything, and a parse that failed
+    leaves the seeded copy. Replaced whole (a build starting meanwhile reads the old copy or
+    the new one, never half)."""
     saved = target / PARTIAL_PARSE
     if not saved.is_file():
         return

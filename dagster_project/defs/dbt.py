@@ -10,6 +10,7 @@ Built from the manifest when the definitions load (``definitions.py``), never at
 # Dagster reads the assets' parameter annotations when they are decorated, inside the
 # factories below: no `from __future__ import annotations` here (strings would not resolve).
 
+import contextlib
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from dagster_dbt import (
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE, postgres_from_url
 from ..dbt_runner import (
+    PARTIAL_PARSE,
     REPORTING_TAG,
     as_of_environment,
     build_args,
@@ -149,15 +151,14 @@ def build_dbt_assets(project: DbtProject, manifest: Path) -> AssetsDefinition:
                     context.log.info(f"{relation}: its code changed, dbt builds it in full")
             if tick.full_refresh:
                 context.log.info("full refresh: the incremental models are rebuilt in full")
-            target = _seeded_target(context, warehouse)
-            with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
-                invocation = dbt.cli(
-                    build_args(full_refresh=tick.full_refresh),
-                    context=context,
-                    target_path=target,
-                )
-            yield from invocation.stream()
-            keep_parse(target, parse_cache(warehouse.file))
+            with _seeded_target(context, warehouse) as target:
+                with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
+                    invocation = dbt.cli(
+                        build_args(full_refresh=tick.full_refresh),
+                        context=context,
+                        target_path=target,
+                    )
+                yield from invocation.stream()
         _discard_target(invocation)
 
     return nudge_dbt_models
@@ -193,13 +194,12 @@ def build_reporting_assets(
             # Held back until the build is over: the headline tables read every model's result.
             # A failing model or test must not cost the others their materializations, so the
             # error is raised after they are reported.
-            target = _seeded_target(context, warehouse)
-            with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
-                invocation = dbt.cli(
-                    build_args(), context=context, raise_on_error=False, target_path=target
-                )
-            events = list(invocation.stream())
-            keep_parse(target, parse_cache(warehouse.file))
+            with _seeded_target(context, warehouse) as target:
+                with as_of_environment(as_of.isoformat(), warehouse.dbt_env()):
+                    invocation = dbt.cli(
+                        build_args(), context=context, raise_on_error=False, target_path=target
+                    )
+                events = list(invocation.stream())
             with warehouse.connection() as con:
                 headlines = headline_metadata(con)
         for event in events:
@@ -215,14 +215,23 @@ def build_reporting_assets(
     return nudge_dbt_reporting
 
 
-def _seeded_target(context: AssetExecutionContext, warehouse: WarehouseResource) -> Path:
+@contextlib.contextmanager
+def _seeded_target(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Path]:
     """This build's own target folder (named as dagster-dbt names them), holding the
     warehouse's saved parse, so dbt parses only what changed since its last build there
-    (``dbt_runner.parse_cache``); dagster-dbt copies the project's shared one only into a
-    folder that has none."""
+    (``dbt_runner.parse_cache``; dagster-dbt copies the project's shared one only into a
+    folder that has none). When the block ends the build's parse is saved for the next, or,
+    if dbt never started there (nothing but the seeded parse in it), the folder is removed."""
     target = build_target(f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}")
-    seed_parse(parse_cache(warehouse.file), target)
-    return target
+    cache = parse_cache(warehouse.file)
+    seed_parse(cache, target)
+    try:
+        yield target
+    finally:
+        if target.is_dir() and any(p.name != PARTIAL_PARSE for p in target.iterdir()):
+            keep_parse(target, cache)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 def _discard_target(invocation: DbtCliInvocation) -> None:

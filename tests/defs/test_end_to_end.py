@@ -60,8 +60,11 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
             dagster_home=tmp / "dagster_home",
         )
         first = run_tick((END - timedelta(hours=1)).isoformat(), settings=settings, allow_late=True)
-        # Verbose: dbt's output then reaches Dagster's compute logs, which a test reads.
+        # Verbose, and dbt's debug events: they reach Dagster's compute logs, where a test
+        # reads how dbt parsed the project.
+        mp.setenv("DBT_LOG_LEVEL", "debug")
         second = run_tick(END.isoformat(), settings=settings, allow_late=True, verbose=True)
+        mp.delenv("DBT_LOG_LEVEL")
         yield Ticks(settings, server, first, second, server.received_send_ids())
     mp.undo()
 
@@ -83,6 +86,8 @@ def test_the_second_tick_reuses_the_first_ticks_dbt_parse(ticks: Ticks) -> None:
     logs = ticks.settings.dagster_home / "storage" / ticks.second.run_id / "compute_logs"
     printed = "".join(path.read_text() for path in sorted(logs.glob("*.out")))
     assert "Running with dbt" in printed
+    # dbt says this only once it has accepted the saved parse (a debug event).
+    assert "Partial parsing enabled" in printed
     assert "Unable to do partial parsing" not in printed
 
 
