@@ -145,20 +145,23 @@ def build_target(name: str) -> Path:
     return DBT_PROJECT_DIR / root / f"{name}-{uuid.uuid4().hex[:7]}"
 
 
-def parse_cache(warehouse: Path) -> Path:
-    """Where the tick keeps dbt's partial parse for one warehouse between builds:
-    ``<warehouse>.dbt-parse.msgpack``, beside the DuckDB file (or, for PostgreSQL, the local
-    name of the database) like its lock and journal.
+def parse_cache(warehouse: Path, kind: str = "") -> Path:
+    """Where dbt's partial parse for one warehouse is kept between builds:
+    ``<warehouse>.dbt-parse.msgpack`` for the tick, ``<warehouse>.<kind>.dbt-parse.msgpack``
+    for builds parsed with other vars (``preview``), beside the DuckDB file (or, for
+    PostgreSQL, the local name of the database) like its lock and journal.
 
     dbt parses the whole project again (4-9 s) when the saved parse was made under another
-    profile, and the profile includes the warehouse (the DuckDB path, the PostgreSQL database).
-    The project's own ``dbt/target/partial_parse.msgpack`` is whatever was parsed last, by any
-    warehouse or tool (``dbt parse``, sqlfluff, another warehouse's tick), and each build's
-    fresher copy went away with its target folder: so every tick could parse in full. Kept
-    per warehouse, only the first build on a warehouse does (and the first after a change to
-    the profile, ``dbt_project.yml`` or dbt's version, which dbt checks for itself).
+    profile or other vars, and the profile includes the warehouse (the DuckDB path, the
+    PostgreSQL database). The project's own ``dbt/target/partial_parse.msgpack`` is whatever
+    was parsed last, by any warehouse or tool (``dbt parse``, sqlfluff, another warehouse's
+    tick), and each build's fresher copy went away with its target folder: so every tick could
+    parse in full. Kept per warehouse, only the first build on a warehouse does (and the first
+    after a change to the profile, ``dbt_project.yml`` or dbt's version, which dbt checks for
+    itself).
     """
-    return warehouse.with_name(warehouse.name + ".dbt-parse.msgpack")
+    suffix = f".{kind}" if kind else ""
+    return warehouse.with_name(f"{warehouse.name}{suffix}.dbt-parse.msgpack")
 
 
 def seed_parse(cache: Path, target: Path) -> None:
@@ -192,6 +195,25 @@ def keep_parse(target: Path, cache: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def seeded_target(name: str, cache: Path) -> Iterator[Path]:
+    """A target folder of this build's own (:func:`build_target`) holding the warehouse's
+    saved parse (``cache``), so dbt parses only what changed since its last build there. When
+    the block ends the build's parse is saved for the next (whatever the build's outcome), or,
+    if dbt never started there (nothing but the seeded parse in it), the folder is removed.
+    The caller removes the folder of a build that succeeded; a failed one keeps it, with the
+    ``dbt.log`` and compiled SQL one debugs it with."""
+    target = build_target(name)
+    seed_parse(cache, target)
+    try:
+        yield target
+    finally:
+        if target.is_dir() and any(p.name != PARTIAL_PARSE for p in target.iterdir()):
+            keep_parse(target, cache)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+
+
 def run_dbt(
     warehouse: Path | Settings,
     args: list[str],
@@ -199,18 +221,19 @@ def run_dbt(
     *,
     schema_prefix: str = "",
     select: str = "+tag:nudge_audience",
+    target: Path | None = None,
 ) -> None:
     """One dbt command for the models up to the eligibility tables, at ``as_of``.
 
     Not dbt's in-process runner: dbt-duckdb keeps its connection to the file open for the life
     of the process, which would lock the warehouse against the next tick's dbt. ``schema_prefix``
     builds into prefixed schemas (``preview_``) with its own target path, so the live job's
-    manifest keeps the real schemas.
+    manifest keeps the real schemas; ``target`` overrides that path (:func:`seeded_target`).
     """
     # The prefix shapes the schemas dbt parses into, so it is a var; the instant is not (see
     # AS_OF_ENV): replaying an hour after another re-uses the replay's saved partial parse.
     dbt_vars: dict[str, Any] = {"schema_prefix": schema_prefix} if schema_prefix else {}
-    target = target_path(schema_prefix)
+    target = target or target_path(schema_prefix)
     result = subprocess.run(
         [
             dbt_executable(),

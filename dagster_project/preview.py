@@ -9,6 +9,7 @@ back.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from . import ledger
 from .compose import add_links
 from .config import ConfigError, Settings
-from .dbt_runner import ensure_manifest, run_dbt
+from .dbt_runner import ensure_manifest, parse_cache, run_dbt, seeded_target
 from .incremental import rebuild_changed
 from .links import LinkSettings
 from .masking import mask_email
@@ -55,21 +56,37 @@ def _preview_tables(settings: Settings, as_of: datetime) -> Iterator[Connection]
         ledger.ensure_ledger(con)
         rebuild_changed(con, ensure_manifest(), PREVIEW_PREFIX)
 
-    run = ["run", "--quiet"]
     if settings.postgres is not None:
         # The session that holds the advisory lock waits while dbt, a subprocess, builds.
         with locked_session(settings.postgres) as con:
             prepare(con)
-            run_dbt(settings, run, as_of.isoformat(), schema_prefix=PREVIEW_PREFIX)
+            _build(settings, as_of)
             yield con
         return
     with warehouse_lock(settings.warehouse):
         # dbt opens the file itself: no connection of ours may be open meanwhile.
         with connection(settings.warehouse) as duck:
             prepare(duck)
-        run_dbt(settings, run, as_of.isoformat(), schema_prefix=PREVIEW_PREFIX)
+        _build(settings, as_of)
         with connection(settings.warehouse) as duck:
             yield duck
+
+
+def _build(settings: Settings, as_of: datetime) -> None:
+    """``dbt run`` of the preview schemas, in a target folder of this build's own that holds
+    the warehouse's saved preview parse (its vars differ from the tick's, so it has its own):
+    dbt parses only what changed since the last preview there, and previews of two warehouses
+    at once never share a folder. Removed once the build succeeded; a failed one keeps it."""
+    cache = parse_cache(settings.warehouse, "preview")
+    with seeded_target("preview", cache) as target:
+        run_dbt(
+            settings,
+            ["run", "--quiet"],
+            as_of.isoformat(),
+            schema_prefix=PREVIEW_PREFIX,
+            target=target,
+        )
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def preview(settings: Settings, trigger: str, as_of: datetime, *, samples: int = 3) -> Preview:

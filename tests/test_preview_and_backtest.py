@@ -98,6 +98,29 @@ def test_backtest_reports_daily_volume_per_trigger_and_step(
     assert not list((warehouse.parent / "outbox").glob("**/*.eml"))
 
 
+def test_a_second_preview_parses_only_what_changed(
+    warehouse: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each preview builds in a target folder of its own, seeded with the parse the last preview
+    of this warehouse saved beside it: dbt says so in its log (debug level in the file)."""
+    logs = tmp_path / "dbt-logs"
+    monkeypatch.setenv("DBT_LOG_PATH", str(logs))
+    args = ["preview", "--trigger", "welcome", "--as-of", END.isoformat(), "--samples", "0"]
+    assert main(args) == 0
+    cache = warehouse.with_name(warehouse.name + ".preview.dbt-parse.msgpack")
+    assert cache.is_file()
+    (logs / "dbt.log").unlink()
+
+    assert main(args) == 0
+    capsys.readouterr()
+    log = (logs / "dbt.log").read_text()
+    assert "Partial parsing enabled" in log, log[-3000:]
+    assert "Unable to do partial parsing" not in log
+
+
 def test_render_writes_the_email_one_customer_would_get(
     warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

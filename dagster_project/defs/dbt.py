@@ -33,15 +33,12 @@ from dagster_dbt import (
 from .. import ledger
 from ..config import DBT_PROJECT_DIR, DEFAULT_WAREHOUSE, postgres_from_url
 from ..dbt_runner import (
-    PARTIAL_PARSE,
     REPORTING_TAG,
     as_of_environment,
     build_args,
-    build_target,
     dbt_executable,
-    keep_parse,
     parse_cache,
-    seed_parse,
+    seeded_target,
 )
 from ..headlines import headline_metadata
 from ..incremental import rebuild_changed
@@ -215,23 +212,14 @@ def build_reporting_assets(
     return nudge_dbt_reporting
 
 
-@contextlib.contextmanager
-def _seeded_target(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Path]:
-    """This build's own target folder (named as dagster-dbt names them), holding the
-    warehouse's saved parse, so dbt parses only what changed since its last build there
-    (``dbt_runner.parse_cache``; dagster-dbt copies the project's shared one only into a
-    folder that has none). When the block ends the build's parse is saved for the next, or,
-    if dbt never started there (nothing but the seeded parse in it), the folder is removed."""
-    target = build_target(f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}")
-    cache = parse_cache(warehouse.file)
-    seed_parse(cache, target)
-    try:
-        yield target
-    finally:
-        if target.is_dir() and any(p.name != PARTIAL_PARSE for p in target.iterdir()):
-            keep_parse(target, cache)
-        else:
-            shutil.rmtree(target, ignore_errors=True)
+def _seeded_target(
+    context: AssetExecutionContext, warehouse: WarehouseResource
+) -> contextlib.AbstractContextManager[Path]:
+    """This build's own target folder (named as dagster-dbt names them), seeded with the
+    warehouse's saved parse (``dbt_runner.seeded_target``; dagster-dbt copies the project's
+    shared one only into a folder that has none)."""
+    name = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}"
+    return seeded_target(name, parse_cache(warehouse.file))
 
 
 def _discard_target(invocation: DbtCliInvocation) -> None:

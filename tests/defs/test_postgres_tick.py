@@ -327,15 +327,22 @@ def test_preview_and_render_on_postgresql_show_what_duckdb_shows(
     render += ["--as-of", NEXT_HOUR.isoformat()]
     ledger = "select status, count(*) from nudge.send_ledger group by status order by status"
     before = _postgres_rows(engines.database, ledger)
-    results = {}
-    # One engine after the other: both would build into dbt/target/preview at once.
-    for engine, env in (("duckdb", engines.duckdb_env), ("postgres", engines.postgres_env)):
-        previewed, rendered = _finish(
-            [
+    # Both engines at once: each build has a target folder of its own (dbt_runner.seeded_target).
+    envs = {"duckdb": engines.duckdb_env, "postgres": engines.postgres_env}
+    runs = _finish(
+        [
+            process
+            for engine, env in envs.items()
+            for process in (
                 nudge(*preview, env=env),
                 nudge(*render, "--out", str(tmp_path / engine), env=env),
-            ]
-        )
+            )
+        ]
+    )
+    results = {}
+    for engine, (previewed, rendered) in zip(
+        envs, zip(runs[::2], runs[1::2], strict=True), strict=True
+    ):
         assert previewed.code == 0 and rendered.code == 0, previewed.err + rendered.err
         results[engine] = (json.loads(previewed.out), rendered.out)
     duck, pg = results["duckdb"], results["postgres"]
