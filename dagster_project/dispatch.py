@@ -199,8 +199,8 @@ class _Push:
         if tracked:
             guards.check_journal(self.con, self.spec.name, self.journal)
         # What pushes of this trigger that died left in the journal: settled or taken over by
-        # resume, then the files go.
-        left, files = handover.read(self.journal, self.spec.name)
+        # resume, then the files go (a later tick's stay, for a tick at or after it).
+        left, files = handover.read(self.journal, self.spec.name, as_of=self.as_of)
         # Nothing unfinished and nothing due (most steps of most ticks): resume and planning
         # would change no row, so their transactions are skipped.
         idle = not files and ledger.is_idle(
@@ -222,7 +222,7 @@ class _Push:
             # Every unfinished send of an earlier run taken over: sent now, or settled as
             # skipped, expired, failed or unknown.
             summary.resumed = sum(resumed.values())
-        if tracked:
+        if tracked and not handover.pending(self.journal, self.spec.name):
             guards.journal_settled(self.con, self.spec.name)
         if not idle:
             self._plan(competitors)
@@ -239,8 +239,9 @@ class _Push:
             self.journal, run_id=self.run_id, trigger=self.spec.name, as_of=self.as_of
         ) as journal:
             self._push_batches(batches, journal)
-        if tracked and batches:
-            # Closed with every batch settled and its file deleted: nothing on the wire.
+        if tracked and batches and not handover.pending(self.journal, self.spec.name):
+            # Closed with every batch settled and its file deleted: nothing on the wire (unless
+            # a later tick's dead push left its journal, read above).
             guards.journal_settled(self.con, self.spec.name)
         self._count()
 

@@ -259,26 +259,55 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def read(directory: Path, trigger: str) -> tuple[pl.DataFrame, list[Path]]:
+def read(
+    directory: Path, trigger: str, *, as_of: datetime | None = None
+) -> tuple[pl.DataFrame, list[Path]]:
     """What pushes of ``trigger`` that did not finish left in ``directory``, and their files.
 
     A line that does not parse is the end of a write that a crash cut short: it was never
     synced, so its hand-over was never acknowledged and its request never went out.
+
+    ``as_of``: only the pushes of ticks at or before it. A run for an earlier instant can get
+    the lock after a later tick's push died (the hourly run queued behind a 5-minute one, a
+    re-executed run): ``resume`` leaves that tick's rows alone, so its journal must stay too,
+    for a tick at or after it to settle. Deleted with them, its sends on the wire would look
+    never handed over, and be sent again.
     """
-    files = sorted(directory.glob(f"{trigger}.*{SUFFIX}")) if directory.is_dir() else []
+    files = pending(directory, trigger)
     rows: list[dict[str, Any]] = []
+    read_files: list[Path] = []
     for path in files:
+        found: list[dict[str, Any]] = []
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 with contextlib.suppress(json.JSONDecodeError):
                     row = json.loads(line)
                     if isinstance(row, dict) and row.get("trigger") == trigger:
-                        rows.append(row)
-    for row in rows:
-        for name in ("as_of", "recorded_at"):
-            if row.get(name):
-                row[name] = datetime.fromisoformat(row[name])
-    return pl.DataFrame(rows, schema=SCHEMA), files
+                        found.append(row)
+        for row in found:
+            for name in ("as_of", "recorded_at"):
+                if row.get(name):
+                    row[name] = datetime.fromisoformat(row[name])
+        later = [
+            row["as_of"] for row in found if as_of and row.get("as_of") and row["as_of"] > as_of
+        ]
+        if later:
+            log.warning(
+                "%s: %s is the journal of a push for a later tick (%s) that did not finish; "
+                "left for a tick at or after it",
+                trigger,
+                path.name,
+                max(later).isoformat(),
+            )
+            continue
+        rows.extend(found)
+        read_files.append(path)
+    return pl.DataFrame(rows, schema=SCHEMA), read_files
+
+
+def pending(directory: Path, trigger: str) -> list[Path]:
+    """The journal files of ``trigger``'s unfinished pushes in ``directory``."""
+    return sorted(directory.glob(f"{trigger}.*{SUFFIX}")) if directory.is_dir() else []
 
 
 def discard(files: Sequence[Path]) -> None:

@@ -258,6 +258,32 @@ def test_an_interrupted_request_is_not_resent_once_one_of_its_recipients_said_no
     assert not (tmp_path / "outbox").exists()
 
 
+def test_a_run_for_an_earlier_tick_leaves_a_later_dead_pushs_journal(con) -> None:
+    # The 5-minute run for AS_OF handed a cart email over and died before the answer; the
+    # hourly run for five minutes earlier got the lock after it (queued behind it). Resume
+    # leaves the later tick's rows alone, so the journal that says the email may be out must
+    # stay too: deleted, the next tick would see a planned row never handed over, and resend it.
+    earlier = AS_OF - timedelta(minutes=5)
+    in_doubt = send_id("abandoned_cart", "a", "reminder")
+    write_eligibility(con, [cart_row("a")])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="recording")
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=[in_doubt], as_of=AS_OF)
+
+    write_eligibility(con, [cart_row("b", as_of=earlier)])
+    hourly = RecordingProvider()
+    dispatch(con, hourly, as_of=earlier, run_id="hourly")
+    assert [m.send_id for m in hourly.sent] == [send_id("abandoned_cart", "b", "reminder")]
+    assert journal(con)["send_id"].to_list() == [in_doubt]
+
+    # The next tick at or after the dead push's settles it from the journal: it may be out.
+    write_eligibility(con, [cart_row("a")])
+    following = RecordingProvider()
+    summary = dispatch(con, following, run_id="next")
+    assert following.sent == [] and summary.unknown == 1
+    assert ledger_rows(con)[in_doubt][0] == "unknown"
+    assert journal(con).is_empty()
+
+
 def test_a_failing_journal_stops_the_push_but_loses_no_answer(
     con, monkeypatch: pytest.MonkeyPatch
 ) -> None:

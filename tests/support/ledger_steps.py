@@ -47,10 +47,12 @@ def hand_over(
     send_ids: Sequence[str],
     key: str | None = None,
     answers: Sequence[SendResult] = (),
+    as_of: datetime | None = None,
 ) -> None:
     """Journal a request carrying ``send_ids`` as a provider does (and its answers, if given)
-    without settling it: what a push killed mid-request leaves behind."""
-    journal = HandoverJournal(journal_dir(con), run_id=run_id, trigger=trigger)
+    without settling it: what a push killed mid-request leaves behind. ``as_of``: the push's
+    tick, as dispatch journals it."""
+    journal = HandoverJournal(journal_dir(con), run_id=run_id, trigger=trigger, as_of=as_of)
     try:
         journal.handing_over(list(send_ids), key)
         if answers:
