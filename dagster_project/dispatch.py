@@ -506,10 +506,10 @@ class _Push:
             results = sending.result()
         except BaseException:
             # Interrupted while waiting (Ctrl-C, Dagster's termination), or the provider
-            # failed: close the journal now, so the wire's next hand-over fails and nothing
-            # more goes out. Leaving, the executor waits for the send; the answers in the
-            # journal are settled by the next run.
-            journal.close(discard=False)
+            # failed: from now on the wire's next hand-over fails and nothing more goes out.
+            # Leaving, the executor waits for the requests already out, whose answers still
+            # reach the journal (closed after, keeping its file); the next run settles them.
+            journal.stop_handovers()
             if failure is not None:
                 log.error("settling or rendering meanwhile had failed too: %r", failure)
             raise

@@ -104,6 +104,7 @@ class HandoverJournal:
         self._written = 0  # the highest seq on disk
         self._failure: BaseException | None = None
         self._closed = False
+        self._stopped = False  # no more hand-overs: the push was interrupted
         self._wake = threading.Condition()
         self.syncs = 0
         self._thread = threading.Thread(
@@ -149,6 +150,19 @@ class HandoverJournal:
             last = self._enqueued
         self._wait_for(last)
 
+    def stop_handovers(self) -> None:
+        """No request goes out from now on (the push was interrupted): :meth:`handing_over`
+        raises, so the provider stops before its next request, while the answers of requests
+        already on the wire are still recorded as they come back. Closing instead would lose
+        those answers, and sends whose outcome was known would be left in doubt."""
+        with self._wake:
+            self._stopped = True
+
+    @property
+    def accepting_handovers(self) -> bool:
+        with self._wake:
+            return not (self._closed or self._stopped)
+
     def close(self, *, discard: bool = True) -> None:
         """Flush, stop the writer and close the file; delete it when ``discard`` (every batch
         was settled). Safe to call twice."""
@@ -179,6 +193,8 @@ class HandoverJournal:
                 raise HandoverError(f"the hand-over journal failed: {self._failure}")
             if self._closed:
                 raise HandoverError("the hand-over journal is closed")
+            if self._stopped and event == "handed_over":
+                raise HandoverError("the push was interrupted: no more requests go out")
             seq = next(self._seq)
             # Taken under the lock: journals of the same run and trigger (a retried step) are
             # ordered by it, events within one journal by seq.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from dagster_project import ledger
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy
-from dagster_project.providers import OutboxProvider, SendResult
+from dagster_project.providers import HandoverError, OutboxProvider, SendResult
 from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.rendering import Renderer, RenderError
 from dagster_project.warehouse import connect, journal_dir, warehouse_lock
@@ -282,6 +285,67 @@ def test_a_run_for_an_earlier_tick_leaves_a_later_dead_pushs_journal(con) -> Non
     assert following.sent == [] and summary.unknown == 1
     assert ledger_rows(con)[in_doubt][0] == "unknown"
     assert journal(con).is_empty()
+
+
+class _InterruptedMidRequest(RecordingProvider):
+    """Hands its first message over and, while that request is on the wire, lets the push be
+    interrupted (``on_wire``); its answer comes back after. The rest of the batch goes on as
+    the HTTP adapters do: a hand-over the journal refuses is a request that does not go out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_wire = threading.Event()
+
+    def send(self, messages, *, idempotency_key=None, journal=None):  # type: ignore[no-untyped-def]
+        assert journal is not None
+        results = []
+        for index, message in enumerate(messages):
+            try:
+                journal.handing_over([message.send_id], idempotency_key)
+            except HandoverError as exc:
+                results.append(
+                    SendResult(message.send_id, "failed", error=str(exc), retryable=True)
+                )
+                continue
+            self.sent.append(message)
+            if index == 0:
+                self.on_wire.set()
+                deadline = time.monotonic() + 30
+                while journal.accepting_handovers and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            result = SendResult(message.send_id, "sent", provider_message_id=f"m-{message.send_id}")
+            with contextlib.suppress(HandoverError):  # logged by the adapters; results returned
+                journal.answered([result])
+            results.append(result)
+        return results
+
+
+def test_an_interrupted_push_still_journals_the_answers_of_requests_on_the_wire(
+    con, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C (or Dagster's termination) lands while the push waits for a request on the wire:
+    # nothing more goes out, and that request's answer, read after the interrupt, still
+    # reaches the journal. The next run settles it as sent, rather than leave an email whose
+    # outcome was known in doubt ('unknown'). (With polars imported, a real SIGINT is only
+    # raised once the wait is over, so the interrupt is raised in the wait here.)
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(3)])
+    interrupted = _InterruptedMidRequest()
+
+    def interrupted_wait(future, timeout=None):  # type: ignore[no-untyped-def]
+        interrupted.on_wire.wait(10)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(Future, "result", interrupted_wait)
+        dispatch(con, interrupted, run_id="interrupted")
+    (first,) = interrupted.sent
+
+    following = RecordingProvider()
+    summary = dispatch(con, following, run_id="next")
+    rows = ledger_rows(con)
+    assert rows[first.send_id][0] == "sent" and summary.unknown == 0
+    assert sorted(m.send_id for m in following.sent) == sorted(set(rows) - {first.send_id})
+    assert {status for status, _e, _a in rows.values()} == {"sent"}
 
 
 def test_a_failing_journal_stops_the_push_but_loses_no_answer(
