@@ -68,6 +68,11 @@ SCHEMA: dict[str, Any] = {
     "attempts": pl.Int32,
     "retryable": pl.Boolean,
     "recorded_at": pl.Datetime("us", "UTC"),
+    # The order events happened in (added by ``read``): files by when their push began, then
+    # ``seq`` within a file. Not ``recorded_at``: a wall clock stepped back mid-push (NTP, a
+    # resumed VM) would reorder one push's events, and a hand-over read as before its batch's
+    # refusal would look settled, and be sent again.
+    "journal_order": pl.Int64,
 }
 
 
@@ -290,7 +295,7 @@ def read(
     never handed over, and be sent again.
     """
     files = pending(directory, trigger)
-    rows: list[dict[str, Any]] = []
+    pushes: list[list[dict[str, Any]]] = []
     read_files: list[Path] = []
     for path in files:
         found: list[dict[str, Any]] = []
@@ -316,8 +321,13 @@ def read(
                 max(later).isoformat(),
             )
             continue
-        rows.extend(found)
+        if found:
+            pushes.append(found)
         read_files.append(path)
+    rows: list[dict[str, Any]] = []
+    for found in sorted(pushes, key=lambda push: min(row["recorded_at"] for row in push)):
+        for row in sorted(found, key=lambda row: row["seq"]):
+            rows.append({**row, "journal_order": len(rows)})
     return pl.DataFrame(rows, schema=SCHEMA), read_files
 
 

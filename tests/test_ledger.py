@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -450,6 +451,31 @@ def test_a_batch_refused_whole_and_split_leaves_only_the_half_on_the_wire_in_dou
     assert keyed[ids[2]] is None and keyed[ids[3]] is None  # never out: a fresh batch
     if idempotent:
         assert keyed[ids[0]] == keyed[ids[1]] == "K-0"  # resent as that half, same key
+
+
+def test_a_clock_stepped_back_mid_push_does_not_reorder_its_journal(con) -> None:
+    # As above, but the wall clock stepped back an hour (NTP, a resumed VM) between the
+    # refusal and the half that went out: read by time, the refusal would come last and the
+    # half on the wire would look settled, and be sent again. The journal's own order counts.
+    keys = ["a", "b", "c", "d"]
+    write_eligibility(con, [cart_row(k) for k in keys])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="resend")
+    ids = [send_id("abandoned_cart", k, "reminder") for k in keys]
+    dying = HandoverJournal(journal_dir(con), run_id="dead", trigger="abandoned_cart")
+    dying.handing_over(ids, "K")
+    dying.returned(ids)
+    dying.handing_over(ids[:2], "K-0")
+    dying.close(discard=False)
+    (path,) = journal_dir(con).glob("abandoned_cart.*")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        if line["request_key"] == "K-0":
+            stepped_back = datetime.fromisoformat(line["recorded_at"]) - timedelta(hours=1)
+            line["recorded_at"] = stepped_back.isoformat()
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    _resume(con, AS_OF, provider="resend", idempotent=False)
+    rows = ledger_rows(con)
+    assert [rows[i][0] for i in ids] == ["unknown", "unknown", "planned", "planned"]
 
 
 def test_a_journal_line_cut_short_by_a_crash_is_ignored(con: duckdb.DuckDBPyConnection) -> None:

@@ -2,8 +2,8 @@
 -- attempt of this run) left unsettled: the provider's answer, where it came after the send's
 -- last hand-over. The result, as a temp table `results` in the shape settle.sql reads, settles
 -- them as the dead push would have (nothing is in doubt about a send whose answer was read).
--- `handovers` is the journal's rows (dagster_project/handover.py::read); events are ordered by
--- recorded_at, then seq. Parameters: $trigger.
+-- `handovers` is the journal's rows (dagster_project/handover.py::read), in the order they
+-- happened (`journal_order`). Parameters: $trigger.
 create temp table results as
 
 with
@@ -26,7 +26,7 @@ journal as (
         handovers.*,
         row_number() over (
             partition by handovers.send_id
-            order by handovers.recorded_at, handovers.seq
+            order by handovers.journal_order
         ) as position
     from handovers
     inner join pending

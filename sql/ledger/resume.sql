@@ -130,7 +130,7 @@ from (
             on pending.send_id = fresh.send_id
         -- The dead push's sends still on the wire: handed over, and neither answered (those
         -- were settled just before) nor returned since (a batch refused whole, then split).
-        -- `handovers` is the journal's rows, ordered by recorded_at, then seq.
+        -- `handovers` is the journal's rows, in the order they happened (`journal_order`).
         left join (
             select
                 journal.run_id,
@@ -146,12 +146,12 @@ from (
                     events.*,
                     row_number() over (
                         partition by events.run_id, events.send_id
-                        order by events.recorded_at, events.seq
+                        order by events.journal_order
                     ) as position,
                     -- 1 for the latest event of its kind (the last hand-over's key).
                     row_number() over (
                         partition by events.run_id, events.send_id, events.event
-                        order by events.recorded_at desc, events.seq desc
+                        order by events.journal_order desc
                     ) as recency
                 from handovers as events
                 where events.trigger = $trigger
