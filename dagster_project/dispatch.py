@@ -189,18 +189,30 @@ class _Push:
         summary = self.summary
         if not self._table_is_for_this_tick():
             return
-        if self._held_for_freshness():
-            return
-        if self._held_for_deliverability():
-            return
         # On PostgreSQL the journal is local and the ledger shared: a dead push's journal
         # elsewhere stops this one (guards.check_journal).
         tracked = dialect(self.con) == "postgres"
         if tracked:
             guards.check_journal(self.con, self.spec.name, self.journal)
         # What pushes of this trigger that died left in the journal: settled or taken over by
-        # resume, then the files go (a later tick's stay, for a tick at or after it).
+        # resume, then the files go (a later tick's stay, for a tick at or after it). The
+        # answers in it are settled first, whatever follows: a hold must not leave delivered
+        # sends uncounted by the guards and the caps.
         left, files = handover.read(self.journal, self.spec.name, as_of=self.as_of)
+        if files:
+            answered = ledger.settle_answers(
+                self.con,
+                trigger=self.spec.name,
+                run_id=self.run_id,
+                as_of=self.as_of,
+                journal=left,
+                retry=self.policy.retry,
+            )
+            summary.resumed += sum(answered.values())
+        if self._held_for_freshness():
+            return
+        if self._held_for_deliverability():
+            return
         # Nothing unfinished and nothing due (most steps of most ticks): resume and planning
         # would change no row, so their transactions are skipped.
         idle = not files and ledger.is_idle(
@@ -221,7 +233,7 @@ class _Push:
             handover.discard(files)
             # Every unfinished send of an earlier run taken over: sent now, or settled as
             # skipped, expired, failed or unknown.
-            summary.resumed = sum(resumed.values())
+            summary.resumed += sum(resumed.values())
         if tracked and not handover.pending(self.journal, self.spec.name):
             guards.journal_settled(self.con, self.spec.name)
         if not idle:

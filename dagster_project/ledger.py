@@ -205,6 +205,32 @@ def resume(
     return counts
 
 
+def settle_answers(
+    con: Connection,
+    *,
+    trigger: str,
+    run_id: str,
+    as_of: datetime,
+    journal: pl.DataFrame,
+    retry: RetryPolicy | None = None,
+) -> dict[str, int]:
+    """Settle the sends of dead pushes whose provider answer reached ``journal``, and nothing
+    else: what the provider answered is a fact, whatever this run decides next. Dispatch calls
+    it before its holds, so a hold (hours, maybe) never leaves delivered sends ``planned``,
+    where the deliverability guard would count their bounces but not them and the frequency
+    caps would miss them. :func:`resume` settles them too, first; a second call finds none.
+    The caller holds the warehouse lock. Returns how many rows moved to each status."""
+    con.register("handovers", journal.to_arrow())
+    try:
+        return _counts(
+            _recover_answers(
+                con, trigger=trigger, run_id=run_id, as_of=as_of, retry=retry or RetryPolicy()
+            )
+        )
+    finally:
+        con.unregister("handovers")
+
+
 def _recover_answers(
     con: Connection,
     *,

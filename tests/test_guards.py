@@ -10,7 +10,7 @@ import pytest
 
 from dagster_project import guards
 from dagster_project.policy import DispatchPolicy, GuardPolicy
-from dagster_project.providers import OutboxProvider
+from dagster_project.providers import OutboxProvider, SendResult
 from tests.support.factories import (
     AS_OF,
     CART_SPEC,
@@ -22,7 +22,8 @@ from tests.support.factories import (
     ledger_rows,
     write_eligibility,
 )
-from tests.support.ledger_steps import journal
+from tests.support.ledger_steps import hand_over, journal, plan
+from tests.support.mirrors import send_id
 from tests.support.providers import RecordingProvider
 
 
@@ -132,6 +133,28 @@ def test_an_absence_trigger_is_held_when_events_are_stale(con) -> None:
     add_event(con, "c1", AS_OF - timedelta(hours=1))
     fresh = _dispatch(con, provider, spec=spec, run_id="r2", freshness_max_hours=24)
     assert (fresh.outcome, fresh.sent) == ("ok", 2)
+
+
+def test_a_held_trigger_still_settles_what_a_dead_push_was_answered(con) -> None:
+    # A push died after its provider answered; the next tick holds the trigger (stale events).
+    # The answer is a fact: the send is recorded sent at once, not left planned through the
+    # hold, where the deliverability guard and the frequency caps would not count it.
+    spec = cart_spec(fires_on_absence=True)
+    write_eligibility(con, [cart_row("a")])
+    plan(con, eligibility=spec.relation, run_id="dead", as_of=AS_OF, provider="recording")
+    answered = send_id("abandoned_cart", "a", "reminder")
+    answer = SendResult(answered, "sent", provider_message_id="m-a")
+    hand_over(con, run_id="dead", trigger=spec.name, send_ids=[answered], answers=[answer])
+    add_event(con, "c1", AS_OF - timedelta(hours=30))
+    provider = RecordingProvider()
+    held = _dispatch(con, provider, spec=spec, run_id="held", freshness_max_hours=24)
+    assert (held.outcome, held.held_by, held.resumed) == ("held", "source_freshness", 1)
+    assert ledger_rows(con)[answered][0] == "sent"
+
+    add_event(con, "c1", AS_OF - timedelta(hours=1))
+    fresh = _dispatch(con, provider, spec=spec, run_id="fresh", freshness_max_hours=24)
+    assert (fresh.outcome, provider.sent) == ("ok", [])
+    assert journal(con).is_empty()
 
 
 def test_stale_events_do_not_hold_a_trigger_that_fires_on_presence(con) -> None:
