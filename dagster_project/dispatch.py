@@ -451,6 +451,13 @@ class _Push:
         wire, settle the answers in hand and render ``following``. Return the following batch
         rendered; this batch's answers, durable in the journal, wait in ``_answered``."""
         messages, failures = rendered
+        # A request resent under its key after a crash must go whole (same key, same body).
+        resend_key = batch[0][3]
+        if resend_key is not None and failures:
+            # One of its emails no longer renders (a lower size limit, a changed template): it
+            # cannot go out as it was, and its first attempt may have been delivered.
+            self._unresendable(batch, f"{len(failures)} could not be rendered again")
+            return self._render(following)
         ledger.settle(
             self.con,
             run_id=self.run_id,
@@ -464,20 +471,9 @@ class _Push:
         messages, opted_out = guards.recheck_consent(
             self.con, messages, self.consent, cutoff=cutoff, pending=self.pending
         )
-        # A request resent under its key after a crash must go whole (same key, same body).
-        resend_key = batch[0][3]
         if resend_key is not None and opted_out:
-            # Someone in it said no since: it cannot go out as it was, and its first attempt
-            # may have been delivered. Nobody is mailed again; an operator decides.
-            ledger.mark_unknown(
-                self.con,
-                run_id=self.run_id,
-                send_ids=[send_id for send_id, *_ in batch],
-                reason="run_died_while_sending",
-                error="an interrupted request could not be resent as it was: "
-                + "; ".join(f"{len(d.send_ids)} {d.reason}" for d in opted_out),
-                as_of=self.as_of,
-            )
+            # Someone in it said no since: it cannot go out as it was either.
+            self._unresendable(batch, "; ".join(f"{len(d.send_ids)} {d.reason}" for d in opted_out))
             return self._render(following)
         for dropped in opted_out:
             ledger.skip(
@@ -533,6 +529,19 @@ class _Push:
         if failure is not None:
             raise failure
         return upcoming
+
+    def _unresendable(self, batch: list[PlannedRow], why: str) -> None:
+        """A request to resend under its key that cannot go out as it first did: nobody is
+        mailed again, and every send of it is ``unknown`` (its first attempt may have been
+        delivered); an operator decides (``nudge resolve-unknown``)."""
+        ledger.mark_unknown(
+            self.con,
+            run_id=self.run_id,
+            send_ids=[send_id for send_id, *_ in batch],
+            reason="run_died_while_sending",
+            error=f"an interrupted request could not be resent as it was: {why}",
+            as_of=self.as_of,
+        )
 
     def _count(self) -> None:
         summary = self.summary

@@ -15,7 +15,7 @@ import pytest
 from dagster_project import ledger
 from dagster_project.dispatch import dispatch_trigger
 from dagster_project.policy import DispatchPolicy
-from dagster_project.providers import HandoverError, OutboxProvider, SendResult
+from dagster_project.providers import HandoverError, OutboxProvider, ProviderLimits, SendResult
 from dagster_project.providers.sendgrid import SendGridProvider
 from dagster_project.rendering import Renderer, RenderError
 from dagster_project.warehouse import connect, journal_dir, warehouse_lock
@@ -346,6 +346,23 @@ def test_an_interrupted_push_still_journals_the_answers_of_requests_on_the_wire(
     assert rows[first.send_id][0] == "sent" and summary.unknown == 0
     assert sorted(m.send_id for m in following.sent) == sorted(set(rows) - {first.send_id})
     assert {status for status, _e, _a in rows.values()} == {"sent"}
+
+
+def test_a_resend_that_no_longer_renders_as_before_is_unknown_whole(con) -> None:
+    # A request through an idempotent provider was on the wire when its push died. Resent
+    # under its key it must be the same request; if one of its emails no longer renders (a
+    # lower size limit, a changed template) it cannot go out as it was, and its first attempt
+    # may have been delivered: nobody is mailed and the whole request is unknown (resolved by
+    # an operator), not one email "failed" and the rest sent under the key with a new body.
+    write_eligibility(con, [cart_row("a"), cart_row("b", first_name="B" * 20000)])
+    plan(con, eligibility=CART_SPEC.relation, run_id="dead", as_of=AS_OF, provider="recording")
+    ids = sorted(ledger_rows(con))
+    hand_over(con, run_id="dead", trigger="abandoned_cart", send_ids=ids, key="K", as_of=AS_OF)
+    provider = RecordingProvider()
+    provider.limits = ProviderLimits(max_batch=1000, idempotent=True)
+    summary = dispatch(con, provider, run_id="next", policy=DispatchPolicy(max_message_bytes=20000))
+    assert provider.sent == [] and summary.unknown == 2
+    assert {status for status, _e, _a in ledger_rows(con).values()} == {"unknown"}
 
 
 def test_a_failing_journal_stops_the_push_but_loses_no_answer(
