@@ -325,10 +325,18 @@ def read(
             pushes.append(found)
         read_files.append(path)
     rows: list[dict[str, Any]] = []
-    for found in sorted(pushes, key=lambda push: min(row["recorded_at"] for row in push)):
-        for row in sorted(found, key=lambda row: row["seq"]):
+    for found in sorted(pushes, key=_began):
+        for row in sorted(found, key=lambda row: row.get("seq") or 0):
             rows.append({**row, "journal_order": len(rows)})
     return pl.DataFrame(rows, schema=SCHEMA), read_files
+
+
+def _began(push: list[dict[str, Any]]) -> datetime:
+    """When a push began: the first time it recorded (every line nudge writes has one)."""
+    return min(
+        (row["recorded_at"] for row in push if row.get("recorded_at")),
+        default=datetime.max.replace(tzinfo=UTC),
+    )
 
 
 def pending(directory: Path, trigger: str) -> list[Path]:
