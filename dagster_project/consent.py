@@ -45,7 +45,7 @@ def drain(con: Connection, store: LandingStore, *, now: datetime | None = None) 
             replace(c, customer_id=erased.get(c.customer_id, c.customer_id)) for c in changes
         ]
         new = _insert(con, changes, now)
-        store.mark_drained([c.change_id for c in changes], now)
+        store.mark_drained(changes, now)
         for customer_id in erased:
             store.erase(customer_id)
         total_new += new

@@ -282,15 +282,20 @@ class LandingStore:
             ).fetchall()
         return [_change(row) for row in rows]
 
-    def mark_drained(self, change_ids: Sequence[str], now: datetime | None = None) -> None:
-        """Called once the warehouse committed them; prunes what was drained long ago."""
+    def mark_drained(self, changes: Sequence[ConsentChange], now: datetime | None = None) -> None:
+        """Called once the warehouse committed them; prunes what was drained long ago.
+
+        Only the version that was copied is marked: the same request again while the drain
+        ran moved its change to a later instant (``_write_one``), which the warehouse has not
+        seen. That stays undrained, and the next drain carries the new instant over."""
         now = now or datetime.now(UTC)
         with self._connection() as con:
             con.execute("begin immediate")
             try:
                 con.executemany(
-                    "update consent_changes set drained_at = ? where change_id = ?",
-                    [(_text(now), change_id) for change_id in change_ids],
+                    "update consent_changes set drained_at = ?"
+                    " where change_id = ? and changed_at = ?",
+                    [(_text(now), c.change_id, _text(c.changed_at)) for c in changes],
                 )
                 con.execute(
                     "delete from consent_changes where drained_at < ?",

@@ -190,6 +190,33 @@ def test_a_second_click_after_an_import_resubscribed_them_is_still_the_latest_wo
     assert status == [("skipped", "unsubscribed_before_send")]
 
 
+def test_a_second_click_while_a_drain_copies_the_first_still_reaches_the_warehouse(
+    tmp_path: Path, store: LandingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same click again while a drain is copying the first moves the change to its new
+    instant: the drain must not mark that newer version drained, or the warehouse keeps the
+    first instant, older than an import that subscribed the person again in between."""
+    con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
+    second = AS_OF + timedelta(minutes=5)
+    _record(store, "cust_race", send_id="s1", now=AS_OF)
+    add_subscription(con, "cust_race", "subscribed", AS_OF + timedelta(minutes=2))
+    reading = store.undrained
+
+    def read_then_click_again(*args, **kwargs):  # type: ignore[no-untyped-def]
+        changes = reading(*args, **kwargs)
+        _record(store, "cust_race", send_id="s1", now=second)
+        return changes
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "undrained", read_then_click_again)
+        drain(con, store, now=second + timedelta(seconds=1))
+    assert [c.changed_at for c in store.undrained()] == [second]
+    drain(con, store)
+    rows = con.execute("select changed_at from nudge.consent_changes").fetchall()
+    assert [r[0] for r in rows] == [second]
+
+
 def test_an_old_link_of_an_erased_person_does_not_bring_their_id_back(
     tmp_path: Path, store: LandingStore
 ) -> None:
