@@ -442,19 +442,27 @@ class LandingStore:
     def erase(
         self, customer_id: str, *, emails: Sequence[str] = (), send_ids: Sequence[str] = ()
     ) -> int:
-        """Remove every change of this customer and every event about their addresses or
-        sends, and their bytes from the file."""
+        """Remove every drained change of this customer and every drained event about their
+        addresses or sends, and their bytes from the file.
+
+        Only drained rows: one acknowledged after the caller's drain (an unsubscribe clicked
+        while ``nudge erase`` runs) is not in the warehouse yet, and deleting it would lose a
+        "no" the service already answered for. The next drain copies it under the person's
+        pseudonym and forgets it here (``consent.drain``, ``events.drain``)."""
         addresses = [e.strip().lower() for e in emails if e]
         with self._connection() as con:
             deleted = con.execute(
-                "delete from consent_changes where customer_id = ?", (customer_id,)
+                "delete from consent_changes where customer_id = ? and drained_at is not null",
+                (customer_id,),
             ).rowcount
             for column, values in (("email", addresses), ("send_id", list(send_ids))):
                 for start in range(0, len(values), 500):
                     chunk = values[start : start + 500]
                     marks = ",".join("?" * len(chunk))
                     deleted += con.execute(
-                        f"delete from email_events where {column} in ({marks})", chunk
+                        f"delete from email_events where {column} in ({marks})"
+                        " and drained_at is not null",
+                        chunk,
                     ).rowcount
             # Copy the WAL into the database and empty it: the deleted rows' old pages are
             # gone from both files (secure_delete zeroed them in the database). A reader in

@@ -236,3 +236,33 @@ def test_an_old_link_of_an_erased_person_does_not_bring_their_id_back(
     assert store.latest("cust_gone", "marketing") is None
     assert store.latest("cust_here", "marketing") is not None
     assert b"cust_gone" not in store.path.read_bytes()
+
+
+def test_erasing_keeps_a_change_acknowledged_after_the_drain_until_the_next_drain(
+    tmp_path: Path, store: LandingStore
+) -> None:
+    """`nudge erase` drains the store, then forgets the person there. An unsubscribe
+    acknowledged in between is not in the warehouse yet: erasing it would lose a "no" the
+    service answered for. It stays until the next drain, which stores it under the person's
+    pseudonym and then forgets them here."""
+    from dagster_project import audit
+    from dagster_project.privacy import pseudonym
+
+    con = connect(tmp_path / "w.duckdb")
+    ledger.ensure_ledger(con)
+    _record(store, "cust_gone", send_id="s1", now=AS_OF)
+    drain(con, store)
+    _record(store, "cust_gone", send_id="s2", now=AS_OF + timedelta(minutes=1))
+    assert store.erase("cust_gone") == 1  # the drained change only
+    assert [c.send_id for c in store.undrained()] == ["s2"]
+
+    ((salt,),) = con.execute("select salt from nudge.erasure_salt").fetchall()
+    gone = pseudonym(salt, "cust_gone")
+    audit.record(con, "erasure", actor="cli:test", subject=gone)
+    assert drain(con, store).changes == 1
+    stored = con.execute(
+        "select customer_id, status from nudge.consent_changes where send_id = 's2'"
+    ).fetchall()
+    assert stored == [(gone, "unsubscribed")]
+    assert store.latest("cust_gone", "marketing") is None
+    assert b"cust_gone" not in store.path.read_bytes()
