@@ -79,7 +79,6 @@ def compose_message(
     email = context.get("email")
     if not email:
         raise RenderError("the eligibility row has no email")
-    headers = add_links(spec, links, send_id, context) if links is not None else {}
     step = str(context.get("step") or spec.steps[0].name)
     template = context.get("template") or f"{spec.name}/{step}"
     if template not in spec.templates:
@@ -88,6 +87,11 @@ def compose_message(
             f"template {template!r} is not one of trigger {spec.name}'s steps or variants "
             f"({', '.join(spec.templates)})"
         )
+    headers = (
+        add_links(spec, links, send_id, context, confirm=renderer.reads(template, "confirm_url"))
+        if links is not None
+        else {}
+    )
     rendered = renderer.render(template, context)
     custom_args = {"send_id": send_id, "trigger": spec.name, "step": step}
     if context.get("variant"):
@@ -110,10 +114,19 @@ def compose_message(
 
 
 def add_links(
-    spec: TriggerSpec, links: LinkSettings, send_id: str, context: dict[str, Any]
+    spec: TriggerSpec,
+    links: LinkSettings,
+    send_id: str,
+    context: dict[str, Any],
+    *,
+    confirm: bool = True,
 ) -> dict[str, str]:
     """Put ``unsubscribe_url`` (marketing) and ``confirm_url`` in a send's template context;
-    return the headers the message carries (RFC 8058's, for marketing)."""
+    return the headers the message carries (RFC 8058's, for marketing).
+
+    ``confirm=False`` leaves ``confirm_url`` out, for a template that never shows it: signing
+    it was a tenth of rendering an email that has no use for it.
+    """
     if not context.get("customer_id"):
         raise RenderError("the eligibility row has no customer_id to sign its links for")
     customer_id = str(context["customer_id"])
@@ -124,7 +137,7 @@ def add_links(
         headers = links.unsubscribe_headers(url)
     # Issued at the tick, so a send resent after a crash renders the same link.
     issued = _instant(context.get("as_of"))
-    if issued is not None:
+    if confirm and issued is not None:
         context["confirm_url"] = links.confirm_url(customer_id, spec.consent_list, issued)
     return headers
 

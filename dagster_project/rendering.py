@@ -18,7 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateNotFound
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    meta,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from .config import TEMPLATES_DIR
@@ -88,6 +95,7 @@ class Renderer:
         self.env.filters["money"] = _money
         self.env.filters["date"] = _date
         self._compiled: dict[str, tuple[tuple[str, Template], ...]] = {}
+        self._reads: dict[str, frozenset[str] | None] = {}
 
     def template_names(self, template: str) -> dict[str, str]:
         return {part: f"{template}.{part}.j2" for part in PARTS}
@@ -114,6 +122,40 @@ class Renderer:
                     raise RenderError(f"{name}: {type(exc).__name__}: {exc}") from exc
             compiled = self._compiled[template] = tuple(loaded)
         return compiled
+
+    def reads(self, template: str, variable: str) -> bool:
+        """Whether the step's templates, with the layouts and partials they use, read
+        ``variable``; True when that cannot be known (a template name computed at render time,
+        a template that does not parse: rendering reports that one).
+
+        So a value that costs something to make (a signed link) is made only for the emails
+        that show it.
+        """
+        if template not in self._reads:
+            self._reads[template] = self._variables(self.template_names(template).values())
+        names = self._reads[template]
+        return names is None or variable in names
+
+    def _variables(self, roots: Any) -> frozenset[str] | None:
+        found: set[str] = set()
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+                ast = self.env.parse(source)
+            except Exception:
+                return None
+            found |= meta.find_undeclared_variables(ast)
+            for referenced in meta.find_referenced_templates(ast):
+                if referenced is None:  # {% include some_variable %}
+                    return None
+                todo.append(referenced)
+        return frozenset(found)
 
     def render(self, template: str, context: dict[str, Any]) -> RenderedEmail:
         """Render the three parts; raise :class:`RenderError` naming the part and the cause."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,19 @@ def test_rotation_accepts_the_previous_secret_and_nothing_else() -> None:
     assert rotated.verify(token).customer_id == "cust_1"
     with pytest.raises(InvalidToken):
         _links(secret="n" * 40).verify(token)
+
+
+@pytest.mark.parametrize("secret", ["k" * 32, "é" * 40, "b" * 64, "l" * 65, "x" * 300])
+def test_the_signature_is_standard_hmac_sha256_so_links_in_inboxes_stay_valid(secret) -> None:
+    # The MAC is computed from pre-hashed key pads (fast, and holds the GIL): it must be the
+    # very bytes of HMAC-SHA256, for keys shorter than, equal to and longer than its block, or
+    # every link already mailed would stop verifying.
+    links = _links(secret=secret)
+    token = links.token("unsubscribe", "cust_1", "marketing", "send_1")
+    body, _, mac = token.partition(".")
+    expected = hmac.digest(secret.encode(), body.encode(), "sha256")[:16]
+    assert base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4)) == expected
+    assert links.verify(token).customer_id == "cust_1"
 
 
 def test_changing_any_character_of_a_token_invalidates_it() -> None:
@@ -125,3 +141,40 @@ def test_serve_behind_a_public_url_refuses_a_secret_of_its_own(tmp_path: Path) -
     with pytest.raises(ConfigError, match="NUDGE_LINK_SECRET is unset"):
         public.require_shared()
     _links().require_shared()
+
+
+def test_a_confirmation_email_carries_a_confirm_link_the_service_accepts() -> None:
+    # compose signs confirm_url only for templates that read it (through their layout here):
+    # the double opt-in email must still get one, and a cart reminder need not.
+    from dagster_project.compose import render_batch
+    from dagster_project.rendering import Renderer
+    from dagster_project.sequences import parse_sequence
+    from dagster_project.triggers import TriggerSpec
+    from tests.support.factories import CART_SPEC, cart_row
+
+    links = _links()
+    confirm = TriggerSpec(
+        name="confirm_subscription",
+        model="confirm_subscription_eligibility",
+        relation="audience.confirm_subscription_eligibility",
+        sequence=parse_sequence(
+            "confirm_subscription",
+            {"category": "transactional", "steps": [{"name": "confirm", "delay": "0h"}]},
+            "tests/test_links.py",
+        ),
+    )
+    row = {**cart_row("7"), "step": "confirm", "template": None, "as_of": NOW.isoformat()}
+    messages, failures = render_batch(
+        confirm, Renderer(), [("send_7", json.dumps(row, default=str))], "s@x.io", links=links
+    )
+    assert not failures
+    path = messages[0].text.split(f"{links.public_url}/confirm/")[1].split()[0]
+    claim = links.verify(path, now=NOW)
+    assert (claim.kind, claim.customer_id, claim.issued_at) == ("confirm", "cust_7", NOW)
+
+    cart = {**cart_row("cust_8"), "as_of": NOW.isoformat()}
+    messages, failures = render_batch(
+        CART_SPEC, Renderer(), [("send_8", json.dumps(cart, default=str))], "s@x.io", links=links
+    )
+    assert not failures and "/confirm/" not in messages[0].html + messages[0].text
+    assert "/u/" in messages[0].headers["List-Unsubscribe"]

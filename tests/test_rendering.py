@@ -173,3 +173,28 @@ def test_a_missing_part_fails_each_row_naming_that_part(tmp_path: Path) -> None:
     for _ in range(2):  # not cached as a success after the first failure
         with pytest.raises(RenderError, match=r"t/s\.txt\.j2: TemplateNotFound"):
             renderer.render("t/s", {"name": "Ann"})
+
+
+def test_reads_follows_layouts_and_includes_and_is_unsure_of_dynamic_ones(
+    tmp_path: Path,
+) -> None:
+    renderer = _templates(tmp_path, "Hi {{ name }}", html='{% extends "_base.html.j2" %}')
+    (tmp_path / "_base.html.j2").write_text('<p>{% include "_foot.html.j2" %}</p>')
+    (tmp_path / "_foot.html.j2").write_text('<a href="{{ confirm_url }}">confirm</a>')
+    assert renderer.reads("t/s", "confirm_url")  # two templates away, through the layout
+    assert renderer.reads("t/s", "name")
+    assert not renderer.reads("t/s", "unsubscribe_url")
+
+    (tmp_path / "u").mkdir()
+    for part in ("subject", "html", "txt"):
+        (tmp_path / "u" / f"s.{part}.j2").write_text("{% include partial %}")
+    # A partial named by the data could read anything: assume it does.
+    assert Renderer(tmp_path).reads("u/s", "confirm_url")
+
+
+def test_the_shipped_templates_read_confirm_url_only_where_they_show_it() -> None:
+    renderer = Renderer()
+    assert renderer.reads("confirm_subscription/confirm", "confirm_url")
+    assert renderer.reads("confirm_subscription/reminder", "confirm_url")
+    assert not renderer.reads("abandoned_cart/reminder", "confirm_url")
+    assert renderer.reads("abandoned_cart/reminder", "unsubscribe_url")
