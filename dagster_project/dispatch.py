@@ -354,8 +354,8 @@ class _Push:
         log.error("trigger %s: %d new sends held: %s", summary.trigger, count, reason)
 
     def _push_batches(self, batches: list[list[PlannedRow]], journal: HandoverJournal) -> None:
-        """Push the batches in order; while one is on the wire, the one before is settled and
-        the next one rendered.
+        """Push the batches in order; while one is on the wire, the ones answered before it
+        are settled (once ``policy.settle_every`` sends are waiting) and the next one rendered.
 
         Rendering is pure (``compose.py``: no ledger, no journal), so rendering ahead moves no
         step a crash could interrupt. Settling a batch while the next one is on the wire does
@@ -421,20 +421,21 @@ class _Push:
             max_message_bytes=self.policy.max_message_bytes,
         )
 
-    def _settle_answered(self) -> None:
-        """Settle the batches whose answers are in hand (and in the journal), oldest first."""
-        while self._answered:
-            results, key, handed_over_at = self._answered[0]
-            ledger.settle(
-                self.con,
-                run_id=self.run_id,
-                results=results,
-                as_of=self.as_of,
-                retry=self.policy.retry,
-                batch_id=key,
-                handed_over_at=handed_over_at,
-            )
-            self._answered.pop(0)
+    def _settle_answered(self, *, at_least: int = 0) -> None:
+        """Settle the batches whose answers are in hand (and in the journal), in one
+        transaction; unless ``at_least`` of their sends are waiting, leave them for later."""
+        waiting = self._answered
+        if not waiting or sum(len(results) for results, _, _ in waiting) < at_least:
+            return
+        ledger.settle_batches(
+            self.con,
+            run_id=self.run_id,
+            batches=waiting,
+            as_of=self.as_of,
+            retry=self.policy.retry,
+        )
+        self._answered = []
+        for results, _, _ in waiting:
             self.summary.errors.extend(
                 f"{r.send_id}: {r.error}" for r in results if r.status != "sent"
             )
@@ -506,7 +507,7 @@ class _Push:
         # are in the journal.
         failure: BaseException | None = None
         try:
-            self._settle_answered()
+            self._settle_answered(at_least=self.policy.settle_every)
             upcoming = self._render(following)
         except BaseException as exc:
             failure = exc

@@ -381,21 +381,45 @@ def settle(
 ) -> None:
     """Record each result of a batch: ``sent`` with the provider's message id, else the status
     and why. ``handed_over_at``: when the batch went to the provider (``sending_at``)."""
-    if not results:
+    settle_batches(
+        con,
+        run_id=run_id,
+        batches=[(results, batch_id, handed_over_at)],
+        as_of=as_of,
+        retry=retry,
+    )
+
+
+def settle_batches(
+    con: Connection,
+    *,
+    run_id: str,
+    batches: Sequence[tuple[Sequence[SendResult], str | None, datetime | None]],
+    as_of: datetime,
+    retry: RetryPolicy | None = None,
+) -> None:
+    """:func:`settle` several batches, each ``(results, batch_id, handed_over_at)``, in one
+    transaction: a settle costs about as much for a hundred rows as for five hundred."""
+    rows = [
+        (result, batch_id, handed_over_at if result.attempts else None)
+        for results, batch_id, handed_over_at in batches
+        for result in results
+    ]
+    if not rows:
         return
     frame = pl.DataFrame(
         {
-            "run_id": [run_id] * len(results),
-            "send_id": [r.send_id for r in results],
-            "status": [r.status for r in results],
-            "reason": [r.reason for r in results],
-            "provider_message_id": [r.provider_message_id for r in results],
-            "error": [r.error for r in results],
-            "attempts": [r.attempts for r in results],
-            "retryable": [r.retryable for r in results],
-            "batch_id": [batch_id] * len(results),
-            "sent_as_of": [as_of] * len(results),
-            "handed_over_at": [handed_over_at if r.attempts else None for r in results],
+            "run_id": [run_id] * len(rows),
+            "send_id": [r.send_id for r, _, _ in rows],
+            "status": [r.status for r, _, _ in rows],
+            "reason": [r.reason for r, _, _ in rows],
+            "provider_message_id": [r.provider_message_id for r, _, _ in rows],
+            "error": [r.error for r, _, _ in rows],
+            "attempts": [r.attempts for r, _, _ in rows],
+            "retryable": [r.retryable for r, _, _ in rows],
+            "batch_id": [batch_id for _, batch_id, _ in rows],
+            "sent_as_of": [as_of] * len(rows),
+            "handed_over_at": [handed_over_at for _, _, handed_over_at in rows],
         },
         schema={
             "run_id": pl.String,

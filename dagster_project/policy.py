@@ -169,6 +169,12 @@ class DispatchPolicy:
     # Sends rendered, handed to the provider and settled per batch; set by the esp resource.
     # None: the provider's default_batch (a full round of requests for a batch API).
     batch_size: int | None = None
+    # While a push runs, answered batches are settled in the ledger together once this many
+    # sends are waiting (all of them at its end). One ledger transaction costs about as much
+    # for a hundred rows as for five hundred, and its CPU competes with the requests on the
+    # wire. The answers are in the hand-over journal meanwhile, so a crash settles them on the
+    # next tick just as it settles one batch. The crash tests lower it to one batch.
+    settle_every: int = 500
 
     @classmethod
     def from_values(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from dagster_project import guards, ledger
@@ -107,6 +108,7 @@ def _start(
     *,
     batch: int,
     failpoints: str = "",
+    settle_every: int | None = None,
 ) -> subprocess.Popen[str]:
     env = {**os.environ, POSTGRES_PASSWORD_VAR: warehouse.password}
     if failpoints:
@@ -132,6 +134,7 @@ def _start(
             "doomed",
             "--batch-size",
             str(batch),
+            *(["--settle-every", str(settle_every)] if settle_every else []),
         ],
         cwd=ROOT,
         env=env,
@@ -232,6 +235,42 @@ def test_a_killed_sendgrid_push_leaves_in_doubt_only_what_was_on_the_wire(
         # (at most one per worker, checked above), whether or not they reached the server.
         assert len(received_before) >= 200
         assert set(statuses.values()) <= {"sent", "unknown"}
+
+
+def test_a_push_killed_settling_several_batches_at_once_settles_them_from_its_journal(
+    tmp_path: Path,
+) -> None:
+    # Answered batches are settled together (policy.settle_every): batches 1 and 2 of 50 are
+    # delivered, journaled and settled in one transaction that the kill rolls back while batch
+    # 3 is on the wire. The rerun settles both from the journal (not resent) and leaves in
+    # doubt only batch 3's requests that were handed over.
+    warehouse, due = _prepare(tmp_path, 300)
+    with EspServer(api_key=crash_worker.API_KEY, default=Reply(delay=0.005)) as server:
+        worker = _start(
+            warehouse,
+            "sendgrid",
+            server.url,
+            tmp_path,
+            batch=50,
+            settle_every=100,
+            failpoints="mid_settle:1",
+        )
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == -signal.SIGKILL, err
+        received_before = set(server.received_send_ids())
+        # The killed settle left nothing in the ledger: every answer is in the journal.
+        assert set(_ledger(warehouse).values()) == {"planned"}
+        with warehouse.connect() as con:
+            assert journal(con).filter(pl.col("event") == "answered").height >= 100
+        summary = _rerun(warehouse, "sendgrid", server.url, tmp_path, 50)
+        received = server.received_send_ids()
+
+    statuses = _assert_invariants(warehouse, due, received)
+    unknown = _unknown(statuses)
+    assert len(unknown) <= crash_worker.CONCURRENCY
+    assert summary.unknown == len(unknown)
+    assert len(received_before) >= 100
+    assert set(statuses.values()) <= {"sent", "unknown"}
 
 
 # -- at random moments --------------------------------------------------------------------------

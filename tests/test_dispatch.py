@@ -549,21 +549,21 @@ def test_a_settle_that_fails_while_the_next_batch_is_out_stops_the_push_and_lose
     # batch 2 still finishes and is journaled, nothing more goes out, and the next run settles
     # both from the journal: every send once, none lost.
     write_eligibility(con, [cart_row(f"k{i}") for i in range(9)])
-    real_settle = ledger.settle
+    real_settle = ledger.settle_batches
     calls = {"with_results": 0}
 
-    def failing_settle(con, *, results, **kwargs):  # type: ignore[no-untyped-def]
-        if results:
+    def failing_settle(con, *, batches, **kwargs):  # type: ignore[no-untyped-def]
+        if any(results for results, _key, _at in batches):
             calls["with_results"] += 1
             if calls["with_results"] == 1:
                 raise duckdb.IOException("disk full")
-        return real_settle(con, results=results, **kwargs)
+        return real_settle(con, batches=batches, **kwargs)
 
-    monkeypatch.setattr(ledger, "settle", failing_settle)
+    monkeypatch.setattr(ledger, "settle_batches", failing_settle)
     provider = RecordingProvider()
     with pytest.raises(duckdb.IOException, match="disk full"):
-        _dispatch(con, provider, batch_size=3)
-    monkeypatch.setattr(ledger, "settle", real_settle)
+        _dispatch(con, provider, batch_size=3, settle_every=3)
+    monkeypatch.setattr(ledger, "settle_batches", real_settle)
     # Batch 1 went out, then batch 2 while batch 1's settle failed; batch 3 never did.
     assert len(provider.sent) == 6
     assert len(journal(con)) > 0
@@ -577,6 +577,37 @@ def test_a_settle_that_fails_while_the_next_batch_is_out_stops_the_push_and_lose
     assert {status for status, _e, _a in ledger_rows(con).values()} == {"sent"}
     assert summary.duplicate_deliveries == 0
     assert journal(con).is_empty()
+
+
+def test_answered_batches_are_settled_together_each_row_under_its_own_batch(
+    con, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # settle_every=6 with batches of 3: batches 1 and 2 are settled in one transaction while
+    # batch 3 is on the wire, batch 3 at the end. Merged, each row still records the request
+    # key of its own batch and when that batch was handed over.
+    write_eligibility(con, [cart_row(f"k{i}") for i in range(9)])
+    real_settle = ledger.settle_batches
+    settles: list[list[int]] = []
+
+    def counting_settle(con, *, batches, **kwargs):  # type: ignore[no-untyped-def]
+        if any(results for results, _key, _at in batches):  # not a batch's render failures
+            settles.append([len(results) for results, _key, _at in batches])
+        return real_settle(con, batches=batches, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_batches", counting_settle)
+    provider = RecordingProvider()
+    summary = _dispatch(con, provider, batch_size=3, settle_every=6)
+    assert summary.sent == 9
+    assert settles == [[3, 3], [3]]
+    rows = con.execute(
+        "select batch_id, count(*), count(distinct sending_at), min(status), max(status)"
+        " from nudge.send_ledger group by batch_id"
+    ).fetchall()
+    assert sorted(n for _, n, _, _, _ in rows) == [3, 3, 3]
+    assert all(instants == 1 and low == high == "sent" for _, _, instants, low, high in rows)
+    assert {batch for batch, *_ in rows} == {
+        ledger.batch_key([m.send_id for m in provider.sent[i : i + 3]]) for i in (0, 3, 6)
+    }
 
 
 def test_a_journal_file_left_after_its_batch_settled_is_cleared_by_a_step_with_nothing_due(

@@ -59,8 +59,16 @@ def settings_for(warehouse: str, state_dir: Path, password: str = "") -> Setting
 
 
 def push(
-    settings: Settings, provider: Provider, *, as_of: str, run_id: str, batch_size: int
+    settings: Settings,
+    provider: Provider,
+    *,
+    as_of: str,
+    run_id: str,
+    batch_size: int,
+    settle_every: int | None = None,
 ) -> TriggerSummary:
+    """Push the carts; answered batches are settled ``settle_every`` sends at a time (default:
+    each batch on its own, so ``mid_settle:N`` is the settle of batch N)."""
     try:
         with locked_warehouse(settings) as con:
             return dispatch_trigger(
@@ -71,7 +79,9 @@ def push(
                 as_of=parse_as_of(as_of),
                 run_id=run_id,
                 from_email="shop@example.com",
-                policy=DispatchPolicy(batch_size=batch_size),
+                policy=DispatchPolicy(
+                    batch_size=batch_size, settle_every=settle_every or batch_size
+                ),
             )
     finally:
         provider.close()
@@ -88,13 +98,19 @@ def main() -> None:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--settle-every", type=int)
     args = parser.parse_args()
     provider = build(args.provider, args.url, args.outbox, concurrency=args.concurrency)
     settings = settings_for(
         args.warehouse, args.state_dir, os.environ.get(POSTGRES_PASSWORD_VAR, "")
     )
     summary = push(
-        settings, provider, as_of=args.as_of, run_id=args.run_id, batch_size=args.batch_size
+        settings,
+        provider,
+        as_of=args.as_of,
+        run_id=args.run_id,
+        batch_size=args.batch_size,
+        settle_every=args.settle_every,
     )
     print(f"sent {summary.sent}")
 
