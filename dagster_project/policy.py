@@ -166,7 +166,7 @@ class DispatchPolicy:
         "(0 or 1: render in the send step's own process).",
         "NUDGE_RENDER_PROCESSES",
     )
-    # Sends rendered, handed to the provider and settled per batch; set by the esp resource.
+    # Sends rendered, re-checked and handed to the provider per batch; set by the esp resource.
     # None: the provider's default_batch (a full round of requests for a batch API).
     batch_size: int | None = None
     # While a push runs, answered batches are settled in the ledger together once this many

@@ -148,13 +148,15 @@ class Renderer:
             try:
                 source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
                 ast = self.env.parse(source)
+                # Code generation, which can refuse a template that parsed (a block defined
+                # twice): rendering fails those rows one by one, this must not fail the push.
+                found |= meta.find_undeclared_variables(ast)
+                referenced = list(meta.find_referenced_templates(ast))
             except Exception:
                 return None
-            found |= meta.find_undeclared_variables(ast)
-            for referenced in meta.find_referenced_templates(ast):
-                if referenced is None:  # {% include some_variable %}
-                    return None
-                todo.append(referenced)
+            if None in referenced:  # {% include some_variable %}
+                return None
+            todo.extend(name for name in referenced if name is not None)
         return frozenset(found)
 
     def render(self, template: str, context: dict[str, Any]) -> RenderedEmail:

@@ -198,3 +198,15 @@ def test_the_shipped_templates_read_confirm_url_only_where_they_show_it() -> Non
     assert renderer.reads("confirm_subscription/reminder", "confirm_url")
     assert not renderer.reads("abandoned_cart/reminder", "confirm_url")
     assert renderer.reads("abandoned_cart/reminder", "unsubscribe_url")
+
+
+def test_a_partial_that_does_not_compile_fails_its_rows_not_the_push(tmp_path: Path) -> None:
+    # check() compiles the step's own templates, not its partials: a partial that parses but
+    # does not compile (a block defined twice) must fail the rows that render it, one by one,
+    # as before; asking whether the step reads a variable must not raise instead.
+    renderer = _templates(tmp_path, "Hi {{ name }}", html='{% include "_bad.html.j2" %}')
+    (tmp_path / "_bad.html.j2").write_text("{% block a %}{% endblock %}{% block a %}{% endblock %}")
+    renderer.check("t/s")
+    assert renderer.reads("t/s", "confirm_url")  # unknown: assume it does
+    with pytest.raises(RenderError, match=r"s\.html\.j2"):
+        renderer.render("t/s", {"name": "Ann"})

@@ -155,9 +155,10 @@ class EspResource(ConfigurableResource):
     max_attempts: int = 5
     batch_size: int | None = Field(
         default=None,
-        description="Sends rendered, re-checked, handed to the provider and settled in the "
-        "ledger per batch; empty: the provider's own (100 for one-message "
-        "APIs; a full request per worker for batch APIs, e.g. 8 x 500 for Postmark).",
+        description="Sends rendered, re-checked against consent and handed to the provider "
+        "per batch (answered batches settle in the ledger together once 500 sends wait); "
+        "empty: the provider's own (100 for one-message APIs; a full request per worker "
+        "for batch APIs, e.g. 8 x 500 for Postmark).",
     )
 
     def build(self) -> Provider:
