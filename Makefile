@@ -39,9 +39,10 @@ test: setup  ## the whole test suite (dbt unit tests, provider emulators include
 	@# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (CI images often set it),
 	@# each of the hundreds of `nudge` processes the tests start would compile the package
 	@# again (0.3-0.9 s each, measured). Python still reads what is compiled.
+	@# --durations lists the 25 slowest tests: where the suite's time goes, in every CI log.
 	@$(BIN)/python -m compileall -q dagster_project tests
 	@tmp=$$(mktemp -d "$(TEST_TMP)/nudge-tests.XXXXXX") && trap 'rm -rf "$$tmp"' EXIT && \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 \
 		--basetemp "$$tmp/pytest" $(PYTEST_ARGS)
 
 test-week-postgres: setup  ## the simulated week on PostgreSQL (kept out of `make test` for time; CI runs it)
