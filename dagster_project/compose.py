@@ -37,9 +37,8 @@ def render_batch(
     ``links`` makes the template variables ``unsubscribe_url`` (marketing, with the RFC 8058
     headers on the message) and ``confirm_url`` (for templates that show it); without them a
     marketing template that shows its unsubscribe link fails to render, rather than send a dead
-    link. A message bigger than
-    ``max_message_bytes`` (HTML + text) is not sent either: mail clients clip it (Gmail above
-    about 102 KB) and it means a template or a data bug.
+    link. A message bigger than ``max_message_bytes`` (HTML + text) is not sent either: mail
+    clients clip it (Gmail above about 102 KB) and it means a template or a data bug.
     """
     messages: list[Message] = []
     failures: list[SendResult] = []
