@@ -453,7 +453,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not reporting.success:
         print(f"the reporting models failed to build: {reporting.error}", file=sys.stderr)
         return 1
-    report = write_report(settings.warehouse, settings.warehouse.parent / "reports")
+    report = write_report(settings, settings.warehouse.parent / "reports")
     print(f"\nWhat the emails earned (funnels, lift, A/B, deliverability): {report.as_uri()}")
     print(
         "\nRun the last tick again (it sends nothing twice):\n"
@@ -688,23 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that write the warehouse as a DuckDB file. On PostgreSQL they are refused before
-# anything is opened or created, until they run there too.
-DUCKDB_ONLY = frozenset({"demo"})
-
-
-def _require_duckdb(command: str) -> None:
-    if command in DUCKDB_ONLY and Settings.from_env().postgres is not None:
-        raise ConfigError(
-            f"`nudge {command}` runs on a DuckDB warehouse so far; NUDGE_WAREHOUSE is a "
-            "PostgreSQL database (README, 'Warehouses: what runs where')"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _require_duckdb(args.command)
         return int(args.func(args))
     except (ConfigError, ValueError) as exc:
         print(f"nudge: {exc}", file=sys.stderr)

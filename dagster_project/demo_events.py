@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import duckdb
 import httpx
 import uvicorn
 
@@ -33,7 +32,7 @@ from .landing import LandingStore
 from .links import LinkSettings
 from .providers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook_body
 from .serve import create_app
-from .warehouse import sql
+from .warehouse import open_warehouse, sql_for
 from .webhooks import WebhookSettings
 
 # Shares of sends, by a stable draw per send_id (in ten-thousandths).
@@ -136,16 +135,13 @@ def webhook_service(settings: Settings) -> Iterator[tuple[str, str]]:
 def feed(settings: Settings, service: tuple[str, str], as_of: datetime) -> Feed:
     """Post the reports about the sends of the tick at ``as_of`` through the webhook."""
     url, secret = service
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with contextlib.closing(open_warehouse(settings)) as con:
         sends = [
             (str(send_id), str(email), str(link or ""))
             for send_id, email, link in con.execute(
-                sql("reports/demo_sent_at_tick"), {"as_of": as_of}
+                sql_for(con, "reports/demo_sent_at_tick"), {"as_of": as_of}
             ).fetchall()
         ]
-    finally:
-        con.close()
     events = synthetic_events(sends, as_of)
     stored = 0
     with httpx.Client(base_url=url, timeout=30) as client:

@@ -15,16 +15,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from .config import Settings
 from .demo_events import is_clicked
-from .warehouse import locked_connection, sql
+from .warehouse import locked_warehouse, sql_for
+
+Basket = tuple[list[Any], float | None]
 
 # Chances of an order within the window after a touch, in ten-thousandths.
 BASELINE = 400  # 4 %: held out, or received without clicking (what they would do anyway)
 RECEIVED = 700  # 7 %: received and did not click (the email still reminds)
 CLICKED = 3500  # 35 %: clicked through
 MAX_HOURS = 36  # orders come within a day and a half of the touch (inside the 5-day window)
+MAX_BASKETS = 500  # the first orders' baskets (by event id) are the shoppers' choice
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,11 @@ def shoppers_respond(settings: Settings, as_of: datetime, end: datetime) -> Orde
     """Append the orders of the people the tick at ``as_of`` touched, dated up to ``end``."""
     rows: list[dict[str, object]] = []
     after_holdout = 0
-    with locked_connection(settings.warehouse) as con:
-        touched = con.execute(sql("reports/demo_touched_at_tick"), {"as_of": as_of}).fetchall()
-        baskets = con.execute(sql("reports/demo_baskets")).fetchall()
+    with locked_warehouse(settings) as con:
+        touched = con.execute(
+            sql_for(con, "reports/demo_touched_at_tick"), {"as_of": as_of}
+        ).fetchall()
+        baskets = _baskets(con.execute(sql_for(con, "reports/demo_orders")).fetchall())
         if not baskets:
             return Orders(0, 0)
         for send_id, customer_id, status, cart_id in touched:
@@ -61,7 +67,7 @@ def shoppers_respond(settings: Settings, as_of: datetime, end: datetime) -> Orde
                 "order_id": "ord-" + hashlib.sha256(f"order:{send_id}".encode()).hexdigest()[:12],
                 "revenue": revenue,
                 "currency": "USD",
-                "products": json.loads(products) if isinstance(products, str) else products,
+                "products": products,
             }
             if cart_id:
                 order["cart_id"] = cart_id
@@ -75,5 +81,32 @@ def shoppers_respond(settings: Settings, as_of: datetime, end: datetime) -> Orde
             )
             after_holdout += status == "holdout"
         for row in rows:
-            con.execute(sql("reports/demo_insert_order"), row)
+            con.execute(sql_for(con, "reports/demo_insert_order"), row)
     return Orders(len(rows), after_holdout)
+
+
+def _baskets(orders: list[tuple[str, str | None]]) -> list[Basket]:
+    """The baskets of well-formed orders ``(event_id, properties)``, by event id (code point
+    order, whatever the database's collation), the first ``MAX_BASKETS``: a JSON
+    object with a ``products`` list, and its ``revenue`` as a number where it reads as one."""
+    baskets: list[Basket] = []
+    for _, properties in sorted(orders, key=lambda order: order[0]):
+        try:
+            document = json.loads(properties or "")
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or not isinstance(document.get("products"), list):
+            continue
+        baskets.append((document["products"], _number(document.get("revenue"))))
+        if len(baskets) == MAX_BASKETS:
+            break
+    return baskets
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

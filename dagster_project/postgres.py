@@ -126,6 +126,47 @@ _DUCKDB_TYPES = {
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
 
 
+# DuckDB's column types (as its information_schema spells them) in PostgreSQL's, for a copy of
+# a DuckDB file's tables into PostgreSQL (``nudge demo``, ``warehouse.copy_into_postgres``).
+# Anything else goes over as text, which is what DuckDB's CSV writes of it.
+_POSTGRES_TYPES = {
+    "VARCHAR": "text",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "TIMESTAMP": "timestamp",
+    "DATE": "date",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "HUGEINT": "numeric",
+    "SMALLINT": "smallint",
+    "BOOLEAN": "boolean",
+    "DOUBLE": "double precision",
+    "JSON": "jsonb",
+    "UUID": "uuid",
+    "FLOAT": "real",
+    "TINYINT": "smallint",
+    "UTINYINT": "smallint",
+    "USMALLINT": "integer",
+    "UINTEGER": "bigint",
+    "UBIGINT": "numeric",
+    "TIME": "time",
+    "INTERVAL": "interval",
+    "TIMESTAMP_S": "timestamp",
+    "TIMESTAMP_MS": "timestamp",
+    "TIMESTAMP_NS": "timestamp",
+}
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+
+
+def postgres_type(duckdb_type: str) -> str:
+    """The PostgreSQL type that holds a DuckDB column's values as they are (lists and structs:
+    their text)."""
+    spelled = duckdb_type.strip().upper()
+    decimal = _DECIMAL.fullmatch(spelled)
+    if decimal:
+        return f"numeric({decimal.group(1)}, {decimal.group(2)})"
+    return _POSTGRES_TYPES.get(spelled, "text")
+
+
 def duckdb_type(postgres_type: str) -> str:
     """The DuckDB type that holds a PostgreSQL column's values as they are."""
     spelled = postgres_type.strip().lower()
@@ -322,6 +363,11 @@ class PostgresConnection:
         """Run ``COPY ... TO STDOUT`` and write what it streams into ``handle`` (bytes, in
         the client's encoding: UTF-8)."""
         self._cursor.copy_expert(statement, handle)
+
+    def copy_in(self, statement: str, handle: BinaryIO) -> int:
+        """Run ``COPY ... FROM STDIN`` with what ``handle`` holds; returns the rows it loaded."""
+        self._cursor.copy_expert(statement, handle)
+        return int(self._cursor.rowcount)
 
     @property
     def closed(self) -> bool:

@@ -22,19 +22,14 @@ from .providers import Provider
 from .rendering import Renderer
 from .runs import TriggerSummary
 from .triggers import ProjectRelations, TriggerSpec, higher_priority
-from .warehouse import MISSING_RELATION_ERRORS, Connection, connect, one, quote_relation, sql_for
-
-
-def open_warehouse(warehouse: Path | Settings) -> Connection:
-    """A connection to a replay's warehouse: a DuckDB file, or the database of ``Settings``.
-    Unlocked: a replay works on a copy or a database of its own."""
-    if isinstance(warehouse, Settings):
-        if warehouse.postgres is not None:
-            from .postgres import PostgresConnection
-
-            return PostgresConnection(warehouse.postgres)
-        warehouse = warehouse.warehouse
-    return connect(warehouse)
+from .warehouse import (
+    MISSING_RELATION_ERRORS,
+    Connection,
+    one,
+    open_warehouse,
+    quote_relation,
+    sql_for,
+)
 
 
 class CompiledModels:

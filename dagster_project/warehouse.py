@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import duckdb
 
 from .config import SQL_DIR, Settings
-from .postgres import locked_session
+from .postgres import DIALECT, PostgresConnection, locked_session, postgres_type, quote_identifier
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,17 @@ def dialect(con: Connection) -> str:
     return str(getattr(con, "dialect", "duckdb"))
 
 
+def open_warehouse(warehouse: Path | Settings) -> Connection:
+    """An unlocked connection to a DuckDB file, or to the warehouse of ``Settings`` (its
+    DuckDB file, or its PostgreSQL database): for reads, and for work on a copy or a database
+    of its own. Whoever writes the live warehouse takes ``locked_warehouse`` instead."""
+    if isinstance(warehouse, Settings):
+        if warehouse.postgres is not None:
+            return PostgresConnection(warehouse.postgres)
+        warehouse = warehouse.warehouse
+    return connect(warehouse)
+
+
 @contextlib.contextmanager
 def locked_warehouse(settings: Settings, *, timeout: float = 1800.0) -> Iterator[Connection]:
     """The warehouse of ``settings``, locked against every other nudge process, and open: a
@@ -217,6 +228,61 @@ def quote_relation(relation: str) -> str:
     return ".".join(f'"{p}"' for p in parts)
 
 
+# -- a DuckDB file's tables into PostgreSQL (nudge demo) ----------------------------------------
+
+
+def copy_into_postgres(
+    source: duckdb.DuckDBPyConnection, target: PostgresConnection, schema: str, folder: Path
+) -> dict[str, int]:
+    """Copy every table of ``schema`` from a DuckDB file into PostgreSQL, as a shop's loader
+    would have put them there: into the table of that name where the database has one
+    (nudge's own, from its migrations), emptied first, else into a new one of the same column
+    types (``postgres.postgres_type``). Rows go over as CSV through a file in ``folder``:
+    DuckDB's writer and PostgreSQL's COPY, no row through Python. The caller owns the
+    transaction. Returns the rows copied per ``schema.table``."""
+    tables: dict[str, list[tuple[str, str]]] = {}
+    for table, column, data_type in source.execute(
+        sql("warehouse/schema_columns"), {"schema_name": schema}
+    ).fetchall():
+        tables.setdefault(table, []).append((column, data_type))
+    target.execute(sql("warehouse/create_schema").format(schema=quote_identifier(schema)))
+    copied: dict[str, int] = {}
+    for table, columns in tables.items():
+        relation = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+        found = one(target, sql("warehouse/table_exists", DIALECT), {"qualified_name": relation})
+        if found and found[0]:
+            target.execute(sql("warehouse/truncate", DIALECT).format(relation=relation))
+        else:
+            definitions = ", ".join(
+                f"{quote_identifier(name)} {postgres_type(data_type)}"
+                for name, data_type in columns
+            )
+            target.execute(
+                sql("warehouse/create_table", DIALECT).format(
+                    relation=relation, column_definitions=definitions
+                )
+            )
+        path = folder / f"{schema}.{table}.csv"
+        source.execute(
+            sql("warehouse/export_csv").format(relation=relation, path=sql_literal(str(path)))
+        )
+        column_list = ", ".join(quote_identifier(name) for name, _ in columns)
+        copy_in = sql("warehouse/copy_in", DIALECT).format(
+            relation=relation, column_list=column_list
+        )
+        with path.open("rb") as handle:
+            loaded = target.copy_in(copy_in, handle)
+        path.unlink()
+        found = one(source, sql("warehouse/row_count").format(relation=relation))
+        if not found or loaded != found[0]:
+            raise RuntimeError(
+                f"the copy of {schema}.{table} into PostgreSQL loaded {loaded} rows, not "
+                f"{found[0] if found else '?'}"
+            )
+        copied[f"{schema}.{table}"] = loaded
+    return copied
+
+
 # -- compaction (nudge erase) -----------------------------------------------------------------
 
 
@@ -259,7 +325,7 @@ def compact(warehouse: Path) -> Compaction:
             row = one(con, sql("privacy/current_database"))
             source = str(row[0]) if row else warehouse.stem
             con.execute(sql("privacy/compact_attach").format(path=sql_literal(str(copy))))
-            con.execute(sql("privacy/compact_copy").format(source=_quote_identifier(source)))
+            con.execute(sql("privacy/compact_copy").format(source=quote_identifier(source)))
             _check_copy(con, source, "nudge_compacted")
             con.execute(sql("privacy/compact_detach"))
         finally:
@@ -272,10 +338,6 @@ def compact(warehouse: Path) -> Compaction:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return Compaction(before, warehouse.stat().st_size, time.monotonic() - started)
-
-
-def _quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _check_copy(con: duckdb.DuckDBPyConnection, source: str, copy: str) -> None:
@@ -294,7 +356,7 @@ def _check_copy(con: duckdb.DuckDBPyConnection, source: str, copy: str) -> None:
             one(
                 con,
                 sql("privacy/compact_row_count").format(
-                    relation=".".join(_quote_identifier(p) for p in (catalog, schema, table))
+                    relation=".".join(quote_identifier(p) for p in (catalog, schema, table))
                 ),
             )
             for catalog in (source, copy)

@@ -90,6 +90,7 @@ SLOW_FILES_FIRST = (
     "tests/test_privacy.py",
     "tests/test_postgres_models.py",
     "tests/defs/test_reporting_end_to_end.py",
+    "tests/defs/test_demo.py",
 )
 
 

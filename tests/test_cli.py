@@ -121,16 +121,6 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"\n  {command} " in text, command
 
 
-def test_a_duckdb_only_command_on_postgresql_is_refused_before_touching_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NUDGE_WAREHOUSE", "postgresql://shop@127.0.0.1:9/shop")
-    assert main(["demo"]) == 2
-    assert "runs on a DuckDB warehouse so far" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_init_and_resolve_unknown_on_postgresql(
     postgres_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

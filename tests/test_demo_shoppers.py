@@ -12,7 +12,7 @@ import duckdb
 from dagster_project import ledger
 from dagster_project.config import Settings
 from dagster_project.demo_events import is_clicked
-from dagster_project.demo_shoppers import MAX_HOURS, shoppers_respond
+from dagster_project.demo_shoppers import MAX_BASKETS, MAX_HOURS, _baskets, shoppers_respond
 from dagster_project.providers import ProviderSettings
 from tests.support.raw_tables import create_raw_tables
 
@@ -101,3 +101,30 @@ def test_a_tick_that_touched_no_one_orders_nothing(tmp_path: Path) -> None:
     settings = _warehouse(tmp_path / "wh.duckdb")
     later = TICK + timedelta(hours=1)
     assert shoppers_respond(settings, later, later + timedelta(days=5)).placed == 0
+
+
+def test_only_well_formed_orders_become_baskets_with_their_revenue_when_it_is_a_number() -> None:
+    orders = [
+        ("e1", '{"order_id": '),  # not JSON
+        ("e2", None),
+        ("e3", '["a list"]'),  # not an object
+        ("e4", '{"products": "p1", "revenue": 3}'),  # products not a list
+        ("e5", '{"products": [{"product_id": "p1"}], "revenue": 12.5}'),
+        ("e6", '{"products": [], "revenue": "7"}'),  # a number spelled as text
+        ("e7", '{"products": [{"product_id": "p2"}], "revenue": "n/a"}'),
+        ("e8", '{"products": [{"product_id": "p3"}], "revenue": true}'),
+        ("e9", '{"products": [{"product_id": "p4"}]}'),
+    ]
+    assert _baskets(orders) == [
+        ([{"product_id": "p1"}], 12.5),
+        ([], 7.0),
+        ([{"product_id": "p2"}], None),
+        ([{"product_id": "p3"}], None),
+        ([{"product_id": "p4"}], None),
+    ]
+    # The first MAX_BASKETS well-formed ones by event id, however the rows came and with bad
+    # ones among them (skipped, not counted).
+    many = [(f"e{i:04}", json.dumps({"products": [i], "revenue": i})) for i in range(700)]
+    bad = [(f"e{i:04}x", '{"products": ') for i in range(0, 700, 7)]
+    chosen = _baskets(list(reversed(many + bad)))
+    assert [revenue for _, revenue in chosen] == [float(i) for i in range(MAX_BASKETS)]

@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from dagster_project.config import Settings, postgres_from_url
 from dagster_project.postgres import AdvisoryLockTimeout, duckdb_type, to_pyformat
-from dagster_project.warehouse import MissingInputError, check_input_contract, locked_warehouse
+from dagster_project.warehouse import (
+    MissingInputError,
+    check_input_contract,
+    copy_into_postgres,
+    locked_warehouse,
+)
 
 
 def test_placeholders_become_psycopg2s_outside_quotes_and_every_percent_is_doubled() -> None:
@@ -172,3 +178,51 @@ def test_a_snapshot_sees_one_instant_of_the_database_and_writes_nothing(
     finally:
         reader.close()
         loader.close()
+
+
+def test_a_duckdb_schema_copies_into_postgresql_value_for_value(
+    postgres_cluster: Any, tmp_path: Path
+) -> None:
+    """``nudge demo``'s load (``warehouse.copy_into_postgres``). Found in review: a value
+    ``\\.`` alone on its line is COPY's end of data, and silently cut the table short."""
+    source = duckdb.connect()
+    source.execute("set TimeZone = 'UTC'")
+    source.execute("create schema s")
+    source.execute("create table s.words (word varchar)")
+    words = ["\\.", "", None, 'a,"b"\nc\r\nd', "é ü 日本", "last"]
+    source.executemany("insert into s.words values (?)", [[w] for w in words])
+    source.execute(
+        "create table s.orders (id integer, total decimal(10, 2), paid_at timestamptz, day date,"
+        " ratio double, flag boolean)"
+    )
+    source.execute(
+        "insert into s.orders values (1, 12.34, '2026-06-01 12:00:00+02', '2026-06-01', 0.5,"
+        " true), (2, null, null, null, null, null)"
+    )
+    con = postgres_cluster.new_database("copy").warehouse(tmp_path / "state")
+    try:
+        con.begin()
+        copied = copy_into_postgres(source, con, "s", tmp_path)
+        con.commit()
+        assert copied == {"s.orders": 2, "s.words": len(words)}
+        assert sorted(con.execute("select word from s.words").fetchall(), key=str) == sorted(
+            [(w,) for w in words], key=str
+        )
+        assert con.execute("select * from s.orders order by id").fetchall() == [
+            tuple(row) for row in source.execute("select * from s.orders order by id").fetchall()
+        ]
+        types = con.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 's' and table_name = 'orders' order by ordinal_position"
+        ).fetchall()
+        assert [t for _, t in types] == [
+            "integer",
+            "numeric",
+            "timestamp with time zone",
+            "date",
+            "double precision",
+            "boolean",
+        ]
+    finally:
+        con.close()
+        source.close()

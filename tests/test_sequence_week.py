@@ -31,8 +31,9 @@ from dagster_project import ledger
 from dagster_project.config import POSTGRES_PASSWORD_VAR, Settings
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import OutboxProvider
-from dagster_project.replay import hourly, open_warehouse, replay
+from dagster_project.replay import hourly, replay
 from dagster_project.triggers import project_triggers
+from dagster_project.warehouse import open_warehouse
 from tests.support.mirrors import holdout_bucket
 from tests.support.postgres import load_raw, postgres_server
 

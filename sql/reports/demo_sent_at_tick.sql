@@ -3,7 +3,7 @@
 select
     send_id,
     email,
-    json_extract_string(context, '$.cart_url') as url
+    context ->> 'cart_url' as url
 from nudge.send_ledger
 where status = 'sent' and as_of = $as_of
 order by send_id

@@ -4,7 +4,7 @@ select
     send_id,
     customer_id,
     status,
-    json_extract_string(context, '$.cart_id') as cart_id
+    context ->> 'cart_id' as cart_id
 from nudge.send_ledger
 where status in ('sent', 'holdout') and as_of = $as_of
 order by send_id

@@ -305,46 +305,6 @@ def test_a_run_on_a_warehouse_without_raw_tables_fails_with_exit_code_1(
     assert "run failed" in err and "has no raw.customers, raw.events, raw.subscriptions" in err
 
 
-def test_the_demo_reports_what_its_outbox_holds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "demo.duckdb"))
-    monkeypatch.setenv("NUDGE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    args = ["demo", "--customers", "400", "--hours", "2", "--every", "1", "--end", END.isoformat()]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    table = out[out.index("trigger ") :].splitlines()
-    header = table[0].split()
-    sent_column = header.index("sent")
-    reported = {
-        line.split()[0]: int(line.split()[sent_column])
-        for line in table[2 : 2 + len(project_triggers()[0])]
-    }
-    assert set(reported) == {s.name for s in project_triggers()[0]}
-    for trigger, count in reported.items():
-        assert len(list((tmp_path / "outbox" / trigger).glob("*.eml"))) == count
-    assert sum(reported.values()) > 0
-    assert (tmp_path / "outbox" / "index.html").exists()
-    assert "--allow-late" in out
-    assert "Sequence progress" in out and "abandoned_cart/reminder" in out
-    # It ends with the reporting models built and the report written, where it says.
-    report = out[out.index("What the emails earned") :].split("file://")[1].split()[0]
-    assert Path(report).is_file() and Path(report).parent == tmp_path / "reports"
-    built = duckdb.connect(str(tmp_path / "demo.duckdb"), read_only=True)
-    try:
-        sent = built.execute("select sum(sent) from reporting.rpt_trigger_daily").fetchone()
-    finally:
-        built.close()
-    assert sent == (sum(reported.values()),)
-    # A warehouse holding someone's data is never overwritten by the demo.
-    monkeypatch.setenv("NUDGE_WAREHOUSE", str(tmp_path / "mine.duckdb"))
-    mine = duckdb.connect(str(tmp_path / "mine.duckdb"))
-    mine.execute("create schema raw; create table raw.customers (customer_id varchar)")
-    mine.close()
-    assert main(args) == 2
-    assert "refusing to overwrite" in capsys.readouterr().err
-
-
 def test_a_held_trigger_fails_its_check_and_an_approval_releases_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

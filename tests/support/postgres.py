@@ -15,7 +15,6 @@ passes without it.
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import pwd
 import secrets
@@ -30,27 +29,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from dagster_project.config import POSTGRES_PASSWORD_VAR, SQL_DIR
+from dagster_project.config import POSTGRES_PASSWORD_VAR, SQL_DIR, STATE_DIR
 from dagster_project.postgres import PostgresConnection, PostgresSettings
+from dagster_project.warehouse import copy_into_postgres
 from tests.support.processes import free_port
 
 REQUIRE_ENV = "NUDGE_REQUIRE_POSTGRES"
-
-# DuckDB's types of nudge's raw and own tables, as PostgreSQL spells them.
-_TYPES = {
-    "VARCHAR": "text",
-    "TIMESTAMP WITH TIME ZONE": "timestamptz",
-    "TIMESTAMP": "timestamp",
-    "DATE": "date",
-    "INTEGER": "integer",
-    "BIGINT": "bigint",
-    "HUGEINT": "numeric",
-    "SMALLINT": "smallint",
-    "BOOLEAN": "boolean",
-    "DOUBLE": "double precision",
-    "JSON": "jsonb",
-    "UUID": "uuid",
-}
 
 
 def postgres_bindir() -> Path | None:
@@ -179,6 +163,13 @@ def postgres_server(dbname: str = "nudge") -> Iterator[PostgresServer]:
         with contextlib.suppress(subprocess.CalledProcessError):
             run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+        # What nudge kept for this server's databases in the project's state folder (a run
+        # with the default state folder: dbt's saved parse, the journal, the landing store).
+        for path in STATE_DIR.glob(f"postgres-127.0.0.1-{port}-*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def apply_migrations(server: PostgresServer) -> list[str]:
@@ -210,46 +201,18 @@ def load_raw(warehouse: Path, server: PostgresServer) -> dict[str, int]:
 def copy_schemas(
     source: duckdb.DuckDBPyConnection, server: PostgresServer, schemas: tuple[str, ...]
 ) -> dict[str, int]:
-    """Copy every table of ``schemas`` from a DuckDB warehouse into the server, as a shop's
-    ingestion would have loaded them there: into the table of that name when the server has
-    one (nudge's own, from its migrations), else into a new one of DuckDB's column types.
-    Returns rows per table."""
+    """Copy every table of ``schemas`` from a DuckDB warehouse into the server, in one
+    transaction, as ``nudge demo`` loads its data (``warehouse.copy_into_postgres``): into the
+    table of that name when the server has one (nudge's own, from its migrations), else into a
+    new one of DuckDB's column types. Returns rows per table."""
     copied: dict[str, int] = {}
-    con = server.connect()
-    try:
-        with con.cursor() as cur, tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:
+        con = server.warehouse(Path(folder) / "state")
+        try:
+            con.begin()
             for schema in schemas:
-                cur.execute(f'create schema if not exists "{schema}"')
-                tables = source.execute(
-                    "select table_name from information_schema.tables"
-                    " where table_schema = ? and table_type = 'BASE TABLE' order by 1",
-                    [schema],
-                ).fetchall()
-                for (table,) in tables:
-                    columns = source.execute(
-                        "select column_name, data_type from information_schema.columns"
-                        " where table_schema = ? and table_name = ? order by ordinal_position",
-                        [schema, table],
-                    ).fetchall()
-                    cur.execute("select to_regclass(%s)", [f'"{schema}"."{table}"'])
-                    if cur.fetchone()[0] is None:
-                        ddl = ", ".join(f'"{n}" {_TYPES.get(t, "text")}' for n, t in columns)
-                        cur.execute(f'create table "{schema}"."{table}" ({ddl})')
-                    else:
-                        cur.execute(f'truncate "{schema}"."{table}"')
-                    names = ", ".join(f'"{n}"' for n, _ in columns)
-                    path = Path(folder) / f"{schema}.{table}.csv"
-                    source.execute(
-                        f'copy (select * from "{schema}"."{table}") to \'{path}\''
-                        " (header false, quote '\"', escape '\"')"
-                    )
-                    with open(path, newline="") as handle:
-                        cur.copy_expert(
-                            f'copy "{schema}"."{table}" ({names}) from stdin with (format csv)',
-                            handle,
-                        )
-                    copied[f"{schema}.{table}"] = sum(1 for _ in csv.reader(path.open()))
-        con.commit()
-    finally:
-        con.close()
+                copied.update(copy_into_postgres(source, con, schema, Path(folder)))
+            con.commit()
+        finally:
+            con.close()
     return copied

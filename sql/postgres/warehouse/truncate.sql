@@ -1,0 +1,2 @@
+-- Empty one table before a copy fills it. {relation} is its quoted name.
+truncate {relation}
