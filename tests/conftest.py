@@ -82,6 +82,7 @@ SLOW_FILES_FIRST = (
     "tests/defs/test_end_to_end.py",
     "tests/defs/test_tick.py",
     "tests/test_incremental_models.py",
+    "tests/defs/test_demo.py",
     "tests/defs/test_feedback_end_to_end.py",
     "tests/defs/test_consent_end_to_end.py",
     "tests/defs/test_postgres_tick.py",
@@ -90,7 +91,6 @@ SLOW_FILES_FIRST = (
     "tests/test_privacy.py",
     "tests/test_postgres_models.py",
     "tests/defs/test_reporting_end_to_end.py",
-    "tests/defs/test_demo.py",
 )
 
 
