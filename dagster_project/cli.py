@@ -24,6 +24,7 @@ Settings come from NUDGE_* environment variables (see the README); the warehouse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -378,6 +379,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .providers import write_outbox_index_html
     from .report import write_report
     from .tick import run_reporting, run_tick
+    from .warehouse import open_warehouse
 
     settings = Settings.from_env()
     if args.every < 1 or args.hours < 1:
@@ -445,7 +447,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"{orders_after_holdout} of them by customers held out"
     )
     print()
-    print(format_progress(settings))
+    with contextlib.closing(open_warehouse(settings)) as con:
+        print(format_progress(con))
     if settings.esp == "outbox":
         index = write_outbox_index_html(settings.outbox_dir)
         print(f"\nOpen the rendered emails (newest tick first): file://{index}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -27,7 +27,6 @@ from .warehouse import (
     connection,
     copy_into_postgres,
     one,
-    open_warehouse,
     sql,
     sql_for,
     warehouse_lock,
@@ -140,11 +139,10 @@ def _refuse_unless_replaceable(
         )
 
 
-def format_progress(settings: Settings, examples: int = 4) -> str:
+def format_progress(con: Connection, examples: int = 4) -> str:
     """How the sequences moved: per step what happened, and a few entries' timelines."""
-    with contextlib.closing(open_warehouse(settings)) as con:
-        steps = con.execute(sql_for(con, "reports/demo_progress")).fetchall()
-        timelines = con.execute(sql_for(con, "reports/demo_timelines")).fetchall()
+    steps = con.execute(sql_for(con, "reports/demo_progress")).fetchall()
+    timelines = con.execute(sql_for(con, "reports/demo_timelines")).fetchall()
     lines = ["Sequence progress (the ledger, per step):"]
     for trigger, step, _, sent, holdout, deferred, not_sent in steps:
         lines.append(
@@ -152,6 +150,11 @@ def format_progress(settings: Settings, examples: int = 4) -> str:
             f"deferred {deferred:>4}  skipped/expired {not_sent:>4}"
         )
     lines.append(f"\n{len(timelines)} entries received two or more steps, for example:")
-    for trigger, key, sends in timelines[:examples]:
+    for trigger, key, names, sent_as_of in timelines[:examples]:
+        # The ticks' instants in UTC, whatever zone the engine's session returned them in.
+        sends = (
+            f"{name} {at.astimezone(UTC):%a %H:%M}"
+            for name, at in zip(names, sent_as_of, strict=True)
+        )
         lines.append(f"  {trigger} {key}: " + " -> ".join(sends) + " (UTC)")
     return "\n".join(lines)

@@ -1,11 +1,13 @@
 -- Entries of the demo that received two or more steps, longest first, with when each went
--- out (the tick).
+-- out (the tick). The times come back as timestamps; demo.format_progress spells them, so the
+-- query is the same on every engine.
 select
     trigger,
     trigger_key,
-    list(step || ' ' || strftime(sent_as_of, '%a %H:%M') order by step_index) as sends
+    array_agg(step order by step_index) as steps,
+    array_agg(sent_as_of order by step_index) as sent_as_of
 from nudge.send_ledger
 where status = 'sent'
 group by trigger, trigger_key
 having count(*) >= 2
-order by count(*) desc, trigger, trigger_key asc
+order by count(*) desc, trigger asc, trigger_key asc

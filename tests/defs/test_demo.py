@@ -107,9 +107,36 @@ def _assert_a_complete_demo(demo: Demo) -> Path:
     assert "delivered" in demo.out
     assert demo.reported_sent == sum(reported.values())
     assert sum(1 for row in demo.ledger if row[3] == "sent") == sum(reported.values())
+    _assert_the_timelines_are_the_ledgers(demo)
     report = demo.out[demo.out.index("What the emails earned") :].split("file://")[1].split()[0]
     assert Path(report).is_file()
     return Path(report)
+
+
+def _timelines(out: str) -> list[str]:
+    """The demo's example timelines: ``trigger key: step Dow HH:MM -> step ... (UTC)``."""
+    section = out[out.index(" entries received two or more steps") :].split("\n\n")[0]
+    return [line.strip() for line in section.splitlines()[1:] if line.startswith("  ")]
+
+
+def _assert_the_timelines_are_the_ledgers(demo: Demo) -> None:
+    """Each example's steps, in order, at the instants the ledger sent them (UTC)."""
+    entries = demo.read(
+        "select trigger, trigger_key, count(*) from nudge.send_ledger where status = 'sent'"
+        " group by trigger, trigger_key having count(*) >= 2"
+    )
+    assert f"\n{len(entries)} entries received two or more steps" in demo.out
+    examples = _timelines(demo.out)
+    assert len(examples) == min(4, len(entries))
+    for line in examples:
+        entry, sends = line.removesuffix(" (UTC)").split(": ", 1)
+        trigger, key = entry.split(" ", 1)
+        rows = demo.read(
+            "select step, sent_as_of from nudge.send_ledger where status = 'sent'"
+            f" and trigger = '{trigger}' and trigger_key = '{key.replace(chr(39), chr(39) * 2)}'"
+            " order by step_index"
+        )
+        assert sends.split(" -> ") == [f"{step} {at.astimezone(UTC):%a %H:%M}" for step, at in rows]
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +218,7 @@ def test_the_demo_runs_on_postgresql_and_sends_what_it_sends_on_duckdb(
     assert orders[0] == orders[1] and len(orders[0]) == placed.placed
     assert demo.reported_sent == duckdb_demo.reported_sent
     assert _sent_per_trigger(demo.out) == _sent_per_trigger(duckdb_demo.out)
+    assert _timelines(demo.out) == _timelines(duckdb_demo.out)
 
 
 def _counts(database: PostgresServer) -> dict[str, int]:
