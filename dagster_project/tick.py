@@ -18,9 +18,21 @@ from typing import Any
 
 from .config import ConfigError, Settings
 
-# Written into a DAGSTER_HOME nudge creates: no telemetry banner ("Welcome to Dagster!") and
-# no "no dagster.yaml found" warning on a newcomer's first run.
+# Written into a DAGSTER_HOME nudge creates: no telemetry banner ("Welcome to Dagster!"), no
+# "no dagster.yaml found" warning on a newcomer's first run, and Dagster's SQLite event log with
+# its database engines kept open (dagster_storage.py: the same files, a few seconds less a tick).
 DAGSTER_YAML = """\
+# Created by nudge for `nudge run` and `make dev`; edit freely (Dagster's instance settings).
+telemetry:
+  enabled: false
+# Dagster's SQLite event log, same files, with its connections reused (dagster_storage.py).
+event_log_storage:
+  module: dagster_project.dagster_storage
+  class: PooledSqliteEventLogStorage
+  config: {}
+"""
+# What earlier versions of nudge wrote: replaced by the above, as nobody edited it.
+_EARLIER_DAGSTER_YAML = """\
 # Created by nudge for `nudge run` and `make dev`; edit freely (Dagster's instance settings).
 telemetry:
   enabled: false
@@ -51,7 +63,7 @@ def prepare_dagster_home(home: Path) -> Path:
     """Create ``home`` with nudge's ``dagster.yaml`` unless it already has one."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text() == _EARLIER_DAGSTER_YAML:
         config.write_text(DAGSTER_YAML)
     return home
 
@@ -71,7 +83,10 @@ def dagster_instance(home: Path) -> Iterator[Any]:
     with open(home / ".nudge-instance.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            instance = DagsterInstance.from_config(str(home))
+            # Dagster's own tools find the home by DAGSTER_HOME, and so does nudge's event log
+            # storage (dagster_storage.py) for its default folder: the same here.
+            with _pinned({"DAGSTER_HOME": str(home)}):
+                instance = DagsterInstance.from_config(str(home))
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     # Entered as Dagster enters it: while it is open, Dagster's context (the instance's
@@ -85,10 +100,18 @@ def dagster_instance(home: Path) -> Iterator[Any]:
 def _environment(settings: Settings) -> Iterator[None]:
     """dbt (a subprocess of the job) reads the warehouse from ``NUDGE_WAREHOUSE``, Dagster its
     home from ``DAGSTER_HOME``: pin both to ``settings`` for this tick, then restore them."""
-    pinned = {
-        "NUDGE_WAREHOUSE": settings.warehouse_setting,
-        "DAGSTER_HOME": str(settings.dagster_home),
-    }
+    with _pinned(
+        {
+            "NUDGE_WAREHOUSE": settings.warehouse_setting,
+            "DAGSTER_HOME": str(settings.dagster_home),
+        }
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _pinned(pinned: dict[str, str]) -> Iterator[None]:
+    """These environment variables set while the block runs, then restored."""
     saved = {name: os.environ.get(name) for name in pinned}
     os.environ.update(pinned)
     try:
