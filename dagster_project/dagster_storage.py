@@ -113,8 +113,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with engine.connect() as conn:
             return bool(engine.dialect.has_table(conn, table_name))
 
+    def wipe(self) -> None:
+        # The parent deletes the run databases' files: a connection kept open to one would
+        # go on writing to a file no longer there.
+        self._close_engines()
+        super().wipe()
+
     def dispose(self) -> None:
         super().dispose()
+        self._close_engines()
+
+    def _close_engines(self) -> None:
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), OrderedDict()
         for engine in engines:

@@ -3,12 +3,15 @@ written through connections that are opened once and reused (``dagster_storage.p
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dagster import AssetsDefinition, DagsterInstance, asset, materialize
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
@@ -124,3 +127,29 @@ def test_an_edited_dagster_yaml_is_left_as_its_owner_wrote_it(tmp_path: Path) ->
     with dagster_instance(home) as instance:
         assert type(instance.event_log_storage) is SqliteEventLogStorage
     assert (home / "dagster.yaml").read_text() == edited
+
+
+def _log(run_id: str, message: str) -> EventLogEntry:
+    return EventLogEntry(
+        error_info=None,
+        level=logging.INFO,
+        user_message=message,
+        run_id=run_id,
+        timestamp=time.time(),
+    )
+
+
+def test_what_a_run_logs_after_a_wipe_is_in_its_new_file(tmp_path: Path) -> None:
+    """``dagster instance wipe`` deletes the run databases: a connection kept open to one would
+    go on writing to the deleted file, where nothing can read it."""
+    home = tmp_path / "home"
+    with dagster_instance(home) as instance:
+        storage = instance.event_log_storage
+        storage.store_event(_log("r1", "before the wipe"))
+        instance.wipe()
+        storage.store_event(_log("r1", "after the wipe"))
+    stock = SqliteEventLogStorage(str(home / "history" / "runs"))
+    try:
+        assert [e.user_message for e in stock.get_logs_for_run("r1")] == ["after the wipe"]
+    finally:
+        stock.dispose()
