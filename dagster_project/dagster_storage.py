@@ -7,7 +7,8 @@ for each of them, and again for its mirror row in the cross-run index; profiled 
 warehouse, about 4,400 such openings took 3.9 s of a 17 s tick, and each commit waited for the
 disk. :class:`PooledSqliteEventLogStorage` is that storage, same files and same tables (a stock
 Dagster, ``make dev``'s webserver included, reads what it writes and the other way round), with
-one engine per database file kept open and reused, and SQLite's ``synchronous=NORMAL``: in
+one engine per database file kept and reused, the index's connection kept open (a run's own
+file is still closed after each write: see ``_engine``), and SQLite's ``synchronous=NORMAL``: in
 WAL mode (Dagster's) a commit survives the process dying and only the last commits can be lost
 to a power cut. nudge's exactly-once guarantees never rest on Dagster's history; they rest on
 the ledger in the warehouse.
@@ -41,6 +42,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 
 # A tick writes to its run's database and to the cross-run index; a long-lived process (the
 # webserver, the daemon) reads many runs' databases. Keep the index and the few most recently
@@ -87,6 +89,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             engine = create_engine(
                 self.conn_string_for_shard(shard),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                # A run's own file is closed after each write, as stock Dagster does: closing
+                # the last connection checkpoints its WAL into ``<run>.db``, and that change is
+                # what the UI's live log watcher (``watch``) waits for. Kept open, a run's logs
+                # would reach the UI only when its process ended. The index is watched by
+                # nobody, and it is most of the openings (an asset event's mirror, its tags,
+                # ``has_table``): its connection is kept.
+                poolclass=None if shard == INDEX_SHARD_NAME else NullPool,
             )
             event.listen(engine, "connect", _tune)
             self._engines[shard] = engine
@@ -126,8 +135,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def _close_engines(self) -> None:
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), OrderedDict()
+            # A forked child leaves its parent's connections open for the parent.
+            inherited, self._pid = self._pid != os.getpid(), os.getpid()
         for engine in engines:
-            engine.dispose()
+            engine.dispose(close=not inherited)
 
 
 def _default_base_dir() -> str:

@@ -64,7 +64,10 @@ def prepare_dagster_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or config.read_text() == _EARLIER_DAGSTER_YAML:
-        config.write_text(DAGSTER_YAML)
+        # Whole or not at all: another process may be reading it right now.
+        written = home / f".dagster.yaml.{os.getpid()}"
+        written.write_text(DAGSTER_YAML)
+        os.replace(written, config)
     return home
 
 
