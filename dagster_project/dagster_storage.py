@@ -55,7 +55,8 @@ def _tune(dbapi_connection: Any, _record: Any) -> None:
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
-    """Dagster's ``SqliteEventLogStorage`` with its engines kept open; see the module doc."""
+    """Dagster's ``SqliteEventLogStorage``, its engines and its index connection kept; see the
+    module doc."""
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         # Before the parent's __init__: a new index database is built (and reindexed) there.
