@@ -396,11 +396,17 @@ def at_night(
     The tick's rules judged quiet hours at its as_of; a tick running late must not mail at
     night. ``contexts`` maps send_id to the ledger context JSON (its ``timezone``).
     """
-    return {
-        m.send_id
-        for m in messages
-        if in_quiet_hours(instant, _timezone(contexts.get(m.send_id)), window)
-    }
+    # One answer per time zone: a batch has thousands of recipients and a few dozen zones.
+    night: dict[str | None, bool] = {}
+    out = set()
+    for m in messages:
+        timezone = _timezone(contexts.get(m.send_id))
+        asleep = night.get(timezone)
+        if asleep is None:
+            asleep = night[timezone] = in_quiet_hours(instant, timezone, window)
+        if asleep:
+            out.add(m.send_id)
+    return out
 
 
 def _timezone(context_json: str | None) -> str | None:

@@ -20,6 +20,7 @@ Exception hierarchy::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,33 +133,48 @@ def checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in headers.items():
-        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
-            raise ValueError(
-                f"header name {name!r} is not an RFC 5322 field name "
-                "(printable ASCII without ':' or spaces)"
-            )
+        key = _field_key(name)
         if not isinstance(value, str):
             raise ValueError(f"header {name} has a {type(value).__name__} value, not a string")
-        if "\r" in value or "\n" in value:
-            raise ValueError(
-                f"header {name} has a line break (CR or LF) in its value: "
-                "refused as header injection"
-            )
-        if not _FIELD_BODY.fullmatch(value):
-            raise ValueError(
-                f"header {name} has control characters or non-ASCII text in its value "
-                "(RFC 5322 header values are printable US-ASCII; encode others per RFC 2047)"
-            )
+        # The common case first: printable ASCII and space (str methods, no regex). Anything
+        # else is judged by the rules below, which name the problem.
+        if not (value.isascii() and value.isprintable()):
+            _check_unusual_value(name, value)
         if not value.strip():
             raise ValueError(f"header {name} has an empty value")
-        key = name.lower()
-        if key in RESERVED_HEADERS or key.startswith(_RESERVED_PREFIX):
-            raise ValueError(f"header {name} is set by nudge or the provider; it cannot be added")
         if key in seen:
             raise ValueError(f"header {name} is given twice")
         seen.add(key)
         pairs.append((name, value))
     return pairs
+
+
+@functools.lru_cache(maxsize=256)
+def _field_key(name: object) -> str:
+    """A header name's lower-cased key, or ``ValueError`` if it cannot be added. Cached: every
+    message of a push carries the same few names, and a push checks thousands of messages."""
+    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+        raise ValueError(
+            f"header name {name!r} is not an RFC 5322 field name "
+            "(printable ASCII without ':' or spaces)"
+        )
+    key = name.lower()
+    if key in RESERVED_HEADERS or key.startswith(_RESERVED_PREFIX):
+        raise ValueError(f"header {name} is set by nudge or the provider; it cannot be added")
+    return key
+
+
+def _check_unusual_value(name: str, value: str) -> None:
+    """``ValueError`` for a value that is not printable ASCII and space (a tab is fine)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(
+            f"header {name} has a line break (CR or LF) in its value: refused as header injection"
+        )
+    if not _FIELD_BODY.fullmatch(value):
+        raise ValueError(
+            f"header {name} has control characters or non-ASCII text in its value "
+            "(RFC 5322 header values are printable US-ASCII; encode others per RFC 2047)"
+        )
 
 
 @dataclass(frozen=True)

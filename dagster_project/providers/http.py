@@ -619,16 +619,20 @@ class HttpJsonProvider(PooledProvider):
             return self._give_up(request, reason, attempts, maybe_delivered=True)
         out = []
         total = request.prior_attempts + attempts
+        # Checked once: masking each address for a debug line nobody reads cost more than
+        # reading the answer.
+        debug = logger.isEnabledFor(logging.DEBUG)
         for entry, delivery in zip(request.entries, deliveries, strict=True):
             error = self._redact(delivery.error) if delivery.error else None
             if delivery.status == "sent":
-                logger.debug(
-                    "%s: send %s to %s accepted (attempt %d)",
-                    self.name,
-                    entry.message.send_id,
-                    mask_email(entry.message.to_email),
-                    total,
-                )
+                if debug:
+                    logger.debug(
+                        "%s: send %s to %s accepted (attempt %d)",
+                        self.name,
+                        entry.message.send_id,
+                        mask_email(entry.message.to_email),
+                        total,
+                    )
             else:
                 logger.warning(
                     "%s: send %s to %s %s: %s",
