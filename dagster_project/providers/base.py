@@ -133,6 +133,8 @@ def checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in headers.items():
+        if not isinstance(name, str):
+            raise ValueError(_not_a_field_name(name))
         key = _field_key(name)
         if not isinstance(value, str):
             raise ValueError(f"header {name} has a {type(value).__name__} value, not a string")
@@ -142,6 +144,8 @@ def checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
             _check_unusual_value(name, value)
         if not value.strip():
             raise ValueError(f"header {name} has an empty value")
+        if key in RESERVED_HEADERS or key.startswith(_RESERVED_PREFIX):
+            raise ValueError(f"header {name} is set by nudge or the provider; it cannot be added")
         if key in seen:
             raise ValueError(f"header {name} is given twice")
         seen.add(key)
@@ -150,18 +154,19 @@ def checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _field_key(name: object) -> str:
-    """A header name's lower-cased key, or ``ValueError`` if it cannot be added. Cached: every
-    message of a push carries the same few names, and a push checks thousands of messages."""
-    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
-        raise ValueError(
-            f"header name {name!r} is not an RFC 5322 field name "
-            "(printable ASCII without ':' or spaces)"
-        )
-    key = name.lower()
-    if key in RESERVED_HEADERS or key.startswith(_RESERVED_PREFIX):
-        raise ValueError(f"header {name} is set by nudge or the provider; it cannot be added")
-    return key
+def _field_key(name: str) -> str:
+    """A header name's lower-cased key, or ``ValueError`` if it is not a field name. Cached:
+    every message of a push carries the same few names, and a push checks thousands."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(_not_a_field_name(name))
+    return name.lower()
+
+
+def _not_a_field_name(name: object) -> str:
+    return (
+        f"header name {name!r} is not an RFC 5322 field name "
+        "(printable ASCII without ':' or spaces)"
+    )
 
 
 def _check_unusual_value(name: str, value: str) -> None:

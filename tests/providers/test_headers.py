@@ -46,6 +46,13 @@ def test_headers_pass_through_unchanged_and_in_order() -> None:
         ({"Subject": "another subject"}, "set by nudge or the provider"),
         ({"X-Nudge-Send-Id": "someone-else"}, "set by nudge or the provider"),
         ({"List-Unsubscribe": "<a>", "list-unsubscribe": "<b>"}, "given twice"),
+        # An injection is called one whatever the name it hides behind.
+        ({"Bcc": "x\r\nBcc: victim@example.com"}, "line break"),
+        ({"X-Tab": "a\tb", "Subject": "s"}, "set by nudge or the provider"),
+        ({"X-Del": "a\x7fb"}, "control characters"),
+        ({"X-Sep": "a\u2028b"}, "non-ASCII"),
+        ({1: "x"}, "not an RFC 5322 field name"),
+        ({"X-Count": 3}, "int value"),
     ],
 )
 def test_headers_that_cannot_be_sent_are_refused_naming_the_header_not_its_value(
