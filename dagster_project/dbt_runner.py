@@ -107,7 +107,7 @@ AS_OF_ENV = "NUDGE_AS_OF"
 _ENV_LOCK = threading.Lock()
 
 
-def build_args(*, full_refresh: bool = False) -> list[str]:
+def build_args(*, full_refresh: bool = False, write_json: bool = False) -> list[str]:
     """The tick's one ``dbt build``. Unit tests run in CI, not on every production tick.
     ``full_refresh`` rebuilds the incremental models from the whole history.
 
@@ -115,10 +115,11 @@ def build_args(*, full_refresh: bool = False) -> list[str]:
     ``semantic_manifest.json`` or ``run_results.json`` (dagster-dbt reads the structured log
     it streams, and a successful build's folder is deleted), and writing them cost about half
     a second of every tick. A failed build keeps its ``dbt.log`` and compiled SQL. The saved
-    partial parse is written either way."""
+    partial parse is written either way. ``write_json`` writes them (the tick bench reads
+    ``run_results.json``)."""
     return [
         "build",
-        "--no-write-json",
+        *([] if write_json else ["--no-write-json"]),
         "--exclude-resource-type",
         "unit_test",
         *(["--full-refresh"] if full_refresh else []),

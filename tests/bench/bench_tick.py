@@ -275,10 +275,9 @@ def _dbt_build(
     }
     if memory_limit:
         env["NUDGE_DUCKDB_MEMORY_LIMIT"] = memory_limit  # dbt/profiles.yml reads it
-    # The tick's own arguments, but with run_results.json written: the bench's table of the
-    # slowest nodes reads it (the tick itself skips writing it, see dbt_runner.build_args).
-    args = [a for a in build_args(full_refresh=full_refresh) if a != "--no-write-json"]
-    command = [dbt_executable(), *args]
+    # The tick's own build, with run_results.json written: the table of the slowest nodes
+    # reads it.
+    command = [dbt_executable(), *build_args(full_refresh=full_refresh, write_json=True)]
     peak: float | None = None
     started = datetime.now(UTC)
     with stage.timed():
