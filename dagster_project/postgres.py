@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DIALECT = "postgres"
 
@@ -65,6 +66,8 @@ def to_pyformat(statement: str, params: Mapping[str, Any] | Sequence[Any] | None
 
 
 def _column_type(arrow_type: pa.DataType) -> str:
+    import pyarrow as pa
+
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "text"
     if pa.types.is_boolean(arrow_type):
@@ -308,6 +311,7 @@ class PostgresConnection:
     def register(self, name: str, frame: Any) -> None:
         """``frame`` (Arrow, or a frame with ``to_arrow``: polars) as a temporary table
         ``name``, replacing one registered before."""
+        import pyarrow as pa
         from psycopg2.extras import execute_values
 
         if not isinstance(frame, pa.Table):
