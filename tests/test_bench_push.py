@@ -21,12 +21,15 @@ def test_the_push_bench_prints_every_lane_and_checks_exactly_once(
         assert f"| nudge, {lane.label}, 120 carts, best of 1 |" in table
     for lane in bench_push.LANES[::2]:
         assert f"| nudge, {lane.label}, 40 carts, 5 ms round trip |" in table
+    for label in bench_push._ceiling_labels(8):
+        assert f"| nudge, {label}, 120 carts, best of 1 |" in table
     assert "| nudge rendering alone, one process |" in table
     assert "| nudge rendering, 2 worker processes |" in table
     assert table.count("drt 1.2 SendGrid destination (baseline)") == 2
-    # The headline figures went to the summary: every lane of both settings, and rendering.
+    # The headline figures went to the summary: every lane of both settings, the HTTP client's
+    # two ceilings and rendering.
     figures = summary.read(summary_file)
-    assert len(figures) == len(bench_push.LANES) + len(bench_push.LANES[::2]) + 2
+    assert len(figures) == len(bench_push.LANES) + 2 + len(bench_push.LANES[::2]) + 2
     assert {f.bench for f in figures} == {"push"}
     assert all(f.value > 0 for f in figures)
 

@@ -12,6 +12,11 @@ run, best of ``--repeat``:
   the consent and quiet-hours re-checks, the hand-over journal, the send and the ledger
   settles, through SendGrid (one message per request, 8 connections), SendGrid template mode
   (1,000 per request), Postmark (batches of 500) and Resend (batches of 100);
+* **nudge's HTTP client alone** (``providers/wire.py``, what every HTTP adapter posts through):
+  the SendGrid lane's request bodies, built beforehand, posted in a loop on one connection
+  and then by ``--concurrency`` threads, with none of nudge's other work. One process cannot
+  post faster than this, so it is the ceiling of the one-message-per-request lane: the part
+  of that lane's time nudge's own work (render, journal, settles) can still win back;
 * **rendering** alone (``compose.render_batch``: context, links, three templates), the part
   of nudge's push that is pure CPU: in one process, then split across the worker processes a
   push of 1,000 emails or more uses (``render_workers.py``, ``--render-processes``).
@@ -29,6 +34,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +44,8 @@ from dagster_project.dispatch import dispatch_trigger
 from dagster_project.links import LinkSettings
 from dagster_project.policy import DispatchPolicy, GuardPolicy
 from dagster_project.providers import Provider
+from dagster_project.providers.sendgrid import build_sendgrid_payload
+from dagster_project.providers.wire import WireClient
 from dagster_project.render_workers import RenderWorkers
 from dagster_project.rendering import Renderer
 from dagster_project.warehouse import connect
@@ -182,6 +190,51 @@ def nudge_rate(
     return sends / took
 
 
+def client_rates(sink: FastSink, sends: int, concurrency: int) -> tuple[float, float]:
+    """Messages per second of nudge's HTTP client alone posting the SendGrid lane's bodies
+    (rendered and encoded beforehand, not timed): on one connection in a loop, then from
+    ``concurrency`` threads with a connection each, as the lane's worker pool does."""
+    renderer, links = Renderer(), LinkSettings.from_env()
+
+    def bodies(tag: str) -> list[bytes]:
+        rows = [cart_row(f"{tag}-{i:06d}") for i in range(sends)]
+        contexts = [(row["send_id"], json.dumps(row, default=str)) for row in rows]
+        messages, failures = render_batch(CART_SPEC, renderer, contexts, FROM, links=links)
+        if failures:
+            raise SystemExit(f"rendering failed: {failures[:1]}")
+        return [json.dumps(build_sendgrid_payload(m)).encode("utf-8") for m in messages]
+
+    def rate(threads: int) -> float:
+        todo = bodies(f"wire{time.monotonic_ns()}")
+        url = f"{sink.url}/v3/mail/send"
+        client = WireClient(
+            {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            timeout=30.0,
+        )
+
+        def post(body: bytes) -> None:
+            if client.post(url, content=body).status_code != 202:
+                raise SystemExit("the sink refused a request")
+
+        before = sink.stats()
+        try:
+            started = time.perf_counter()
+            if threads == 1:
+                for body in todo:
+                    post(body)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for _ in pool.map(post, todo):
+                        pass
+            took = time.perf_counter() - started
+        finally:
+            client.close()
+        _check(sink, before, sends, "the HTTP client alone")
+        return sends / took
+
+    return rate(1), rate(concurrency)
+
+
 def render_rates(sends: int, repeat: int, processes: int) -> tuple[float, float | None]:
     """Emails rendered per second, best of ``repeat``: in this process, then split across
     ``processes`` worker processes (started beforehand, as a push starts them once; None for
@@ -246,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 LANES,
                 args.render_processes,
             )
+            # The one-message lane's ceiling in one process, beside it: see the module doc.
+            for _ in range(args.repeat):
+                rates = client_rates(sink, args.sends, args.concurrency)
+                for label, rate in zip(_ceiling_labels(args.concurrency), rates, strict=True):
+                    best[label] = max(best.get(label, 0.0), rate)
         setting = f"{args.sends:,} carts, best of {args.repeat}"
         lines += _rows(setting, drt, best)
         _record(args.summary, setting, drt, best)
@@ -276,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             Figure("push", f"rendering, {workers}", split, "emails/s", "one process", alone),
         )
     print("\n".join(lines))
+
+
+def _ceiling_labels(concurrency: int) -> tuple[str, str]:
+    what = "HTTP client alone (SendGrid bodies built beforehand)"
+    return f"{what}, one connection", f"{what}, {concurrency} threads"
 
 
 def _record(summary: Path | None, setting: str, drt: float | None, best: dict[str, float]) -> None:
