@@ -176,6 +176,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="DuckDB memory_limit for the timed tick only (dbt's build and the push), e.g. 2GB",
     )
     parser.add_argument(
+        "--tick-dbt-threads",
+        type=int,
+        help="dbt threads (NUDGE_DBT_THREADS) for the timed tick's build only; they share the "
+        "memory limit",
+    )
+    parser.add_argument(
         "--skip-full-refresh",
         action="store_true",
         help="skip the last stage, the same build with --full-refresh (the incremental models' "
@@ -265,6 +271,7 @@ def _dbt_build(
     *,
     full_refresh: bool = False,
     memory_limit: str | None = None,
+    threads: int | None = None,
 ) -> DbtRun:
     """Run the tick's ``dbt build`` exactly as a tick does, polling dbt's peak RSS meanwhile."""
     env = {
@@ -275,6 +282,8 @@ def _dbt_build(
     }
     if memory_limit:
         env["NUDGE_DUCKDB_MEMORY_LIMIT"] = memory_limit  # dbt/profiles.yml reads it
+    if threads:
+        env["NUDGE_DBT_THREADS"] = str(threads)  # and this
     # The tick's own build, with run_results.json written: the table of the slowest nodes
     # reads it.
     command = [dbt_executable(), *build_args(full_refresh=full_refresh, write_json=True)]
@@ -623,7 +632,13 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     print(f"  generate done in {stages['generate'].seconds:.1f}s", file=sys.stderr)
     bare_scan = _bare_scan_seconds(warehouse)
     warm_up = _warm_up(warehouse, specs, as_of, args) if args.warm_up_hours else None
-    dbt = _dbt_build(warehouse, as_of, stages["dbt"], memory_limit=args.tick_memory_limit)
+    dbt = _dbt_build(
+        warehouse,
+        as_of,
+        stages["dbt"],
+        memory_limit=args.tick_memory_limit,
+        threads=args.tick_dbt_threads,
+    )
     stages["dbt"].rows = sum(raw.values())
     print(f"  dbt build done in {stages['dbt'].seconds:.1f}s", file=sys.stderr)
 
@@ -761,6 +776,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     )
     if args.tick_memory_limit:
         kind += f", DuckDB memory_limit {args.tick_memory_limit}"
+    if args.tick_dbt_threads:
+        kind += f", {args.tick_dbt_threads} dbt threads"
     print(
         f"\nTick 1 (dbt build + every trigger's dispatch) = "
         f"{stages['dbt'].seconds + stages['tick'].seconds:,.1f} s, {kind}; the repeated tick's "
@@ -780,6 +797,8 @@ def _bench(args: argparse.Namespace, warehouse: Path) -> int:
     ledger_state = "steady state" if warm_up else "empty ledger"
     if args.tick_memory_limit:
         ledger_state += f", memory_limit {args.tick_memory_limit}"
+    if args.tick_dbt_threads:
+        ledger_state += f", {args.tick_dbt_threads} dbt threads"
     second_seconds = stages["second"].seconds
     for figure in (
         Figure(
