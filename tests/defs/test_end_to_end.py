@@ -50,6 +50,8 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
     # A real provider: marketing links must point at a public https service.
     mp.setenv("NUDGE_LINK_SECRET", "e2e-link-secret-" + "k" * 32)
     mp.setenv("NUDGE_PUBLIC_URL", "https://nudge.shop.example")
+    # Fewer models at once than the default 4 (a small machine's setting): dbt says so.
+    mp.setenv("NUDGE_DBT_THREADS", "2")
     with EspServer(api_key=API_KEY) as server:
         settings = Settings(
             warehouse=warehouse,
@@ -89,6 +91,8 @@ def test_the_second_tick_reuses_the_first_ticks_dbt_parse(ticks: Ticks) -> None:
     # dbt says this only once it has accepted the saved parse (a debug event).
     assert "Partial parsing enabled" in printed
     assert "Unable to do partial parsing" not in printed
+    # The profile's threads come from NUDGE_DBT_THREADS.
+    assert "Concurrency: 2 threads" in printed
 
 
 def _ledger(settings: Settings, query: str) -> list[tuple]:
