@@ -45,30 +45,32 @@ def ticks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ticks]:
     tmp = tmp_path_factory.mktemp("e2e")
     warehouse = tmp / "warehouse.duckdb"
     generate_to_file(warehouse, customers=600, end=END)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NUDGE_ESP_API_KEY", API_KEY)
-    # A real provider: marketing links must point at a public https service.
-    mp.setenv("NUDGE_LINK_SECRET", "e2e-link-secret-" + "k" * 32)
-    mp.setenv("NUDGE_PUBLIC_URL", "https://nudge.shop.example")
-    # Fewer models at once than the default 4 (a small machine's setting): dbt says so.
-    mp.setenv("NUDGE_DBT_THREADS", "2")
-    with EspServer(api_key=API_KEY) as server:
-        settings = Settings(
-            warehouse=warehouse,
-            provider=ProviderSettings(
-                esp="sendgrid", base_url=server.url, api_key=API_KEY, outbox_dir=tmp / "outbox"
-            ),
-            from_email="Shop <shop@example.com>",
-            dagster_home=tmp / "dagster_home",
-        )
-        first = run_tick((END - timedelta(hours=1)).isoformat(), settings=settings, allow_late=True)
-        # Verbose, and dbt's debug events: they reach Dagster's compute logs, where a test
-        # reads how dbt parsed the project.
-        mp.setenv("DBT_LOG_LEVEL", "debug")
-        second = run_tick(END.isoformat(), settings=settings, allow_late=True, verbose=True)
-        mp.delenv("DBT_LOG_LEVEL")
-        yield Ticks(settings, server, first, second, server.received_send_ids())
-    mp.undo()
+    # A context: a setup that raises leaves none of these to the next module on this worker.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NUDGE_ESP_API_KEY", API_KEY)
+        # A real provider: marketing links must point at a public https service.
+        mp.setenv("NUDGE_LINK_SECRET", "e2e-link-secret-" + "k" * 32)
+        mp.setenv("NUDGE_PUBLIC_URL", "https://nudge.shop.example")
+        # Fewer models at once than the default 4 (a small machine's setting): dbt says so.
+        mp.setenv("NUDGE_DBT_THREADS", "2")
+        with EspServer(api_key=API_KEY) as server:
+            settings = Settings(
+                warehouse=warehouse,
+                provider=ProviderSettings(
+                    esp="sendgrid", base_url=server.url, api_key=API_KEY, outbox_dir=tmp / "outbox"
+                ),
+                from_email="Shop <shop@example.com>",
+                dagster_home=tmp / "dagster_home",
+            )
+            first = run_tick(
+                (END - timedelta(hours=1)).isoformat(), settings=settings, allow_late=True
+            )
+            # Verbose, and dbt's debug events: they reach Dagster's compute logs, where a test
+            # reads how dbt parsed the project.
+            mp.setenv("DBT_LOG_LEVEL", "debug")
+            second = run_tick(END.isoformat(), settings=settings, allow_late=True, verbose=True)
+            mp.delenv("DBT_LOG_LEVEL")
+            yield Ticks(settings, server, first, second, server.received_send_ids())
 
 
 def test_a_tick_leaves_no_dbt_target_folder_behind(ticks: Ticks) -> None:
