@@ -42,7 +42,7 @@ from tests.support.factories import (
 from tests.support.sendgrid_schema import validate_sendgrid_payload
 
 API_KEY = "SG.unit-test-secret.0123456789abcdefghijklmnopqrstuvwxyz"
-TIMEOUT = 0.3
+TIMEOUT = 0.3  # only for the tests that wait a timeout out; the rest keep fast_tuning's patient one
 
 
 @pytest.fixture
@@ -57,9 +57,7 @@ def provider(server: EspServer, sleeps: SleepRecorder) -> Iterator[SendGridProvi
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> SendGridProvider:
-    return SendGridProvider(
-        API_KEY, url, **fast_tuning(sleeps, **{"timeout": TIMEOUT, **overrides})
-    )
+    return SendGridProvider(API_KEY, url, **fast_tuning(sleeps, **overrides))
 
 
 # -- payload and protocol ------------------------------------------------------------------
@@ -320,15 +318,16 @@ def test_backoff_is_jittered_within_half_to_full_ceiling(server: EspServer) -> N
 
 
 def test_a_read_timeout_is_unknown_and_never_resent(
-    server: EspServer, provider: SendGridProvider, sleeps: SleepRecorder
+    server: EspServer, sleeps: SleepRecorder
 ) -> None:
     # The server got the request and is slow to answer: it may well accept it. SendGrid has no
     # idempotency key, so retrying could deliver the email twice; the send is left 'unknown'.
     server.script([Reply(delay=TIMEOUT * 3), 202])
 
-    started = time.monotonic()
-    (result,) = provider.send([make_message(1)])
-    elapsed = time.monotonic() - started
+    with make_provider(server.url, sleeps, timeout=TIMEOUT) as provider:
+        started = time.monotonic()
+        (result,) = provider.send([make_message(1)])
+        elapsed = time.monotonic() - started
 
     assert result.status == "unknown"
     assert result.attempts == 1
@@ -441,7 +440,7 @@ def test_api_key_never_leaks_into_errors_repr_or_logs(
     server.script([Reply(delay=TIMEOUT * 2)] * 2, send_id="send-0003")
     server.script([Reply(status=429, retry_after="0")] * 2, send_id="send-0004")
 
-    with make_provider(server.url, sleeps, max_attempts=2) as p:
+    with make_provider(server.url, sleeps, max_attempts=2, timeout=TIMEOUT) as p:
         results = p.send([make_message(n) for n in range(1, 6)])
         text = repr(p) + str(p)
 
@@ -490,7 +489,7 @@ def test_config_errors_do_not_echo_the_key() -> None:
 def test_concurrency_is_bounded(sleeps: SleepRecorder) -> None:
     with (
         EspServer(api_key=API_KEY, default=Reply(delay=0.1)) as server,
-        make_provider(server.url, sleeps, max_concurrency=2, timeout=2.0) as p,
+        make_provider(server.url, sleeps, max_concurrency=2) as p,
     ):
         results = p.send([make_message(n) for n in range(1, 7)])
     assert all(r.status == "sent" for r in results)
@@ -664,9 +663,7 @@ def test_template_mode_never_puts_one_address_or_two_senders_in_a_request(
 
 
 def test_template_mode_batches_hold_at_most_1000(server: EspServer, sleeps: SleepRecorder) -> None:
-    # A generous timeout: parsing 1,000 personalizations on a busy machine takes longer than
-    # the short timeout the timeout tests need, and this test is about batch sizes.
-    with make_template_provider(server.url, sleeps, timeout=10.0) as p:
+    with make_template_provider(server.url, sleeps) as p:
         results = p.send([make_message(n) for n in range(1, 1002)])
     assert all(r.status == "sent" for r in results)
     sizes = sorted(len(r.body["personalizations"]) for r in server.send_requests())
@@ -677,7 +674,7 @@ def test_template_mode_read_timeout_leaves_the_batch_unknown(
     server: EspServer, sleeps: SleepRecorder
 ) -> None:
     server.script([Reply(delay=TIMEOUT * 2)])
-    with make_template_provider(server.url, sleeps) as p:
+    with make_template_provider(server.url, sleeps, timeout=TIMEOUT) as p:
         results = p.send([make_message(n) for n in range(1, 4)])
     assert {r.status for r in results} == {"unknown"}
     assert len(server.send_requests()) == 1

@@ -1,7 +1,9 @@
 """The SMTP adapter against a real aiosmtpd server on loopback (tests/smtp_server.py).
 
 Waits between retries go through an injected recorder, so backoff is asserted without sleeping;
-the only real waits are the 0.3 s client timeouts of the "server never answers" cases.
+the only real wait is the 0.3 s client timeout of the "server never answers" case, which asks
+for it; every other test keeps the patient default, so a loaded machine cannot turn a slow answer
+into a timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tests.support.factories import (
 )
 from tests.support.smtp_server import SmtpServer, free_port
 
-TIMEOUT = 0.3
+TIMEOUT = 0.3  # only for the tests that wait a timeout out; the rest keep fast_tuning's patient one
 USERNAME = "nudge-sender"
 PASSWORD = "correct horse battery staple"
 
@@ -41,7 +43,7 @@ def make_provider(port: int, sleeps: SleepRecorder, **overrides: Any) -> SmtpPro
         port,
         **fast_tuning(
             sleeps,
-            **{"timeout": TIMEOUT, "starttls": False, "max_concurrency": 1, **overrides},
+            **{"starttls": False, "max_concurrency": 1, **overrides},
         ),
     )
 
@@ -286,10 +288,11 @@ def test_hang_up_after_data_is_unknown_and_not_retried(
 
 
 def test_timeout_after_data_is_unknown_and_not_retried(
-    server: SmtpServer, provider: SmtpProvider
+    server: SmtpServer, sleeps: SleepRecorder
 ) -> None:
     server.on_data("customer1@example.com", ["hang"])
-    (result,) = provider.send([make_message(1)])
+    with make_provider(server.port, sleeps, timeout=TIMEOUT) as provider:
+        (result,) = provider.send([make_message(1)])
     assert (result.status, result.attempts) == ("unknown", 1)
     assert "timeout 0.3s" in (result.error or "")
     assert len(server.received) == 1

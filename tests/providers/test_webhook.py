@@ -33,7 +33,7 @@ from tests.support.factories import (
 from tests.support.spec_schemas import validate_request_body
 
 SECRET = "whsec-unit-test-0123456789abcdef"
-TIMEOUT = 0.2
+TIMEOUT = 0.2  # only for the tests that wait a timeout out; the rest keep fast_tuning's patient one
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def server(start_esp: Callable[..., EspServer]) -> EspServer:
 
 
 def make_provider(url: str, sleeps: SleepRecorder, **overrides: Any) -> WebhookProvider:
-    return WebhookProvider(url, SECRET, **fast_tuning(sleeps, **{"timeout": TIMEOUT, **overrides}))
+    return WebhookProvider(url, SECRET, **fast_tuning(sleeps, **overrides))
 
 
 @pytest.fixture
@@ -238,14 +238,14 @@ def test_a_lost_answer_is_unknown_unless_the_gateway_is_idempotent(
     server: EspServer, sleeps: SleepRecorder
 ) -> None:
     server.script([Reply(delay=TIMEOUT * 2)])
-    with make_provider(server.webhook_url, sleeps) as p:
+    with make_provider(server.webhook_url, sleeps, timeout=TIMEOUT) as p:
         (lost,) = p.send([make_message(1)], idempotency_key="k-lost")
     assert lost.status == "unknown"
     assert len(server.send_requests()) == 1
 
     server.idempotent_dialects = frozenset({"webhook"})
     server.script([Reply(delay=TIMEOUT * 2)])
-    with make_provider(server.webhook_url, sleeps, idempotent=True) as p:
+    with make_provider(server.webhook_url, sleeps, idempotent=True, timeout=TIMEOUT) as p:
         assert p.limits.idempotent is True
         (retried,) = p.send([make_message(2)], idempotency_key="k-retried")
     assert (retried.status, retried.attempts) == ("sent", 2)
