@@ -165,7 +165,9 @@ def test_an_unsubscribe_during_a_tick_is_answered_at_once_and_honoured_by_that_p
         response = httpx.post(link, data={"List-Unsubscribe": "One-Click"})
         elapsed = time.monotonic() - started
         assert response.status_code == 200
-        assert elapsed < 1.0, f"the service answered in {elapsed:.2f} s"
+        # The tick holds the lock until the gate opens, below: a service that waited for it
+        # would not answer at all. 3 s leaves a loaded CI machine room and still says "at once".
+        assert elapsed < 3.0, f"the service answered in {elapsed:.2f} s"
     finally:
         gate.touch()
     _finish(tick)
