@@ -49,6 +49,8 @@ INCREMENTAL = (
     "intermediate.int_product_views__sessionized",
 )
 TICKS = [END - timedelta(hours=h) for h in (30, 12, 6, 0)]
+# The customer whose last event is dated days after the last tick.
+FAR_AHEAD = "cus-far-ahead"
 EventRow = tuple[str | None, str | None, str | None, datetime, str | None]
 
 
@@ -226,6 +228,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     arrivals.append(
         (ordered, ("evt-ordered-elsewhere", "cus-cart", "order_completed", ordered, elsewhere))
     )
+    # A customer seen before the first tick who also sent, before the first tick, an event
+    # dated days after the last one (a badly skewed clock): invisible to every tick, so it must
+    # not make each of them recompute the customer from their whole history.
+    viewed = json.dumps({"product_id": "p1", "name": "Mug", "price": 5})
+    seen = TICKS[0] - timedelta(hours=5)
+    again = seen + timedelta(hours=1)
+    arrivals.append((seen, ("evt-far-ahead-a", FAR_AHEAD, "product_viewed", seen, viewed)))
+    # A second look within a day: a browse (int_product_views__sessionized drops single looks).
+    arrivals.append((again, ("evt-far-ahead-b", FAR_AHEAD, "product_viewed", again, viewed)))
+    ahead = END + timedelta(days=3)
+    arrivals.append((seen, ("evt-far-ahead-c", FAR_AHEAD, "product_viewed", ahead, viewed)))
     yield Pair(incremental, full, tmp, arrivals)
 
 
@@ -350,6 +363,16 @@ def test_every_tick_builds_exactly_what_a_full_rebuild_builds(pair: Pair) -> Non
         assert sum(n for t, n in instants.items() if t < END) > 0, (model, instants)
         # ...while the full rebuild computed every row at the tick.
         assert set(_computed(pair.full, f"intermediate.{model}", "computed_as_of")) == {END}
+    # An event dated after the tick changed nothing the tick can see: the customer holding one
+    # was last computed around the load of their events at the first tick (the tick after a
+    # load recomputes it once more), not at each tick since.
+    for model in ("int_customers__activity", "int_product_views__sessionized"):
+        computed = _computed(
+            pair.incremental,
+            f"(select * from intermediate.{model} where customer_id = '{FAR_AHEAD}')",
+            "computed_as_of",
+        )
+        assert computed and max(computed) <= TICKS[1], (model, computed)
 
 
 def test_a_tick_replayed_earlier_starts_the_models_over_and_matches(pair: Pair) -> None:
