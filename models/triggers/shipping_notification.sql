@@ -18,6 +18,21 @@ orders as (
 
 ),
 
+-- The orders shipped within the window this tick can mail (nudge_entry_window). Every shipment
+-- event of such an order is read below, even one from before the window, because whether a
+-- parcel was already announced, or announced first without its number, depends on the order's
+-- earlier events; an order with no event in the window cannot enter at this tick, so its
+-- history is not read at all (at a million customers that history is most of the table).
+windowed_orders as (
+
+    select distinct order_id
+    from events
+    where
+        order_id is not null
+        and {{ nudge_entry_window('shipping_notification', 'occurred_at') }}
+
+),
+
 shipments as (
 
     select
@@ -30,6 +45,9 @@ shipments as (
             as tracking_number,
         {{ nudge_web_url("trim(properties ->> 'tracking_url')") }} as tracking_url
     from events
+    where
+        order_id is null
+        or order_id in (select windowed_orders.order_id from windowed_orders)
 
 ),
 

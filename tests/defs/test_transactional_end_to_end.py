@@ -52,7 +52,7 @@ def _plant(warehouse: Path) -> None:
     zone = daytime_zone(_at(13))
     with connection(warehouse) as con:
         create_raw_tables(con)
-        for customer in ("c_ord", "c_ship", "c_supp", "c_cart", "c_late"):
+        for customer in ("c_ord", "c_ship", "c_supp", "c_cart", "c_late", "c_reship"):
             con.execute(
                 "insert into raw.customers values (?, ?, 'Ada', ?, null, ?)",
                 [customer, f"{customer}@example.com", zone, _at(9, day=1).replace(month=1)],
@@ -87,6 +87,14 @@ def _plant(warehouse: Path) -> None:
             }),
             # After the first run's instant: the future there, confirmed by a later run.
             ("e6", "c_late", "order_completed", _at(12, 58), {"order_id": "o_late", "revenue": 9}),
+            # A parcel announced twelve days ago, its event delivered again at 12:03: the
+            # window reads the order's earlier events too, so it is not announced twice.
+            ("e7", "c_reship", "order_shipped", _at(12, day=20).replace(month=5), {
+                "order_id": "o_reship", "carrier": "UPS", "tracking_number": "1Z555",
+            }),
+            ("e8", "c_reship", "order_shipped", _at(12, 3), {
+                "order_id": "o_reship", "carrier": "UPS", "tracking_number": "1Z555",
+            }),
         ]  # fmt: skip
         con.executemany(
             "insert into raw.events values (?, ?, ?, ?, ?)",
@@ -198,7 +206,7 @@ def test_a_shipment_is_announced_with_the_carriers_tracking_link(world: dict[str
 
 def test_the_five_minute_run_sends_only_what_it_should(world: dict[str, Any]) -> None:
     # Exactly these two: not the suppressed address, not the order past its grace, not the
-    # order after the run's instant, and no marketing email.
+    # order after the run's instant, not the parcel announced before, and no marketing email.
     assert set(_messages(world["first_requests"])) == {
         "order_confirmation:c_ord@example.com",
         "shipping_notification:c_ship@example.com",
