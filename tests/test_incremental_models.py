@@ -375,6 +375,47 @@ def test_every_tick_builds_exactly_what_a_full_rebuild_builds(pair: Pair) -> Non
         assert computed and max(computed) <= TICKS[1], (model, computed)
 
 
+def test_trigger_models_pick_for_their_entries_what_the_picks_view_holds(pair: Pair) -> None:
+    """win_back and post_purchase_review rank product picks only for the customers they can
+    mail at this tick (macro nudge_product_picks_cte); each list must be what the view of
+    every buyer's picks holds for that customer, names and prices included."""
+    query = """
+        with
+        view_picks as (
+            select
+                customer_id,
+                list(
+                    {'product_id': product_id, 'name': name, 'url': url,
+                     'image_url': image_url, 'price': price, 'currency': currency}
+                    order by pick_rank
+                ) as picks
+            from intermediate.int_customers__product_picks
+            group by customer_id
+        ),
+        entries as (
+            select customer_id, recommended_products from triggers.win_back
+            union all
+            select customer_id, recommended_products from triggers.post_purchase_review
+        )
+        select
+            count(*) filter (where len(entries.recommended_products) > 0),
+            count(*) filter (
+                where entries.recommended_products != coalesce(view_picks.picks, [])
+            )
+        from entries
+        left join view_picks on entries.customer_id = view_picks.customer_id
+    """
+    con = duckdb.connect(str(pair.incremental), read_only=True)
+    try:
+        row = con.execute(query).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    with_picks, differing = row
+    assert with_picks > 0, "no entry with picks: the check compares nothing"
+    assert differing == 0
+
+
 def test_a_tick_replayed_earlier_starts_the_models_over_and_matches(pair: Pair) -> None:
     rewound = END - timedelta(hours=3, minutes=30)
     pair.tick(rewound)

@@ -12,8 +12,6 @@ best_hours as (
 
 ),
 
-{{ nudge_product_picks_cte() }},
-
 -- Every customer who ever ordered is in a lapse that started at their latest event of any kind.
 -- The lapse is named by that event, so any new activity replaces the entry with a new one whose
 -- steps are months away: that is how the series exits when the customer comes back, and how a
@@ -33,6 +31,8 @@ lapses as (
         and {{ nudge_entry_window('win_back', 'last_event_at') }}
 
 ),
+
+{{ nudge_product_picks_cte('select lapses.customer_id from lapses') }},
 
 final as (
 
